@@ -1,0 +1,227 @@
+"""The ``cdc`` command line: ``run``, ``check``, ``status`` and ``snapshot``.
+
+Exit codes (SPEC §3): 0 clean stop, 1 runtime failure, 2 bad usage or bad configuration. This is
+the only module that configures logging handlers or writes to the terminal.
+"""
+
+from __future__ import annotations
+
+__all__ = ["cli", "main"]
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+from typing import NoReturn
+
+import click
+
+from cdc import __version__
+from cdc.config import (
+    Config,
+    ConnectorConfig,
+    PostgresSinkConfig,
+    SqliteSinkConfig,
+    load_config,
+)
+from cdc.errors import CdcError, ConfigError, NotYetImplemented
+from cdc.findings import Finding
+from cdc.kafka import check_kafka
+from cdc.plugins import connector_for, sink_for
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+STOP_GRACE_S = 10.0
+
+log = logging.getLogger(__name__)
+
+config_option = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    required=True,
+    metavar="FILE",
+    help="The TOML configuration file.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="cdc")
+@click.option(
+    "--log-level",
+    default=lambda: os.environ.get("CDC_LOG_LEVEL", "INFO"),
+    show_default="INFO, or $CDC_LOG_LEVEL",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="How much to log (to stderr).",
+)
+def cli(log_level: str) -> None:
+    """Change data capture from PostgreSQL to Kafka, and sinks that apply it idempotently.
+
+    Connectors read a database's logical replication stream and publish every committed row
+    change to one Kafka topic per table; sinks read those topics and apply the events to
+    another database. Both are declared in a TOML file (see the README's configuration
+    reference).
+
+    Exit codes: 0 clean stop, 1 runtime failure, 2 bad usage or bad configuration.
+    """
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    # kafka-python logs every failed connection attempt as an error; cdc's own lines say what
+    # matters, so its chatter shows only when debugging.
+    if log_level.upper() != "DEBUG":
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+
+
+@cli.command()
+@config_option
+@click.option(
+    "--connector", "connectors", multiple=True, metavar="NAME", help="Run only this connector."
+)
+@click.option("--sink", "sinks", multiple=True, metavar="NAME", help="Run only this sink.")
+def run(config_path: str, connectors: Sequence[str], sinks: Sequence[str]) -> None:
+    """Run the connectors and sinks of FILE until SIGTERM or SIGINT.
+
+    Without --connector or --sink, everything in FILE runs. With them, only the named ones.
+    On SIGTERM/SIGINT reading stops, in-flight work is delivered or dropped without being
+    acknowledged, and cdc exits 0 within 10 seconds.
+    """
+    config = _load(config_path)
+    selected_connectors, selected_sinks = _select(config, connectors, sinks)
+    workers = [connector_for(c, config.kafka) for c in selected_connectors]
+    workers += [sink_for(s, config.kafka) for s in selected_sinks]
+
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("%s received; stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def work(worker: object) -> None:
+        try:
+            worker.run(stop)  # type: ignore[attr-defined]
+        except BaseException as e:
+            errors.append(e)
+            stop.set()
+
+    threads = [threading.Thread(target=work, args=(w,), daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads) and not stop.wait(0.5):
+        pass
+    for t in threads:
+        t.join(STOP_GRACE_S)
+    if errors:
+        for e in errors:
+            _error(e if isinstance(e, CdcError) else f"unexpected {type(e).__name__}: {e}")
+        sys.exit(EXIT_FAILURE)
+
+
+@cli.command()
+@config_option
+def check(config_path: str) -> None:
+    """Validate FILE, then check every connector's database, every sink's target and Kafka.
+
+    For each connector: the server answers, wal_level is logical, the role may replicate, slots
+    and WAL senders are free, the output plugin loads and decodes (probed with a temporary
+    slot), and a replication connection is admitted. For Kafka: the brokers answer. One line a
+    finding; exit 0 when all is well, 1 when the environment is wrong, 2 when FILE is.
+    """
+    config = _load(config_path)
+    click.echo(f"OK    config: {config_path} is valid")
+    findings: list[Finding] = []
+    for c in config.connectors:
+        findings += _report(connector_for(c, config.kafka).check())
+    for s in config.sinks:
+        findings += _report(sink_for(s, config.kafka).check())
+    findings += _report(check_kafka(config.kafka))
+    failed = sum(f.level == "fail" for f in findings)
+    warned = sum(f.level == "warn" for f in findings)
+    click.echo(
+        f"cdc check: {len(findings) - failed - warned} ok, {warned} warning(s), {failed} failed"
+    )
+    sys.exit(EXIT_FAILURE if failed else EXIT_OK)
+
+
+@cli.command()
+@config_option
+def status(config_path: str) -> None:
+    """Show, per connector, its slot, confirmed flush LSN and lag in bytes; per sink, its lag."""
+    _load(config_path)
+    _not_yet("cdc status arrives with the source connector (issue 3) and the sinks (issue 4)")
+
+
+@cli.command()
+@config_option
+@click.option("--connector", required=True, metavar="NAME", help="The connector to ask.")
+@click.option(
+    "--table",
+    "tables",
+    required=True,
+    multiple=True,
+    metavar="SCHEMA.TABLE",
+    help="A table to snapshot; repeat for more.",
+)
+def snapshot(config_path: str, connector: str, tables: Sequence[str]) -> None:
+    """Ask a running connector for an incremental snapshot of the given tables."""
+    config = _load(config_path)
+    _select(config, [connector], [])
+    _not_yet("cdc snapshot arrives with incremental snapshots (issue 5)")
+
+
+def _load(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        _error(e)
+        sys.exit(EXIT_CONFIG)
+
+
+def _select(
+    config: Config, connectors: Sequence[str], sinks: Sequence[str]
+) -> tuple[list[ConnectorConfig], list[PostgresSinkConfig | SqliteSinkConfig]]:
+    unknown = [f"connector {n!r}" for n in connectors if n not in config.connector_names] + [
+        f"sink {n!r}" for n in sinks if n not in config.sink_names
+    ]
+    if unknown:
+        _error(
+            f"{config.source}: no {', no '.join(unknown)}; defined: connectors"
+            f" {list(config.connector_names)}, sinks {list(config.sink_names)}"
+        )
+        sys.exit(EXIT_CONFIG)
+    if not connectors and not sinks:
+        return list(config.connectors), list(config.sinks)
+    return (
+        [c for c in config.connectors if c.name in connectors],
+        [s for s in config.sinks if s.name in sinks],
+    )
+
+
+def _report(findings: list[Finding]) -> list[Finding]:
+    for f in findings:
+        click.echo(f.render())
+    return findings
+
+
+def _not_yet(message: str) -> NoReturn:
+    _error(NotYetImplemented(message))
+    sys.exit(EXIT_FAILURE)
+
+
+def _error(e: BaseException | str) -> None:
+    text = str(e)
+    prefix = "cdc: error: "
+    click.echo(prefix + text.replace("\n", "\n" + prefix), err=True)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="cdc")

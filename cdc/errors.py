@@ -1,0 +1,79 @@
+"""The error tree of cdc.
+
+Every error the project raises on purpose derives from :class:`CdcError`. Each class says whether
+trying the same thing again may succeed (``retriable``), so that the loops that own retries decide
+from the class, never from the text. Driver errors (psycopg, kafka-python) are translated into this
+tree once, where the driver is called.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CdcError",
+    "ConfigError",
+    "ConfigProblem",
+    "KafkaUnavailable",
+    "NotYetImplemented",
+    "SourceUnavailable",
+    "describe",
+]
+
+from dataclasses import dataclass
+
+
+class CdcError(Exception):
+    """Root of every error cdc raises on purpose."""
+
+    retriable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One thing wrong with a configuration file."""
+
+    path: str
+    """Key path inside the file, such as ``connectors[1].snapshot``; empty for the whole file."""
+    message: str
+    """What is wrong and what is allowed; the bad value appears here, secrets masked."""
+
+
+class ConfigError(CdcError):
+    """The configuration file cannot be used. Never retriable: the file must change."""
+
+    def __init__(self, file: str, problems: list[ConfigProblem]) -> None:
+        self.file = file
+        self.problems = problems
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        lines = []
+        for p in self.problems:
+            where = f"{self.file}: {p.path}" if p.path else self.file
+            lines.append(f"{where}: {p.message}")
+        return "\n".join(lines)
+
+
+class SourceUnavailable(CdcError):
+    """The source database cannot be reached or refused us; it may come back."""
+
+    retriable = True
+
+
+class KafkaUnavailable(CdcError):
+    """No Kafka broker answers; it may come back."""
+
+    retriable = True
+
+
+class NotYetImplemented(CdcError):
+    """A command of the contract whose capability has not landed yet."""
+
+
+def describe(e: BaseException, secret: str | None = None) -> str:
+    """The first line of a driver error, for a one-line message, with ``secret`` masked.
+
+    libpq and Kafka clients do not echo passwords, but a message nobody foresaw must not leak one.
+    """
+    text = str(e).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    return line.replace(secret, "***") if secret else line

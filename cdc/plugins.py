@@ -1,0 +1,85 @@
+"""Extension points: the protocols connectors and sinks implement, and the registry that finds them.
+
+Plugins register under the entry-point groups ``cdc.connectors`` (keyed by the config's
+``plugin``) and ``cdc.sinks`` (keyed by the sink's ``type``). The core reaches them only through
+:func:`connector_for` and :func:`sink_for`, so it never imports ``connectors`` or ``sinks``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Connector", "Sink", "connector_for", "sink_for"]
+
+import threading
+from importlib.metadata import entry_points
+from typing import Protocol
+
+from cdc.config import ConnectorConfig, KafkaConfig, PostgresSinkConfig, SqliteSinkConfig
+from cdc.errors import CdcError
+from cdc.findings import Finding
+
+
+class Connector(Protocol):
+    """A source: one database's committed row changes, published to Kafka as events.
+
+    Delivery: at least once. A position in the source is acknowledged only after Kafka has acked
+    every event at or before it, so a crash anywhere loses nothing and at worst publishes a
+    change again, with the same event id. Resume rule: on start, reading resumes just after the
+    last position acknowledged to the source.
+    """
+
+    def __init__(self, config: ConnectorConfig, kafka: KafkaConfig) -> None: ...
+
+    def check(self) -> list[Finding]:
+        """Probe the source without changing it (beyond temporary objects); one finding a fact."""
+        ...
+
+    def run(self, stop: threading.Event) -> None:
+        """Stream until ``stop`` is set; return after in-flight work is delivered or dropped."""
+        ...
+
+
+class Sink(Protocol):
+    """A consumer that applies events from Kafka to a target store, idempotently.
+
+    Delivery: events arrive at least once and, across partitions, in any order. The sink commits
+    the Kafka offsets it consumed in the same target transaction as the rows they produced, and
+    never lets an event move a row back to an older source position. Resume rule: on start and
+    on every partition assignment, consumption resumes at the offsets stored in the target.
+    """
+
+    def __init__(
+        self, config: PostgresSinkConfig | SqliteSinkConfig, kafka: KafkaConfig
+    ) -> None: ...
+
+    def check(self) -> list[Finding]:
+        """Probe the target store without changing it; one finding a fact."""
+        ...
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume and apply until ``stop`` is set; leave no half-applied batch behind."""
+        ...
+
+
+def _load(group: str, name: str) -> type:
+    found = entry_points(group=group, name=name)
+    if not found:
+        raise CdcError(
+            f"no plugin named {name!r} in entry-point group {group!r}; is the cdc package installed"
+            " (pip install -e .)?"
+        )
+    plugin: type = next(iter(found)).load()
+    return plugin
+
+
+def connector_for(config: ConnectorConfig, kafka: KafkaConfig) -> Connector:
+    """The connector that serves ``config.plugin``."""
+    cls = _load("cdc.connectors", config.plugin)
+    connector: Connector = cls(config, kafka)
+    return connector
+
+
+def sink_for(config: PostgresSinkConfig | SqliteSinkConfig, kafka: KafkaConfig) -> Sink:
+    """The sink that serves ``config.type``."""
+    cls = _load("cdc.sinks", config.type)
+    sink: Sink = cls(config, kafka)
+    return sink

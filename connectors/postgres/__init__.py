@@ -1,0 +1,28 @@
+"""The PostgreSQL source connector (wal2json or pgoutput)."""
+
+from __future__ import annotations
+
+__all__ = ["PostgresConnector"]
+
+import threading
+
+from cdc.config import ConnectorConfig, KafkaConfig
+from cdc.errors import NotYetImplemented
+from cdc.findings import Finding
+from connectors.postgres.check import check_source
+
+
+class PostgresConnector:
+    """Streams one database's committed changes into Kafka (see :class:`cdc.plugins.Connector`)."""
+
+    def __init__(self, config: ConnectorConfig, kafka: KafkaConfig) -> None:
+        self.config = config
+        self.kafka = kafka
+
+    def check(self) -> list[Finding]:
+        return check_source(self.config)
+
+    def run(self, stop: threading.Event) -> None:
+        raise NotYetImplemented(
+            f"connector {self.config.name}: streaming is not built yet (issue 3); nothing was read"
+        )

@@ -1,0 +1,287 @@
+"""``cdc check`` for a PostgreSQL source: can this database feed a connector?
+
+Each probe reads the server's state and turns it into one finding that says what to do when it is
+wrong. The only thing it creates is a temporary logical slot (dropped before returning, and by the
+server if we die) to prove the output plugin loads and decodes.
+"""
+
+from __future__ import annotations
+
+__all__ = ["check_source"]
+
+import os
+import secrets
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import pq, sql
+from psycopg.conninfo import make_conninfo
+
+from cdc.config import ConnectorConfig
+from cdc.errors import describe
+from cdc.findings import Finding
+from cdc.globs import compile_globs
+
+CONNECT_TIMEOUT_S = 5
+PROBE_TIMEOUT = "10s"
+
+
+@dataclass
+class _Role:
+    name: str
+    superuser: bool
+    replication: bool
+
+    @property
+    def may_replicate(self) -> bool:
+        return self.superuser or self.replication
+
+
+def check_source(config: ConnectorConfig) -> list[Finding]:
+    """Every finding about the connector's database, in the order a reader would fix them."""
+    subject = f"connector {config.name}"
+    try:
+        conn = psycopg.connect(
+            config.dsn.conninfo,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            application_name="cdc-check",
+        )
+    except psycopg.Error as e:
+        reason = describe(e, config.dsn.password)
+        return [Finding.fail(subject, f"cannot connect to {config.dsn}: {reason}")]
+
+    with conn:
+        findings = [
+            Finding.ok(
+                subject,
+                f"connected to {config.dsn} (PostgreSQL {_show(conn, 'server_version')},"
+                f" database {conn.info.dbname})",
+            )
+        ]
+        wal_level = _show(conn, "wal_level")
+        logical = wal_level == "logical"
+        if logical:
+            findings.append(Finding.ok(subject, "wal_level = logical"))
+        else:
+            findings.append(
+                Finding.fail(
+                    subject,
+                    f"wal_level = {wal_level}, but logical decoding needs wal_level = logical"
+                    " (ALTER SYSTEM SET wal_level = logical, then restart PostgreSQL)",
+                )
+            )
+        role = _role(conn)
+        findings.append(_role_finding(subject, role))
+        free_slots, slot_findings = _slots(conn, subject, config)
+        findings += slot_findings
+        findings.append(_wal_senders(conn, subject))
+        if logical and role.may_replicate and free_slots > 0:
+            findings.append(_probe_plugin(conn, subject, config.plugin))
+        else:
+            findings.append(
+                Finding.warn(
+                    subject,
+                    f"plugin {config.plugin} not probed: the findings above must be fixed first",
+                )
+            )
+        if config.plugin == "pgoutput":
+            findings.append(_publication(conn, subject, config.publication))
+        findings.append(_tables(conn, subject, config))
+    if role.may_replicate:
+        findings.append(_replication_connection(subject, config))
+    return findings
+
+
+def _show(conn: psycopg.Connection[tuple[object, ...]], setting: str) -> str:
+    row = conn.execute("SELECT current_setting(%s)", (setting,)).fetchone()
+    return str(row[0]) if row else ""
+
+
+def _role(conn: psycopg.Connection[tuple[object, ...]]) -> _Role:
+    row = conn.execute(
+        "SELECT rolname, rolsuper, rolreplication FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    assert row is not None
+    return _Role(str(row[0]), bool(row[1]), bool(row[2]))
+
+
+def _role_finding(subject: str, role: _Role) -> Finding:
+    if role.superuser:
+        return Finding.ok(subject, f"role {role.name} is a superuser and may replicate")
+    if role.replication:
+        return Finding.ok(subject, f"role {role.name} has REPLICATION")
+    return Finding.fail(
+        subject,
+        f"role {role.name} may not replicate: it has neither REPLICATION nor SUPERUSER"
+        f" (ALTER ROLE {role.name} REPLICATION)",
+    )
+
+
+def _slots(
+    conn: psycopg.Connection[tuple[object, ...]], subject: str, config: ConnectorConfig
+) -> tuple[int, list[Finding]]:
+    row = conn.execute(
+        "SELECT current_setting('max_replication_slots')::int,"
+        " (SELECT count(*) FROM pg_replication_slots)"
+    ).fetchone()
+    assert row is not None
+    limit, used = int(str(row[0])), int(str(row[1]))
+    free = limit - used
+    ours = conn.execute(
+        "SELECT plugin, slot_type, database, active, confirmed_flush_lsn::text"
+        " FROM pg_replication_slots WHERE slot_name = %s",
+        (config.slot,),
+    ).fetchone()
+    findings = []
+    if ours is None:
+        if free > 0:
+            findings.append(
+                Finding.ok(
+                    subject,
+                    f"{free} of {limit} replication slots free; slot {config.slot} will be"
+                    " created on first run",
+                )
+            )
+        else:
+            findings.append(
+                Finding.fail(
+                    subject,
+                    f"no free replication slot (max_replication_slots = {limit}, all used) for"
+                    f" slot {config.slot}: drop an unused slot or raise max_replication_slots",
+                )
+            )
+    else:
+        plugin, slot_type, database, active, lsn = ours
+        if slot_type != "logical" or plugin != config.plugin:
+            findings.append(
+                Finding.fail(
+                    subject,
+                    f"slot {config.slot} exists but is a {slot_type} slot with plugin {plugin};"
+                    f" this connector needs a logical slot with plugin {config.plugin}",
+                )
+            )
+        elif database != conn.info.dbname:
+            findings.append(
+                Finding.fail(
+                    subject,
+                    f"slot {config.slot} belongs to database {database}, not {conn.info.dbname}",
+                )
+            )
+        else:
+            state = "in use by another process" if active else "idle"
+            level = Finding.warn if active else Finding.ok
+            findings.append(
+                level(subject, f"slot {config.slot} exists ({state}, confirmed flush LSN {lsn})")
+            )
+    return free, findings
+
+
+def _wal_senders(conn: psycopg.Connection[tuple[object, ...]], subject: str) -> Finding:
+    row = conn.execute(
+        "SELECT current_setting('max_wal_senders')::int, (SELECT count(*) FROM pg_stat_replication)"
+    ).fetchone()
+    assert row is not None
+    limit, used = int(str(row[0])), int(str(row[1]))
+    if used < limit:
+        return Finding.ok(subject, f"{limit - used} of {limit} WAL senders free")
+    return Finding.fail(
+        subject,
+        f"no free WAL sender (max_wal_senders = {limit}, all used): raise max_wal_senders",
+    )
+
+
+def _probe_plugin(
+    conn: psycopg.Connection[tuple[object, ...]], subject: str, plugin: str
+) -> Finding:
+    # A temporary slot vanishes with the session, so a crash here leaves nothing behind.
+    probe = f"cdc_check_{os.getpid()}_{secrets.token_hex(4)}"
+    try:
+        conn.execute(sql.SQL("SET statement_timeout = {}").format(PROBE_TIMEOUT))
+        conn.execute("SELECT pg_create_logical_replication_slot(%s, %s, true)", (probe, plugin))
+        if plugin == "pgoutput":
+            conn.execute(
+                "SELECT count(*) FROM pg_logical_slot_peek_binary_changes(%s, NULL, 1,"
+                " 'proto_version', '1', 'publication_names', 'cdc_check_probe')",
+                (probe,),
+            )
+        else:
+            conn.execute(
+                "SELECT count(*) FROM pg_logical_slot_peek_changes(%s, NULL, 1,"
+                " 'format-version', '2')",
+                (probe,),
+            )
+        conn.execute("SELECT pg_drop_replication_slot(%s)", (probe,))
+    except psycopg.errors.QueryCanceled:
+        return Finding.fail(
+            subject,
+            f"plugin {plugin}: a probe slot could not be created within {PROBE_TIMEOUT}; a"
+            " long-running transaction holds logical decoding back",
+        )
+    except psycopg.Error as e:
+        hint = (
+            " (install the server package postgresql-NN-wal2json)" if plugin == "wal2json" else ""
+        )
+        return Finding.fail(subject, f"plugin {plugin} cannot decode: {describe(e)}{hint}")
+    finally:
+        conn.execute("RESET statement_timeout")
+    return Finding.ok(subject, f"plugin {plugin} loads and decodes (probed with a temporary slot)")
+
+
+def _publication(
+    conn: psycopg.Connection[tuple[object, ...]], subject: str, publication: str
+) -> Finding:
+    row = conn.execute(
+        "SELECT puballtables FROM pg_publication WHERE pubname = %s", (publication,)
+    ).fetchone()
+    if row is None:
+        return Finding.ok(subject, f"publication {publication} will be created on first run")
+    return Finding.ok(subject, f"publication {publication} exists")
+
+
+def _tables(
+    conn: psycopg.Connection[tuple[object, ...]], subject: str, config: ConnectorConfig
+) -> Finding:
+    rows = conn.execute(
+        "SELECT n.nspname || '.' || c.relname FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition"
+        " AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+        " AND n.nspname NOT LIKE 'pg\\_%'"
+    ).fetchall()
+    include, exclude = compile_globs(config.tables), compile_globs(config.exclude_tables)
+    chosen = [str(r[0]) for r in rows if include.match(str(r[0])) and not exclude.match(str(r[0]))]
+    if not chosen:
+        return Finding.warn(
+            subject,
+            f"no table matches tables = {list(config.tables)} less exclude_tables ="
+            f" {list(config.exclude_tables)} (yet)",
+        )
+    return Finding.ok(subject, f"{len(chosen)} table(s) selected for capture")
+
+
+def _replication_connection(subject: str, config: ConnectorConfig) -> Finding:
+    # Logical walsender connections go through pg_hba's database lines, which may differ from the
+    # lines that admitted the ordinary connection above, so try one for real.
+    conninfo = make_conninfo(
+        config.dsn.conninfo, replication="database", connect_timeout=str(CONNECT_TIMEOUT_S)
+    )
+    pgconn = pq.PGconn.connect(conninfo.encode())
+
+    def failed(what: str) -> Finding:
+        error = Exception(pgconn.error_message.decode(errors="replace"))
+        return Finding.fail(subject, f"{what}: {describe(error, config.dsn.password)}")
+
+    try:
+        if pgconn.status != pq.ConnStatus.OK:
+            return failed("replication connection refused")
+        res = pgconn.exec_(b"IDENTIFY_SYSTEM")
+        if res.status != pq.ExecStatus.TUPLES_OK:
+            return failed("replication connection cannot IDENTIFY_SYSTEM")
+        system_id = (res.get_value(0, 0) or b"").decode()
+        timeline = (res.get_value(0, 1) or b"").decode()
+        return Finding.ok(
+            subject, f"replication connection works (system {system_id}, timeline {timeline})"
+        )
+    finally:
+        pgconn.finish()

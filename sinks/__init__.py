@@ -1,0 +1,1 @@
+"""Sink consumers: each applies events from Kafka to a target store, idempotently."""
