@@ -539,7 +539,7 @@ def _toml_type(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
-def _problem(err: Any, raw: Mapping[str, Any]) -> ConfigProblem:  # noqa: PLR0911
+def _problem(err: Any, raw: Mapping[str, Any]) -> ConfigProblem:
     # Pydantic's loc includes union branch names such as "postgres"; they are not key paths.
     loc = _strip_union_tags(err["loc"], raw)
     path = _render_path(loc)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["compile_globs", "matches"]
+__all__ = ["TableSelector", "compile_globs"]
 
 import fnmatch
 import re
@@ -15,6 +15,20 @@ def compile_globs(globs: Iterable[str]) -> re.Pattern[str]:
     return re.compile("|".join(parts) if parts else "(?!)")
 
 
-def matches(name: str, include: Iterable[str], exclude: Iterable[str] = ()) -> bool:
-    """Whether ``name`` is selected by ``include`` and not removed by ``exclude``."""
-    return bool(compile_globs(include).match(name)) and not compile_globs(exclude).match(name)
+class TableSelector:
+    """Decides, once per table, whether ``schema.table`` is captured (``tables`` less
+    ``exclude_tables``)."""
+
+    def __init__(self, include: Iterable[str], exclude: Iterable[str] = ()) -> None:
+        self._include = compile_globs(include)
+        self._exclude = compile_globs(exclude)
+        self._seen: dict[tuple[str, str], bool] = {}
+
+    def __call__(self, schema: str, table: str) -> bool:
+        key = (schema, table)
+        found = self._seen.get(key)
+        if found is None:
+            name = f"{schema}.{table}"
+            found = bool(self._include.match(name)) and not self._exclude.match(name)
+            self._seen[key] = found
+        return found

@@ -7,15 +7,23 @@ kafka-python behind the same functions. kafka-python's errors are translated int
 
 from __future__ import annotations
 
-__all__ = ["check_kafka", "client_options"]
+__all__ = ["Publisher", "check_kafka", "client_options"]
 
+import logging
+import threading
+from collections.abc import Callable
 from typing import Any
 
-from kafka import KafkaAdminClient
-from kafka.errors import KafkaError
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from cdc.config import KafkaConfig
+from cdc.errors import KafkaUnavailable
+from cdc.events import Record
 from cdc.findings import Finding
+
+log = logging.getLogger(__name__)
 
 
 def client_options(config: KafkaConfig) -> dict[str, Any]:
@@ -76,3 +84,110 @@ def _reason(e: BaseException) -> str:
     text = str(e).strip()
     name = type(e).__name__
     return text if text.startswith(name) else f"{name}: {text}" if text else name
+
+
+class Publisher:
+    """Sends records to Kafka without waiting, and reports each record's fate by callback.
+
+    The producer is idempotent with ``acks=all``, so a record the broker acked is durable on
+    every in-sync replica, and retries neither duplicate nor reorder records of one partition.
+    ``on_ack`` and ``on_error`` run on the client's I/O thread: they must only hand over.
+    Memory is bounded: :meth:`send` waits while more than ``buffer_memory`` bytes are unacked.
+    """
+
+    def __init__(self, config: KafkaConfig) -> None:
+        p = config.producer
+        options = client_options(config)
+        try:
+            self._producer = KafkaProducer(
+                **options,
+                acks="all",
+                enable_idempotence=True,
+                max_in_flight_requests_per_connection=5,
+                linger_ms=p.linger_ms,
+                batch_size=p.batch_size,
+                compression_type=None if p.compression_type == "none" else p.compression_type,
+                max_request_size=p.max_request_size,
+                request_timeout_ms=p.request_timeout_ms,
+                allow_auto_create_topics=False,
+            )
+            self._admin = KafkaAdminClient(**options)
+        except KafkaError as e:
+            raise KafkaUnavailable(
+                f"Kafka at {','.join(config.bootstrap_servers)}: {_reason(e)}"
+            ) from e
+        self._topics_config = config.topics
+        self._known_topics: set[str] = set()
+        self._limit = p.buffer_memory
+        self._unacked_bytes = 0
+        self._room = threading.Condition()
+
+    def ensure_topic(self, topic: str) -> None:
+        """Create ``topic`` when missing (partitions and replication from ``[kafka.topics]``)."""
+        if topic in self._known_topics:
+            return
+        new = NewTopic(
+            topic,
+            num_partitions=self._topics_config.partitions,
+            replication_factor=self._topics_config.replication_factor,
+        )
+        try:
+            self._admin.create_topics([new])
+            log.info("created topic %s", topic)
+        except TopicAlreadyExistsError:
+            pass
+        except KafkaError as e:
+            raise KafkaUnavailable(f"cannot create topic {topic}: {_reason(e)}") from e
+        self._known_topics.add(topic)
+
+    def wait_for_room(self, stop: threading.Event) -> bool:
+        """Block while too many bytes are unacked; False when ``stop`` was set meanwhile."""
+        with self._room:
+            while self._unacked_bytes > self._limit:
+                if stop.is_set():
+                    return False
+                self._room.wait(0.2)
+        return True
+
+    def send(
+        self,
+        record: Record,
+        on_ack: Callable[[], None],
+        on_error: Callable[[Exception], None],
+    ) -> None:
+        size = len(record.key or b"") + len(record.value or b"") + 64
+        with self._room:
+            self._unacked_bytes += size
+
+        def done() -> None:
+            with self._room:
+                self._unacked_bytes -= size
+                self._room.notify_all()
+
+        def acked(_: object) -> None:
+            done()
+            on_ack()
+
+        def failed(e: Exception) -> None:
+            done()
+            on_error(e)
+
+        try:
+            future = self._producer.send(
+                record.topic, key=record.key, value=record.value, headers=record.headers
+            )
+        except KafkaError as e:
+            done()
+            raise KafkaUnavailable(f"cannot send to {record.topic}: {_reason(e)}") from e
+        future.add_callback(acked)
+        future.add_errback(failed)
+
+    def flush(self, timeout_s: float) -> None:
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaError as e:
+            raise KafkaUnavailable(f"flush failed: {_reason(e)}") from e
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self._producer.close(timeout=timeout_s)
+        self._admin.close()

@@ -360,3 +360,15 @@ def test_the_installed_console_script_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"cdc: error: {path}: connectors[0].snapshot: bad value 'sometimes'" in result.stderr
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "example", sorted((Path(__file__).parent.parent / "examples").glob("*.toml"))
+)
+def test_shipped_examples_are_valid(example: Path) -> None:
+    env = {
+        "CDC_TEST_PG_DSN": "postgresql://postgres@127.0.0.1:15432/postgres",
+        "CDC_PG_DSN": "postgresql://postgres:pw@postgres:5432/postgres",
+    }
+    config = load_config(example, environ=env)
+    assert config.connectors or config.sinks

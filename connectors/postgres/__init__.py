@@ -10,6 +10,7 @@ from cdc.config import ConnectorConfig, KafkaConfig
 from cdc.errors import NotYetImplemented
 from cdc.findings import Finding
 from connectors.postgres.check import check_source
+from connectors.postgres.source import PostgresSource
 
 
 class PostgresConnector:
@@ -23,6 +24,9 @@ class PostgresConnector:
         return check_source(self.config)
 
     def run(self, stop: threading.Event) -> None:
-        raise NotYetImplemented(
-            f"connector {self.config.name}: streaming is not built yet (issue 3); nothing was read"
-        )
+        if self.config.plugin != "wal2json":
+            raise NotYetImplemented(
+                f"connector {self.config.name}: plugin {self.config.plugin!r} is not built yet;"
+                " use plugin = 'wal2json'"
+            )
+        PostgresSource(self.config, self.kafka).run(stop)

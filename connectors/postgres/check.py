@@ -20,7 +20,8 @@ from psycopg.conninfo import make_conninfo
 from cdc.config import ConnectorConfig
 from cdc.errors import describe
 from cdc.findings import Finding
-from cdc.globs import compile_globs
+from cdc.globs import TableSelector
+from connectors.postgres.catalog import selected_tables
 
 CONNECT_TIMEOUT_S = 5
 PROBE_TIMEOUT = "10s"
@@ -242,15 +243,7 @@ def _publication(
 def _tables(
     conn: psycopg.Connection[tuple[object, ...]], subject: str, config: ConnectorConfig
 ) -> Finding:
-    rows = conn.execute(
-        "SELECT n.nspname || '.' || c.relname FROM pg_class c"
-        " JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition"
-        " AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
-        " AND n.nspname NOT LIKE 'pg\\_%'"
-    ).fetchall()
-    include, exclude = compile_globs(config.tables), compile_globs(config.exclude_tables)
-    chosen = [str(r[0]) for r in rows if include.match(str(r[0])) and not exclude.match(str(r[0]))]
+    chosen = selected_tables(conn, TableSelector(config.tables, config.exclude_tables))
     if not chosen:
         return Finding.warn(
             subject,

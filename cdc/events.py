@@ -1,0 +1,151 @@
+"""Events: the immutable facts cdc publishes, and their encoding on Kafka.
+
+A :class:`Change` is one committed row change (or a snapshot read, or a truncate) as a source
+connector decoded it. :func:`encode` turns it into a Kafka record: the topic, the key (the row's
+primary key as JSON), the value (Debezium's PostgreSQL envelope as schemaless JSON) and the
+``cdc-event-id`` header. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EVENT_ID_HEADER",
+    "UNAVAILABLE",
+    "UNAVAILABLE_HEADER",
+    "Change",
+    "Record",
+    "SourceInfo",
+    "encode",
+    "topic_for",
+]
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+EVENT_ID_HEADER = "cdc-event-id"
+UNAVAILABLE_HEADER = "cdc-unavailable"
+UNAVAILABLE = "__debezium_unavailable_value"
+"""Stands in ``after`` for an unchanged TOASTed value the source did not send (as Debezium does);
+the ``cdc-unavailable`` header lists those columns, so no real value can be mistaken for it."""
+
+VERSION = "cdc-0.1.0"
+
+Op = Literal["c", "u", "d", "r", "t"]
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One committed change of one row, as decoded from the source."""
+
+    op: Op
+    """``c`` insert, ``u`` update, ``d`` delete, ``r`` snapshot read, ``t`` truncate."""
+    schema: str
+    table: str
+    key: Row | None
+    """Primary-key (or replica-identity) columns and their values; None when the table has none
+    (and for truncates)."""
+    before: Row | None
+    """The row before the change, as far as the source tells it (key columns only unless the
+    table has REPLICA IDENTITY FULL); None for inserts, reads and truncates."""
+    after: Row | None
+    """The row after the change; None for deletes and truncates."""
+    commit_lsn: int
+    """LSN of the transaction's commit record: with ``index``, the event's identity."""
+    index: int
+    """Position of this change within its transaction, from 0."""
+    lsn: int
+    """LSN of the change itself (not unique: rows written by one COPY may share it)."""
+    xid: int
+    commit_ts_ms: int
+    """Commit time, milliseconds since the Unix epoch."""
+    unavailable: tuple[str, ...] = ()
+    """Columns of ``after`` whose unchanged TOASTed value the source did not send."""
+    snapshot: Literal["true", "last", "incremental", "false"] = "false"
+    last_commit_lsn: int = 0
+    """Commit LSN of the transaction before this one (Debezium's ``sequence`` first element)."""
+    total_order: int = field(default=0)
+    """1-based position of the change in its transaction, across tables."""
+    data_collection_order: int = field(default=0)
+    """1-based position of the change among its transaction's changes to the same table."""
+
+    @property
+    def event_id(self) -> str:
+        """``"{commit_lsn}:{index}"``: unique per change, identical every time it is re-sent."""
+        return f"{self.commit_lsn}:{self.index}"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    """What every event of one connector says about where it came from."""
+
+    name: str
+    """The connector's name."""
+    db: str
+    topic_prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A Kafka record ready to send."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+_TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def topic_for(prefix: str, schema: str, table: str) -> str:
+    """``{prefix}.{schema}.{table}``; characters Kafka forbids in names become ``_``."""
+    return f"{prefix}.{_TOPIC_UNSAFE.sub('_', schema)}.{_TOPIC_UNSAFE.sub('_', table)}"
+
+
+def encode(change: Change, source: SourceInfo, now_ms: int | None = None) -> Record:
+    """The Kafka record for ``change``: Debezium's envelope, schemaless JSON."""
+    envelope = {
+        "before": change.before,
+        "after": change.after,
+        "source": {
+            "version": VERSION,
+            "connector": "postgresql",
+            "name": source.name,
+            "ts_ms": change.commit_ts_ms,
+            "snapshot": change.snapshot,
+            "db": source.db,
+            "sequence": f'["{change.last_commit_lsn}","{change.lsn}"]',
+            "schema": change.schema,
+            "table": change.table,
+            "txId": change.xid,
+            "lsn": change.lsn,
+            "xmin": None,
+        },
+        "op": change.op,
+        "ts_ms": int(time.time() * 1000) if now_ms is None else now_ms,
+        "transaction": {
+            "id": f"{change.xid}:{change.commit_lsn}",
+            "total_order": change.total_order or change.index + 1,
+            "data_collection_order": change.data_collection_order or change.index + 1,
+        },
+    }
+    headers = [(EVENT_ID_HEADER, change.event_id.encode())]
+    if change.unavailable:
+        headers.append((UNAVAILABLE_HEADER, orjson.dumps(list(change.unavailable))))
+    key = None if change.key is None else orjson.dumps(change.key)
+    return Record(
+        topic_for(source.topic_prefix, change.schema, change.table),
+        key,
+        orjson.dumps(envelope),
+        headers,
+    )
+
+
+def tombstone(record: Record) -> Record:
+    """The null-valued record that follows a delete, so compaction can forget the key."""
+    return Record(record.topic, record.key, None, record.headers[:1])

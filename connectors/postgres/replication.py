@@ -1,0 +1,198 @@
+"""PostgreSQL's streaming replication protocol, on psycopg 3's ``pq`` layer.
+
+psycopg 3 has no replication API, but its libpq wrapper speaks COPY BOTH: ``send_query`` a
+``START_REPLICATION`` command, ``get_result`` returns COPY_BOTH, then ``get_copy_data`` yields the
+server's messages and ``put_copy_data`` carries our standby status updates. The message formats
+are parsed and built by pure functions (:func:`parse_message`, :func:`standby_status`), tested
+without a server; :class:`ReplicationConnection` only moves bytes.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Keepalive",
+    "ReplicationConnection",
+    "XLogData",
+    "format_lsn",
+    "parse_lsn",
+    "parse_message",
+    "standby_status",
+]
+
+import select
+import struct
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from psycopg import pq, sql
+from psycopg.conninfo import make_conninfo
+
+from cdc.errors import CdcError, SourceUnavailable
+
+# PostgreSQL counts time in microseconds since 2000-01-01 UTC.
+_PG_EPOCH_US = 946_684_800 * 1_000_000
+_XLOGDATA = struct.Struct(">QQq")
+_KEEPALIVE = struct.Struct(">QqB")
+_STATUS = struct.Struct(">cQQQqB")
+
+
+@dataclass(frozen=True, slots=True)
+class XLogData:
+    """A piece of the decoded stream: one output-plugin message."""
+
+    data_start: int
+    """LSN the message starts at (for wal2json: the change's LSN, not unique within a COPY)."""
+    wal_end: int
+    """The server's current end of WAL."""
+    send_time_us: int
+    """Server clock when sent, microseconds since 2000-01-01."""
+    payload: bytes
+    """What the output plugin wrote (for wal2json format 2: one JSON object)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Keepalive:
+    """The server's periodic "I am here"; may ask for a status update at once."""
+
+    wal_end: int
+    """Everything the server decoded before this point has been sent before this message."""
+    send_time_us: int
+    reply_requested: bool
+
+
+def parse_message(buf: bytes) -> XLogData | Keepalive:
+    """Parse one CopyData message of the replication stream."""
+    kind = buf[:1]
+    if kind == b"w":
+        start, end, sent = _XLOGDATA.unpack_from(buf, 1)
+        return XLogData(start, end, sent, buf[25:])
+    if kind == b"k":
+        end, sent, reply = _KEEPALIVE.unpack_from(buf, 1)
+        return Keepalive(end, sent, bool(reply))
+    raise CdcError(f"unexpected replication message type {kind!r}")
+
+
+def standby_status(
+    written: int, flushed: int, applied: int, now_us: int | None = None, reply: bool = False
+) -> bytes:
+    """A standby status update: ``flushed`` is what the server may forget (confirmed flush)."""
+    if now_us is None:
+        now_us = time.time_ns() // 1000 - _PG_EPOCH_US
+    return _STATUS.pack(b"r", written, flushed, applied, now_us, int(reply))
+
+
+def parse_lsn(text: str) -> int:
+    """``"16/B374D848"`` -> integer."""
+    high, _, low = text.partition("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def format_lsn(lsn: int) -> str:
+    """integer -> ``"16/B374D848"``."""
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+class ReplicationConnection:
+    """A walsender connection (``replication=database``) that streams one logical slot."""
+
+    def __init__(self, conninfo: str, password: str | None = None, timeout_s: int = 10) -> None:
+        dsn = make_conninfo(conninfo, replication="database", connect_timeout=str(timeout_s))
+        self._pgconn = pq.PGconn.connect(dsn.encode())
+        self._password = password
+        if self._pgconn.status != pq.ConnStatus.OK:
+            error = self._error()
+            self._pgconn.finish()
+            raise SourceUnavailable(f"replication connection failed: {error}")
+        self._streaming = False
+
+    def _error(self) -> str:
+        text = self._pgconn.error_message.decode(errors="replace").strip()
+        text = text.splitlines()[0] if text else "unknown error"
+        return text.replace(self._password, "***") if self._password else text
+
+    def command(self, query: bytes) -> list[tuple[str | None, ...]]:
+        """Run a replication command (simple query protocol) and return its rows as text."""
+        res = self._pgconn.exec_(query)
+        if res.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
+            message = res.error_message.decode(errors="replace").strip() or self._error()
+            raise _command_error(message, res.error_field(pq.DiagnosticField.SQLSTATE))
+        return [
+            tuple(
+                None if (v := res.get_value(r, c)) is None else bytes(v).decode()
+                for c in range(res.nfields)
+            )
+            for r in range(res.ntuples)
+        ]
+
+    def create_slot(self, slot: str, plugin: str) -> int:
+        """Create a logical slot; return its consistent point (the LSN streaming starts after)."""
+        query = sql.SQL("CREATE_REPLICATION_SLOT {} LOGICAL {} (SNAPSHOT 'nothing')").format(
+            sql.Identifier(slot), sql.Identifier(plugin)
+        )
+        rows = self.command(query.as_string(None).encode())
+        return parse_lsn(rows[0][1] or "0/0")
+
+    def start(self, slot: str, start_lsn: int, options: Mapping[str, str]) -> None:
+        """Begin streaming ``slot`` from ``start_lsn`` (0: from the slot's confirmed position)."""
+        opts = ", ".join(f"\"{k}\" '{v}'" for k, v in options.items())
+        query = sql.SQL("START_REPLICATION SLOT {} LOGICAL {}").format(
+            sql.Identifier(slot), sql.SQL(format_lsn(start_lsn))
+        )
+        text = query.as_string(None) + (f" ({opts})" if opts else "")
+        self._pgconn.send_query(text.encode())
+        self._pgconn.flush()
+        res = self._pgconn.get_result()
+        if res is None or res.status != pq.ExecStatus.COPY_BOTH:
+            message = (res.error_message if res else b"").decode(errors="replace").strip()
+            sqlstate = res.error_field(pq.DiagnosticField.SQLSTATE) if res else None
+            raise _command_error(message or self._error(), sqlstate)
+        self._streaming = True
+
+    def read(self, timeout_s: float) -> XLogData | Keepalive | None:
+        """The next message, or None when none arrives within ``timeout_s``."""
+        pgconn = self._pgconn
+        n, data = pgconn.get_copy_data(1)
+        if n == 0:
+            ready, _, _ = select.select([pgconn.socket], [], [], timeout_s)
+            if not ready:
+                return None
+            pgconn.consume_input()
+            n, data = pgconn.get_copy_data(1)
+            if n == 0:
+                return None
+        if n > 0:
+            return parse_message(bytes(data))
+        # -1: the server ended the COPY; -2: an error. Either way the stream is over.
+        self._streaming = False
+        res = pgconn.get_result()
+        message = (res.error_message if res else b"").decode(errors="replace").strip()
+        raise SourceUnavailable(f"replication stream ended: {message or self._error()}")
+
+    def send_status(self, written: int, flushed: int, applied: int) -> None:
+        """Tell the server what we received and what it may forget (``flushed``)."""
+        if self._pgconn.put_copy_data(standby_status(written, flushed, applied)) != 1:
+            raise SourceUnavailable(f"cannot send standby status: {self._error()}")
+        self._pgconn.flush()
+
+    def close(self) -> None:
+        self._pgconn.finish()
+
+
+class SlotInUse(SourceUnavailable):
+    """Another process streams the slot (a second connector, or our previous self not yet gone)."""
+
+
+class SlotMissing(CdcError):
+    """The replication slot does not exist."""
+
+
+def _command_error(message: str, sqlstate: bytes | None) -> CdcError:
+    code = sqlstate.decode() if sqlstate else ""
+    if code == "55006":  # object_in_use
+        return SlotInUse(message)
+    if code == "42704":  # undefined_object
+        return SlotMissing(message)
+    if code.startswith(("08", "57", "53")):  # connection, operator intervention, resources
+        return SourceUnavailable(message)
+    return CdcError(message)

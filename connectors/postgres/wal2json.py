@@ -1,0 +1,220 @@
+"""wal2json (format-version 2) decoding: bytes from the stream in, events out. No I/O.
+
+One XLogData payload is one JSON object: ``B`` (begin), ``I``/``U``/``D`` (row changes), ``T``
+(truncate), ``M`` (logical message) or ``C`` (commit). With ``include-lsn`` the ``B`` object already
+carries the commit LSN, so each change's event id (``{commit_lsn}:{index}``) is known as the row
+arrives, and a transaction of any size streams through without being buffered.
+
+Values must be exact, and wal2json 2.5 writes numeric, bigint and float values as bare JSON
+numbers, which a JSON parser would turn into floats. So before parsing, every bare number in a
+``"value":`` position is wrapped in quotes (the only place an unescaped ``"value":`` can occur is a
+key, since quotes inside strings are escaped), and each is then converted by its column type:
+integers to ``int``, floats to ``float``, numeric kept as its exact decimal text.
+"""
+
+from __future__ import annotations
+
+__all__ = ["WAL2JSON_OPTIONS", "Begin", "Catalog", "Commit", "TableInfo", "Wal2JsonDecoder"]
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+import orjson
+
+from cdc.errors import CdcError
+from cdc.events import UNAVAILABLE, Change, Row
+from connectors.postgres.replication import parse_lsn
+
+WAL2JSON_OPTIONS = {
+    "format-version": "2",
+    "include-lsn": "true",
+    "include-xids": "true",
+    "include-timestamp": "true",
+    "include-types": "true",
+    "include-typmod": "false",
+    "include-pk": "true",
+}
+
+_BARE_NUMBER = re.compile(rb'"value":(-?[0-9][0-9.eE+-]*)')
+_INT_TYPES = frozenset({"smallint", "integer", "bigint", "oid"})
+_FLOAT_TYPES = frozenset({"real", "double precision"})
+
+
+@dataclass(frozen=True, slots=True)
+class TableInfo:
+    """What the decoder needs to know of a table beyond what wal2json says."""
+
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+    """Primary key, else replica-identity index columns, else (REPLICA IDENTITY FULL) every
+    column, else nothing."""
+    identity: Literal["default", "full", "index", "nothing"]
+
+
+class Catalog(Protocol):
+    """Table metadata, read from the source database (and cached) by the connector."""
+
+    def table(self, schema: str, table: str, refresh: bool = False) -> TableInfo | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Begin:
+    xid: int
+    commit_lsn: int
+    end_lsn: int
+    """End of the commit record: the position to confirm once the transaction is on Kafka."""
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    xid: int
+    commit_lsn: int
+    end_lsn: int
+
+
+class Wal2JsonDecoder:
+    """Turns a slot's wal2json messages into :class:`Begin`, :class:`Change`, :class:`Commit`."""
+
+    def __init__(self, catalog: Catalog, selected: Callable[[str, str], bool]) -> None:
+        self._catalog = catalog
+        self._selected = selected
+        self._xid = 0
+        self._commit_lsn = 0
+        self._last_commit_lsn = 0
+        self._commit_ts_ms = 0
+        self._index = 0
+        self._per_table: dict[tuple[str, str], int] = {}
+
+    def decode(self, payload: bytes) -> Begin | Change | tuple[Change, ...] | Commit | None:
+        msg = orjson.loads(_BARE_NUMBER.sub(rb'"value":"\1"', payload))
+        action = msg["action"]
+        if action == "B":
+            self._xid = msg.get("xid", 0)
+            self._commit_lsn = parse_lsn(msg["lsn"])
+            self._commit_ts_ms = _ts_ms(msg["timestamp"])
+            self._index = 0
+            self._per_table.clear()
+            return Begin(self._xid, self._commit_lsn, parse_lsn(msg["nextlsn"]))
+        if action == "C":
+            commit = Commit(self._xid, self._commit_lsn, parse_lsn(msg["nextlsn"]))
+            self._last_commit_lsn = self._commit_lsn
+            return commit
+        if action == "M":
+            return None
+        schema, table = msg["schema"], msg["table"]
+        if not self._selected(schema, table):
+            return None
+        lsn = parse_lsn(msg["lsn"])
+        if action == "I":
+            after = _row(msg["columns"])
+            return self._change(
+                "c", schema, table, self._key(schema, table, after, msg), None, after, lsn
+            )
+        if action == "U":
+            return self._update(schema, table, msg, lsn)
+        if action == "D":
+            identity = _row(msg.get("identity", ()))
+            key = self._key(schema, table, identity, msg)
+            return self._change("d", schema, table, key, identity, None, lsn)
+        if action == "T":
+            return self._change("t", schema, table, None, None, None, lsn)
+        raise CdcError(f"wal2json sent an unknown action {action!r}")
+
+    def _update(
+        self, schema: str, table: str, msg: dict[str, Any], lsn: int
+    ) -> Change | tuple[Change, ...]:
+        after = _row(msg["columns"])
+        identity = _row(msg["identity"]) if "identity" in msg else None
+        info = self._catalog.table(schema, table)
+        unavailable: tuple[str, ...] = ()
+        if info is not None and (
+            len(after) < len(info.columns) or not after.keys() <= set(info.columns)
+        ):
+            if not after.keys() <= set(info.columns):
+                info = self._catalog.table(schema, table, refresh=True)
+            if info is not None:
+                # wal2json leaves out an unchanged TOASTed value; never publish it as null.
+                unavailable = tuple(c for c in info.columns if c not in after)
+                for column in unavailable:
+                    after[column] = UNAVAILABLE
+        new_key = self._key(schema, table, after, msg)
+        old_key = self._key(schema, table, identity, msg) if identity is not None else new_key
+        full = info is not None and info.identity == "full"
+        before = identity if full else None
+        if old_key is not None and new_key is not None and old_key != new_key:
+            # The row moved to another key: as Debezium does, a delete of the old key and a
+            # create of the new one, so each key's partition sees its own history in order.
+            return (
+                self._change("d", schema, table, old_key, identity, None, lsn),
+                self._change("c", schema, table, new_key, None, after, lsn, unavailable),
+            )
+        return self._change("u", schema, table, new_key, before, after, lsn, unavailable)
+
+    def _key(self, schema: str, table: str, row: Row | None, msg: dict[str, Any]) -> Row | None:
+        if row is None:
+            return None
+        pk = msg.get("pk")
+        names: tuple[str, ...] | list[str]
+        if pk:
+            names = [c["name"] for c in pk]
+        else:
+            info = self._catalog.table(schema, table)
+            if info is None or not info.key:
+                return None
+            names = info.key
+        return {n: row.get(n) for n in names}
+
+    def _change(
+        self,
+        op: Literal["c", "u", "d", "t"],
+        schema: str,
+        table: str,
+        key: Row | None,
+        before: Row | None,
+        after: Row | None,
+        lsn: int,
+        unavailable: tuple[str, ...] = (),
+    ) -> Change:
+        index = self._index
+        self._index += 1
+        per_table = self._per_table.get((schema, table), 0) + 1
+        self._per_table[(schema, table)] = per_table
+        return Change(
+            op=op,
+            schema=schema,
+            table=table,
+            key=key,
+            before=before,
+            after=after,
+            commit_lsn=self._commit_lsn,
+            index=index,
+            lsn=lsn,
+            xid=self._xid,
+            commit_ts_ms=self._commit_ts_ms,
+            unavailable=unavailable,
+            last_commit_lsn=self._last_commit_lsn,
+            total_order=index + 1,
+            data_collection_order=per_table,
+        )
+
+
+def _row(columns: Any) -> Row:
+    row: Row = {}
+    for c in columns:
+        value = c["value"]
+        if value is not None and value.__class__ is str:
+            kind = c["type"]
+            if kind in _INT_TYPES:
+                value = int(value)
+            elif kind in _FLOAT_TYPES:
+                value = float(value)
+        row[c["name"]] = value
+    return row
+
+
+def _ts_ms(text: str) -> int:
+    # wal2json: "2026-11-27 05:30:18.979158+00"
+    return int(datetime.fromisoformat(text).timestamp() * 1000)
