@@ -5,15 +5,23 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: test unit lint install stack-up stack-down demo clean
+.PHONY: test test-full unit lint install stack-up stack-down demo clean
 
 # Create .venv when missing, install the project, bring up the local stack, run every test.
 test: lint stack-up
 	eval "$$(scripts/devstack env)" && $(PY) -m pytest $(PYTEST_ARGS)
 
+# The proofs at full size (12 SIGKILLs around a 100k-row COPY, a 2M-row transaction, 100 MB of
+# foreign WAL). `make test` runs the same tests smaller.
+test-full: export CDC_TEST_KILLS = 12
+test-full: export CDC_TEST_COPY_ROWS = 100000
+test-full: export CDC_TEST_BIG_TXN_ROWS = 2000000
+test-full: export CDC_TEST_HEARTBEAT_MB = 100
+test-full: test
+
 # Tests that need no services.
 unit: install
-	$(PY) -m pytest tests/test_config.py $(PYTEST_ARGS)
+	$(PY) -m pytest tests/test_config.py tests/test_wal2json_decoder.py tests/test_acks.py $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -158,7 +158,7 @@ def reference_changes(
     changes: list[Change] = []
     with psycopg.connect(dsn, autocommit=True) as conn:
         decoder = Wal2JsonDecoder(PostgresCatalog(conn), TableSelector(tables))
-        with conn.cursor(name="ref") as cur:
+        with conn.transaction(), conn.cursor(name="ref") as cur:
             cur.itersize = 10_000
             cur.execute(
                 "SELECT data FROM pg_logical_slot_peek_changes(%s, %s, NULL, "

@@ -1,0 +1,116 @@
+"""Kafka stops for a while in the middle of a workload: nothing is lost, nothing is confirmed early.
+
+Integration test on the devstack (it stops and restarts the devstack's broker, so it runs with
+the other `devstack` tests, last). ``CDC_TEST_KAFKA_OUTAGE_S`` sets the outage (default 30 s).
+
+Two outages. In the first the connector rides it out and delivers everything once Kafka is back.
+In the second the connector is SIGKILLed while Kafka is still down, losing whatever it held in
+memory: if it had confirmed to PostgreSQL any change Kafka had not acked, that change would be
+gone for good, and the final check would find it missing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import ROOT
+from tests.harness import (
+    CdcProcess,
+    create_reference_slot,
+    current_wal_lsn,
+    read_topics,
+    reference_changes,
+    slot_confirmed_lsn,
+    wait_for,
+    write_config,
+)
+from tests.test_source_crash import SCHEMA, Workload, check_delivery
+
+pytestmark = pytest.mark.devstack
+
+OUTAGE_S = float(os.environ.get("CDC_TEST_KAFKA_OUTAGE_S", "30"))
+STATE = Path(os.environ.get("CDC_DEV_DIR", ROOT / ".devstack"))
+
+
+def stop_kafka() -> None:
+    pid_file = STATE / "kafka" / "kafka.pid"
+    if not pid_file.exists():
+        pytest.fail(f"no devstack Kafka pid at {pid_file}: this test needs `scripts/devstack up`")
+    pid = int(pid_file.read_text().split()[0])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{pid}").exists():
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+
+
+def start_kafka() -> None:
+    up = subprocess.run(
+        [str(ROOT / "scripts" / "devstack"), "up"], capture_output=True, text=True, check=False
+    )
+    assert up.returncode == 0, up.stderr
+
+
+def test_kafka_outage_loses_nothing(
+    tmp_path: Path, database: str, kafka_bootstrap: str, unique: str
+) -> None:
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(SCHEMA)
+    name = f"outage{unique}"
+    slot = f"cdc_{name}"
+    config = write_config(tmp_path / "cdc.toml", database, kafka_bootstrap, name=name)
+    log = tmp_path / "cdc.log"
+    cdc = CdcProcess(config, log)
+    wait_for(lambda: slot_confirmed_lsn(database, slot), 30, "the connector's slot")
+    create_reference_slot(database, f"ref_{unique}")
+    workload = Workload(database, seed=int(unique, 16), pause_s=0.02)
+    workload.start()
+    samples: list[tuple[float, int, int]] = []
+    try:
+        for outage in ("ridden out", "connector killed during it"):
+            time.sleep(3)
+            stop_kafka()
+            down_at = time.monotonic()
+            wal_at_stop = current_wal_lsn(database)
+            while time.monotonic() - down_at < OUTAGE_S:
+                samples.append(
+                    (time.monotonic() - down_at, slot_confirmed_lsn(database, slot), wal_at_stop)
+                )
+                time.sleep(1)
+            assert workload.commits > 0
+            if outage == "connector killed during it":
+                cdc.kill()
+            start_kafka()
+            if not cdc.alive():
+                cdc = CdcProcess(config, log)
+            time.sleep(3)
+    finally:
+        workload.stop.set()
+        workload.join(30)
+    assert workload.error is None, workload.error
+    end = current_wal_lsn(database)
+    try:
+        wait_for(
+            lambda: slot_confirmed_lsn(database, slot) >= end, 180, "the connector to catch up"
+        )
+    finally:
+        assert cdc.stop() == 0, cdc.output()[-3000:]
+
+    expected = reference_changes(database, f"ref_{unique}", ["public.*"])
+    topics = [f"{name}.public.{t}" for t in ("items", "accounts")]
+    stats = check_delivery(expected, read_topics(kafka_bootstrap, topics, timeout_s=120))
+    # While Kafka was down the confirmed position may only rise to what was acked before the
+    # stop: never to WAL written during the outage.
+    assert samples
+    for _, confirmed, wal_at_stop in samples:
+        assert confirmed <= wal_at_stop, "confirmed a position written while Kafka was down"
+    during = sorted({confirmed for _, confirmed, _ in samples})
+    print(f"outages of {OUTAGE_S:.0f} s: {stats}; confirmed LSNs seen while down: {during}")
