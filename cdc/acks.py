@@ -34,15 +34,16 @@ class AckTracker:
     def __init__(self) -> None:
         self._open: deque[Txn] = deque()
         self._acks: deque[Txn] = deque()  # appended by the Kafka I/O thread; deque ops are atomic
+        self._sent = 0  # records sent whose acks have not been counted yet
 
     def begin(self, end: int) -> Txn:
         txn = Txn(end)
         self._open.append(txn)
         return txn
 
-    @staticmethod
-    def sent(txn: Txn) -> None:
+    def sent(self, txn: Txn) -> None:
         txn.pending += 1
+        self._sent += 1
 
     def acked(self, txn: Txn) -> None:
         """Called from any thread when Kafka acked one record of ``txn``."""
@@ -57,6 +58,7 @@ class AckTracker:
         acks = self._acks
         while acks:
             acks.popleft().pending -= 1
+            self._sent -= 1
         position = None
         open_ = self._open
         while open_ and open_[0].closed and open_[0].pending == 0:
@@ -69,5 +71,6 @@ class AckTracker:
         return not self._open and not self._acks
 
     @property
-    def in_flight(self) -> int:
-        return sum(t.pending for t in self._open) - len(self._acks)
+    def unacked(self) -> int:
+        """Records sent and not yet acked (from any thread's point of view, an upper bound)."""
+        return self._sent - len(self._acks)

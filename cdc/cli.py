@@ -154,9 +154,17 @@ def check(config_path: str) -> None:
 @cli.command()
 @config_option
 def status(config_path: str) -> None:
-    """Show, per connector, its slot, confirmed flush LSN and lag in bytes; per sink, its lag."""
-    _load(config_path)
-    _not_yet("cdc status arrives with the source connector (issue 3) and the sinks (issue 4)")
+    """Show, per connector, its slot, confirmed flush LSN and lag in bytes; per sink, its lag.
+
+    Exit 0 when every source answered, 1 otherwise.
+    """
+    config = _load(config_path)
+    findings: list[Finding] = []
+    for c in config.connectors:
+        findings += _report(connector_for(c, config.kafka).status())
+    for s in config.sinks:
+        findings += _report(sink_for(s, config.kafka).status())
+    sys.exit(EXIT_FAILURE if any(f.level == "fail" for f in findings) else EXIT_OK)
 
 
 @cli.command()

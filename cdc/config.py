@@ -234,10 +234,11 @@ class KafkaTopicsConfig(_Spec):
 class KafkaProducerConfig(_Spec):
     """Producer tuning. ``acks=all`` and idempotence are not options: delivery depends on them."""
 
-    linger_ms: int = Field(default=5, ge=0, le=60_000)
-    batch_size: int = Field(default=256 * 1024, ge=1024)
+    linger_ms: int = Field(default=20, ge=0, le=60_000)
+    batch_size: int = Field(default=1024 * 1024, ge=1024)
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
-    buffer_memory: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    max_unacked_records: int = Field(default=50_000, ge=100)
+    """Reading pauses while this many records wait for Kafka's ack: bounds the memory."""
     max_request_size: int = Field(default=4 * 1024 * 1024, ge=1024)
     request_timeout_ms: int = Field(default=30_000, ge=1000)
 

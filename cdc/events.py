@@ -19,6 +19,7 @@ __all__ = [
     "topic_for",
 ]
 
+import functools
 import re
 import time
 from dataclasses import dataclass, field
@@ -102,6 +103,7 @@ class Record:
 _TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
+@functools.cache
 def topic_for(prefix: str, schema: str, table: str) -> str:
     """``{prefix}.{schema}.{table}``; characters Kafka forbids in names become ``_``."""
     return f"{prefix}.{_TOPIC_UNSAFE.sub('_', schema)}.{_TOPIC_UNSAFE.sub('_', table)}"

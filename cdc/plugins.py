@@ -37,6 +37,10 @@ class Connector(Protocol):
         """Stream until ``stop`` is set; return after in-flight work is delivered or dropped."""
         ...
 
+    def status(self) -> list[Finding]:
+        """Where the connector stands: its slot, the confirmed position, the lag."""
+        ...
+
 
 class Sink(Protocol):
     """A consumer that applies events from Kafka to a target store, idempotently.
@@ -57,6 +61,10 @@ class Sink(Protocol):
 
     def run(self, stop: threading.Event) -> None:
         """Consume and apply until ``stop`` is set; leave no half-applied batch behind."""
+        ...
+
+    def status(self) -> list[Finding]:
+        """Where the sink stands: its consumer lag."""
         ...
 
 

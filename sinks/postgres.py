@@ -35,3 +35,6 @@ class PostgresSink:
         raise NotYetImplemented(
             f"sink {self.config.name}: applying events is not built yet (issue 4); nothing was read"
         )
+
+    def status(self) -> list[Finding]:
+        return [Finding.warn(f"sink {self.config.name}", "consumer lag: sinks are not built yet")]

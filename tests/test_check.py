@@ -19,12 +19,18 @@ from tests.scratch_pg import free_port, scratch_postgres
 
 
 def run_check(tmp_path: Path, dsn: str, kafka: str, plugin: str = "wal2json") -> Result:
+    # Slot names are global to the server: each test has its own (tmp_path is unique).
     path = tmp_path / "cdc.toml"
     path.write_text(
         f'[kafka]\nbootstrap_servers = "{kafka}"\n'
         f'[[connectors]]\nname = "shop"\nplugin = "{plugin}"\ndsn = "{dsn}"\n'
+        f'slot = "{slot_of(tmp_path)}"\n'
     )
     return CliRunner().invoke(cli, ["check", "-c", str(path)])
+
+
+def slot_of(tmp_path: Path) -> str:
+    return "cdct_" + "".join(ch for ch in tmp_path.name.lower() if ch.isalnum())[-40:]
 
 
 def as_url(dsn: str) -> str:
@@ -60,7 +66,7 @@ def test_good_database_and_kafka(
     for line in [
         "OK    connector shop: wal_level = logical",
         "OK    connector shop: role postgres is a superuser and may replicate",
-        "slot cdc_shop will be created on first run",
+        f"slot {slot_of(tmp_path)} will be created on first run",
         "WAL senders free",
         f"OK    connector shop: plugin {plugin} loads and decodes (probed with a temporary slot)",
         "OK    connector shop: 1 table(s) selected for capture",
@@ -142,3 +148,29 @@ def test_kafka_down(tmp_path: Path, database: str) -> None:
     assert "OK    connector shop: wal_level = logical" in result.output
     assert "cdc check: " in result.output
     assert " 1 failed" in result.output
+
+
+def test_status_shows_slot_position_and_lag(
+    tmp_path: Path, database: str, kafka_bootstrap: str
+) -> None:
+    path, slot = tmp_path / "cdc.toml", slot_of(tmp_path)
+    path.write_text(
+        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
+        f'[[connectors]]\nname = "shop"\ndsn = "{as_url(database)}"\nslot = "{slot}"\n'
+        f'[[connectors]]\nname = "gone"\ndsn = "postgresql://postgres@127.0.0.1:{free_port()}/x"\n'
+    )
+    before = CliRunner().invoke(cli, ["status", "-c", str(path)])
+    assert f"WARN  connector shop: slot {slot} does not exist (created on first run)" in (
+        before.output
+    )
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("SELECT pg_create_logical_replication_slot(%s, 'wal2json')", (slot,))
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO t SELECT generate_series(1, 1000)")
+    result = CliRunner().invoke(cli, ["status", "-c", str(path)])
+    assert result.exit_code == 1, result.output  # the second connector's server is unreachable
+    (line,) = [ln for ln in result.output.splitlines() if "connector shop" in ln]
+    assert line.startswith(f"OK    connector shop: slot {slot} not streaming, confirmed flush LSN ")
+    lag = int(line.split(", lag ")[1].split()[0])
+    assert lag > 1000 * 20  # a thousand rows of WAL it has not confirmed
+    assert "FAIL  connector gone: cannot connect to" in result.output

@@ -9,7 +9,7 @@ import threading
 from cdc.config import ConnectorConfig, KafkaConfig
 from cdc.errors import NotYetImplemented
 from cdc.findings import Finding
-from connectors.postgres.check import check_source
+from connectors.postgres.check import check_source, slot_status
 from connectors.postgres.source import PostgresSource
 
 
@@ -30,3 +30,6 @@ class PostgresConnector:
                 " use plugin = 'wal2json'"
             )
         PostgresSource(self.config, self.kafka).run(stop)
+
+    def status(self) -> list[Finding]:
+        return slot_status(self.config)

@@ -7,7 +7,7 @@ server if we die) to prove the output plugin loads and decodes.
 
 from __future__ import annotations
 
-__all__ = ["check_source"]
+__all__ = ["check_source", "slot_status"]
 
 import os
 import secrets
@@ -278,3 +278,33 @@ def _replication_connection(subject: str, config: ConnectorConfig) -> Finding:
         )
     finally:
         pgconn.finish()
+
+
+def slot_status(config: ConnectorConfig) -> list[Finding]:
+    """The slot, its confirmed flush LSN and how many bytes of WAL it is behind."""
+    subject = f"connector {config.name}"
+    try:
+        with psycopg.connect(
+            config.dsn.conninfo, connect_timeout=CONNECT_TIMEOUT_S, application_name="cdc-status"
+        ) as conn:
+            row = conn.execute(
+                "SELECT active_pid, confirmed_flush_lsn::text,"
+                " pg_current_wal_lsn() - confirmed_flush_lsn, wal_status"
+                " FROM pg_replication_slots WHERE slot_name = %s",
+                (config.slot,),
+            ).fetchone()
+    except psycopg.Error as e:
+        reason = describe(e, config.dsn.password)
+        return [Finding.fail(subject, f"cannot connect to {config.dsn}: {reason}")]
+    if row is None:
+        return [Finding.warn(subject, f"slot {config.slot} does not exist (created on first run)")]
+    pid, lsn, lag, wal_status = row
+    state = f"streaming (pid {pid})" if pid else "not streaming"
+    lag_bytes = int(str(lag or 0))
+    return [
+        Finding.ok(
+            subject,
+            f"slot {config.slot} {state}, confirmed flush LSN {lsn}, lag {lag_bytes} bytes"
+            f" ({lag_bytes / 1048576:.1f} MiB), WAL {wal_status}",
+        )
+    ]

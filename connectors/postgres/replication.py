@@ -104,7 +104,6 @@ class ReplicationConnection:
             error = self._error()
             self._pgconn.finish()
             raise SourceUnavailable(f"replication connection failed: {error}")
-        self._streaming = False
 
     def _error(self) -> str:
         text = self._pgconn.error_message.decode(errors="replace").strip()
@@ -147,27 +146,35 @@ class ReplicationConnection:
             message = (res.error_message if res else b"").decode(errors="replace").strip()
             sqlstate = res.error_field(pq.DiagnosticField.SQLSTATE) if res else None
             raise _command_error(message or self._error(), sqlstate)
-        self._streaming = True
 
-    def read(self, timeout_s: float) -> XLogData | Keepalive | None:
-        """The next message, or None when none arrives within ``timeout_s``."""
+    def read(self, timeout_s: float, limit: int = 1000) -> list[XLogData | Keepalive]:
+        """The messages that arrive within ``timeout_s``: all that are buffered, up to ``limit``,
+        waiting only when none is."""
         pgconn = self._pgconn
-        n, data = pgconn.get_copy_data(1)
-        if n == 0:
-            ready, _, _ = select.select([pgconn.socket], [], [], timeout_s)
-            if not ready:
-                return None
-            pgconn.consume_input()
+        out: list[XLogData | Keepalive] = []
+        while len(out) < limit:
             n, data = pgconn.get_copy_data(1)
+            if n > 0:
+                out.append(parse_message(bytes(data)))
+                continue
             if n == 0:
-                return None
-        if n > 0:
-            return parse_message(bytes(data))
-        # -1: the server ended the COPY; -2: an error. Either way the stream is over.
-        self._streaming = False
-        res = pgconn.get_result()
-        message = (res.error_message if res else b"").decode(errors="replace").strip()
-        raise SourceUnavailable(f"replication stream ended: {message or self._error()}")
+                if out:
+                    return out
+                ready, _, _ = select.select([pgconn.socket], [], [], timeout_s)
+                if not ready:
+                    return out
+                pgconn.consume_input()
+                n, data = pgconn.get_copy_data(1)
+                if n > 0:
+                    out.append(parse_message(bytes(data)))
+                    continue
+                if n == 0:
+                    return out
+            # -1: the server ended the COPY; -2: an error. Either way the stream is over.
+            res = pgconn.get_result()
+            message = (res.error_message if res else b"").decode(errors="replace").strip()
+            raise SourceUnavailable(f"replication stream ended: {message or self._error()}")
+        return out
 
     def send_status(self, written: int, flushed: int, applied: int) -> None:
         """Tell the server what we received and what it may forget (``flushed``)."""

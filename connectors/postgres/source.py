@@ -33,6 +33,7 @@ from connectors.postgres.catalog import PostgresCatalog, selected_tables
 from connectors.postgres.replication import (
     Keepalive,
     ReplicationConnection,
+    XLogData,
     format_lsn,
 )
 from connectors.postgres.wal2json import WAL2JSON_OPTIONS, Begin, Commit, Wal2JsonDecoder
@@ -121,35 +122,41 @@ class PostgresSource:
         published_at_progress = self.published
         tombstones = self.config.tombstones
 
+        max_unacked = self.kafka.producer.max_unacked_records
+
         def publish(record: Record, txn: Txn) -> None:
-            publisher.ensure_topic(record.topic)
             tracker.sent(txn)
-            # The lambda only queues: counting happens on this thread (see cdc.acks).
-            publisher.send(record, lambda: tracker.acked(txn), errors.append)
+            # The callback only queues the ack: counting happens on this thread (cdc.acks).
+            publisher.send(record, tracker.acked, errors.append, txn)
 
         while not stop.is_set():
-            msg = repl.read(timeout_s=0.2)
             reply_now = False
-            if msg is None:
-                pass
-            elif isinstance(msg, Keepalive):
-                server_end = max(server_end, msg.wal_end)
-                reply_now = msg.reply_requested
+            if tracker.unacked >= max_unacked:
+                # Backpressure: let Kafka catch up before reading more, but keep the
+                # housekeeping below going so PostgreSQL keeps hearing from us.
+                messages: list[XLogData | Keepalive] = []
+                time.sleep(0.005)
             else:
+                messages = repl.read(timeout_s=0.2)
+            for msg in messages:
+                if isinstance(msg, Keepalive):
+                    server_end = max(server_end, msg.wal_end)
+                    reply_now = reply_now or msg.reply_requested
+                    continue
                 received = max(received, msg.data_start)
                 item = decoder.decode(msg.payload)
+                if item is None:
+                    continue
                 if isinstance(item, Begin):
                     txn = tracker.begin(item.end_lsn)
                 elif isinstance(item, Commit):
                     if txn is not None:
                         tracker.commit(txn)
                     txn = None
-                elif item is not None:
+                else:
                     if txn is None:
                         raise CdcError("wal2json sent a change outside a transaction")
                     for change in item if isinstance(item, tuple) else (item,):
-                        if not publisher.wait_for_room(stop):
-                            break
                         record = encode(change, source)
                         publish(record, txn)
                         if tombstones and change.op == "d":
@@ -205,7 +212,7 @@ class PostgresSource:
         except CdcError as e:
             log.warning("%s: stopping with records undelivered (%s)", self.subject, e)
         position = tracker.confirmable()
-        if not errors and position is not None and position > self.confirmed:
+        if position is not None and position > self.confirmed:
             self.confirmed = position
         repl.send_status(max(received, self.confirmed), self.confirmed, self.confirmed)
         log.info("%s: stopped at confirmed LSN %s", self.subject, format_lsn(self.confirmed))

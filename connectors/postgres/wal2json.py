@@ -5,11 +5,12 @@ One XLogData payload is one JSON object: ``B`` (begin), ``I``/``U``/``D`` (row c
 carries the commit LSN, so each change's event id (``{commit_lsn}:{index}``) is known as the row
 arrives, and a transaction of any size streams through without being buffered.
 
-Values must be exact, and wal2json 2.5 writes numeric, bigint and float values as bare JSON
-numbers, which a JSON parser would turn into floats. So before parsing, every bare number in a
-``"value":`` position is wrapped in quotes (the only place an unescaped ``"value":`` can occur is a
-key, since quotes inside strings are escaped), and each is then converted by its column type:
-integers to ``int``, floats to ``float``, numeric kept as its exact decimal text.
+Values must be exact. wal2json 2.5 writes numeric values as bare JSON numbers, which a JSON
+parser would turn into floats (``numeric-data-types-as-string`` arrived only in 2.6). So before
+parsing, the bare number after every ``"type":"numeric","value":`` is wrapped in quotes and stays
+its exact decimal text. That sequence cannot occur inside a JSON string, where quotes are escaped.
+Integers (up to 64 bits) and floats parse exactly as they are: PostgreSQL prints floats in their
+shortest exact form, and orjson reads them back to the same double.
 """
 
 from __future__ import annotations
@@ -38,9 +39,7 @@ WAL2JSON_OPTIONS = {
     "include-pk": "true",
 }
 
-_BARE_NUMBER = re.compile(rb'"value":(-?[0-9][0-9.eE+-]*)')
-_INT_TYPES = frozenset({"smallint", "integer", "bigint", "oid"})
-_FLOAT_TYPES = frozenset({"real", "double precision"})
+_BARE_NUMERIC = re.compile(rb'"type":"numeric","value":(-?[0-9][0-9.eE+-]*)')
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +88,9 @@ class Wal2JsonDecoder:
         self._per_table: dict[tuple[str, str], int] = {}
 
     def decode(self, payload: bytes) -> Begin | Change | tuple[Change, ...] | Commit | None:
-        msg = orjson.loads(_BARE_NUMBER.sub(rb'"value":"\1"', payload))
+        if b'"numeric"' in payload:
+            payload = _BARE_NUMERIC.sub(rb'"type":"numeric","value":"\1"', payload)
+        msg = orjson.loads(payload)
         action = msg["action"]
         if action == "B":
             self._xid = msg.get("xid", 0)
@@ -202,17 +203,7 @@ class Wal2JsonDecoder:
 
 
 def _row(columns: Any) -> Row:
-    row: Row = {}
-    for c in columns:
-        value = c["value"]
-        if value is not None and value.__class__ is str:
-            kind = c["type"]
-            if kind in _INT_TYPES:
-                value = int(value)
-            elif kind in _FLOAT_TYPES:
-                value = float(value)
-        row[c["name"]] = value
-    return row
+    return {c["name"]: c["value"] for c in columns}
 
 
 def _ts_ms(text: str) -> int:
