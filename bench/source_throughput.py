@@ -82,6 +82,47 @@ def workload(dsn: str, changes: int) -> int:
         return lsn(conn)
 
 
+def measure_recvlogical(dsn: str, db: str, bindir: Path, end: int) -> float:
+    """Seconds pg_recvlogical takes to drain its slot to ``end`` with the connector's options."""
+    params = conninfo_to_dict(dsn)
+    options = [x for k, v in WAL2JSON_OPTIONS.items() for x in ("-o", f"{k}={v}")]
+    started = time.monotonic()
+    subprocess.run(
+        [
+            str(bindir / "pg_recvlogical"),
+            *("-h", str(params["host"]), "-p", str(params["port"])),
+            *("-U", str(params.get("user", "postgres")), "-d", db),
+            *("--slot", "bench_recv", "--start", "-E", f"{end >> 32:X}/{end & 0xFFFFFFFF:X}"),
+            *options,
+            *("-f", "/dev/null"),
+        ],
+        check=True,
+    )
+    return time.monotonic() - started
+
+
+def measure_cdc(dsn: str, kafka: str, end: int) -> tuple[float, float]:
+    """Seconds ``cdc run`` takes until its slot confirms ``end``, and its peak RSS in MB."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "bench.toml"
+        config.write_text(
+            f'[kafka]\nbootstrap_servers = "{kafka}"\n'
+            f'[[connectors]]\nname = "bench"\ndsn = "{dsn}"\nsnapshot = "never"\n'
+        )
+        started = time.monotonic()
+        cdc = subprocess.Popen([str(Path(sys.executable).parent / "cdc"), "run", "-c", str(config)])
+        peak_kb = 0
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while confirmed(conn, "cdc_bench") < end:
+                status = Path(f"/proc/{cdc.pid}/status").read_text()
+                peak_kb = max(peak_kb, int(status.split("VmHWM:")[1].split()[0]))
+                time.sleep(0.1)
+        elapsed = time.monotonic() - started
+        cdc.terminate()
+        cdc.wait(15)
+    return elapsed, peak_kb / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--changes", type=int, default=1_000_000)
@@ -102,58 +143,12 @@ def main() -> None:
         end = workload(dsn, args.changes)
         print(f"workload: {args.changes} changes written in {time.monotonic() - started:.1f} s")
 
-        params = conninfo_to_dict(dsn)
-        options = [x for k, v in WAL2JSON_OPTIONS.items() for x in ("-o", f"{k}={v}")]
-        end_text = f"{end >> 32:X}/{end & 0xFFFFFFFF:X}"
-        started = time.monotonic()
-        subprocess.run(
-            [
-                str(bindir / "pg_recvlogical"),
-                "-h",
-                str(params["host"]),
-                "-p",
-                str(params["port"]),
-                "-U",
-                str(params.get("user", "postgres")),
-                "-d",
-                db,
-                "--slot",
-                "bench_recv",
-                "--start",
-                "-E",
-                end_text,
-                *options,
-                "-f",
-                "/dev/null",
-            ],
-            check=True,
-        )
-        recv_s = time.monotonic() - started
+        recv_s = measure_recvlogical(dsn, db, bindir, end)
         print(f"pg_recvlogical: {recv_s:.1f} s, {args.changes / recv_s:,.0f} changes/s")
-
-        with tempfile.TemporaryDirectory() as tmp:
-            config = Path(tmp) / "bench.toml"
-            config.write_text(
-                f'[kafka]\nbootstrap_servers = "{kafka}"\n'
-                f'[[connectors]]\nname = "bench"\ndsn = "{dsn}"\nsnapshot = "never"\n'
-            )
-            started = time.monotonic()
-            cdc = subprocess.Popen(
-                [str(Path(sys.executable).parent / "cdc"), "run", "-c", str(config)]
-            )
-            peak_kb = 0
-            with psycopg.connect(dsn) as conn:
-                while confirmed(conn, "cdc_bench") < end:
-                    status = Path(f"/proc/{cdc.pid}/status").read_text()
-                    peak_kb = max(peak_kb, int(status.split("VmHWM:")[1].split()[0]))
-                    time.sleep(0.1)
-                    conn.rollback()
-            cdc_s = time.monotonic() - started
-            cdc.terminate()
-            cdc.wait(15)
+        cdc_s, peak_mb = measure_cdc(dsn, kafka, end)
         print(
             f"cdc -> Kafka: {cdc_s:.1f} s, {args.changes / cdc_s:,.0f} changes/s,"
-            f" peak RSS {peak_kb / 1024:.0f} MB"
+            f" peak RSS {peak_mb:.0f} MB"
         )
         ratio = recv_s / cdc_s
         print(f"ratio to the read limit: {ratio:.2f}")
@@ -172,7 +167,7 @@ def main() -> None:
             "read_limit_changes_per_s": args.changes / recv_s,
             "cdc_changes_per_s": args.changes / cdc_s,
             "ratio": ratio,
-            "cdc_peak_rss_mb": peak_kb / 1024,
+            "cdc_peak_rss_mb": peak_mb,
         }
         out = ROOT / "bench" / "results" / f"{datetime.date.today()}-source.json"
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -185,3 +185,53 @@ def test_sigkill_at_random_moments_loses_nothing(
     stats = check_delivery(expected, read_topics(kafka_bootstrap, topics, timeout_s=120))
     print(f"{KILLS} SIGKILLs, {workload.commits} transactions: {stats}")
     assert stats["changes"] > COPY_ROWS
+
+
+def streaming(dsn: str, slot: str) -> bool:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+        ).fetchone()
+    return row is not None and row[0] is not None
+
+
+def test_dropped_replication_connection_reconnects(
+    tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str
+) -> None:
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(SCHEMA)
+    name = f"drop{unique}"
+    slot = f"cdc_{name}"
+    config = write_config(tmp_path / "cdc.toml", database, kafka_bootstrap, name=name)
+    cdc = CdcProcess(config, tmp_path / "cdc.log")
+    wait_for(lambda: slot_confirmed_lsn(database, slot), 30, "the connector's slot")
+    create_reference_slot(database, f"ref_{unique}")
+    workload = Workload(database, seed=int(unique, 16), pause_s=0.01)
+    workload.start()
+    try:
+        for _ in range(3):
+            wait_for(lambda: streaming(pg_dsn, slot), 30, "the connector to stream again")
+            time.sleep(1)
+            with psycopg.connect(pg_dsn, autocommit=True) as conn:
+                # What a failover, a restart or an operator does to the walsender.
+                terminated = conn.execute(
+                    "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
+                    " WHERE slot_name = %s AND active_pid IS NOT NULL",
+                    (slot,),
+                ).fetchall()
+            assert terminated == [(True,)]
+    finally:
+        workload.stop.set()
+        workload.join(30)
+    end = current_wal_lsn(database)
+    try:
+        wait_for(
+            lambda: slot_confirmed_lsn(database, slot) >= end, 120, "the connector to catch up"
+        )
+        assert cdc.alive()
+    finally:
+        assert cdc.stop() == 0, cdc.output()[-3000:]
+    assert "retrying in" in cdc.output()
+    expected = reference_changes(database, f"ref_{unique}", ["public.*"])
+    topics = [f"{name}.public.{t}" for t in ("items", "accounts")]
+    check_delivery(expected, read_topics(kafka_bootstrap, topics))

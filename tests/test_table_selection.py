@@ -1,0 +1,48 @@
+"""Which tables a connector captures, and which of its globs wal2json can apply itself."""
+
+from __future__ import annotations
+
+import pytest
+
+from cdc.config import parse_config
+from cdc.globs import TableSelector
+from connectors.postgres.source import wal2json_table_options
+
+
+def options(tables: list[str], exclude: list[str] | None = None) -> dict[str, str]:
+    text = (
+        '[kafka]\nbootstrap_servers = "k:1"\n[[connectors]]\nname = "x"\ndsn = "host=h"\n'
+        f"tables = {tables!r}\n".replace("'", '"')
+        + (f"exclude_tables = {exclude!r}\n".replace("'", '"') if exclude else "")
+    )
+    return wal2json_table_options(parse_config(text).connectors[0])
+
+
+@pytest.mark.parametrize(
+    ("tables", "exclude", "expected"),
+    [
+        (["*.*"], None, {}),
+        (["public.*"], None, {"add-tables": "public.*"}),
+        (["public.orders", "*.audit"], None, {"add-tables": "public.orders,*.audit"}),
+        # A glob wal2json cannot express: the connector filters after decoding instead.
+        (["public.order_*"], None, {}),
+        (
+            ["public.*"],
+            ["public.tmp_*", "public.log"],
+            {"add-tables": "public.*", "filter-tables": "public.log"},
+        ),
+        # Special characters are escaped for wal2json.
+        (["my schema.a,b"], None, {"add-tables": "my\\ schema.a\\,b"}),
+    ],
+)
+def test_pushdown(tables: list[str], exclude: list[str] | None, expected: dict[str, str]) -> None:
+    assert options(tables, exclude) == expected
+
+
+def test_selector_applies_includes_then_excludes() -> None:
+    select = TableSelector(["public.*", "sales.order_*"], ["public.tmp_*"])
+    assert select("public", "orders")
+    assert select("sales", "order_lines")
+    assert not select("sales", "customers")
+    assert not select("public", "tmp_x")
+    assert not select("Public", "orders")  # case-sensitive, like PostgreSQL's quoted names
