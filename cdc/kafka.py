@@ -31,6 +31,9 @@ def client_options(config: KafkaConfig) -> dict[str, Any]:
         "bootstrap_servers": list(config.bootstrap_servers),
         "client_id": config.client_id,
         "security_protocol": config.security_protocol,
+        # kafka-python backs off up to 30 s between reconnects; a broker back from a restart
+        # should be found within a second, as the Java client does.
+        "reconnect_backoff_max_ms": 1000,
     }
     if config.sasl_mechanism:
         options["sasl_mechanism"] = config.sasl_mechanism

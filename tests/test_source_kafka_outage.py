@@ -17,21 +17,11 @@ import subprocess
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from tests.conftest import ROOT
-from tests.harness import (
-    CdcProcess,
-    create_reference_slot,
-    current_wal_lsn,
-    read_topics,
-    reference_changes,
-    slot_confirmed_lsn,
-    wait_for,
-    write_config,
-)
-from tests.test_source_crash import SCHEMA, Workload, check_delivery
+from tests.harness import CdcProcess, current_wal_lsn, slot_confirmed_lsn
+from tests.scenario import Scenario
 
 pytestmark = pytest.mark.devstack
 
@@ -62,55 +52,27 @@ def start_kafka() -> None:
 def test_kafka_outage_loses_nothing(
     tmp_path: Path, database: str, kafka_bootstrap: str, unique: str
 ) -> None:
-    with psycopg.connect(database, autocommit=True) as conn:
-        conn.execute(SCHEMA)
-    name = f"outage{unique}"
-    slot = f"cdc_{name}"
-    config = write_config(tmp_path / "cdc.toml", database, kafka_bootstrap, name=name)
-    log = tmp_path / "cdc.log"
-    cdc = CdcProcess(config, log)
-    wait_for(lambda: slot_confirmed_lsn(database, slot), 30, "the connector's slot")
-    create_reference_slot(database, f"ref_{unique}")
-    workload = Workload(database, seed=int(unique, 16), pause_s=0.02)
-    workload.start()
-    samples: list[tuple[float, int, int]] = []
-    try:
-        for outage in ("ridden out", "connector killed during it"):
-            time.sleep(3)
-            stop_kafka()
-            down_at = time.monotonic()
-            wal_at_stop = current_wal_lsn(database)
-            while time.monotonic() - down_at < OUTAGE_S:
-                samples.append(
-                    (time.monotonic() - down_at, slot_confirmed_lsn(database, slot), wal_at_stop)
-                )
-                time.sleep(1)
-            assert workload.commits > 0
-            if outage == "connector killed during it":
-                cdc.kill()
-            start_kafka()
-            if not cdc.alive():
-                cdc = CdcProcess(config, log)
-            time.sleep(3)
-    finally:
-        workload.stop.set()
-        workload.join(30)
-    assert workload.error is None, workload.error
-    end = current_wal_lsn(database)
-    try:
-        wait_for(
-            lambda: slot_confirmed_lsn(database, slot) >= end, 180, "the connector to catch up"
-        )
-    finally:
-        assert cdc.stop() == 0, cdc.output()[-3000:]
-
-    expected = reference_changes(database, f"ref_{unique}", ["public.*"])
-    topics = [f"{name}.public.{t}" for t in ("items", "accounts")]
-    stats = check_delivery(expected, read_topics(kafka_bootstrap, topics, timeout_s=120))
+    s = Scenario(tmp_path, database, kafka_bootstrap, f"outage{unique}", pause_s=0.02)
+    samples: list[tuple[int, int]] = []  # (confirmed LSN while down, WAL end when Kafka stopped)
+    for outage in ("ridden out", "connector killed during it"):
+        time.sleep(3)
+        stop_kafka()
+        down_at = time.monotonic()
+        wal_at_stop = current_wal_lsn(database)
+        while time.monotonic() - down_at < OUTAGE_S:
+            samples.append((slot_confirmed_lsn(database, s.slot), wal_at_stop))
+            time.sleep(1)
+        if outage == "connector killed during it":
+            s.cdc.kill()  # whatever it held in memory is gone
+        start_kafka()
+        if not s.cdc.alive():
+            s.cdc = CdcProcess(s.config, s.log)
+        time.sleep(3)
+    stats = s.finish()
     # While Kafka was down the confirmed position may only rise to what was acked before the
     # stop: never to WAL written during the outage.
     assert samples
-    for _, confirmed, wal_at_stop in samples:
+    for confirmed, wal_at_stop in samples:
         assert confirmed <= wal_at_stop, "confirmed a position written while Kafka was down"
-    during = sorted({confirmed for _, confirmed, _ in samples})
+    during = sorted({confirmed for confirmed, _ in samples})
     print(f"outages of {OUTAGE_S:.0f} s: {stats}; confirmed LSNs seen while down: {during}")

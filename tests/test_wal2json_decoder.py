@@ -202,3 +202,28 @@ def test_envelope_is_debeziums(index: int) -> None:
     if change.after and "n" in change.after:
         assert value["after"]["n"] == change.after["n"]
         assert value["after"]["id"] == change.after["id"]
+
+
+def test_numeric_with_a_modifier_keeps_its_exact_text() -> None:
+    # Captured from wal2json 2.5: the modifier shows even with include-typmod = false.
+    decoder = Wal2JsonDecoder(FakeCatalog(), lambda s, t: True)
+    decoder.decode(
+        b'{"action":"B","xid":1,"lsn":"0/10","nextlsn":"0/20",'
+        b'"timestamp":"2026-11-27 05:30:18.979158+00"}'
+    )
+    change = decoder.decode(
+        b'{"action":"I","lsn":"0/8","schema":"public","table":"x","columns":['
+        b'{"name":"id","type":"integer","value":1},'
+        b'{"name":"n2","type":"numeric(12,2)","value":0.00},'
+        b'{"name":"n3","type":"numeric(38,18)","value":-12345678901234567890.123456789012345678},'
+        b'{"name":"na","type":"numeric(5,1)[]","value":"{1.0,2.5}"},'
+        b'{"name":"f4","type":"real","value":0}],"pk":[{"name":"id","type":"integer"}]}'
+    )
+    assert isinstance(change, Change)
+    assert change.after == {
+        "id": 1,
+        "n2": "0.00",
+        "n3": "-12345678901234567890.123456789012345678",
+        "na": "{1.0,2.5}",
+        "f4": 0,
+    }

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 __all__ = ["PostgresSource", "wal2json_table_options"]
 
+import contextlib
 import logging
 import threading
 import time
@@ -74,14 +75,13 @@ class PostgresSource:
 
     def _session(self, stop: threading.Event) -> None:
         c = self.config
-        try:
-            sql = psycopg.connect(c.dsn.conninfo, autocommit=True, application_name=f"cdc-{c.name}")
-        except psycopg.OperationalError as e:
-            raise SourceUnavailable(
-                f"cannot connect to {c.dsn}: {describe(e, c.dsn.password)}"
-            ) from e
-        with sql:
+        with contextlib.ExitStack() as opened:
             try:
+                sql = opened.enter_context(
+                    psycopg.connect(
+                        c.dsn.conninfo, autocommit=True, application_name=f"cdc-{c.name}"
+                    )
+                )
                 self._ensure_slot(sql)
                 selector = TableSelector(c.tables, c.exclude_tables)
                 catalog = PostgresCatalog(sql)
@@ -89,19 +89,17 @@ class PostgresSource:
                 decoder = Wal2JsonDecoder(catalog, selector)
                 source = SourceInfo(c.name, sql.info.dbname, c.topic_prefix)
                 publisher = Publisher(self.kafka)
-                try:
-                    repl = ReplicationConnection(c.dsn.conninfo, c.dsn.password)
-                    try:
-                        options = {**WAL2JSON_OPTIONS, **wal2json_table_options(c)}
-                        repl.start(c.slot, 0, options)
-                        log.info("%s: streaming slot %s", self.subject, c.slot)
-                        self._stream(stop, repl, decoder, source, publisher, sql)
-                    finally:
-                        repl.close()
-                finally:
-                    publisher.close(timeout_s=1.0)
+                opened.callback(publisher.close, 1.0)
+                repl = ReplicationConnection(c.dsn.conninfo, c.dsn.password)
+                opened.callback(repl.close)
+                repl.start(c.slot, 0, {**WAL2JSON_OPTIONS, **wal2json_table_options(c)})
+                log.info("%s: streaming slot %s", self.subject, c.slot)
+                self._stream(stop, repl, decoder, source, publisher, sql)
             except psycopg.OperationalError as e:
-                raise SourceUnavailable(f"lost the source: {describe(e, c.dsn.password)}") from e
+                reason = describe(e, c.dsn.password)
+                raise SourceUnavailable(f"{c.dsn}: {reason}") from e
+            except psycopg.Error as e:  # not a lost connection: retrying would not help
+                raise CdcError(f"{self.subject}: {describe(e, c.dsn.password)}") from e
 
     def _stream(  # noqa: PLR0912, PLR0915  (the hot loop reads best in one piece)
         self,

@@ -7,7 +7,8 @@ arrives, and a transaction of any size streams through without being buffered.
 
 Values must be exact. wal2json 2.5 writes numeric values as bare JSON numbers, which a JSON
 parser would turn into floats (``numeric-data-types-as-string`` arrived only in 2.6). So before
-parsing, the bare number after every ``"type":"numeric","value":`` is wrapped in quotes and stays
+parsing, the bare number after every ``"type":"numeric","value":`` (or ``"numeric(12,2)"``,
+whose modifier wal2json prints whatever ``include-typmod`` says) is wrapped in quotes and stays
 its exact decimal text. That sequence cannot occur inside a JSON string, where quotes are escaped.
 Integers (up to 64 bits) and floats parse exactly as they are: PostgreSQL prints floats in their
 shortest exact form, and orjson reads them back to the same double.
@@ -39,7 +40,8 @@ WAL2JSON_OPTIONS = {
     "include-pk": "true",
 }
 
-_BARE_NUMERIC = re.compile(rb'"type":"numeric","value":(-?[0-9][0-9.eE+-]*)')
+# wal2json prints a numeric's modifier even with include-typmod off: "numeric(12,2)".
+_BARE_NUMERIC = re.compile(rb'("type":"numeric(?:\([0-9,]+\))?","value":)(-?[0-9][0-9.eE+-]*)')
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +90,8 @@ class Wal2JsonDecoder:
         self._per_table: dict[tuple[str, str], int] = {}
 
     def decode(self, payload: bytes) -> Begin | Change | tuple[Change, ...] | Commit | None:
-        if b'"numeric"' in payload:
-            payload = _BARE_NUMERIC.sub(rb'"type":"numeric","value":"\1"', payload)
+        if b'"numeric' in payload:
+            payload = _BARE_NUMERIC.sub(rb'\1"\2"', payload)
         msg = orjson.loads(payload)
         action = msg["action"]
         if action == "B":
