@@ -29,6 +29,9 @@ import orjson
 
 EVENT_ID_HEADER = "cdc-event-id"
 UNAVAILABLE_HEADER = "cdc-unavailable"
+TYPES_HEADER = "cdc-types"
+"""Header holding ``{"column": "source type"}`` for the columns of the event, so that sinks can
+create target tables with the right types from a schemaless JSON event."""
 UNAVAILABLE = "__debezium_unavailable_value"
 """Stands in ``after`` for an unchanged TOASTed value the source did not send (as Debezium does);
 the ``cdc-unavailable`` header lists those columns, so no real value can be mistaken for it."""
@@ -66,6 +69,8 @@ class Change:
     """Commit time, milliseconds since the Unix epoch."""
     unavailable: tuple[str, ...] = ()
     """Columns of ``after`` whose unchanged TOASTed value the source did not send."""
+    types: tuple[tuple[str, str], ...] = ()
+    """``(column, source type)`` of the columns the event carries (the ``cdc-types`` header)."""
     snapshot: Literal["true", "last", "incremental", "false"] = "false"
     last_commit_lsn: int = 0
     """Commit LSN of the transaction before this one (Debezium's ``sequence`` first element)."""
@@ -137,6 +142,8 @@ def encode(change: Change, source: SourceInfo, now_ms: int | None = None) -> Rec
         },
     }
     headers = [(EVENT_ID_HEADER, change.event_id.encode())]
+    if change.types:
+        headers.append((TYPES_HEADER, _types_header(change.types)))
     if change.unavailable:
         headers.append((UNAVAILABLE_HEADER, orjson.dumps(list(change.unavailable))))
     key = None if change.key is None else orjson.dumps(change.key)
@@ -146,6 +153,12 @@ def encode(change: Change, source: SourceInfo, now_ms: int | None = None) -> Rec
         orjson.dumps(envelope),
         headers,
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _types_header(types: tuple[tuple[str, str], ...]) -> bytes:
+    # Tables have few column sets, so the encoded header is computed once per set.
+    return orjson.dumps(dict(types))
 
 
 def tombstone(record: Record) -> Record:

@@ -1,16 +1,52 @@
-"""The PostgreSQL sink: applies events to tables of another PostgreSQL database."""
+"""The PostgreSQL sink: applies events to tables of another PostgreSQL database, idempotently.
+
+Each batch is one transaction (:meth:`PostgresTarget.apply`): per target table, the batch's events
+are collapsed to the newest per key, staged with COPY into a temporary table, and applied with
+set-based SQL guarded by the row's source version (``_cdc_lsn``, ``_cdc_index``): a row only ever
+moves forward. Deletes leave a marker in ``cdc.deletes`` so that an older event arriving later
+cannot bring the row back; truncates leave one in ``cdc.truncates``. The consumed offsets are
+stored in ``cdc.offsets`` in the same transaction.
+
+Target tables are created from the events: column types from the ``cdc-types`` header (a type
+the target does not know, such as the source's enums and domains, becomes ``text``), the primary
+key from the event key. Columns that appear later are added.
+"""
 
 from __future__ import annotations
 
-__all__ = ["PostgresSink"]
+__all__ = ["PostgresSink", "PostgresTarget"]
 
+import logging
 import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+import orjson
 import psycopg
+from psycopg import sql
 
 from cdc.config import KafkaConfig, PostgresSinkConfig
-from cdc.errors import NotYetImplemented, describe
+from cdc.consumer import Partition, SinkRuntime, TargetUnavailable
+from cdc.errors import describe
 from cdc.findings import Finding
+from cdc.records import SinkEvent, Version, by_shape, collapse
+
+log = logging.getLogger(__name__)
+
+VERSION_COLUMNS = ("_cdc_lsn", "_cdc_index")
+
+BOOKKEEPING = """
+CREATE SCHEMA IF NOT EXISTS cdc;
+CREATE TABLE IF NOT EXISTS cdc.offsets (
+    group_id text NOT NULL, topic text NOT NULL, partition int NOT NULL,
+    next_offset bigint NOT NULL, PRIMARY KEY (group_id, topic, partition));
+CREATE TABLE IF NOT EXISTS cdc.deletes (
+    target text NOT NULL, key jsonb NOT NULL, lsn bigint NOT NULL, idx int NOT NULL,
+    PRIMARY KEY (target, key));
+CREATE TABLE IF NOT EXISTS cdc.truncates (
+    target text PRIMARY KEY, lsn bigint NOT NULL, idx int NOT NULL);
+"""
 
 
 class PostgresSink:
@@ -32,9 +68,429 @@ class PostgresSink:
         return [Finding.ok(subject, f"connected to {self.config.dsn} (PostgreSQL {shown})")]
 
     def run(self, stop: threading.Event) -> None:
-        raise NotYetImplemented(
-            f"sink {self.config.name}: applying events is not built yet (issue 4); nothing was read"
-        )
+        c = self.config
+        SinkRuntime(c.name, c.group_id, c.topics, self.kafka, lambda: PostgresTarget(c)).run(stop)
 
     def status(self) -> list[Finding]:
-        return [Finding.warn(f"sink {self.config.name}", "consumer lag: sinks are not built yet")]
+        return [Finding.warn(f"sink {self.config.name}", "consumer lag: not reported yet")]
+
+
+@dataclass
+class _Table:
+    """What the target knows of one of its tables."""
+
+    schema: str
+    name: str
+    columns: dict[str, str] = field(default_factory=dict)
+    """Column name -> type, as created (``format_type``)."""
+    key: tuple[str, ...] = ()
+
+    @property
+    def ident(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
+    @property
+    def label(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+class PostgresTarget:
+    """:class:`cdc.consumer.Target` over a PostgreSQL database."""
+
+    def __init__(self, config: PostgresSinkConfig) -> None:
+        self.config = config
+        try:
+            self.conn = psycopg.connect(
+                config.dsn.conninfo, application_name=f"cdc-sink-{config.name}"
+            )
+        except psycopg.OperationalError as e:
+            raise TargetUnavailable(
+                f"cannot connect to {config.dsn}: {describe(e, config.dsn.password)}"
+            ) from e
+        with self._translated(), self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('cdc-sink-ddl'))")
+            self.conn.execute(BOOKKEEPING)
+        self.tables: dict[str, _Table] = {}
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- offsets --------------------------------------------------------------------------------
+
+    def stored_offsets(self, group: str, partitions: Sequence[Partition]) -> dict[Partition, int]:
+        with self._translated(), self.conn.transaction():
+            rows = self.conn.execute(
+                "SELECT topic, partition, next_offset FROM cdc.offsets WHERE group_id = %s",
+                (group,),
+            ).fetchall()
+        wanted = set(partitions)
+        return {(t, p): o for t, p, o in rows if (t, p) in wanted}
+
+    # -- applying -------------------------------------------------------------------------------
+
+    def apply(
+        self,
+        group: str,
+        events: Sequence[SinkEvent],
+        offsets: dict[Partition, int],
+        before_commit: Callable[[list[tuple[SinkEvent, str]]], None],
+    ) -> None:
+        rejected: list[tuple[SinkEvent, str]] = []
+        by_table: dict[tuple[str, str], list[SinkEvent]] = {}
+        for e in events:
+            by_table.setdefault((e.schema, e.table), []).append(e)
+        with self._translated():
+            try:
+                with self.conn.transaction():
+                    for (schema, table), table_events in by_table.items():
+                        rejected += self._apply_table(schema, table, table_events)
+                    self._store_offsets(group, offsets)
+                    before_commit(rejected)
+            except psycopg.errors.DataError:
+                # A value the target refuses: find which, one event at a time, and let the rest in.
+                self.tables.clear()
+                self._apply_one_by_one(group, events, offsets, before_commit)
+
+    def _apply_one_by_one(
+        self,
+        group: str,
+        events: Sequence[SinkEvent],
+        offsets: dict[Partition, int],
+        before_commit: Callable[[list[tuple[SinkEvent, str]]], None],
+    ) -> None:
+        rejected: list[tuple[SinkEvent, str]] = []
+        with self.conn.transaction():
+            for e in sorted(events, key=lambda e: e.version):
+                try:
+                    with self.conn.transaction():  # a savepoint per event
+                        rejected += self._apply_table(e.schema, e.table, [e])
+                except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as err:
+                    self.tables.clear()
+                    rejected.append((e, f"the target refused it: {describe(err)}"))
+            self._store_offsets(group, offsets)
+            before_commit(rejected)
+
+    def _store_offsets(self, group: str, offsets: dict[Partition, int]) -> None:
+        if not offsets:
+            return
+        with self.conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO cdc.offsets AS o (group_id, topic, partition, next_offset)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (group_id, topic, partition) DO UPDATE"
+                " SET next_offset = greatest(o.next_offset, EXCLUDED.next_offset)",
+                [(group, t, p, o) for (t, p), o in offsets.items()],
+            )
+
+    def _apply_table(
+        self, schema: str, table: str, events: list[SinkEvent]
+    ) -> list[tuple[SinkEvent, str]]:
+        keyed = [e for e in events if e.key]
+        rejected = [
+            (
+                e,
+                f"table {schema}.{table} has no primary key or replica identity: its {e.op!r}"
+                " events cannot be matched to a row",
+            )
+            for e in events
+            if not e.key and e.op not in ("c", "r", "t")
+        ]
+        target = self._table(schema, table, events)
+        truncates = [e for e in events if e.op == "t"]
+        floor = self._truncated_at(target)
+        if truncates:
+            newest = max(e.version for e in truncates)
+            self._truncate(target, newest)
+            floor = max(floor, newest)
+        live = [e for e in keyed if e.op != "t" and e.version > floor]
+        upserts, deletes = collapse(live)
+        if deletes:
+            self._delete(target, deletes)
+        for columns, unavailable, group in by_shape(upserts):
+            self._upsert(target, columns, unavailable, group)
+        keyless = [e for e in events if not e.key and e.op in ("c", "r") and e.version > floor]
+        if keyless:
+            self._insert_keyless(target, keyless)
+        return rejected
+
+    # -- DDL ------------------------------------------------------------------------------------
+
+    def _table(self, schema: str, table: str, events: Iterable[SinkEvent]) -> _Table:
+        name = self.config.table.format(schema=schema, table=table)
+        target_schema, dot, target_name = name.partition(".")
+        if not dot:
+            target_schema, target_name = "public", name
+        known = self.tables.get(name)
+        wanted: dict[str, str] = {}
+        key: tuple[str, ...] = ()
+        for e in events:
+            for image in (e.after, e.before):
+                for column in image or ():
+                    if column not in wanted:
+                        wanted[column] = e.types.get(column, "")
+            if e.key and not key:
+                key = tuple(e.key)
+        if known is not None and all(c in known.columns for c in wanted):
+            return known
+        self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('cdc-sink-ddl'))")
+        found = self._describe(target_schema, target_name)
+        if found is None:
+            found = self._create(target_schema, target_name, wanted, key)
+        missing = {c: t for c, t in wanted.items() if c not in found.columns}
+        for column, source_type in missing.items():
+            pg_type = self._type_for(source_type)
+            self.conn.execute(
+                sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                    found.ident, sql.Identifier(column), sql.SQL(pg_type)
+                )
+            )
+            found.columns[column] = pg_type
+            log.info("added column %s %s to %s", column, pg_type, found.label)
+        self.tables[name] = found
+        return found
+
+    def _describe(self, schema: str, name: str) -> _Table | None:
+        rows = self.conn.execute(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod),"
+            " coalesce(a.attnum = ANY(i.indkey), false)"
+            " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary"
+            " WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped"
+            " ORDER BY a.attnum",
+            (schema, name),
+        ).fetchall()
+        if not rows:
+            return None
+        return _Table(
+            schema,
+            name,
+            {str(n): str(t) for n, t, _ in rows},
+            tuple(str(n) for n, _, is_key in rows if is_key),
+        )
+
+    def _create(
+        self, schema: str, name: str, columns: dict[str, str], key: tuple[str, ...]
+    ) -> _Table:
+        types = {c: self._type_for(t) for c, t in columns.items()}
+        parts: list[sql.Composable] = [
+            sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in types.items()
+        ]
+        parts += [sql.SQL("_cdc_lsn bigint NOT NULL"), sql.SQL("_cdc_index int NOT NULL")]
+        if key:
+            parts.append(
+                sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, key)))
+            )
+        else:
+            parts.append(sql.SQL("UNIQUE (_cdc_lsn, _cdc_index)"))
+        self.conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        self.conn.execute(
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
+                sql.Identifier(schema, name), sql.SQL(", ").join(parts)
+            )
+        )
+        log.info("created table %s.%s", schema, name)
+        described = self._describe(schema, name)
+        assert described is not None
+        return described
+
+    def _type_for(self, source_type: str) -> str:
+        """The source's type if the target knows it, else text (enums, domains, extensions)."""
+        if not source_type:
+            return "text"
+        row = self.conn.execute("SELECT to_regtype(%s)", (source_type,)).fetchone()
+        if row is None or row[0] is None:
+            return "text"
+        return source_type
+
+    # -- DML ------------------------------------------------------------------------------------
+
+    def _truncated_at(self, target: _Table) -> Version:
+        row = self.conn.execute(
+            "SELECT lsn, idx FROM cdc.truncates WHERE target = %s", (target.label,)
+        ).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def _truncate(self, target: _Table, version: Version) -> None:
+        self.conn.execute(
+            sql.SQL("DELETE FROM {} WHERE (_cdc_lsn, _cdc_index) < (%s, %s)").format(target.ident),
+            version,
+        )
+        self.conn.execute(
+            "INSERT INTO cdc.truncates AS t (target, lsn, idx) VALUES (%s, %s, %s)"
+            " ON CONFLICT (target) DO UPDATE SET lsn = EXCLUDED.lsn, idx = EXCLUDED.idx"
+            " WHERE (t.lsn, t.idx) < (EXCLUDED.lsn, EXCLUDED.idx)",
+            (target.label, *version),
+        )
+        self.conn.execute(
+            "DELETE FROM cdc.deletes WHERE target = %s AND (lsn, idx) < (%s, %s)",
+            (target.label, *version),
+        )
+
+    def _stage(
+        self, name: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+    ) -> sql.Identifier:
+        stage = sql.Identifier(name)
+        defs = [sql.SQL("_key jsonb, _lsn bigint, _idx int")] + [
+            sql.SQL("{} text").format(sql.Identifier(c)) for c in columns
+        ]
+        self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stage))
+        self.conn.execute(
+            sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
+                stage, sql.SQL(", ").join(defs)
+            )
+        )
+        with self.conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(stage)) as copy:
+            for row in rows:
+                copy.write_row(row)
+        return stage
+
+    def _delete(self, target: _Table, deletes: list[SinkEvent]) -> None:
+        key = target.key or tuple(deletes[0].key or ())
+        stage = self._stage(
+            "_cdc_deletes",
+            key,
+            (
+                [
+                    orjson.dumps(e.key).decode(),
+                    *e.version,
+                    *(_text((e.key or {}).get(k), target.columns.get(k, "")) for k in key),
+                ]
+                for e in deletes
+            ),
+        )
+        match = sql.SQL(" AND ").join(
+            sql.SQL("t.{c} = s.{c}::{t}").format(c=sql.Identifier(k), t=sql.SQL(target.columns[k]))
+            for k in key
+        )
+        self.conn.execute(
+            sql.SQL(
+                "DELETE FROM {tgt} t USING {stage} s WHERE {match}"
+                " AND (t._cdc_lsn, t._cdc_index) < (s._lsn, s._idx)"
+            ).format(tgt=target.ident, stage=stage, match=match)
+        )
+        self.conn.execute(
+            sql.SQL(
+                "INSERT INTO cdc.deletes AS d (target, key, lsn, idx)"
+                " SELECT %s, s._key, s._lsn, s._idx FROM {stage} s"
+                " ON CONFLICT (target, key) DO UPDATE SET lsn = EXCLUDED.lsn, idx = EXCLUDED.idx"
+                " WHERE (d.lsn, d.idx) < (EXCLUDED.lsn, EXCLUDED.idx)"
+            ).format(stage=stage),
+            (target.label,),
+        )
+
+    def _upsert(
+        self,
+        target: _Table,
+        columns: tuple[str, ...],
+        unavailable: frozenset[str],
+        events: list[SinkEvent],
+    ) -> None:
+        stage = self._stage(
+            "_cdc_upserts",
+            columns,
+            (
+                [
+                    orjson.dumps(e.key).decode(),
+                    *e.version,
+                    *(_text((e.after or {}).get(c), target.columns[c]) for c in columns),
+                ]
+                for e in events
+            ),
+        )
+        written = [c for c in columns if c not in unavailable]
+        cols = sql.SQL(", ").join(map(sql.Identifier, [*written, *VERSION_COLUMNS]))
+        values = sql.SQL(", ").join(
+            [
+                sql.SQL("s.{}::{}").format(sql.Identifier(c), sql.SQL(target.columns[c]))
+                for c in written
+            ]
+            + [sql.SQL("s._lsn"), sql.SQL("s._idx")]
+        )
+        updates = sql.SQL(", ").join(
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
+            for c in [*written, *VERSION_COLUMNS]
+        )
+        self.conn.execute(
+            sql.SQL(
+                "INSERT INTO {tgt} AS t ({cols}) SELECT {values} FROM {stage} s"
+                " WHERE NOT EXISTS (SELECT 1 FROM cdc.deletes d WHERE d.target = %s"
+                " AND d.key = s._key AND (d.lsn, d.idx) >= (s._lsn, s._idx))"
+                " ON CONFLICT ({key}) DO UPDATE SET {updates}"
+                " WHERE (t._cdc_lsn, t._cdc_index) < (EXCLUDED._cdc_lsn, EXCLUDED._cdc_index)"
+            ).format(
+                tgt=target.ident,
+                cols=cols,
+                values=values,
+                stage=stage,
+                key=sql.SQL(", ").join(map(sql.Identifier, target.key)),
+                updates=updates,
+            ),
+            (target.label,),
+        )
+
+    def _insert_keyless(self, target: _Table, events: list[SinkEvent]) -> None:
+        for columns, _, group in by_shape(events):
+            stage = self._stage(
+                "_cdc_keyless",
+                columns,
+                (
+                    [
+                        "null",
+                        *e.version,
+                        *(_text((e.after or {}).get(c), target.columns[c]) for c in columns),
+                    ]
+                    for e in group
+                ),
+            )
+            cols = sql.SQL(", ").join(map(sql.Identifier, [*columns, *VERSION_COLUMNS]))
+            values = sql.SQL(", ").join(
+                [
+                    sql.SQL("s.{}::{}").format(sql.Identifier(c), sql.SQL(target.columns[c]))
+                    for c in columns
+                ]
+                + [sql.SQL("s._lsn"), sql.SQL("s._idx")]
+            )
+            self.conn.execute(
+                sql.SQL(
+                    "INSERT INTO {tgt} ({cols}) SELECT {values} FROM {stage} s"
+                    " ON CONFLICT (_cdc_lsn, _cdc_index) DO NOTHING"
+                ).format(tgt=target.ident, cols=cols, values=values, stage=stage)
+            )
+
+    # -- errors ---------------------------------------------------------------------------------
+
+    def _translated(self) -> _Translate:
+        return _Translate(self.config)
+
+
+class _Translate:
+    """Lost connections become retriable :class:`TargetUnavailable`; the rest stays as it is."""
+
+    def __init__(self, config: PostgresSinkConfig) -> None:
+        self.config = config
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, error: Any, tb: Any) -> None:
+        if isinstance(error, psycopg.OperationalError):
+            raise TargetUnavailable(
+                f"{self.config.dsn}: {describe(error, self.config.dsn.password)}"
+            ) from error
+
+
+def _text(value: Any, pg_type: str) -> str | None:
+    """An event's JSON value as the text PostgreSQL's input function for ``pg_type`` reads."""
+    if value is None:
+        return None
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if pg_type == "bytea":
+        return "\\x" + str(value)  # events carry bytea as bare hex digits
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (dict, list)):
+        return orjson.dumps(value).decode()
+    return str(value)

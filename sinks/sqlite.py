@@ -1,16 +1,65 @@
-"""The SQLite sink: applies events to tables of a single SQLite file."""
+"""The SQLite sink, the embedded default: the PostgreSQL sink's semantics in a single file.
+
+One batch is one ``BEGIN IMMEDIATE`` transaction holding the rows and the offsets
+(``_cdc_offsets``). Rows carry their source version (``_cdc_lsn``, ``_cdc_index``) and only move
+forward; deletes and truncates leave markers (``_cdc_deletes``, ``_cdc_truncates``) so that older
+events arriving later change nothing. The file runs in WAL journal mode; ``synchronous=NORMAL``
+is enough because offsets and rows commit together: a commit lost to a power cut is read again.
+
+Column affinities: integers and booleans INTEGER, floats REAL, ``bytea`` BLOB, everything else
+TEXT, including numeric, which stays exact as its decimal text.
+"""
 
 from __future__ import annotations
 
-__all__ = ["SqliteSink"]
+__all__ = ["SqliteSink", "SqliteTarget"]
 
+import logging
 import os
+import sqlite3
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from cdc.config import KafkaConfig, SqliteSinkConfig
-from cdc.errors import NotYetImplemented
+from cdc.consumer import Partition, SinkRuntime, TargetUnavailable
 from cdc.findings import Finding
+from cdc.records import SinkEvent, Version, by_shape, collapse
+
+log = logging.getLogger(__name__)
+
+BOOKKEEPING = """
+CREATE TABLE IF NOT EXISTS _cdc_offsets (
+    group_id TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL, PRIMARY KEY (group_id, topic, partition));
+CREATE TABLE IF NOT EXISTS _cdc_deletes (
+    target TEXT NOT NULL, key TEXT NOT NULL, lsn INTEGER NOT NULL, idx INTEGER NOT NULL,
+    PRIMARY KEY (target, key));
+CREATE TABLE IF NOT EXISTS _cdc_truncates (
+    target TEXT PRIMARY KEY, lsn INTEGER NOT NULL, idx INTEGER NOT NULL);
+"""
+
+_INTEGER = ("smallint", "integer", "bigint", "oid", "boolean")
+_REAL = ("real", "double precision")
+
+
+def affinity(source_type: str) -> str:
+    """The SQLite column type for a PostgreSQL type name."""
+    if source_type in _INTEGER:
+        return "INTEGER"
+    if source_type in _REAL:
+        return "REAL"
+    if source_type == "bytea":
+        return "BLOB"
+    return "TEXT"
+
+
+def quote(identifier: str) -> str:
+    """SQLite's identifier quoting (the equivalent of psycopg.sql.Identifier)."""
+    return '"' + identifier.replace('"', '""') + '"'
 
 
 class SqliteSink:
@@ -35,9 +84,196 @@ class SqliteSink:
         ]
 
     def run(self, stop: threading.Event) -> None:
-        raise NotYetImplemented(
-            f"sink {self.config.name}: applying events is not built yet (issue 4); nothing was read"
-        )
+        c = self.config
+        SinkRuntime(c.name, c.group_id, c.topics, self.kafka, lambda: SqliteTarget(c)).run(stop)
 
     def status(self) -> list[Finding]:
-        return [Finding.warn(f"sink {self.config.name}", "consumer lag: sinks are not built yet")]
+        return [Finding.warn(f"sink {self.config.name}", "consumer lag: not reported yet")]
+
+
+class SqliteTarget:
+    """:class:`cdc.consumer.Target` over a SQLite file."""
+
+    def __init__(self, config: SqliteSinkConfig) -> None:
+        self.config = config
+        try:
+            self.db = sqlite3.connect(config.path, isolation_level=None, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(BOOKKEEPING)
+        except sqlite3.OperationalError as e:
+            raise TargetUnavailable(f"{config.path}: {e}") from e
+        self.columns: dict[str, dict[str, str]] = {}
+        self.keys: dict[str, tuple[str, ...]] = {}
+
+    def close(self) -> None:
+        self.db.close()
+
+    def stored_offsets(self, group: str, partitions: Sequence[Partition]) -> dict[Partition, int]:
+        rows = self.db.execute(
+            "SELECT topic, partition, next_offset FROM _cdc_offsets WHERE group_id = ?", (group,)
+        ).fetchall()
+        wanted = set(partitions)
+        return {(t, p): o for t, p, o in rows if (t, p) in wanted}
+
+    def apply(
+        self,
+        group: str,
+        events: Sequence[SinkEvent],
+        offsets: dict[Partition, int],
+        before_commit: Callable[[list[tuple[SinkEvent, str]]], None],
+    ) -> None:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            raise TargetUnavailable(f"{self.config.path}: {error}") from error
+        try:
+            rejected: list[tuple[SinkEvent, str]] = []
+            by_table: dict[tuple[str, str], list[SinkEvent]] = {}
+            for event in events:
+                by_table.setdefault((event.schema, event.table), []).append(event)
+            for (schema, table), table_events in by_table.items():
+                rejected += self._apply_table(schema, table, table_events)
+            self.db.executemany(
+                "INSERT INTO _cdc_offsets (group_id, topic, partition, next_offset)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (group_id, topic, partition) DO UPDATE"
+                " SET next_offset = max(next_offset, excluded.next_offset)",
+                [(group, t, p, o) for (t, p), o in offsets.items()],
+            )
+            before_commit(rejected)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            self.columns.clear()
+            raise
+
+    def _apply_table(
+        self, schema: str, table: str, events: list[SinkEvent]
+    ) -> list[tuple[SinkEvent, str]]:
+        name = self.config.table.format(schema=schema, table=table)
+        rejected = [
+            (
+                e,
+                f"table {schema}.{table} has no primary key or replica identity: its {e.op!r}"
+                " events cannot be matched to a row",
+            )
+            for e in events
+            if not e.key and e.op not in ("c", "r", "t")
+        ]
+        self._ensure_table(name, events)
+        floor = self._truncated_at(name)
+        truncates = [e.version for e in events if e.op == "t"]
+        if truncates:
+            newest = max(truncates)
+            self.db.execute(
+                f"DELETE FROM {quote(name)} WHERE (_cdc_lsn, _cdc_index) < (?, ?)", newest
+            )
+            self.db.execute(
+                "INSERT INTO _cdc_truncates (target, lsn, idx) VALUES (?, ?, ?)"
+                " ON CONFLICT (target) DO UPDATE SET lsn = excluded.lsn, idx = excluded.idx"
+                " WHERE (lsn, idx) < (excluded.lsn, excluded.idx)",
+                (name, *newest),
+            )
+            floor = max(floor, newest)
+        live = [e for e in events if e.key and e.op != "t" and e.version > floor]
+        upserts, deletes = collapse(live)
+        key = self.keys[name]
+        for e in deletes:
+            match = " AND ".join(f"{quote(k)} IS ?" for k in key)
+            self.db.execute(
+                f"DELETE FROM {quote(name)} WHERE {match} AND (_cdc_lsn, _cdc_index) < (?, ?)",
+                [*(self._value((e.key or {}).get(k), name, k) for k in key), *e.version],
+            )
+            self.db.execute(
+                "INSERT INTO _cdc_deletes (target, key, lsn, idx) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (target, key) DO UPDATE SET lsn = excluded.lsn, idx = excluded.idx"
+                " WHERE (lsn, idx) < (excluded.lsn, excluded.idx)",
+                (name, _key_text(e), *e.version),
+            )
+        for columns, unavailable, group in by_shape(upserts):
+            written = [c for c in columns if c not in unavailable]
+            cols = ", ".join(quote(c) for c in [*written, "_cdc_lsn", "_cdc_index"])
+            marks = ", ".join("?" for _ in range(len(written) + 2))
+            sets = ", ".join(
+                f"{quote(c)} = excluded.{quote(c)}" for c in [*written, "_cdc_lsn", "_cdc_index"]
+            )
+            self.db.executemany(
+                f"INSERT INTO {quote(name)} ({cols}) SELECT {marks}"
+                " WHERE NOT EXISTS (SELECT 1 FROM _cdc_deletes WHERE target = ? AND key = ?"
+                " AND (lsn, idx) >= (?, ?))"
+                f" ON CONFLICT ({', '.join(quote(k) for k in key)}) DO UPDATE SET {sets}"
+                " WHERE (_cdc_lsn, _cdc_index) < (excluded._cdc_lsn, excluded._cdc_index)",
+                [
+                    [
+                        *(self._value((e.after or {}).get(c), name, c) for c in written),
+                        *e.version,
+                        name,
+                        _key_text(e),
+                        *e.version,
+                    ]
+                    for e in group
+                ],
+            )
+        for e in events:
+            if not e.key and e.op in ("c", "r") and e.version > floor:
+                names = list(e.after or ())
+                cols = ", ".join(quote(c) for c in [*names, "_cdc_lsn", "_cdc_index"])
+                marks = ", ".join("?" for _ in range(len(names) + 2))
+                self.db.execute(
+                    f"INSERT INTO {quote(name)} ({cols}) VALUES ({marks})"
+                    " ON CONFLICT (_cdc_lsn, _cdc_index) DO NOTHING",
+                    [*(self._value((e.after or {}).get(c), name, c) for c in names), *e.version],
+                )
+        return rejected
+
+    def _ensure_table(self, name: str, events: list[SinkEvent]) -> None:
+        wanted: dict[str, str] = {}
+        key: tuple[str, ...] = ()
+        for e in events:
+            for image in (e.after, e.before):
+                for column in image or ():
+                    wanted.setdefault(column, affinity(e.types.get(column, "")))
+            if e.key and not key:
+                key = tuple(e.key)
+        known = self.columns.get(name)
+        if known is None:
+            rows = self.db.execute(f"PRAGMA table_info({quote(name)})").fetchall()
+            if not rows:
+                defs = [f"{quote(c)} {t}" for c, t in wanted.items()]
+                defs += ["_cdc_lsn INTEGER NOT NULL", "_cdc_index INTEGER NOT NULL"]
+                defs.append(
+                    f"PRIMARY KEY ({', '.join(quote(k) for k in key)})"
+                    if key
+                    else "UNIQUE (_cdc_lsn, _cdc_index)"
+                )
+                self.db.execute(f"CREATE TABLE {quote(name)} ({', '.join(defs)})")
+                log.info("created table %s", name)
+                rows = self.db.execute(f"PRAGMA table_info({quote(name)})").fetchall()
+            known = {str(r[1]): str(r[2]) for r in rows}
+            self.keys[name] = tuple(str(r[1]) for r in sorted(rows, key=lambda r: r[5]) if r[5])
+            self.columns[name] = known
+        for column, kind in wanted.items():
+            if column not in known:
+                self.db.execute(f"ALTER TABLE {quote(name)} ADD COLUMN {quote(column)} {kind}")
+                known[column] = kind
+                log.info("added column %s %s to %s", column, kind, name)
+
+    def _truncated_at(self, name: str) -> Version:
+        row = self.db.execute(
+            "SELECT lsn, idx FROM _cdc_truncates WHERE target = ?", (name,)
+        ).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def _value(self, value: Any, table: str, column: str) -> Any:
+        if value is None or isinstance(value, (int, float)):
+            return value  # bool is an int: True -> 1
+        kind = self.columns[table].get(column)
+        if kind == "BLOB":
+            return bytes.fromhex(str(value))
+        if isinstance(value, (dict, list)):
+            return orjson.dumps(value).decode()
+        return value
+
+
+def _key_text(event: SinkEvent) -> str:
+    return orjson.dumps(event.key).decode()

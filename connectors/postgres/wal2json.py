@@ -113,15 +113,17 @@ class Wal2JsonDecoder:
         lsn = parse_lsn(msg["lsn"])
         if action == "I":
             after = _row(msg["columns"])
+            key = self._key(schema, table, after, msg)
             return self._change(
-                "c", schema, table, self._key(schema, table, after, msg), None, after, lsn
+                "c", schema, table, key, None, after, lsn, (), _types(msg["columns"])
             )
         if action == "U":
             return self._update(schema, table, msg, lsn)
         if action == "D":
             identity = _row(msg.get("identity", ()))
             key = self._key(schema, table, identity, msg)
-            return self._change("d", schema, table, key, identity, None, lsn)
+            types = _types(msg.get("identity", ()))
+            return self._change("d", schema, table, key, identity, None, lsn, (), types)
         if action == "T":
             return self._change("t", schema, table, None, None, None, lsn)
         raise CdcError(f"wal2json sent an unknown action {action!r}")
@@ -130,6 +132,7 @@ class Wal2JsonDecoder:
         self, schema: str, table: str, msg: dict[str, Any], lsn: int
     ) -> Change | tuple[Change, ...]:
         after = _row(msg["columns"])
+        types = _types(msg["columns"])
         identity = _row(msg["identity"]) if "identity" in msg else None
         info = self._catalog.table(schema, table)
         unavailable: tuple[str, ...] = ()
@@ -151,10 +154,10 @@ class Wal2JsonDecoder:
             # The row moved to another key: as Debezium does, a delete of the old key and a
             # create of the new one, so each key's partition sees its own history in order.
             return (
-                self._change("d", schema, table, old_key, identity, None, lsn),
-                self._change("c", schema, table, new_key, None, after, lsn, unavailable),
+                self._change("d", schema, table, old_key, identity, None, lsn, (), types),
+                self._change("c", schema, table, new_key, None, after, lsn, unavailable, types),
             )
-        return self._change("u", schema, table, new_key, before, after, lsn, unavailable)
+        return self._change("u", schema, table, new_key, before, after, lsn, unavailable, types)
 
     def _key(self, schema: str, table: str, row: Row | None, msg: dict[str, Any]) -> Row | None:
         if row is None:
@@ -180,6 +183,7 @@ class Wal2JsonDecoder:
         after: Row | None,
         lsn: int,
         unavailable: tuple[str, ...] = (),
+        types: tuple[tuple[str, str], ...] = (),
     ) -> Change:
         index = self._index
         self._index += 1
@@ -198,6 +202,7 @@ class Wal2JsonDecoder:
             xid=self._xid,
             commit_ts_ms=self._commit_ts_ms,
             unavailable=unavailable,
+            types=types,
             last_commit_lsn=self._last_commit_lsn,
             total_order=index + 1,
             data_collection_order=per_table,
@@ -206,6 +211,10 @@ class Wal2JsonDecoder:
 
 def _row(columns: Any) -> Row:
     return {c["name"]: c["value"] for c in columns}
+
+
+def _types(columns: Any) -> tuple[tuple[str, str], ...]:
+    return tuple((c["name"], c["type"]) for c in columns)
 
 
 def _ts_ms(text: str) -> int:

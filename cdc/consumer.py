@@ -1,0 +1,284 @@
+"""The sink runtime: consume the topics, apply each batch atomically with its offsets, dead-letter.
+
+Reading top to bottom: :meth:`SinkRuntime.run` polls a batch of records, parses each
+(:func:`cdc.records.parse_record`), and hands the events with the batch's next offsets to the
+:class:`Target`, which applies both in one transaction of the target store. Records that cannot be
+applied go to ``{topic}.dlq`` *inside* that transaction's commit step, so an offset is never stored
+past a record that is neither applied nor dead-lettered.
+
+Resume rule: the consumer group only distributes partitions; positions live in the target. On every
+assignment the runtime seeks each partition to the offset stored there (the beginning when none is),
+so a sink that crashed anywhere resumes right after the last batch it committed.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Rejected", "SinkRuntime", "Target", "subscription_pattern"]
+
+import fnmatch
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from cdc.config import KafkaConfig
+from cdc.errors import CdcError, KafkaUnavailable, describe
+from cdc.kafka import client_options
+from cdc.records import BadRecord, SinkEvent, parse_record
+
+log = logging.getLogger(__name__)
+
+DLQ_SUFFIX = ".dlq"
+BACKOFF_MAX_S = 30.0
+Partition = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A record that will not be applied, and why."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    reason: str
+
+
+class Target(Protocol):
+    """A store events are applied to, idempotently.
+
+    Each :meth:`apply` is one atomic transaction: the events' effects and the new offsets are
+    committed together or not at all. Applying any event again, in any order, never changes the
+    result and never moves a row back to an older version (``SinkEvent.version``).
+    """
+
+    def stored_offsets(self, group: str, partitions: Sequence[Partition]) -> dict[Partition, int]:
+        """The next offset to read per partition, as last committed; absent when never."""
+        ...
+
+    def apply(
+        self,
+        group: str,
+        events: Sequence[SinkEvent],
+        offsets: dict[Partition, int],
+        before_commit: Callable[[list[tuple[SinkEvent, str]]], None],
+    ) -> None:
+        """Apply ``events``, store ``offsets``; call ``before_commit`` with the events the store
+        rejected (and their reasons) just before committing, inside the transaction."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class TargetUnavailable(CdcError):
+    """The target store cannot be reached: retry the same batch, never skip it."""
+
+    retriable = True
+
+
+def subscription_pattern(globs: Sequence[str]) -> str:
+    """One regex for the topic globs, never matching dead-letter topics."""
+    # fnmatch.translate anchors each glob at the end; the consumer matches from the start.
+    alternatives = "|".join(fnmatch.translate(g) for g in globs)
+    return f"(?!.*[.]dlq$)(?:{alternatives})"
+
+
+class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runtime: SinkRuntime) -> None:
+        self.runtime = runtime
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        log.info("%s: partitions revoked: %s", self.runtime.subject, _names(revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.runtime.seek_to_stored(list(assigned))
+
+
+class SinkRuntime:
+    """Consumes a sink's topics into its :class:`Target` until stopped."""
+
+    def __init__(
+        self,
+        name: str,
+        group_id: str,
+        topics: Sequence[str],
+        kafka: KafkaConfig,
+        target_factory: Callable[[], Target],
+        batch_records: int = 5000,
+    ) -> None:
+        self.subject = f"sink {name}"
+        self.group_id = group_id
+        self.pattern = subscription_pattern(topics)
+        self.kafka = kafka
+        self.target_factory = target_factory
+        self.batch_records = batch_records
+        self.target: Target | None = None
+        self.consumer: KafkaConsumer | None = None
+        self.applied = 0
+        self.dead_lettered = 0
+
+    def run(self, stop: threading.Event) -> None:
+        options = client_options(self.kafka)
+        try:
+            self.consumer = KafkaConsumer(
+                **options,
+                group_id=self.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                metadata_max_age_ms=5000,  # notice topics created after start within seconds
+                max_poll_records=self.batch_records,
+            )
+            self.dlq = KafkaProducer(**options, acks="all", enable_idempotence=True)
+            self.admin = KafkaAdminClient(**options)
+        except KafkaError as e:
+            raise KafkaUnavailable(f"{self.subject}: Kafka: {describe(e)}") from e
+        self.target = self._connect_target(stop)
+        try:
+            self.consumer.subscribe(pattern=self.pattern, listener=_Seek(self))
+            log.info("%s: consuming topics matching %s", self.subject, self.pattern)
+            while not stop.is_set():
+                batch = self.consumer.poll(timeout_ms=200, max_records=self.batch_records)
+                if batch:
+                    self._apply(batch, stop)
+        finally:
+            self.consumer.close(autocommit=False)
+            self.dlq.close(timeout=5)
+            self.admin.close()
+            if self.target is not None:
+                self.target.close()
+
+    def _connect_target(self, stop: threading.Event) -> Target:
+        delay = 1.0
+        while True:
+            try:
+                return self.target_factory()
+            except TargetUnavailable as e:
+                if stop.is_set():
+                    raise
+                log.warning("%s: %s; retrying in %.0f s", self.subject, e, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, BACKOFF_MAX_S)
+
+    def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
+        """Position each assigned partition right after the last batch the target committed."""
+        assert self.consumer is not None
+        assert self.target is not None
+        stored = self.target.stored_offsets(
+            self.group_id, [(tp.topic, tp.partition) for tp in assigned]
+        )
+        fresh = []
+        for tp in assigned:
+            offset = stored.get((tp.topic, tp.partition))
+            if offset is None:
+                fresh.append(tp)
+            else:
+                self.consumer.seek(tp, offset)
+        if fresh:
+            self.consumer.seek_to_beginning(*fresh)
+        log.info("%s: assigned %s", self.subject, _names(assigned))
+
+    def _apply(self, batch: dict[TopicPartition, list[Any]], stop: threading.Event) -> None:
+        events: list[SinkEvent] = []
+        bad: list[Rejected] = []
+        offsets: dict[Partition, int] = {}
+        for tp, records in batch.items():
+            for r in records:
+                headers = [(k, v) for k, v in r.headers]
+                try:
+                    event = parse_record(tp.topic, tp.partition, r.offset, r.key, r.value, headers)
+                except BadRecord as e:
+                    bad.append(
+                        Rejected(tp.topic, tp.partition, r.offset, r.key, r.value, headers, str(e))
+                    )
+                else:
+                    if event is not None:
+                        events.append(event)
+            offsets[(tp.topic, tp.partition)] = records[-1].offset + 1
+        raw = {(r.topic, r.partition, r.offset): r for tp, rs in batch.items() for r in rs}
+
+        def before_commit(rejected: list[tuple[SinkEvent, str]]) -> None:
+            dead = list(bad)
+            for event, reason in rejected:
+                r = raw[(event.topic, event.partition, event.offset)]
+                dead.append(
+                    Rejected(
+                        event.topic,
+                        event.partition,
+                        event.offset,
+                        r.key,
+                        r.value,
+                        list(r.headers),
+                        reason,
+                    )
+                )
+            if dead:
+                self._dead_letter(dead)
+
+        delay = 1.0
+        while True:
+            assert self.target is not None
+            try:
+                self.target.apply(self.group_id, events, offsets, before_commit)
+                break
+            except (TargetUnavailable, KafkaUnavailable) as e:
+                # The store (or the DLQ) is down, not the records: the same batch again, later.
+                log.warning("%s: %s; retrying the batch in %.0f s", self.subject, e, delay)
+                if stop.wait(delay):
+                    return  # stopping: the batch was not committed and will be read again
+                delay = min(delay * 2, BACKOFF_MAX_S)
+        self.applied += len(events)
+
+    def _dead_letter(self, dead: list[Rejected]) -> None:
+        topics = {d.topic + DLQ_SUFFIX for d in dead}
+        for topic in topics:
+            try:
+                self.admin.create_topics(
+                    [
+                        NewTopic(
+                            topic,
+                            num_partitions=1,
+                            replication_factor=self.kafka.topics.replication_factor,
+                        )
+                    ]
+                )
+            except TopicAlreadyExistsError:
+                pass
+            except KafkaError as e:
+                raise KafkaUnavailable(f"cannot create {topic}: {describe(e)}") from e
+        futures = []
+        for d in dead:
+            headers = [h for h in d.headers if not h[0].startswith("cdc-dlq-")] + [
+                ("cdc-dlq-reason", d.reason.encode()),
+                ("cdc-dlq-topic", d.topic.encode()),
+                ("cdc-dlq-partition", str(d.partition).encode()),
+                ("cdc-dlq-offset", str(d.offset).encode()),
+            ]
+            log.warning(
+                "%s: %s[%d]@%d to the DLQ: %s",
+                self.subject,
+                d.topic,
+                d.partition,
+                d.offset,
+                d.reason,
+            )
+            futures.append(
+                self.dlq.send(d.topic + DLQ_SUFFIX, key=d.key, value=d.value, headers=headers)
+            )
+        try:
+            for f in futures:
+                f.get(timeout=30)  # on the DLQ before the offset moves past it
+        except KafkaError as e:
+            raise KafkaUnavailable(f"dead-letter topic did not take a record: {describe(e)}") from e
+        self.dead_lettered += len(dead)
+
+
+def _names(partitions: Any) -> str:
+    return ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions)) or "nothing"

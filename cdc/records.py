@@ -1,0 +1,173 @@
+"""The consuming side of the event format: a Kafka record in, a checked :class:`SinkEvent` out.
+
+Sinks never trust a record: :func:`parse_record` checks that it is JSON, that it is Debezium's
+envelope, that it carries a ``cdc-event-id``, and raises :class:`BadRecord` naming what is wrong
+otherwise, so the runtime can send it to the dead-letter topic with that reason.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BadRecord", "SinkEvent", "Version", "by_shape", "collapse", "parse_record"]
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from cdc.errors import CdcError
+from cdc.events import EVENT_ID_HEADER, TYPES_HEADER, UNAVAILABLE_HEADER
+
+Version = tuple[int, int]
+"""``(commit_lsn, index)``: the order of changes at the source, from ``cdc-event-id``."""
+
+_OPS = frozenset("cudrt")
+
+
+class BadRecord(CdcError):
+    """A record no sink can apply; it goes to the dead-letter topic with this reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class SinkEvent:
+    """One change as a sink sees it: where it sits on Kafka and what it says."""
+
+    topic: str
+    partition: int
+    offset: int
+    schema: str
+    table: str
+    op: str
+    key: dict[str, Any] | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    version: Version
+    unavailable: frozenset[str]
+    """Columns of ``after`` whose unchanged value the source did not send: keep the stored one."""
+    types: dict[str, str]
+    """Source column types (``cdc-types`` header); may be empty for events of other producers."""
+
+
+def parse_record(
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]],
+) -> SinkEvent | None:
+    """The event in a record; None for a tombstone; :class:`BadRecord` when it is not one."""
+    if value is None:
+        return None
+    try:
+        envelope = orjson.loads(value)
+    except orjson.JSONDecodeError as e:
+        raise BadRecord(f"value is not JSON: {e}") from None
+    if not isinstance(envelope, dict):
+        raise BadRecord("value is not a JSON object")
+    op = envelope.get("op")
+    if op not in _OPS:
+        raise BadRecord(f"not a change event: op is {op!r}, expected one of c, u, d, r, t")
+    source = envelope.get("source")
+    if not isinstance(source, dict) or not isinstance(source.get("table"), str):
+        raise BadRecord("not a change event: source.table is missing")
+    before, after = envelope.get("before"), envelope.get("after")
+    for name, image in (("before", before), ("after", after)):
+        if image is not None and not isinstance(image, dict):
+            raise BadRecord(f"{name} is not a JSON object")
+    if op in ("c", "u", "r") and not after:
+        raise BadRecord(f"op {op!r} without an after image")
+    found = dict(headers)
+    version = _version(found.get(EVENT_ID_HEADER))
+    parsed_key = None
+    if key is not None:
+        try:
+            parsed_key = orjson.loads(key)
+        except orjson.JSONDecodeError as e:
+            raise BadRecord(f"key is not JSON: {e}") from None
+        if parsed_key is not None and not isinstance(parsed_key, dict):
+            raise BadRecord("key is not a JSON object")
+    return SinkEvent(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        schema=str(source.get("schema") or "public"),
+        table=source["table"],
+        op=op,
+        key=parsed_key,
+        before=before,
+        after=after,
+        version=version,
+        unavailable=frozenset(_json_list(found.get(UNAVAILABLE_HEADER), UNAVAILABLE_HEADER)),
+        types=_json_dict(found.get(TYPES_HEADER)),
+    )
+
+
+def _version(raw: bytes | None) -> Version:
+    if raw is None:
+        raise BadRecord(f"no {EVENT_ID_HEADER} header")
+    try:
+        commit, _, index = raw.decode().partition(":")
+        return int(commit), int(index)
+    except (UnicodeDecodeError, ValueError):
+        raise BadRecord(f"bad {EVENT_ID_HEADER} header {raw[:40]!r}") from None
+
+
+def _json_list(raw: bytes | None, name: str) -> list[str]:
+    if raw is None:
+        return []
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRecord(f"bad {name} header") from None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadRecord(f"bad {name} header")
+    return value
+
+
+def _json_dict(raw: bytes | None) -> dict[str, str]:
+    if raw is None:
+        return {}
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRecord(f"bad {TYPES_HEADER} header") from None
+    if not isinstance(value, dict):
+        raise BadRecord(f"bad {TYPES_HEADER} header")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+# Batching helpers shared by the sinks.
+
+
+def collapse(events: list[SinkEvent]) -> tuple[list[SinkEvent], list[SinkEvent]]:
+    """The newest event per key (upserts and deletes), with unchanged-TOAST values filled from
+    older events of the same batch where they have them."""
+    newest: dict[bytes, SinkEvent] = {}
+    for event in sorted(events, key=lambda e: e.version):
+        k = orjson.dumps(event.key, option=orjson.OPT_SORT_KEYS)
+        newest[k] = _fill_unavailable(event, newest.get(k))
+    upserts = [e for e in newest.values() if e.op in ("c", "u", "r")]
+    deletes = [e for e in newest.values() if e.op == "d"]
+    return upserts, deletes
+
+
+def _fill_unavailable(event: SinkEvent, previous: SinkEvent | None) -> SinkEvent:
+    if not event.unavailable or previous is None or previous.after is None:
+        return event
+    known = {c for c in event.unavailable if c in previous.after and c not in previous.unavailable}
+    if not known:
+        return event
+    after = {**(event.after or {}), **{c: previous.after[c] for c in known}}
+    return dataclasses.replace(event, after=after, unavailable=event.unavailable - known)
+
+
+def by_shape(
+    events: list[SinkEvent],
+) -> list[tuple[tuple[str, ...], frozenset[str], list[SinkEvent]]]:
+    """Events grouped by the columns they carry, so each group is one set-based statement."""
+    groups: dict[tuple[tuple[str, ...], frozenset[str]], list[SinkEvent]] = {}
+    for e in events:
+        groups.setdefault((tuple(e.after or ()), e.unavailable), []).append(e)
+    return [(cols, unavailable, group) for (cols, unavailable), group in groups.items()]
