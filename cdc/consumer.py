@@ -6,9 +6,12 @@ Reading top to bottom: :meth:`SinkRuntime.run` polls a batch of records, parses 
 applied go to ``{topic}.dlq`` *inside* that transaction's commit step, so an offset is never stored
 past a record that is neither applied nor dead-lettered.
 
-Resume rule: the consumer group only distributes partitions; positions live in the target. On every
-assignment the runtime seeks each partition to the offset stored there (the beginning when none is),
-so a sink that crashed anywhere resumes right after the last batch it committed.
+Resume rule: the consumer group only distributes partitions; positions live in the target. After
+every assignment the runtime seeks each partition to the offset stored there (the beginning when
+none is) before it applies any record of it, so a sink that crashed anywhere resumes right after
+the last batch it committed. kafka-python runs rebalance callbacks on its own thread, so they only
+mark partitions as needing that seek; the seek itself, like every use of the target, happens on
+the runtime's thread.
 """
 
 from __future__ import annotations
@@ -91,15 +94,20 @@ def subscription_pattern(globs: Sequence[str]) -> str:
     return f"(?!.*[.]dlq$)(?:{alternatives})"
 
 
-class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Unseek(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Forget that partitions were positioned. Runs on kafka-python's thread: touches nothing
+    else."""
+
     def __init__(self, runtime: SinkRuntime) -> None:
         self.runtime = runtime
 
     def on_partitions_revoked(self, revoked: Any) -> None:
+        self.runtime.positioned.difference_update(revoked)
         log.info("%s: partitions revoked: %s", self.runtime.subject, _names(revoked))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        self.runtime.seek_to_stored(list(assigned))
+        self.runtime.positioned.difference_update(assigned)
+        log.info("%s: partitions assigned: %s", self.runtime.subject, _names(assigned))
 
 
 class SinkRuntime:
@@ -124,6 +132,9 @@ class SinkRuntime:
         self.consumer: KafkaConsumer | None = None
         self.applied = 0
         self.dead_lettered = 0
+        self.positioned: set[TopicPartition] = set()
+        """Partitions sought to their stored offset since their last assignment (set ops are
+        atomic, and the rebalance thread only removes)."""
 
     def run(self, stop: threading.Event) -> None:
         options = client_options(self.kafka)
@@ -142,10 +153,17 @@ class SinkRuntime:
             raise KafkaUnavailable(f"{self.subject}: Kafka: {describe(e)}") from e
         self.target = self._connect_target(stop)
         try:
-            self.consumer.subscribe(pattern=self.pattern, listener=_Seek(self))
+            self.consumer.subscribe(pattern=self.pattern, listener=_Unseek(self))
             log.info("%s: consuming topics matching %s", self.subject, self.pattern)
             while not stop.is_set():
                 batch = self.consumer.poll(timeout_ms=200, max_records=self.batch_records)
+                unpositioned = [
+                    tp for tp in self.consumer.assignment() if tp not in self.positioned
+                ]
+                if unpositioned:
+                    # Records read before the seek came from the wrong place: drop them.
+                    batch = {tp: rs for tp, rs in batch.items() if tp in self.positioned}
+                    self.seek_to_stored(unpositioned)
                 if batch:
                     self._apply(batch, stop)
         finally:
@@ -183,7 +201,8 @@ class SinkRuntime:
                 self.consumer.seek(tp, offset)
         if fresh:
             self.consumer.seek_to_beginning(*fresh)
-        log.info("%s: assigned %s", self.subject, _names(assigned))
+        self.positioned.update(assigned)
+        log.info("%s: positioned %s at the stored offsets", self.subject, _names(assigned))
 
     def _apply(self, batch: dict[TopicPartition, list[Any]], stop: threading.Event) -> None:
         events: list[SinkEvent] = []
