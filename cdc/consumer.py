@@ -145,6 +145,9 @@ class SinkRuntime:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 metadata_max_age_ms=5000,  # notice topics created after start within seconds
+                # A sink that died must hand its partitions over in seconds, not the 45 s
+                # default: its successor (or its peers) cannot read them until then.
+                session_timeout_ms=10_000,
                 max_poll_records=self.batch_records,
             )
             self.dlq = KafkaProducer(**options, acks="all", enable_idempotence=True)

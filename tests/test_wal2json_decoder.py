@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -47,11 +49,18 @@ class FakeCatalog:
             ("public", "full_ident"): TableInfo(("a", "b"), ("a", "b"), "full"),
         }
         self.refreshed: list[tuple[str, str]] = []
+        self.looked_up: list[tuple[str, dict[str, Any], tuple[str, ...]]] = []
 
     def table(self, schema: str, table: str, refresh: bool = False) -> TableInfo | None:
         if refresh:
             self.refreshed.append((schema, table))
         return self.tables.get((schema, table))
+
+    def current_values(
+        self, schema: str, table: str, key: dict[str, Any], columns: Sequence[str]
+    ) -> dict[str, Any] | None:
+        self.looked_up.append((table, key, tuple(columns)))
+        return {c: f"current {c}" for c in columns} if key != {"id": 404} else None
 
 
 def decode_all(select: str = "*") -> list[object]:
@@ -227,3 +236,40 @@ def test_numeric_with_a_modifier_keeps_its_exact_text() -> None:
         "na": "{1.0,2.5}",
         "f4": 0,
     }
+
+
+def test_a_moved_row_carries_its_unchanged_toasted_values() -> None:
+    # PostgreSQL does not log an unchanged TOASTed value when the key changes either; the create
+    # at the new key must still carry the whole row, so the decoder reads it from the source.
+    catalog = FakeCatalog()
+    decoder = Wal2JsonDecoder(catalog, lambda s, t: True)
+    decoder.decode(
+        b'{"action":"B","xid":1,"lsn":"0/10","nextlsn":"0/20",'
+        b'"timestamp":"2026-11-27 05:30:18.979158+00"}'
+    )
+    columns = ",".join(
+        f'{{"name":"{c}","type":"text","value":"x"}}' for c in T_COLUMNS if c not in ("id", "big")
+    )
+    for new_id, found in ((7, True), (404, False)):
+        moved = decoder.decode(
+            b'{"action":"U","lsn":"0/8","schema":"public","table":"t","columns":['
+            + f'{{"name":"id","type":"bigint","value":{new_id}}},{columns}'.encode()
+            + b'],"identity":[{"name":"id","type":"bigint","value":5}],'
+            b'"pk":[{"name":"id","type":"bigint"}]}'
+        )
+        assert isinstance(moved, tuple)
+        delete, create = moved
+        assert (delete.op, delete.key, create.op, create.key) == (
+            "d",
+            {"id": 5},
+            "c",
+            {"id": new_id},
+        )
+        assert create.after is not None
+        if found:
+            assert create.after["big"] == "current big"
+            assert create.unavailable == ()
+        else:  # gone already: a later delete at the source will remove it from the sinks too
+            assert create.after["big"] == UNAVAILABLE
+            assert create.unavailable == ("big",)
+    assert catalog.looked_up == [("t", {"id": 7}, ("big",)), ("t", {"id": 404}, ("big",))]

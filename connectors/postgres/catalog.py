@@ -10,10 +10,11 @@ from __future__ import annotations
 
 __all__ = ["PostgresCatalog", "selected_tables"]
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import psycopg
+from psycopg import sql
 
 from connectors.postgres.wal2json import TableInfo
 
@@ -55,6 +56,38 @@ class PostgresCatalog:
             self._cache[key] = self._load(schema, table)
         return self._cache[key]
 
+    def current_values(
+        self, schema: str, table: str, key: dict[str, Any], columns: Sequence[str]
+    ) -> dict[str, Any] | None:
+        # Raw text results: each type's output function, exactly what wal2json prints.
+        query = sql.SQL("SELECT {} FROM {} WHERE {}").format(
+            sql.SQL(", ").join(map(sql.Identifier, columns)),
+            sql.Identifier(schema, table),
+            sql.SQL(" AND ").join(sql.SQL("{}::text = %s").format(sql.Identifier(k)) for k in key),
+        )
+        cur = self._conn.execute(query, [_key_text(v) for v in key.values()])
+        result = cur.pgresult
+        if result is None or result.ntuples == 0:
+            return None
+        types = self._types(schema, table)
+        row = {}
+        for i, column in enumerate(columns):
+            raw = result.get_value(0, i)
+            text = None if raw is None else bytes(raw).decode()
+            if text is not None and types.get(column) == "bytea":
+                text = text[2:]  # wal2json prints bytea's hex digits without the \x
+            row[column] = text
+        return row
+
+    def _types(self, schema: str, table: str) -> dict[str, str]:
+        rows = self._conn.execute(
+            "SELECT a.attname::text, format_type(a.atttypid, NULL) FROM pg_attribute a"
+            " JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0",
+            (schema, table),
+        ).fetchall()
+        return {str(n): str(t) for n, t in rows}
+
     def _load(self, schema: str, table: str) -> TableInfo | None:
         row = self._conn.execute(_TABLE, (schema, table)).fetchone()
         if row is None:
@@ -70,6 +103,12 @@ class PostgresCatalog:
         else:
             key = ()
         return TableInfo(tuple(columns), key, identity)
+
+
+def _key_text(value: Any) -> str:
+    if value is True or value is False:
+        return "true" if value else "false"
+    return str(value)
 
 
 def selected_tables(

@@ -19,7 +19,7 @@ from __future__ import annotations
 __all__ = ["WAL2JSON_OPTIONS", "Begin", "Catalog", "Commit", "TableInfo", "Wal2JsonDecoder"]
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -59,6 +59,12 @@ class Catalog(Protocol):
     """Table metadata, read from the source database (and cached) by the connector."""
 
     def table(self, schema: str, table: str, refresh: bool = False) -> TableInfo | None: ...
+
+    def current_values(
+        self, schema: str, table: str, key: Row, columns: Sequence[str]
+    ) -> Row | None:
+        """The row's present values of ``columns``, encoded as wal2json would; None if gone."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +159,15 @@ class Wal2JsonDecoder:
         if old_key is not None and new_key is not None and old_key != new_key:
             # The row moved to another key: as Debezium does, a delete of the old key and a
             # create of the new one, so each key's partition sees its own history in order.
+            if unavailable:
+                # The create must carry the whole row, but PostgreSQL did not log the unchanged
+                # TOASTed values, and the old row the sink holds is not at this key. Read them
+                # from the source now: if they changed since, a later event brings the same
+                # values or deletes the row, so the target ends where the source is.
+                found = self._catalog.current_values(schema, table, new_key, unavailable)
+                if found is not None:
+                    after.update(found)
+                    unavailable = tuple(c for c in unavailable if c not in found)
             return (
                 self._change("d", schema, table, old_key, identity, None, lsn, (), types),
                 self._change("c", schema, table, new_key, None, after, lsn, unavailable, types),
