@@ -146,7 +146,7 @@ class PostgresTarget:
                         rejected += self._apply_table(schema, table, table_events)
                     self._store_offsets(group, offsets)
                     before_commit(rejected)
-            except psycopg.errors.DataError:
+            except (psycopg.errors.DataError, psycopg.errors.IntegrityError):
                 # A value the target refuses: find which, one event at a time, and let the rest in.
                 self.tables.clear()
                 self._apply_one_by_one(group, events, offsets, before_commit)

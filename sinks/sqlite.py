@@ -124,16 +124,41 @@ class SqliteTarget:
         before_commit: Callable[[list[tuple[SinkEvent, str]]], None],
     ) -> None:
         try:
+            self._transaction(group, events, offsets, before_commit, one_by_one=False)
+        except sqlite3.IntegrityError:
+            # A row the file refuses: find which, one event at a time, and let the rest in.
+            self._transaction(group, events, offsets, before_commit, one_by_one=True)
+
+    def _transaction(
+        self,
+        group: str,
+        events: Sequence[SinkEvent],
+        offsets: dict[Partition, int],
+        before_commit: Callable[[list[tuple[SinkEvent, str]]], None],
+        one_by_one: bool,
+    ) -> None:
+        try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as error:
             raise TargetUnavailable(f"{self.config.path}: {error}") from error
         try:
             rejected: list[tuple[SinkEvent, str]] = []
-            by_table: dict[tuple[str, str], list[SinkEvent]] = {}
-            for event in events:
-                by_table.setdefault((event.schema, event.table), []).append(event)
-            for (schema, table), table_events in by_table.items():
-                rejected += self._apply_table(schema, table, table_events)
+            if one_by_one:
+                for event in sorted(events, key=lambda e: e.version):
+                    self.db.execute("SAVEPOINT event")
+                    try:
+                        rejected += self._apply_table(event.schema, event.table, [event])
+                        self.db.execute("RELEASE event")
+                    except sqlite3.IntegrityError as error:
+                        self.db.execute("ROLLBACK TO event")
+                        self.db.execute("RELEASE event")
+                        rejected.append((event, f"the target refused it: {error}"))
+            else:
+                by_table: dict[tuple[str, str], list[SinkEvent]] = {}
+                for event in events:
+                    by_table.setdefault((event.schema, event.table), []).append(event)
+                for (schema, table), table_events in by_table.items():
+                    rejected += self._apply_table(schema, table, table_events)
             self.db.executemany(
                 "INSERT INTO _cdc_offsets (group_id, topic, partition, next_offset)"
                 " VALUES (?, ?, ?, ?) ON CONFLICT (group_id, topic, partition) DO UPDATE"
