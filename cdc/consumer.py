@@ -18,6 +18,7 @@ from __future__ import annotations
 
 __all__ = ["Rejected", "SinkRuntime", "Target", "subscription_pattern"]
 
+import contextlib
 import fnmatch
 import logging
 import threading
@@ -166,7 +167,12 @@ class SinkRuntime:
                 if unpositioned:
                     # Records read before the seek came from the wrong place: drop them.
                     batch = {tp: rs for tp, rs in batch.items() if tp in self.positioned}
-                    self.seek_to_stored(unpositioned)
+                    try:
+                        self.seek_to_stored(unpositioned)
+                    except TargetUnavailable as e:
+                        log.warning("%s: %s; reconnecting", self.subject, e)
+                        stop.wait(1.0)
+                        self._reconnect_target(stop)
                 if batch:
                     self._apply(batch, stop)
         finally:
@@ -187,6 +193,12 @@ class SinkRuntime:
                 log.warning("%s: %s; retrying in %.0f s", self.subject, e, delay)
                 stop.wait(delay)
                 delay = min(delay * 2, BACKOFF_MAX_S)
+
+    def _reconnect_target(self, stop: threading.Event) -> None:
+        if self.target is not None:
+            with contextlib.suppress(Exception):  # it is broken already; closing is courtesy
+                self.target.close()
+        self.target = self._connect_target(stop)
 
     def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
         """Position each assigned partition right after the last batch the target committed."""
@@ -256,6 +268,8 @@ class SinkRuntime:
                 if stop.wait(delay):
                     return  # stopping: the batch was not committed and will be read again
                 delay = min(delay * 2, BACKOFF_MAX_S)
+                if isinstance(e, TargetUnavailable):
+                    self._reconnect_target(stop)
         self.applied += len(events)
 
     def _dead_letter(self, dead: list[Rejected]) -> None:

@@ -342,3 +342,32 @@ def test_two_sink_processes_share_four_partitions(
             if process.alive():
                 process.kill()
         pipeline.close()
+
+
+def test_target_database_outage_is_retried_never_skipped(pipeline: Pipeline, unique: str) -> None:
+    cdc = pipeline.start()
+    try:
+        wait_for(lambda: slot_confirmed_lsn(pipeline.source, pipeline.slot), 30, "the slot")
+        work = pipeline.run_workload(int(unique, 16))
+        replica = sql.Identifier(pipeline.replica_name)
+        with psycopg.connect(pipeline.pg_dsn, autocommit=True) as admin:
+            for allow in (False, True):
+                time.sleep(3)
+                # The target refuses new connections and loses the ones it has, for a while.
+                admin.execute(
+                    sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
+                        replica, sql.Literal(allow)
+                    )
+                )
+                if not allow:
+                    admin.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = %s AND application_name LIKE 'cdc-sink-%%'",
+                        (pipeline.replica_name,),
+                    )
+        work.join()
+        pipeline.settle()
+    finally:
+        assert cdc.stop() == 0, cdc.output()[-3000:]
+    assert "retrying" in cdc.output()
+    assert_tables_equal(pipeline.source, pipeline.replica, pipeline.lite)
