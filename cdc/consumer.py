@@ -16,11 +16,12 @@ the runtime's thread.
 
 from __future__ import annotations
 
-__all__ = ["Rejected", "SinkRuntime", "Target", "subscription_pattern"]
+__all__ = ["Rejected", "SinkRuntime", "Target", "consumer_lag", "subscription_pattern"]
 
 import contextlib
 import fnmatch
 import logging
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from cdc.config import KafkaConfig
 from cdc.errors import CdcError, KafkaUnavailable, describe
+from cdc.findings import Finding
 from cdc.kafka import client_options
 from cdc.records import BadRecord, SinkEvent, parse_record
 
@@ -314,6 +316,37 @@ class SinkRuntime:
         except KafkaError as e:
             raise KafkaUnavailable(f"dead-letter topic did not take a record: {describe(e)}") from e
         self.dead_lettered += len(dead)
+
+
+def consumer_lag(
+    name: str, group_id: str, topics: Sequence[str], kafka: KafkaConfig, target: Target
+) -> list[Finding]:
+    """How many records of its topics a sink has not applied yet, from the offsets it stored."""
+    subject = f"sink {name}"
+    pattern = re.compile(subscription_pattern(topics))
+    try:
+        consumer = KafkaConsumer(**client_options(kafka), request_timeout_ms=10_000)
+        try:
+            names = sorted(t for t in consumer.topics() if pattern.match(t))
+            partitions = [
+                TopicPartition(t, p) for t in names for p in consumer.partitions_for_topic(t) or ()
+            ]
+            end = consumer.end_offsets(partitions) if partitions else {}
+        finally:
+            consumer.close()
+    except KafkaError as e:
+        return [Finding.fail(subject, f"Kafka does not answer: {describe(e)}")]
+    stored = target.stored_offsets(group_id, [(tp.topic, tp.partition) for tp in partitions])
+    lag = {tp: max(0, end[tp] - stored.get((tp.topic, tp.partition), 0)) for tp in partitions}
+    behind = sorted(f"{tp.topic}[{tp.partition}] {n}" for tp, n in lag.items() if n)
+    return [
+        Finding.ok(
+            subject,
+            f"group {group_id}: {len(names)} topic(s), {len(partitions)} partition(s),"
+            f" lag {sum(lag.values())} record(s)"
+            + (f" ({', '.join(behind[:10])})" if behind else ""),
+        )
+    ]
 
 
 def _names(partitions: Any) -> str:

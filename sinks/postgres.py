@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 
 from cdc.config import KafkaConfig, PostgresSinkConfig
-from cdc.consumer import Partition, SinkRuntime, TargetUnavailable
+from cdc.consumer import Partition, SinkRuntime, TargetUnavailable, consumer_lag
 from cdc.errors import describe
 from cdc.findings import Finding
 from cdc.records import SinkEvent, Version, by_shape, collapse
@@ -72,7 +72,15 @@ class PostgresSink:
         SinkRuntime(c.name, c.group_id, c.topics, self.kafka, lambda: PostgresTarget(c)).run(stop)
 
     def status(self) -> list[Finding]:
-        return [Finding.warn(f"sink {self.config.name}", "consumer lag: not reported yet")]
+        c = self.config
+        try:
+            target = PostgresTarget(c)
+        except TargetUnavailable as e:
+            return [Finding.fail(f"sink {c.name}", str(e))]
+        try:
+            return consumer_lag(c.name, c.group_id, c.topics, self.kafka, target)
+        finally:
+            target.close()
 
 
 @dataclass

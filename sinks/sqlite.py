@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from cdc.config import KafkaConfig, SqliteSinkConfig
-from cdc.consumer import Partition, SinkRuntime, TargetUnavailable
+from cdc.consumer import Partition, SinkRuntime, TargetUnavailable, consumer_lag
 from cdc.findings import Finding
 from cdc.records import SinkEvent, Version, by_shape, collapse
 
@@ -88,7 +88,15 @@ class SqliteSink:
         SinkRuntime(c.name, c.group_id, c.topics, self.kafka, lambda: SqliteTarget(c)).run(stop)
 
     def status(self) -> list[Finding]:
-        return [Finding.warn(f"sink {self.config.name}", "consumer lag: not reported yet")]
+        c = self.config
+        try:
+            target = SqliteTarget(c)
+        except TargetUnavailable as e:
+            return [Finding.fail(f"sink {c.name}", str(e))]
+        try:
+            return consumer_lag(c.name, c.group_id, c.topics, self.kafka, target)
+        finally:
+            target.close()
 
 
 class SqliteTarget:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from psycopg import pq, sql
 from psycopg.conninfo import make_conninfo
 
 from tests.conftest import drop_database
-from tests.harness import CdcProcess, current_wal_lsn, slot_confirmed_lsn, wait_for
+from tests.harness import CDC, CdcProcess, current_wal_lsn, slot_confirmed_lsn, wait_for
 
 OPS = int(os.environ.get("CDC_TEST_E2E_OPS", "1500"))
 
@@ -298,6 +299,16 @@ def test_one_process_everything_equal(pipeline: Pipeline, unique: str) -> None:
     finally:
         assert cdc.stop() == 0, cdc.output()[-3000:]
     assert_tables_equal(pipeline.source, pipeline.replica, pipeline.lite)
+    status = subprocess.run(
+        [CDC, "status", "-c", str(pipeline.config)], capture_output=True, text=True, check=False
+    )
+    assert status.returncode == 0, status.stderr
+    for sink in ("pg", "lite"):
+        assert (
+            f"OK    sink {sink}: group g-{pipeline.prefix}-{sink}: 5 topic(s), 5 partition(s),"
+            " lag 0 record(s)" in status.stdout
+        )
+    assert f"OK    connector {pipeline.prefix}: slot {pipeline.slot} not streaming" in status.stdout
 
 
 def test_sinks_killed_every_few_seconds(pipeline: Pipeline, unique: str) -> None:
