@@ -367,6 +367,11 @@ def test_the_installed_console_script_exits_2(tmp_path: Path) -> None:
 )
 def test_shipped_examples_are_valid(example: Path) -> None:
     env = {
+        "CDC_TEST_KAFKA": "127.0.0.1:19092",
+        "CDC_DEMO_SHOP": "postgresql://postgres@127.0.0.1:15432/demo_shop",
+        "CDC_DEMO_REPLICA": "postgresql://postgres@127.0.0.1:15432/demo_replica",
+        "CDC_DEMO_SQLITE": "demo.db",
+        "CDC_DEMO_RUN": "1",
         "CDC_TEST_PG_DSN": "postgresql://postgres@127.0.0.1:15432/postgres",
         "CDC_PG_DSN": "postgresql://postgres:pw@postgres:5432/postgres",
     }
