@@ -319,10 +319,27 @@ class SinkRuntime:
 
 
 def consumer_lag(
-    name: str, group_id: str, topics: Sequence[str], kafka: KafkaConfig, target: Target
+    name: str,
+    group_id: str,
+    topics: Sequence[str],
+    kafka: KafkaConfig,
+    target_factory: Callable[[], Target],
 ) -> list[Finding]:
     """How many records of its topics a sink has not applied yet, from the offsets it stored."""
     subject = f"sink {name}"
+    try:
+        target = target_factory()
+    except TargetUnavailable as e:
+        return [Finding.fail(subject, str(e))]
+    try:
+        return _lag(subject, group_id, topics, kafka, target)
+    finally:
+        target.close()
+
+
+def _lag(
+    subject: str, group_id: str, topics: Sequence[str], kafka: KafkaConfig, target: Target
+) -> list[Finding]:
     pattern = re.compile(subscription_pattern(topics))
     try:
         consumer = KafkaConsumer(**client_options(kafka), request_timeout_ms=10_000)

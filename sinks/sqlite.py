@@ -89,14 +89,7 @@ class SqliteSink:
 
     def status(self) -> list[Finding]:
         c = self.config
-        try:
-            target = SqliteTarget(c)
-        except TargetUnavailable as e:
-            return [Finding.fail(f"sink {c.name}", str(e))]
-        try:
-            return consumer_lag(c.name, c.group_id, c.topics, self.kafka, target)
-        finally:
-            target.close()
+        return consumer_lag(c.name, c.group_id, c.topics, self.kafka, lambda: SqliteTarget(c))
 
 
 class SqliteTarget:
