@@ -23,6 +23,7 @@ import fnmatch
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 DLQ_SUFFIX = ".dlq"
 BACKOFF_MAX_S = 30.0
+TOPIC_LOOK_S = 5.0
 Partition = tuple[str, int]
 
 
@@ -140,49 +142,87 @@ class SinkRuntime:
         atomic, and the rebalance thread only removes)."""
 
     def run(self, stop: threading.Event) -> None:
+        """Consume until ``stop``; a lost Kafka or target restarts the session with backoff."""
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                self._session(stop)
+            except CdcError as e:
+                if not e.retriable:
+                    raise
+                log.warning("%s: %s; restarting in %.0f s", self.subject, e, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, BACKOFF_MAX_S)
+
+    def _session(self, stop: threading.Event) -> None:
         options = client_options(self.kafka)
-        try:
-            self.consumer = KafkaConsumer(
-                **options,
-                group_id=self.group_id,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                metadata_max_age_ms=5000,  # notice topics created after start within seconds
-                # A sink that died must hand its partitions over in seconds, not the 45 s
-                # default: its successor (or its peers) cannot read them until then.
-                session_timeout_ms=10_000,
-                max_poll_records=self.batch_records,
-            )
-            self.dlq = KafkaProducer(**options, acks="all", enable_idempotence=True)
-            self.admin = KafkaAdminClient(**options)
-        except KafkaError as e:
-            raise KafkaUnavailable(f"{self.subject}: Kafka: {describe(e)}") from e
-        self.target = self._connect_target(stop)
-        try:
-            self.consumer.subscribe(pattern=self.pattern, listener=_Unseek(self))
-            log.info("%s: consuming topics matching %s", self.subject, self.pattern)
-            while not stop.is_set():
-                batch = self.consumer.poll(timeout_ms=200, max_records=self.batch_records)
-                unpositioned = [
-                    tp for tp in self.consumer.assignment() if tp not in self.positioned
-                ]
-                if unpositioned:
-                    # Records read before the seek came from the wrong place: drop them.
-                    batch = {tp: rs for tp, rs in batch.items() if tp in self.positioned}
-                    try:
-                        self.seek_to_stored(unpositioned)
-                    except TargetUnavailable as e:
-                        log.warning("%s: %s; reconnecting", self.subject, e)
-                        stop.wait(1.0)
-                        self._reconnect_target(stop)
-                if batch:
-                    self._apply(batch, stop)
-        finally:
-            self.consumer.close(autocommit=False)
-            self.dlq.close(timeout=5)
-            self.admin.close()
-            if self.target is not None:
+        with contextlib.ExitStack() as opened:
+            try:
+                self.consumer = KafkaConsumer(
+                    **options,
+                    group_id=self.group_id,
+                    enable_auto_commit=False,
+                    auto_offset_reset="earliest",
+                    metadata_max_age_ms=5000,
+                    # A sink that died must hand its partitions over in seconds, not the 45 s
+                    # default: its successor (or its peers) cannot read them until then.
+                    session_timeout_ms=10_000,
+                    max_poll_records=self.batch_records,
+                )
+                opened.callback(self.consumer.close, autocommit=False)
+                self.dlq = KafkaProducer(**options, acks="all", enable_idempotence=True)
+                opened.callback(self.dlq.close, timeout=5)
+                self.admin = KafkaAdminClient(**options)
+                opened.callback(self.admin.close)
+            except KafkaError as e:
+                raise KafkaUnavailable(f"Kafka: {describe(e)}") from e
+            self.positioned.clear()
+            self.target = self._connect_target(stop)
+            opened.callback(self._close_target)
+            try:
+                self._consume(stop)
+            except KafkaError as e:
+                raise KafkaUnavailable(f"Kafka: {describe(e)}") from e
+
+    def _consume(self, stop: threading.Event) -> None:
+        assert self.consumer is not None
+        log.info("%s: consuming topics matching %s", self.subject, self.pattern)
+        pattern = re.compile(self.pattern)
+        topics: set[str] = set()
+        next_look = 0.0
+        while not stop.is_set():
+            if time.monotonic() >= next_look:
+                # The subscription is an explicit list, renewed when topics appear: kafka-python's
+                # pattern subscription was seen to leave a member without partitions after the
+                # first matching topics were created.
+                found = {t for t in self.consumer.topics() if pattern.match(t)}
+                if found != topics:
+                    topics = found
+                    log.info("%s: subscribing to %s", self.subject, ", ".join(sorted(topics)))
+                    self.consumer.subscribe(topics=sorted(topics), listener=_Unseek(self))
+                next_look = time.monotonic() + TOPIC_LOOK_S
+            if not topics:
+                stop.wait(0.5)
+                continue
+            batch = self.consumer.poll(timeout_ms=200, max_records=self.batch_records)
+            unpositioned = [tp for tp in self.consumer.assignment() if tp not in self.positioned]
+            if unpositioned:
+                # Records read before the seek came from the wrong place: drop them.
+                batch = {tp: rs for tp, rs in batch.items() if tp in self.positioned}
+                try:
+                    self.seek_to_stored(unpositioned)
+                except TargetUnavailable as e:
+                    log.warning("%s: %s; reconnecting", self.subject, e)
+                    stop.wait(1.0)
+                    self._reconnect_target(stop)
+            if batch:
+                self._apply(batch, stop)
+
+    def _close_target(self) -> None:
+        if self.target is not None:
+            with contextlib.suppress(Exception):
                 self.target.close()
+            self.target = None
 
     def _connect_target(self, stop: threading.Event) -> Target:
         delay = 1.0
@@ -197,9 +237,7 @@ class SinkRuntime:
                 delay = min(delay * 2, BACKOFF_MAX_S)
 
     def _reconnect_target(self, stop: threading.Event) -> None:
-        if self.target is not None:
-            with contextlib.suppress(Exception):  # it is broken already; closing is courtesy
-                self.target.close()
+        self._close_target()  # it is broken already; closing is courtesy
         self.target = self._connect_target(stop)
 
     def seek_to_stored(self, assigned: list[TopicPartition]) -> None:

@@ -30,6 +30,9 @@ import orjson
 EVENT_ID_HEADER = "cdc-event-id"
 UNAVAILABLE_HEADER = "cdc-unavailable"
 TYPES_HEADER = "cdc-types"
+IDENTITY_HEADER = "cdc-identity"
+"""``full`` on events of a table without a primary key whose REPLICA IDENTITY FULL makes the whole
+row its key: sinks keep such a table as a multiset of rows."""
 """Header holding ``{"column": "source type"}`` for the columns of the event, so that sinks can
 create target tables with the right types from a schemaless JSON event."""
 UNAVAILABLE = "__debezium_unavailable_value"
@@ -71,6 +74,8 @@ class Change:
     """Columns of ``after`` whose unchanged TOASTed value the source did not send."""
     types: tuple[tuple[str, str], ...] = ()
     """``(column, source type)`` of the columns the event carries (the ``cdc-types`` header)."""
+    whole_row_key: bool = False
+    """The table has no primary key and REPLICA IDENTITY FULL: ``key`` is the whole row."""
     snapshot: Literal["true", "last", "incremental", "false"] = "false"
     last_commit_lsn: int = 0
     """Commit LSN of the transaction before this one (Debezium's ``sequence`` first element)."""
@@ -144,6 +149,8 @@ def encode(change: Change, source: SourceInfo, now_ms: int | None = None) -> Rec
     headers = [(EVENT_ID_HEADER, change.event_id.encode())]
     if change.types:
         headers.append((TYPES_HEADER, _types_header(change.types)))
+    if change.whole_row_key:
+        headers.append((IDENTITY_HEADER, b"full"))
     if change.unavailable:
         headers.append((UNAVAILABLE_HEADER, orjson.dumps(list(change.unavailable))))
     key = None if change.key is None else orjson.dumps(change.key)

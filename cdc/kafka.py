@@ -34,6 +34,9 @@ def client_options(config: KafkaConfig) -> dict[str, Any]:
         # kafka-python backs off up to 30 s between reconnects; a broker back from a restart
         # should be found within a second, as the Java client does.
         "reconnect_backoff_max_ms": 1000,
+        # Fail fast when no broker answers at start: the caller's retry loop, not the client,
+        # waits, so that SIGTERM is heard within seconds.
+        "bootstrap_timeout_ms": 5000,
     }
     if config.sasl_mechanism:
         options["sasl_mechanism"] = config.sasl_mechanism

@@ -7,9 +7,18 @@ otherwise, so the runtime can send it to the dead-letter topic with that reason.
 
 from __future__ import annotations
 
-__all__ = ["BadRecord", "SinkEvent", "Version", "by_shape", "collapse", "parse_record"]
+__all__ = [
+    "BadRecord",
+    "SinkEvent",
+    "Version",
+    "by_shape",
+    "collapse",
+    "parse_record",
+    "row_hash",
+]
 
 import dataclasses
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +26,7 @@ from typing import Any
 import orjson
 
 from cdc.errors import CdcError
-from cdc.events import EVENT_ID_HEADER, TYPES_HEADER, UNAVAILABLE_HEADER
+from cdc.events import EVENT_ID_HEADER, IDENTITY_HEADER, TYPES_HEADER, UNAVAILABLE_HEADER
 
 Version = tuple[int, int]
 """``(commit_lsn, index)``: the order of changes at the source, from ``cdc-event-id``."""
@@ -47,6 +56,8 @@ class SinkEvent:
     """Columns of ``after`` whose unchanged value the source did not send: keep the stored one."""
     types: dict[str, str]
     """Source column types (``cdc-types`` header); may be empty for events of other producers."""
+    whole_row_key: bool = False
+    """The key is the whole row (``cdc-identity: full``): the table is a multiset of rows."""
 
 
 def parse_record(
@@ -101,6 +112,7 @@ def parse_record(
         version=version,
         unavailable=frozenset(_json_list(found.get(UNAVAILABLE_HEADER), UNAVAILABLE_HEADER)),
         types=_json_dict(found.get(TYPES_HEADER)),
+        whole_row_key=found.get(IDENTITY_HEADER) == b"full",
     )
 
 
@@ -171,3 +183,10 @@ def by_shape(
     for e in events:
         groups.setdefault((tuple(e.after or ()), e.unavailable), []).append(e)
     return [(cols, unavailable, group) for (cols, unavailable), group in groups.items()]
+
+
+def row_hash(row: dict[str, Any]) -> str:
+    """A digest of a row's content, the same for equal rows whatever their column order."""
+    return hashlib.md5(
+        orjson.dumps(row, option=orjson.OPT_SORT_KEYS), usedforsecurity=False
+    ).hexdigest()

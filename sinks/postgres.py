@@ -30,7 +30,7 @@ from cdc.config import KafkaConfig, PostgresSinkConfig
 from cdc.consumer import Partition, SinkRuntime, TargetUnavailable, consumer_lag
 from cdc.errors import describe
 from cdc.findings import Finding
-from cdc.records import SinkEvent, Version, by_shape, collapse
+from cdc.records import SinkEvent, Version, by_shape, collapse, row_hash
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,11 @@ CREATE TABLE IF NOT EXISTS cdc.deletes (
     PRIMARY KEY (target, key));
 CREATE TABLE IF NOT EXISTS cdc.truncates (
     target text PRIMARY KEY, lsn bigint NOT NULL, idx int NOT NULL);
+CREATE TABLE IF NOT EXISTS cdc.applied (
+    target text NOT NULL, lsn bigint NOT NULL, idx int NOT NULL, PRIMARY KEY (target, lsn, idx));
+CREATE TABLE IF NOT EXISTS cdc.debts (
+    target text NOT NULL, row_hash text NOT NULL, debt int NOT NULL,
+    PRIMARY KEY (target, row_hash));
 """
 
 
@@ -185,7 +190,7 @@ class PostgresTarget:
     def _apply_table(
         self, schema: str, table: str, events: list[SinkEvent]
     ) -> list[tuple[SinkEvent, str]]:
-        keyed = [e for e in events if e.key]
+        keyed = [e for e in events if e.key and not e.whole_row_key]
         rejected = [
             (
                 e,
@@ -211,6 +216,9 @@ class PostgresTarget:
         keyless = [e for e in events if not e.key and e.op in ("c", "r") and e.version > floor]
         if keyless:
             self._insert_keyless(target, keyless)
+        whole = [e for e in events if e.whole_row_key and e.version > floor]
+        if whole:
+            self._apply_whole_rows(target, whole)
         return rejected
 
     # -- DDL ------------------------------------------------------------------------------------
@@ -228,7 +236,7 @@ class PostgresTarget:
                 for column in image or ():
                     if column not in wanted:
                         wanted[column] = e.types.get(column, "")
-            if e.key and not key:
+            if e.key and not key and not e.whole_row_key:
                 key = tuple(e.key)
         if known is not None and all(c in known.columns for c in wanted):
             return known
@@ -282,6 +290,9 @@ class PostgresTarget:
                 sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, key)))
             )
         else:
+            # No key: rows are told apart by the event that inserted them, and found by a hash
+            # of their content (tables whose REPLICA IDENTITY FULL makes the whole row the key).
+            parts.append(sql.SQL("_cdc_row text"))
             parts.append(sql.SQL("UNIQUE (_cdc_lsn, _cdc_index)"))
         self.conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         self.conn.execute(
@@ -289,6 +300,12 @@ class PostgresTarget:
                 sql.Identifier(schema, name), sql.SQL(", ").join(parts)
             )
         )
+        if not key:
+            self.conn.execute(
+                sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (_cdc_row)").format(
+                    sql.Identifier(f"{name}__cdc_row"[:63]), sql.Identifier(schema, name)
+                )
+            )
         log.info("created table %s.%s", schema, name)
         described = self._describe(schema, name)
         assert described is not None
@@ -428,6 +445,59 @@ class PostgresTarget:
             ),
             (target.label,),
         )
+
+    def _apply_whole_rows(self, target: _Table, events: list[SinkEvent]) -> None:
+        """A table whose key is the whole row is a multiset: each event counts once (the
+        ``cdc.applied`` ledger), a delete removes one equal row, and a delete that arrives before
+        its insert leaves a debt that the insert pays instead of inserting."""
+        for e in sorted(events, key=lambda e: e.version):
+            if e.op not in ("c", "r", "d"):
+                continue  # an update that keeps the whole row the same changes nothing
+            first = self.conn.execute(
+                "INSERT INTO cdc.applied (target, lsn, idx) VALUES (%s, %s, %s)"
+                " ON CONFLICT DO NOTHING",
+                (target.label, *e.version),
+            ).rowcount
+            if not first:
+                continue
+            image = (e.after if e.op != "d" else e.before) or {}
+            digest = row_hash(image)
+            if e.op == "d":
+                deleted = self.conn.execute(
+                    sql.SQL(
+                        "DELETE FROM {t} WHERE ctid = (SELECT ctid FROM {t} WHERE _cdc_row = %s"
+                        " LIMIT 1)"
+                    ).format(t=target.ident),
+                    (digest,),
+                ).rowcount
+                if not deleted:
+                    self.conn.execute(
+                        "INSERT INTO cdc.debts AS d (target, row_hash, debt) VALUES (%s, %s, 1)"
+                        " ON CONFLICT (target, row_hash) DO UPDATE SET debt = d.debt + 1",
+                        (target.label, digest),
+                    )
+                continue
+            paid = self.conn.execute(
+                "UPDATE cdc.debts SET debt = debt - 1"
+                " WHERE target = %s AND row_hash = %s AND debt > 0",
+                (target.label, digest),
+            ).rowcount
+            if paid:
+                continue
+            columns = list(image)
+            self.conn.execute(
+                sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+                    target.ident,
+                    sql.SQL(", ").join(
+                        map(sql.Identifier, [*columns, *VERSION_COLUMNS, "_cdc_row"])
+                    ),
+                    sql.SQL(", ").join(
+                        [sql.SQL("%s::{}").format(sql.SQL(target.columns[c])) for c in columns]
+                        + [sql.SQL("%s")] * 3
+                    ),
+                ),
+                [*(_text(image[c], target.columns[c]) for c in columns), *e.version, digest],
+            )
 
     def _insert_keyless(self, target: _Table, events: list[SinkEvent]) -> None:
         for columns, _, group in by_shape(events):

@@ -27,7 +27,7 @@ import orjson
 from cdc.config import KafkaConfig, SqliteSinkConfig
 from cdc.consumer import Partition, SinkRuntime, TargetUnavailable, consumer_lag
 from cdc.findings import Finding
-from cdc.records import SinkEvent, Version, by_shape, collapse
+from cdc.records import SinkEvent, Version, by_shape, collapse, row_hash
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,12 @@ CREATE TABLE IF NOT EXISTS _cdc_deletes (
     PRIMARY KEY (target, key));
 CREATE TABLE IF NOT EXISTS _cdc_truncates (
     target TEXT PRIMARY KEY, lsn INTEGER NOT NULL, idx INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS _cdc_applied (
+    target TEXT NOT NULL, lsn INTEGER NOT NULL, idx INTEGER NOT NULL,
+    PRIMARY KEY (target, lsn, idx));
+CREATE TABLE IF NOT EXISTS _cdc_debts (
+    target TEXT NOT NULL, row_hash TEXT NOT NULL, debt INTEGER NOT NULL,
+    PRIMARY KEY (target, row_hash));
 """
 
 _INTEGER = ("smallint", "integer", "bigint", "oid", "boolean")
@@ -201,7 +207,9 @@ class SqliteTarget:
                 (name, *newest),
             )
             floor = max(floor, newest)
-        live = [e for e in events if e.key and e.op != "t" and e.version > floor]
+        live = [
+            e for e in events if e.key and not e.whole_row_key and e.op != "t" and e.version > floor
+        ]
         upserts, deletes = collapse(live)
         key = self.keys[name]
         for e in deletes:
@@ -250,7 +258,51 @@ class SqliteTarget:
                     " ON CONFLICT (_cdc_lsn, _cdc_index) DO NOTHING",
                     [*(self._value((e.after or {}).get(c), name, c) for c in names), *e.version],
                 )
+        whole = sorted(
+            (e for e in events if e.whole_row_key and e.version > floor), key=lambda e: e.version
+        )
+        for e in whole:
+            self._apply_whole_row(name, e)
         return rejected
+
+    def _apply_whole_row(self, name: str, e: SinkEvent) -> None:
+        """A table whose key is the whole row is a multiset (see the PostgreSQL sink)."""
+        if e.op not in ("c", "r", "d"):
+            return
+        first = self.db.execute(
+            "INSERT INTO _cdc_applied (target, lsn, idx) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            (name, *e.version),
+        ).rowcount
+        if not first:
+            return
+        image = (e.after if e.op != "d" else e.before) or {}
+        digest = row_hash(image)
+        if e.op == "d":
+            deleted = self.db.execute(
+                f"DELETE FROM {quote(name)} WHERE rowid ="
+                f" (SELECT rowid FROM {quote(name)} WHERE _cdc_row = ? LIMIT 1)",
+                (digest,),
+            ).rowcount
+            if not deleted:
+                self.db.execute(
+                    "INSERT INTO _cdc_debts (target, row_hash, debt) VALUES (?, ?, 1)"
+                    " ON CONFLICT (target, row_hash) DO UPDATE SET debt = debt + 1",
+                    (name, digest),
+                )
+            return
+        paid = self.db.execute(
+            "UPDATE _cdc_debts SET debt = debt - 1 WHERE target = ? AND row_hash = ? AND debt > 0",
+            (name, digest),
+        ).rowcount
+        if paid:
+            return
+        names = list(image)
+        cols = ", ".join(quote(c) for c in [*names, "_cdc_lsn", "_cdc_index", "_cdc_row"])
+        marks = ", ".join("?" for _ in range(len(names) + 3))
+        self.db.execute(
+            f"INSERT INTO {quote(name)} ({cols}) VALUES ({marks})",
+            [*(self._value(image[c], name, c) for c in names), *e.version, digest],
+        )
 
     def _ensure_table(self, name: str, events: list[SinkEvent]) -> None:
         wanted: dict[str, str] = {}
@@ -259,7 +311,7 @@ class SqliteTarget:
             for image in (e.after, e.before):
                 for column in image or ():
                     wanted.setdefault(column, affinity(e.types.get(column, "")))
-            if e.key and not key:
+            if e.key and not key and not e.whole_row_key:
                 key = tuple(e.key)
         known = self.columns.get(name)
         if known is None:
@@ -267,12 +319,15 @@ class SqliteTarget:
             if not rows:
                 defs = [f"{quote(c)} {t}" for c, t in wanted.items()]
                 defs += ["_cdc_lsn INTEGER NOT NULL", "_cdc_index INTEGER NOT NULL"]
-                defs.append(
-                    f"PRIMARY KEY ({', '.join(quote(k) for k in key)})"
-                    if key
-                    else "UNIQUE (_cdc_lsn, _cdc_index)"
-                )
+                if key:
+                    defs.append(f"PRIMARY KEY ({', '.join(quote(k) for k in key)})")
+                else:  # rows told apart by the inserting event, found by a content hash
+                    defs += ["_cdc_row TEXT", "UNIQUE (_cdc_lsn, _cdc_index)"]
                 self.db.execute(f"CREATE TABLE {quote(name)} ({', '.join(defs)})")
+                if not key:
+                    self.db.execute(
+                        f"CREATE INDEX {quote(name + '__cdc_row')} ON {quote(name)} (_cdc_row)"
+                    )
                 log.info("created table %s", name)
                 rows = self.db.execute(f"PRAGMA table_info({quote(name)})").fetchall()
             known = {str(r[1]): str(r[2]) for r in rows}

@@ -9,7 +9,14 @@ from typing import Any
 import orjson
 import pytest
 
-from cdc.events import UNAVAILABLE, UNAVAILABLE_HEADER, Change, SourceInfo, encode
+from cdc.events import (
+    IDENTITY_HEADER,
+    UNAVAILABLE,
+    UNAVAILABLE_HEADER,
+    Change,
+    SourceInfo,
+    encode,
+)
 from connectors.postgres.replication import parse_lsn
 from connectors.postgres.wal2json import Begin, Commit, TableInfo, Wal2JsonDecoder
 
@@ -46,7 +53,7 @@ class FakeCatalog:
     def __init__(self) -> None:
         self.tables = {
             ("public", "t"): TableInfo(tuple(T_COLUMNS), ("id",), "default"),
-            ("public", "full_ident"): TableInfo(("a", "b"), ("a", "b"), "full"),
+            ("public", "full_ident"): TableInfo(("a", "b"), ("a", "b"), "full", False),
         }
         self.refreshed: list[tuple[str, str]] = []
         self.looked_up: list[tuple[str, dict[str, Any], tuple[str, ...]]] = []
@@ -165,6 +172,10 @@ def test_replica_identity_full() -> None:
     )
     assert (dele.op, dele.key, dele.before) == ("d", {"a": 1, "b": "y"}, {"a": 1, "b": "y"})
     assert [c.index for c in (ins, moved_from, moved_to, dele)] == [0, 1, 2, 3]
+    # No primary key, whole row as key: sinks keep such a table as a multiset of rows.
+    assert all(c.whole_row_key for c in (ins, moved_from, moved_to, dele))
+    assert (IDENTITY_HEADER, b"full") in encode(ins, SourceInfo("s", "d", "s")).headers
+    assert not any(c.whole_row_key for c in changes() if c.table == "t")
 
 
 def test_transactions_begin_and_commit_with_positions() -> None:

@@ -102,7 +102,7 @@ class PostgresCatalog:
             key = tuple(columns)
         else:
             key = ()
-        return TableInfo(tuple(columns), key, identity)
+        return TableInfo(tuple(columns), key, identity, has_primary_key=bool(pk))
 
 
 def _key_text(value: Any) -> str:

@@ -53,6 +53,12 @@ class TableInfo:
     """Primary key, else replica-identity index columns, else (REPLICA IDENTITY FULL) every
     column, else nothing."""
     identity: Literal["default", "full", "index", "nothing"]
+    has_primary_key: bool = True
+
+    @property
+    def whole_row_key(self) -> bool:
+        """No primary key and REPLICA IDENTITY FULL: the key is the whole row."""
+        return not self.has_primary_key and self.identity == "full"
 
 
 class Catalog(Protocol):
@@ -94,6 +100,7 @@ class Wal2JsonDecoder:
         self._commit_ts_ms = 0
         self._index = 0
         self._per_table: dict[tuple[str, str], int] = {}
+        self._whole_row_key = False
 
     def decode(self, payload: bytes) -> Begin | Change | tuple[Change, ...] | Commit | None:
         if b'"numeric' in payload:
@@ -117,6 +124,7 @@ class Wal2JsonDecoder:
         if not self._selected(schema, table):
             return None
         lsn = parse_lsn(msg["lsn"])
+        self._whole_row_key = action != "T" and self._whole_row(schema, table, msg)
         if action == "I":
             after = _row(msg["columns"])
             key = self._key(schema, table, after, msg)
@@ -188,6 +196,12 @@ class Wal2JsonDecoder:
             names = info.key
         return {n: row.get(n) for n in names}
 
+    def _whole_row(self, schema: str, table: str, msg: dict[str, Any]) -> bool:
+        if msg.get("pk"):
+            return False
+        info = self._catalog.table(schema, table)
+        return info is not None and info.whole_row_key
+
     def _change(
         self,
         op: Literal["c", "u", "d", "t"],
@@ -208,6 +222,7 @@ class Wal2JsonDecoder:
             op=op,
             schema=schema,
             table=table,
+            whole_row_key=key is not None and self._whole_row_key,
             key=key,
             before=before,
             after=after,
