@@ -58,11 +58,9 @@ def check_kafka(config: KafkaConfig, timeout_s: float = 5.0) -> list[Finding]:
     """Whether the brokers answer a metadata request, and what the cluster looks like."""
     servers = ",".join(config.bootstrap_servers)
     try:
-        admin = KafkaAdminClient(
-            **client_options(config),
-            request_timeout_ms=int(timeout_s * 1000),
-            bootstrap_timeout_ms=int(timeout_s * 1000),
-        )
+        options = client_options(config)
+        options["request_timeout_ms"] = options["bootstrap_timeout_ms"] = int(timeout_s * 1000)
+        admin = KafkaAdminClient(**options)
     except KafkaError as e:
         return [Finding.fail("kafka", f"no broker answers at {servers}: {_reason(e)}")]
     try:
