@@ -324,3 +324,40 @@ def test_whole_row_deletes_before_their_inserts(harness: Harness) -> None:
     backwards = list(reversed(events))  # every delete arrives before the insert it undoes
     apply(harness.target, backwards, size=11)
     assert read_bag(harness) == expected
+
+
+def test_keyless_updates_and_deletes_are_rejected_with_a_reason(harness: Harness) -> None:
+    # A table with neither primary key nor replica identity: its rows cannot be matched.
+    def keyless(op: str, version: tuple[int, int]) -> SinkEvent:
+        row = {"a": 1, "b": "x"}
+        return SinkEvent(
+            topic="src.public.loose",
+            partition=0,
+            offset=version[0],
+            schema="public",
+            table="loose",
+            op=op,
+            key=None,
+            before=None if op == "c" else row,
+            after=None if op == "d" else row,
+            version=version,
+            unavailable=frozenset(),
+            types={"a": "integer", "b": "text"},
+        )
+
+    events = [keyless("c", (1, 0)), keyless("u", (2, 0)), keyless("d", (3, 0))]
+    rejected: list[tuple[SinkEvent, str]] = []
+    for _ in range(2):  # the insert counts once
+        harness.target.apply(GROUP, events, {("src.public.loose", 0): 4}, rejected.extend)
+    assert [(e.op, reason.split(":")[0]) for e, reason in rejected] == [
+        ("u", "table public.loose has no primary key or replica identity"),
+        ("d", "table public.loose has no primary key or replica identity"),
+    ] * 2
+    table = "public_loose" if isinstance(harness.target, SqliteTarget) else "public.loose"
+    if isinstance(harness.target, SqliteTarget):
+        count = harness.target.db.execute(f"SELECT count(*) FROM {table}").fetchone()
+    else:
+        assert isinstance(harness.target, PostgresTarget)
+        with psycopg.connect(harness.target.config.dsn.conninfo) as conn:
+            count = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    assert count == (1,)
