@@ -255,7 +255,10 @@ class SinkRuntime:
             else:
                 self.consumer.seek(tp, offset)
         if fresh:
-            self.consumer.seek_to_beginning(*fresh)
+            # Explicit offsets rather than seek_to_beginning: kafka-python's lazy reset was
+            # seen to leave a consumer fetching nothing, spinning.
+            for tp, offset in self.consumer.beginning_offsets(fresh).items():
+                self.consumer.seek(tp, offset)
         self.positioned.update(assigned)
         log.info("%s: positioned %s at the stored offsets", self.subject, _names(assigned))
 
