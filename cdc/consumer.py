@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 DLQ_SUFFIX = ".dlq"
 BACKOFF_MAX_S = 30.0
 TOPIC_LOOK_S = 5.0
+STALL_S = 15.0
 Partition = tuple[str, int]
 
 
@@ -190,8 +191,10 @@ class SinkRuntime:
         pattern = re.compile(self.pattern)
         topics: set[str] = set()
         next_look = 0.0
+        self.last_records = time.monotonic()
         while not stop.is_set():
             if time.monotonic() >= next_look:
+                self._restart_if_stalled()
                 # The subscription is an explicit list, renewed when topics appear: kafka-python's
                 # pattern subscription was seen to leave a member without partitions after the
                 # first matching topics were created.
@@ -205,6 +208,8 @@ class SinkRuntime:
                 stop.wait(0.5)
                 continue
             batch = self.consumer.poll(timeout_ms=200, max_records=self.batch_records)
+            if batch:
+                self.last_records = time.monotonic()
             unpositioned = [tp for tp in self.consumer.assignment() if tp not in self.positioned]
             if unpositioned:
                 # Records read before the seek came from the wrong place: drop them.
@@ -217,6 +222,24 @@ class SinkRuntime:
                     self._reconnect_target(stop)
             if batch:
                 self._apply(batch, stop)
+
+    def _restart_if_stalled(self) -> None:
+        """kafka-python 3.0's fetcher was seen, after quick successive rebalances, to spin
+        without fetching anything while records waited. When nothing has come for a while but
+        the assigned partitions have records past our position, start the session again."""
+        assert self.consumer is not None
+        if time.monotonic() - self.last_records < STALL_S:
+            return
+        assigned = list(self.consumer.assignment())
+        if not assigned or any(tp not in self.positioned for tp in assigned):
+            return
+        end = self.consumer.end_offsets(assigned)
+        behind = [tp for tp in assigned if end[tp] > self.consumer.position(tp)]
+        if behind:
+            raise KafkaUnavailable(
+                f"consumer stalled for {STALL_S:.0f} s with records waiting in {_names(behind)}"
+            )
+        self.last_records = time.monotonic()
 
     def _close_target(self) -> None:
         if self.target is not None:
