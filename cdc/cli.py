@@ -20,6 +20,7 @@ from typing import NoReturn
 import click
 
 from cdc import __version__
+from cdc._entry import EARLY_SIGNALS
 from cdc.config import (
     Config,
     ConnectorConfig,
@@ -104,6 +105,9 @@ def run(config_path: str, connectors: Sequence[str], sinks: Sequence[str]) -> No
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if EARLY_SIGNALS:  # arrived while starting up (see cdc._entry)
+        log.info("%s received while starting; stopping", signal.Signals(EARLY_SIGNALS[0]).name)
+        stop.set()
 
     def work(worker: object) -> None:
         try:
