@@ -58,15 +58,24 @@ class FakeCatalog:
         self.refreshed: list[tuple[str, str]] = []
         self.looked_up: list[tuple[str, dict[str, Any], tuple[str, ...]]] = []
 
-    def table(self, schema: str, table: str, refresh: bool = False) -> TableInfo | None:
+    def table(
+        self, schema: str, table: str, refresh: bool = False, xid: int = 0
+    ) -> TableInfo | None:
+        assert xid > 0, "the decoder must say which transaction the read has to see"
         if refresh:
             self.refreshed.append((schema, table))
         return self.tables.get((schema, table))
 
     def current_values(
-        self, schema: str, table: str, key: dict[str, Any], columns: Sequence[str]
+        self,
+        schema: str,
+        table: str,
+        key: dict[str, Any],
+        columns: Sequence[str],
+        xid: int = 0,
     ) -> dict[str, Any] | None:
         self.looked_up.append((table, key, tuple(columns)))
+        assert xid > 0, "the decoder must say which transaction the read has to see"
         return {c: f"current {c}" for c in columns} if key != {"id": 404} else None
 
 

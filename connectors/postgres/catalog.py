@@ -10,6 +10,8 @@ from __future__ import annotations
 
 __all__ = ["PostgresCatalog", "selected_tables"]
 
+import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -17,6 +19,19 @@ import psycopg
 from psycopg import sql
 
 from connectors.postgres.wal2json import TableInfo
+
+log = logging.getLogger(__name__)
+
+_VISIBLE = """
+WITH s AS (SELECT pg_current_snapshot() AS snap),
+     x AS (SELECT snap, ((pg_snapshot_xmax(snap)::text::bigint >> 32) << 32) + %s AS xid,
+                  pg_snapshot_xmax(snap)::text::bigint AS xmax FROM s)
+SELECT pg_visible_in_snapshot(
+    (CASE WHEN xid >= xmax THEN xid - 4294967296 ELSE xid END)::text::xid8, snap) FROM x
+"""
+
+VISIBILITY_WAIT_S = 30.0
+"""How long a read waits for a decoded transaction to become visible (it takes microseconds)."""
 
 _IDENTITY: dict[str, Literal["default", "full", "index", "nothing"]] = {
     "d": "default",
@@ -49,18 +64,23 @@ class PostgresCatalog:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
         self._cache: dict[tuple[str, str], TableInfo | None] = {}
+        self._seen = 0
 
-    def table(self, schema: str, table: str, refresh: bool = False) -> TableInfo | None:
+    def table(
+        self, schema: str, table: str, refresh: bool = False, xid: int = 0
+    ) -> TableInfo | None:
         key = (schema, table)
         if refresh or key not in self._cache:
+            self._see(xid)
             self._cache[key] = self._load(schema, table)
         return self._cache[key]
 
     def current_values(
-        self, schema: str, table: str, key: dict[str, Any], columns: Sequence[str]
+        self, schema: str, table: str, key: dict[str, Any], columns: Sequence[str], xid: int = 0
     ) -> dict[str, Any] | None:
+        self._see(xid)
         # Raw text results: each type's output function, exactly what wal2json prints.
-        query = sql.SQL("SELECT {} FROM {} WHERE {}").format(
+        query = sql.SQL("SELECT true, {} FROM {} WHERE {}").format(
             sql.SQL(", ").join(map(sql.Identifier, columns)),
             sql.Identifier(schema, table),
             sql.SQL(" AND ").join(sql.SQL("{}::text = %s").format(sql.Identifier(k)) for k in key),
@@ -68,16 +88,43 @@ class PostgresCatalog:
         cur = self._conn.execute(query, [_key_text(v) for v in key.values()])
         result = cur.pgresult
         if result is None or result.ntuples == 0:
-            return None
+            return None  # the row is gone: a later event deletes it or moves it on
         types = self._types(schema, table)
         row = {}
         for i, column in enumerate(columns):
-            raw = result.get_value(0, i)
+            raw = result.get_value(0, 1 + i)
             text = None if raw is None else bytes(raw).decode()
             if text is not None and types.get(column) == "bytea":
                 text = text[2:]  # wal2json prints bytea's hex digits without the \x
             row[column] = text
         return row
+
+    def _see(self, xid: int) -> None:
+        """Wait until this connection's snapshots see transaction ``xid`` as finished.
+
+        The walsender may decode a commit a moment before the committing backend leaves the proc
+        array: for that moment other sessions still see the transaction as running, so a table it
+        created or a row it moved would not be found. Once one snapshot sees it, every later one
+        does. ``xid`` is wal2json's 32-bit id; its epoch comes from the snapshot's xmax.
+        """
+        if not xid or xid == self._seen:
+            return
+        deadline = time.monotonic() + VISIBILITY_WAIT_S
+        pause = 0.0005
+        while True:
+            row = self._conn.execute(_VISIBLE, (xid,)).fetchone()
+            if row is not None and row[0]:
+                self._seen = xid
+                return
+            if time.monotonic() > deadline:
+                log.warning(
+                    "transaction %d is still not visible after %.0f s; reading anyway",
+                    xid,
+                    VISIBILITY_WAIT_S,
+                )
+                return
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     def _types(self, schema: str, table: str) -> dict[str, str]:
         rows = self._conn.execute(

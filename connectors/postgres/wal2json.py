@@ -64,12 +64,18 @@ class TableInfo:
 class Catalog(Protocol):
     """Table metadata, read from the source database (and cached) by the connector."""
 
-    def table(self, schema: str, table: str, refresh: bool = False) -> TableInfo | None: ...
+    def table(
+        self, schema: str, table: str, refresh: bool = False, xid: int = 0
+    ) -> TableInfo | None:
+        """``xid``: the transaction being decoded; a read from the database waits until it is
+        visible (see :meth:`PostgresCatalog._see`)."""
+        ...
 
     def current_values(
-        self, schema: str, table: str, key: Row, columns: Sequence[str]
+        self, schema: str, table: str, key: Row, columns: Sequence[str], xid: int = 0
     ) -> Row | None:
-        """The row's present values of ``columns``, encoded as wal2json would; None if gone."""
+        """The row's present values of ``columns``, encoded as wal2json would; None if gone.
+        ``xid`` as for :meth:`table`."""
         ...
 
 
@@ -148,13 +154,13 @@ class Wal2JsonDecoder:
         after = _row(msg["columns"])
         types = _types(msg["columns"])
         identity = _row(msg["identity"]) if "identity" in msg else None
-        info = self._catalog.table(schema, table)
+        info = self._catalog.table(schema, table, xid=self._xid)
         unavailable: tuple[str, ...] = ()
         if info is not None and (
             len(after) < len(info.columns) or not after.keys() <= set(info.columns)
         ):
             if not after.keys() <= set(info.columns):
-                info = self._catalog.table(schema, table, refresh=True)
+                info = self._catalog.table(schema, table, refresh=True, xid=self._xid)
             if info is not None:
                 # wal2json leaves out an unchanged TOASTed value; never publish it as null.
                 unavailable = tuple(c for c in info.columns if c not in after)
@@ -172,7 +178,7 @@ class Wal2JsonDecoder:
                 # TOASTed values, and the old row the sink holds is not at this key. Read them
                 # from the source now: if they changed since, a later event brings the same
                 # values or deletes the row, so the target ends where the source is.
-                found = self._catalog.current_values(schema, table, new_key, unavailable)
+                found = self._catalog.current_values(schema, table, new_key, unavailable, self._xid)
                 if found is not None:
                     after.update(found)
                     unavailable = tuple(c for c in unavailable if c not in found)
@@ -190,7 +196,7 @@ class Wal2JsonDecoder:
         if pk:
             names = [c["name"] for c in pk]
         else:
-            info = self._catalog.table(schema, table)
+            info = self._catalog.table(schema, table, xid=self._xid)
             if info is None or not info.key:
                 return None
             names = info.key
@@ -199,7 +205,7 @@ class Wal2JsonDecoder:
     def _whole_row(self, schema: str, table: str, msg: dict[str, Any]) -> bool:
         if msg.get("pk"):
             return False
-        info = self._catalog.table(schema, table)
+        info = self._catalog.table(schema, table, xid=self._xid)
         return info is not None and info.whole_row_key
 
     def _change(
