@@ -290,6 +290,8 @@ class ConnectorConfig(_Spec):
     exclude_tables: TableGlobs = ()
     topic_prefix: Annotated[str, AfterValidator(_topic_part)] = ""
     snapshot: Literal["initial", "never", "always", "initial_only"] = "initial"
+    snapshot_chunk_rows: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Rows per chunk of an incremental snapshot (one watermark window each)."""
     heartbeat_interval_s: float = Field(default=10.0, ge=0)
     heartbeat_query: str | None = None
     tombstones: bool = True

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,7 @@ class Event:
     key: Any
     value: dict[str, Any] | None
     event_id: str | None
+    headers: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def op(self) -> str | None:
@@ -127,6 +128,7 @@ def read_topics(kafka: str, topics: Iterable[str], timeout_s: float = 60) -> lis
                             None if r.key is None else orjson.loads(r.key),
                             None if r.value is None else orjson.loads(r.value),
                             headers.get("cdc-event-id", b"").decode() or None,
+                            headers,
                         )
                     )
         return events

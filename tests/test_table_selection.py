@@ -22,17 +22,17 @@ def options(tables: list[str], exclude: list[str] | None = None) -> dict[str, st
     ("tables", "exclude", "expected"),
     [
         (["*.*"], None, {}),
-        (["public.*"], None, {"add-tables": "public.*"}),
-        (["public.orders", "*.audit"], None, {"add-tables": "public.orders,*.audit"}),
+        (["public.*"], None, {"add-tables": "public.*,cdc.signal"}),
+        (["public.orders", "*.audit"], None, {"add-tables": "public.orders,*.audit,cdc.signal"}),
         # A glob wal2json cannot express: the connector filters after decoding instead.
         (["public.order_*"], None, {}),
         (
             ["public.*"],
             ["public.tmp_*", "public.log"],
-            {"add-tables": "public.*", "filter-tables": "public.log"},
+            {"add-tables": "public.*,cdc.signal", "filter-tables": "public.log"},
         ),
         # Special characters are escaped for wal2json.
-        (["my schema.a,b"], None, {"add-tables": "my\\ schema.a\\,b"}),
+        (["my schema.a,b"], None, {"add-tables": "my\\ schema.a\\,b,cdc.signal"}),
     ],
 )
 def test_pushdown(tables: list[str], exclude: list[str] | None, expected: dict[str, str]) -> None:

@@ -124,13 +124,17 @@ class ReplicationConnection:
             for r in range(res.ntuples)
         ]
 
-    def create_slot(self, slot: str, plugin: str) -> int:
-        """Create a logical slot; return its consistent point (the LSN streaming starts after)."""
-        query = sql.SQL("CREATE_REPLICATION_SLOT {} LOGICAL {} (SNAPSHOT 'nothing')").format(
-            sql.Identifier(slot), sql.Identifier(plugin)
+    def create_slot(self, slot: str, plugin: str, export: bool = False) -> tuple[int, str | None]:
+        """Create a logical slot; return its consistent point (the LSN streaming starts after)
+        and, with ``export``, the name of a snapshot that sees exactly what committed before it.
+        The snapshot can be imported (``SET TRANSACTION SNAPSHOT``) while this connection stays
+        open and runs no other command."""
+        mode = "export" if export else "nothing"
+        query = sql.SQL("CREATE_REPLICATION_SLOT {} LOGICAL {} (SNAPSHOT {})").format(
+            sql.Identifier(slot), sql.Identifier(plugin), sql.Literal(mode)
         )
         rows = self.command(query.as_string(None).encode())
-        return parse_lsn(rows[0][1] or "0/0")
+        return parse_lsn(rows[0][1] or "0/0"), rows[0][2]
 
     def start(self, slot: str, start_lsn: int, options: Mapping[str, str]) -> None:
         """Begin streaming ``slot`` from ``start_lsn`` (0: from the slot's confirmed position)."""
@@ -190,6 +194,10 @@ class SlotInUse(SourceUnavailable):
     """Another process streams the slot (a second connector, or our previous self not yet gone)."""
 
 
+class SlotExists(CdcError):
+    """A replication slot of that name exists already."""
+
+
 class SlotMissing(CdcError):
     """The replication slot does not exist."""
 
@@ -200,6 +208,8 @@ def _command_error(message: str, sqlstate: bytes | None) -> CdcError:
         return SlotInUse(message)
     if code == "42704":  # undefined_object
         return SlotMissing(message)
+    if code == "42710":  # duplicate_object
+        return SlotExists(message)
     if code.startswith(("08", "57", "53")):  # connection, operator intervention, resources
         return SourceUnavailable(message)
     return CdcError(message)

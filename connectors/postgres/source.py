@@ -20,6 +20,8 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -34,8 +36,16 @@ from connectors.postgres.catalog import PostgresCatalog, selected_tables
 from connectors.postgres.replication import (
     Keepalive,
     ReplicationConnection,
+    SlotExists,
     XLogData,
     format_lsn,
+    parse_lsn,
+)
+from connectors.postgres.snapshot import (
+    OWN_SCHEMA,
+    SIGNAL_TABLE,
+    InitialSnapshot,
+    ensure_source_tables,
 )
 from connectors.postgres.wal2json import WAL2JSON_OPTIONS, Begin, Commit, Wal2JsonDecoder
 
@@ -48,6 +58,23 @@ PROGRESS_LOG_S = 30.0
 _GLOB_CHARS = frozenset("*?[")
 
 
+@dataclass
+class CreatedSlot:
+    """The slot, and while it lasts, the connection that created it and its exported snapshot."""
+
+    repl: ReplicationConnection | None
+    lsn: int
+    """Where streaming starts: the consistent point of a new slot, else its confirmed flush."""
+    snapshot: str | None
+    created: bool
+
+    def close(self) -> None:
+        if self.repl is not None:
+            self.repl.close()
+            self.repl = None
+            self.snapshot = None
+
+
 class PostgresSource:
     """Streams one database into Kafka; see the module docstring for the guarantees."""
 
@@ -57,10 +84,13 @@ class PostgresSource:
         self.subject = f"connector {config.name}"
         self.published = 0
         self.confirmed = 0
+        self.finished = False
+        """Set once an ``initial_only`` connector has delivered its snapshot."""
+        self._always_done = False
 
     def run(self, stop: threading.Event) -> None:
         delay = 1.0
-        while not stop.is_set():
+        while not stop.is_set() and not self.finished:
             started = time.monotonic()
             try:
                 self._session(stop)
@@ -82,14 +112,29 @@ class PostgresSource:
                         c.dsn.conninfo, autocommit=True, application_name=f"cdc-{c.name}"
                     )
                 )
-                self._ensure_slot(sql)
+                ensure_source_tables(sql)
+                if c.snapshot in ("initial", "initial_only") and not self._slot_exists(sql):
+                    # Remembered before the slot exists: a crash between the two must not
+                    # leave a slot whose snapshot nobody knows is owed.
+                    self._mark_initial(sql, "pending")
+                created = self._ensure_slot(sql, export=c.snapshot != "never")
+                opened.callback(created.close)
                 selector = TableSelector(c.tables, c.exclude_tables)
                 catalog = PostgresCatalog(sql)
                 self._warn_about_tables(sql, selector, catalog)
-                decoder = Wal2JsonDecoder(catalog, selector)
+                decoder = Wal2JsonDecoder(catalog, self._capture(selector))
                 source = SourceInfo(c.name, sql.info.dbname, c.topic_prefix)
                 publisher = Publisher(self.kafka)
                 opened.callback(publisher.close, 1.0)
+                if self._initial_snapshot_owed(sql):
+                    self._initial_snapshot(stop, sql, created, selector, source, publisher)
+                    if stop.is_set():
+                        return
+                created.close()  # the exported snapshot is no longer needed
+                if c.snapshot == "initial_only":
+                    log.info("%s: snapshot = 'initial_only': done, not streaming", self.subject)
+                    self.finished = True
+                    return
                 repl = ReplicationConnection(c.dsn.conninfo, c.dsn.password)
                 opened.callback(repl.close)
                 repl.start(c.slot, 0, {**WAL2JSON_OPTIONS, **wal2json_table_options(c)})
@@ -215,37 +260,109 @@ class PostgresSource:
         repl.send_status(max(received, self.confirmed), self.confirmed, self.confirmed)
         log.info("%s: stopped at confirmed LSN %s", self.subject, format_lsn(self.confirmed))
 
-    def _ensure_slot(self, sql: psycopg.Connection[Any]) -> None:
+    def _slot_exists(self, sql: psycopg.Connection[Any]) -> bool:
+        row = sql.execute(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.config.slot,)
+        ).fetchone()
+        return row is not None
+
+    def _ensure_slot(self, sql: psycopg.Connection[Any], export: bool) -> CreatedSlot:
+        """Make sure the slot exists. When this creates it, the result holds the replication
+        connection that created it open, with its exported snapshot, until closed."""
         c = self.config
         row = sql.execute(
-            "SELECT plugin, slot_type, database FROM pg_replication_slots WHERE slot_name = %s",
+            "SELECT plugin, slot_type, database, confirmed_flush_lsn::text"
+            " FROM pg_replication_slots WHERE slot_name = %s",
             (c.slot,),
         ).fetchone()
         if row is not None:
-            plugin, slot_type, database = row
+            plugin, slot_type, database, confirmed = row
             if slot_type != "logical" or plugin != c.plugin or database != sql.info.dbname:
                 raise CdcError(
                     f"{self.subject}: slot {c.slot} exists but is a {slot_type} slot of plugin"
                     f" {plugin} on database {database}; it needs a logical {c.plugin} slot on"
                     f" {sql.info.dbname}. Choose another slot name, or drop that slot."
                 )
-            return
-        if c.snapshot != "never":
-            log.warning(
-                "%s: snapshot = %r is not built yet (issue 5); only changes committed after the"
-                " slot's creation are published",
-                self.subject,
-                c.snapshot,
-            )
+            return CreatedSlot(None, parse_lsn(confirmed or "0/0"), None, created=False)
         repl = ReplicationConnection(c.dsn.conninfo, c.dsn.password)
         try:
-            lsn = repl.create_slot(c.slot, c.plugin)
-            log.info("%s: created slot %s at %s", self.subject, c.slot, format_lsn(lsn))
-        except CdcError as e:
-            if "already exists" not in str(e):
-                raise
-        finally:
+            lsn, snapshot = repl.create_slot(c.slot, c.plugin, export=export)
+        except SlotExists:
+            # Another process made it between our look and our create: use it as it is.
             repl.close()
+            return self._ensure_slot(sql, export=False)
+        except BaseException:
+            repl.close()
+            raise
+        log.info("%s: created slot %s at %s", self.subject, c.slot, format_lsn(lsn))
+        return CreatedSlot(repl, lsn, snapshot, created=True)
+
+    def _mark_initial(self, sql: psycopg.Connection[Any], state: str) -> None:
+        sql.execute(
+            "INSERT INTO cdc.snapshots (connector, kind, table_name, state) VALUES (%s, 'initial',"
+            " '*', %s) ON CONFLICT (connector, kind, table_name) DO UPDATE SET state ="
+            " EXCLUDED.state, updated_at = now(),"
+            " started_at = CASE WHEN EXCLUDED.state = 'pending' THEN now()"
+            " ELSE cdc.snapshots.started_at END",
+            (self.config.name, state),
+        )
+
+    def _initial_snapshot_owed(self, sql: psycopg.Connection[Any]) -> bool:
+        mode = self.config.snapshot
+        if mode == "never":
+            return False
+        if mode == "always":
+            return not self._always_done
+        row = sql.execute(
+            "SELECT state FROM cdc.snapshots WHERE connector = %s AND kind = 'initial'"
+            " AND table_name = '*'",
+            (self.config.name,),
+        ).fetchone()
+        return row is not None and row[0] != "done"
+
+    def _initial_snapshot(
+        self,
+        stop: threading.Event,
+        sql: psycopg.Connection[Any],
+        slot: CreatedSlot,
+        selector: TableSelector,
+        source: SourceInfo,
+        publisher: Publisher,
+    ) -> None:
+        c = self.config
+        self._mark_initial(sql, "running")
+        if slot.snapshot is None:
+            log.warning(
+                "%s: the slot's exported snapshot is gone (an interrupted snapshot, or"
+                " snapshot = 'always'): reading a new snapshot; the stream then replays"
+                " changes from %s, which the snapshot may already show",
+                self.subject,
+                format_lsn(slot.lsn),
+            )
+        reader = InitialSnapshot(
+            c,
+            self.kafka.producer.max_unacked_records,
+            lambda s, t: s != OWN_SCHEMA and selector(s, t),
+            self.subject,
+        )
+        rows = reader.run(stop, slot.snapshot, slot.lsn, source, publisher, sql)
+        if stop.is_set():
+            return
+        self._mark_initial(sql, "done")
+        self._always_done = True
+        self.published += rows
+
+    @staticmethod
+    def _capture(selector: TableSelector) -> Callable[[str, str], bool]:
+        """What the decoder decodes: the selected tables, never the ``cdc`` schema, and the
+        signal table, whose rows are watermarks and requests, not published."""
+
+        def capture(schema: str, table: str) -> bool:
+            if schema == OWN_SCHEMA:
+                return (schema, table) == SIGNAL_TABLE
+            return selector(schema, table)
+
+        return capture
 
     def _warn_about_tables(
         self, sql: psycopg.Connection[Any], selector: TableSelector, catalog: PostgresCatalog
@@ -298,7 +415,9 @@ def wal2json_table_options(config: ConnectorConfig) -> dict[str, str]:
     options = {}
     includes = [_pushable(g) for g in config.tables]
     if "*.*" not in includes and all(includes):
-        options["add-tables"] = ",".join(i for i in includes if i)
+        # The signal table carries snapshot watermarks and requests: always decoded.
+        signal = ".".join(SIGNAL_TABLE)
+        options["add-tables"] = ",".join([*(i for i in includes if i), signal])
     excludes = [e for e in (_pushable(g) for g in config.exclude_tables) if e]
     if excludes:
         options["filter-tables"] = ",".join(excludes)

@@ -1,0 +1,410 @@
+"""Snapshots: the rows tables hold, as ``r`` events that meet the stream without a gap.
+
+Two kinds. The **initial** snapshot reads every selected table in the snapshot that PostgreSQL
+exported when it created the slot: it sees exactly the transactions that committed before the
+slot's consistent point, and the stream carries exactly those after it. **Incremental** snapshots
+(DBLog, as Debezium does them) read a table in primary-key chunks while streaming goes on; each
+chunk is read between two watermarks written to the signal table, and a chunk row that the stream
+changed between the watermarks is dropped, since the stream already carries a newer version of it
+(see :class:`IncrementalSnapshots`).
+
+Rows are read with ``COPY ... TO STDOUT`` in text format, so each value is its type's output
+function's text, as wal2json prints it; :class:`RowReader` then gives it wal2json's JSON shape
+(integers and floats as numbers, numeric as an exact string, booleans, bytea as bare hex), so a
+snapshot row and a streamed row of the same content are the same event body.
+
+Positions: initial-snapshot reads carry ``cdc-event-id`` ``{P - 1}:{n}``, P being the position
+the stream starts at, so every streamed change sorts after every snapshot read and sinks' version
+guard lets the stream win. An incremental chunk's rows carry ``{H}:{n}``, H being the commit
+LSN of the chunk's closing watermark: after everything the stream delivered before it, before
+everything after it.
+
+The connector owns two tables in the source database (schema ``cdc``, created when missing):
+``cdc.signal``, through which watermarks and snapshot requests travel in the WAL, and
+``cdc.snapshots``, which remembers progress so that a restarted connector redoes an interrupted
+initial snapshot and resumes an incremental one after its last finished chunk.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "OWN_SCHEMA",
+    "SIGNAL_TABLE",
+    "Column",
+    "InitialSnapshot",
+    "RowReader",
+    "ensure_source_tables",
+    "table_columns",
+]
+
+import dataclasses
+import logging
+import re
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from tqdm import tqdm
+
+from cdc.acks import AckTracker
+from cdc.config import ConnectorConfig
+from cdc.errors import KafkaUnavailable, describe
+from cdc.events import Change, SourceInfo, encode
+from cdc.kafka import Publisher
+from connectors.postgres.catalog import PostgresCatalog, selected_tables
+from connectors.postgres.replication import format_lsn
+from connectors.postgres.wal2json import TableInfo
+
+log = logging.getLogger(__name__)
+
+SIGNAL_TABLE = ("cdc", "signal")
+PROGRESS_TABLE = ("cdc", "snapshots")
+OWN_SCHEMA = "cdc"
+"""The schema of the connector's own tables (and of sinks' bookkeeping): never captured."""
+
+SOURCE_DDL = """
+CREATE SCHEMA IF NOT EXISTS cdc;
+CREATE TABLE IF NOT EXISTS cdc.signal (
+    id bigserial PRIMARY KEY,
+    connector text NOT NULL,
+    type text NOT NULL,
+    data jsonb,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS cdc.snapshots (
+    connector text NOT NULL,
+    kind text NOT NULL CHECK (kind IN ('initial', 'incremental')),
+    table_name text NOT NULL,
+    state text NOT NULL CHECK (state IN ('pending', 'running', 'done')),
+    last_key jsonb,
+    rows_done bigint NOT NULL DEFAULT 0,
+    rows_total bigint,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (connector, kind, table_name)
+);
+"""
+
+
+def ensure_source_tables(conn: psycopg.Connection[Any]) -> None:
+    """Create the connector's ``cdc.signal`` and ``cdc.snapshots`` tables when missing."""
+    exists = conn.execute(
+        "SELECT to_regclass('cdc.signal') IS NOT NULL AND to_regclass('cdc.snapshots') IS NOT NULL"
+    ).fetchone()
+    if exists and exists[0]:
+        return
+    conn.execute("SELECT pg_advisory_lock(hashtext('cdc-source-ddl'))")
+    try:
+        conn.execute(SOURCE_DDL)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(hashtext('cdc-source-ddl'))")
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    oid: int
+    type_name: str
+    """As wal2json prints it: ``format_type`` with the modifier (``numeric(12,2)``)."""
+
+
+def table_columns(conn: psycopg.Connection[Any], schema: str, table: str) -> list[Column]:
+    rows = conn.execute(
+        "SELECT a.attname::text, a.atttypid::int, format_type(a.atttypid, a.atttypmod)"
+        " FROM pg_attribute a WHERE a.attrelid = %s::regclass AND a.attnum > 0"
+        " AND NOT a.attisdropped ORDER BY a.attnum",
+        (sql.Identifier(schema, table).as_string(conn),),
+    ).fetchall()
+    return [Column(str(n), int(o), str(t)) for n, o, t in rows]
+
+
+_INTEGERS = frozenset({20, 21, 23, 26})  # int8, int2, int4, oid
+_FLOATS = frozenset({700, 701})
+_NUMERIC = 1700
+_BOOL = 16
+_BYTEA = 17
+_NOT_NUMBERS = frozenset({"NaN", "Infinity", "-Infinity"})
+_ESCAPED = re.compile(rb"\\(.)")
+_ESCAPES = {b"b": b"\b", b"f": b"\f", b"n": b"\n", b"r": b"\r", b"t": b"\t", b"v": b"\v"}
+
+
+def _unescape(match: re.Match[bytes]) -> bytes:
+    char = match.group(1)
+    return _ESCAPES.get(char, char)
+
+
+class RowReader:
+    """Turns a ``COPY ... TO STDOUT`` text row into a row as wal2json would print it."""
+
+    def __init__(self, columns: Sequence[Column]) -> None:
+        self.names = [c.name for c in columns]
+        self.kinds = [
+            "i"
+            if c.oid in _INTEGERS
+            else "f"
+            if c.oid in _FLOATS
+            else "b"
+            if c.oid == _BOOL
+            else "x"
+            if c.oid == _BYTEA
+            else "s"  # numeric included: an exact decimal string, as the decoder makes it
+            for c in columns
+        ]
+        self.types = tuple((c.name, c.type_name) for c in columns)
+
+    def row(self, line: bytes) -> dict[str, Any]:
+        fields = line.rstrip(b"\n").split(b"\t")
+        if len(fields) != len(self.names):
+            raise ValueError(f"COPY row has {len(fields)} fields, expected {len(self.names)}")
+        out: dict[str, Any] = {}
+        for name, kind, raw in zip(self.names, self.kinds, fields, strict=True):
+            if raw == b"\\N":
+                out[name] = None
+                continue
+            value = _ESCAPED.sub(_unescape, raw) if b"\\" in raw else raw
+            if kind == "s":
+                out[name] = value.decode()
+            elif kind == "i":
+                out[name] = int(value)
+            elif kind == "f":
+                text = value.decode()
+                out[name] = text if text in _NOT_NUMBERS else float(text)
+            elif kind == "b":
+                out[name] = value == b"t"
+            else:
+                out[name] = value[2:].decode()  # "\x00ff": wal2json prints the hex digits only
+        return out
+
+
+def copy_rows(
+    conn: psycopg.Connection[Any], query: sql.Composable, params: Sequence[Any] = ()
+) -> Iterator[bytes]:
+    """The rows of ``COPY (query) TO STDOUT``, one text line each, as they arrive."""
+    statement = sql.SQL("COPY ({}) TO STDOUT").format(query)
+    with conn.cursor().copy(statement, params or None) as copy:
+        for data in copy:
+            yield bytes(data)
+
+
+class Progress:
+    """Rows done of a table: a bar on a terminal, a log line every so often otherwise."""
+
+    LOG_EVERY_S = 10.0
+
+    def __init__(self, subject: str, label: str, total: int | None) -> None:
+        self.subject, self.label, self.total = subject, label, total
+        self.done = 0
+        self.started = self.last_log = time.monotonic()
+        self.bar: Any = None
+        if sys.stderr.isatty():
+            self.bar = tqdm(total=total, desc=f"{subject}: {label}", unit=" rows", leave=True)
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            return
+        now = time.monotonic()
+        if now - self.last_log >= self.LOG_EVERY_S:
+            self.last_log = now
+            log.info("%s: snapshot %s", self.subject, self.describe(now))
+
+    def describe(self, now: float | None = None) -> str:
+        elapsed = max((now or time.monotonic()) - self.started, 1e-9)
+        rate = self.done / elapsed
+        text = f"{self.label}: {self.done} rows, {rate:.0f} rows/s"
+        if self.total:
+            left = max(self.total - self.done, 0)
+            pct = min(100.0, 100.0 * self.done / self.total)
+            eta = f", ETA {left / rate:.0f} s" if rate > 0 else ""
+            text = (
+                f"{self.label}: {self.done}/~{self.total} rows ({pct:.0f}%), {rate:.0f} rows/s{eta}"
+            )
+        return text
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        log.info("%s: snapshot %s, finished", self.subject, self.describe())
+
+
+def estimated_rows(conn: psycopg.Connection[Any], schema: str, table: str) -> int | None:
+    row = conn.execute(
+        "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+        (sql.Identifier(schema, table).as_string(conn),),
+    ).fetchone()
+    return int(row[0]) if row and row[0] is not None and row[0] >= 0 else None
+
+
+class InitialSnapshot:
+    """Reads every selected table in one snapshot and publishes each row as an ``r`` event."""
+
+    def __init__(
+        self,
+        config: ConnectorConfig,
+        max_unacked: int,
+        selected: Callable[[str, str], bool],
+        subject: str,
+    ) -> None:
+        self.config = config
+        self.max_unacked = max_unacked
+        self.selected = selected
+        self.subject = subject
+
+    def run(
+        self,
+        stop: threading.Event,
+        exported: str | None,
+        position: int,
+        source: SourceInfo,
+        publisher: Publisher,
+        sql_conn: psycopg.Connection[Any],
+    ) -> int:
+        """Publish the snapshot; return when every record is on Kafka (or ``stop`` is set, or
+        raise). ``exported``: the slot's exported snapshot, else a new one is taken.
+        ``position``: where the stream will start; reads sort just before it."""
+        c = self.config
+        tracker = AckTracker()
+        txn = tracker.begin(position)
+        errors: deque[Exception] = deque()
+        held: Change | None = None  # one record behind, so the very last can say "last"
+        n = 0
+        with psycopg.connect(c.dsn.conninfo, application_name=f"cdc-{c.name}-snapshot") as conn:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            if exported is not None:
+                conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported)))
+            tables = selected_tables(conn, self.selected)
+            log.info(
+                "%s: snapshot of %d table(s) as of %s%s",
+                self.subject,
+                len(tables),
+                format_lsn(position),
+                " (the slot's exported snapshot)" if exported else "",
+            )
+            reads = _TableReads(conn, position, int(time.time() * 1000))
+            for schema, table in tables:
+                label = f"{schema}.{table}"
+                total = estimated_rows(conn, schema, table)
+                progress = Progress(self.subject, label, total)
+                self._record(sql_conn, label, "running", 0, total)
+                last_note = time.monotonic()
+                for change in reads.table(schema, table, n):
+                    n += 1
+                    if held is not None:
+                        tracker.sent(txn)
+                        publisher.send(encode(held, source), tracker.acked, errors.append, txn)
+                    held = change
+                    if n % 1000 == 0:
+                        progress.add(1000)
+                        if stop.is_set():
+                            return n
+                        _drain(tracker, errors, self.max_unacked)
+                        if time.monotonic() - last_note > 5:
+                            last_note = time.monotonic()
+                            self._record(sql_conn, label, "running", progress.done, total)
+                progress.add(reads.count - progress.done)
+                progress.close()
+                self._record(sql_conn, label, "done", reads.count, total)
+            conn.rollback()
+        if held is not None:
+            tracker.sent(txn)
+            last = encode(dataclasses.replace(held, snapshot="last"), source)
+            publisher.send(last, tracker.acked, errors.append, txn)
+        tracker.commit(txn)
+        while not stop.is_set():
+            _raise_on(errors)
+            if tracker.confirmable() is not None:
+                break
+            publisher.flush(1.0)
+        _raise_on(errors)
+        log.info("%s: snapshot of %d row(s) is on Kafka", self.subject, n)
+        return n
+
+    def _record(
+        self,
+        sql_conn: psycopg.Connection[Any],
+        table: str,
+        state: str,
+        rows: int,
+        total: int | None,
+    ) -> None:
+        sql_conn.execute(
+            "INSERT INTO cdc.snapshots AS s (connector, kind, table_name, state, rows_done,"
+            " rows_total) VALUES (%s, 'initial', %s, %s, %s, %s)"
+            " ON CONFLICT (connector, kind, table_name) DO UPDATE SET state = EXCLUDED.state,"
+            " rows_done = EXCLUDED.rows_done, rows_total = EXCLUDED.rows_total,"
+            " updated_at = now(),"
+            " started_at = CASE WHEN EXCLUDED.rows_done = 0 THEN now() ELSE s.started_at END",
+            (self.config.name, table, state, rows, total),
+        )
+
+
+class _TableReads:
+    """A table's rows, read in the snapshot ``conn`` holds, as ``r`` changes."""
+
+    def __init__(self, conn: psycopg.Connection[Any], position: int, started_ms: int) -> None:
+        self.conn = conn
+        self.position = position
+        self.started_ms = started_ms
+        self.catalog = PostgresCatalog(conn)
+        self.count = 0
+
+    def table(self, schema: str, table: str, first_index: int) -> Iterator[Change]:
+        self.count = 0
+        info = self.catalog.table(schema, table)
+        columns = table_columns(self.conn, schema, table)
+        if info is None or not columns:
+            return
+        reader = RowReader(columns)
+        query = sql.SQL("SELECT {} FROM {}").format(
+            sql.SQL(", ").join(sql.Identifier(col.name) for col in columns),
+            sql.Identifier(schema, table),
+        )
+        for line in copy_rows(self.conn, query):
+            row = reader.row(line)
+            self.count += 1
+            yield Change(
+                op="r",
+                schema=schema,
+                table=table,
+                key=_key(info, row),
+                before=None,
+                after=row,
+                commit_lsn=self.position - 1,
+                index=first_index + self.count - 1,
+                lsn=self.position,
+                xid=0,
+                commit_ts_ms=self.started_ms,
+                types=reader.types,
+                whole_row_key=info.whole_row_key,
+                snapshot="true",
+                total_order=first_index + self.count,
+                data_collection_order=self.count,
+            )
+
+
+def _key(info: TableInfo, row: dict[str, Any]) -> dict[str, Any] | None:
+    if not info.key:
+        return None
+    return {k: row.get(k) for k in info.key}
+
+
+def _drain(tracker: AckTracker, errors: deque[Exception], max_unacked: int) -> None:
+    """Backpressure: wait while too many records are unacked."""
+    tracker.confirmable()  # counts the acks that arrived
+    while tracker.unacked >= max_unacked:
+        _raise_on(errors)
+        time.sleep(0.005)
+        tracker.confirmable()
+
+
+def _raise_on(errors: deque[Exception]) -> None:
+    if errors:
+        raise KafkaUnavailable(f"Kafka did not take a snapshot record: {describe(errors[0])}")
