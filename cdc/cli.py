@@ -15,7 +15,6 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
-from typing import NoReturn
 
 import click
 
@@ -28,10 +27,10 @@ from cdc.config import (
     SqliteSinkConfig,
     load_config,
 )
-from cdc.errors import CdcError, ConfigError, NotYetImplemented
+from cdc.errors import CdcError, ConfigError
 from cdc.findings import Finding
 from cdc.kafka import check_kafka
-from cdc.plugins import connector_for, sink_for
+from cdc.plugins import Connector, Sink, connector_for, sink_for
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 STOP_GRACE_S = 10.0
@@ -93,7 +92,7 @@ def run(config_path: str, connectors: Sequence[str], sinks: Sequence[str]) -> No
     """
     config = _load(config_path)
     selected_connectors, selected_sinks = _select(config, connectors, sinks)
-    workers = [connector_for(c, config.kafka) for c in selected_connectors]
+    workers: list[Connector | Sink] = [connector_for(c, config.kafka) for c in selected_connectors]
     workers += [sink_for(s, config.kafka) for s in selected_sinks]
 
     stop = threading.Event()
@@ -185,8 +184,9 @@ def status(config_path: str) -> None:
 def snapshot(config_path: str, connector: str, tables: Sequence[str]) -> None:
     """Ask a running connector for an incremental snapshot of the given tables."""
     config = _load(config_path)
-    _select(config, [connector], [])
-    _not_yet("cdc snapshot arrives with incremental snapshots (issue 5)")
+    (selected,), _ = _select(config, [connector], [])
+    findings = _report(connector_for(selected, config.kafka).request_snapshot(tables))
+    sys.exit(EXIT_FAILURE if any(f.level == "fail" for f in findings) else EXIT_OK)
 
 
 def _load(path: str) -> Config:
@@ -221,11 +221,6 @@ def _report(findings: list[Finding]) -> list[Finding]:
     for f in findings:
         click.echo(f.render())
     return findings
-
-
-def _not_yet(message: str) -> NoReturn:
-    _error(NotYetImplemented(message))
-    sys.exit(EXIT_FAILURE)
 
 
 def _error(e: BaseException | str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = ["Connector", "Sink", "connector_for", "sink_for"]
 
 import threading
+from collections.abc import Sequence
 from importlib.metadata import entry_points
 from typing import Protocol
 
@@ -38,7 +39,11 @@ class Connector(Protocol):
         ...
 
     def status(self) -> list[Finding]:
-        """Where the connector stands: its slot, the confirmed position, the lag."""
+        """Where the connector stands: its slot, the confirmed position, the lag, snapshots."""
+        ...
+
+    def request_snapshot(self, tables: Sequence[str]) -> list[Finding]:
+        """Ask the running connector, through the source, for an incremental snapshot."""
         ...
 
 

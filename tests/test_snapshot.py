@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from psycopg.conninfo import make_conninfo
 
 from tests.conftest import drop_database
 from tests.harness import (
+    CDC,
     CdcProcess,
     current_wal_lsn,
     read_topics,
@@ -85,7 +87,10 @@ def test_snapshot_reads_are_the_same_events_as_streamed_rows(
 
 
 def writer(dsn: str, rows: int, seed: int, stop: threading.Event) -> None:
-    """Updates, deletes and re-inserts of the snapshotted rows, and new rows, until ``stop``."""
+    """Updates, deletes and re-inserts of the snapshotted rows, and new rows, until ``stop``.
+
+    Every write sets ``n`` to the write's sequence number, so a row's ``n`` only ever grows: a
+    target showing a smaller ``n`` than it showed before went back to an older version."""
     rng = random.Random(seed)
     with psycopg.connect(dsn, autocommit=True) as conn:
         i = 0
@@ -95,25 +100,33 @@ def writer(dsn: str, rows: int, seed: int, stop: threading.Event) -> None:
             roll = rng.random()
             with conn.transaction():
                 if roll < 0.5:
-                    conn.execute("UPDATE big SET v = %s, n = n + 1 WHERE id = %s", (f"u{i}", row))
+                    conn.execute("UPDATE big SET v = %s, n = %s WHERE id = %s", (f"u{i}", i, row))
                 elif roll < 0.7:
                     conn.execute("DELETE FROM big WHERE id = %s", (row,))
                 elif roll < 0.85:
                     conn.execute(
-                        "INSERT INTO big VALUES (%s, %s, 0) ON CONFLICT (id) DO UPDATE"
-                        " SET v = EXCLUDED.v",
-                        (row, f"back{i}"),
+                        "INSERT INTO big VALUES (%s, %s, %s) ON CONFLICT (id) DO UPDATE"
+                        " SET v = EXCLUDED.v, n = EXCLUDED.n",
+                        (row, f"back{i}", i),
                     )
                 else:
                     conn.execute(
-                        "INSERT INTO big VALUES (%s, %s, 0) ON CONFLICT DO NOTHING",
-                        (rows + i, f"new{i}"),
+                        "INSERT INTO big VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                        (rows + i, f"new{i}", i),
                     )
             time.sleep(0.002)
 
 
 class SnapshotPipeline:
-    def __init__(self, tmp_path: Path, pg_dsn: str, database: str, kafka: str, unique: str) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        pg_dsn: str,
+        database: str,
+        kafka: str,
+        unique: str,
+        snapshot: str = "initial",
+    ) -> None:
         with psycopg.connect(database, autocommit=True) as conn:
             conn.execute("CREATE TABLE big (id bigint PRIMARY KEY, v text, n int NOT NULL)")
             conn.execute(
@@ -132,6 +145,7 @@ class SnapshotPipeline:
         self.config.write_text(
             f'[kafka]\nbootstrap_servers = "{kafka}"\n'
             f'[[connectors]]\nname = "{self.prefix}"\ndsn = "{database}"\n'
+            f'snapshot = "{snapshot}"\nsnapshot_chunk_rows = 5000\n'
             f'[[sinks]]\nname = "pg"\ntype = "postgres"\ntopics = ["{self.prefix}.public.*"]\n'
             f'dsn = "{self.replica}"\ngroup_id = "g-{self.prefix}-pg"\n'
         )
@@ -155,16 +169,28 @@ class SnapshotPipeline:
             ).fetchone()
         return None if row is None else str(row[0])
 
-    def rows_done(self) -> int:
-        if self.initial_state() is None:
-            return 0
+    def state(self, kind: str, table: str) -> tuple[str, int] | None:
         with psycopg.connect(self.source) as conn:
+            if not conn.execute("SELECT to_regclass('cdc.snapshots')").fetchone()[0]:  # type: ignore[index]
+                return None
             row = conn.execute(
-                "SELECT rows_done FROM cdc.snapshots WHERE connector = %s AND kind = 'initial'"
-                " AND table_name = 'public.big'",
-                (self.prefix,),
+                "SELECT state, rows_done FROM cdc.snapshots WHERE connector = %s AND kind = %s"
+                " AND table_name = %s",
+                (self.prefix, kind, table),
             ).fetchone()
-        return 0 if row is None else int(row[0])
+        return None if row is None else (str(row[0]), int(row[1]))
+
+    def rows_done(self, kind: str = "initial") -> int:
+        found = self.state(kind, "public.big")
+        return 0 if found is None else found[1]
+
+    def target_versions(self) -> dict[int, int]:
+        """``id -> n`` in the sink's table now."""
+        try:
+            with psycopg.connect(self.replica) as conn:
+                return dict(conn.execute("SELECT id, n FROM public.big").fetchall())
+        except psycopg.errors.UndefinedTable:
+            return {}
 
     def settle(self) -> None:
         self.stop.set()
@@ -240,5 +266,71 @@ def test_initial_snapshot_killed_midway_is_redone(
             assert cdc.stop() == 0, cdc.output()[-3000:]
         assert "reading a new snapshot" in cdc.output()
         p.assert_equal()
+    finally:
+        p.close()
+
+
+def test_incremental_snapshot_killed_once_never_goes_back(
+    tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str
+) -> None:
+    """An incremental snapshot requested with ``cdc snapshot`` while writes go on, the process
+    SIGKILLed once midway: the sink ends equal to the source, and no row it showed ever went back
+    to an older version (its ``n`` never shrank) while we watched."""
+    p = SnapshotPipeline(tmp_path, pg_dsn, database, kafka_bootstrap, unique, snapshot="never")
+    seen: dict[int, int] = {}
+    regressions: list[tuple[int, int, int]] = []
+
+    def watch() -> None:
+        for row_id, n in p.target_versions().items():
+            if n < seen.get(row_id, -1):
+                regressions.append((row_id, seen[row_id], n))
+            seen[row_id] = max(n, seen.get(row_id, -1))
+
+    try:
+        cdc = p.start()
+        wait_for(lambda: slot_confirmed_lsn(p.source, p.slot), 60, "the slot")
+        p.writes.start()
+        asked = subprocess.run(
+            [
+                CDC,
+                "snapshot",
+                "-c",
+                str(p.config),
+                "--connector",
+                p.prefix,
+                "--table",
+                "public.big",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert asked.returncode == 0, asked.stdout + asked.stderr
+        assert "incremental snapshot of public.big requested" in asked.stdout
+        half = SNAPSHOT_ROWS // 3
+        while p.rows_done("incremental") < half:
+            assert cdc.alive(), cdc.output()[-3000:]
+            watch()
+            time.sleep(0.5)
+        cdc.kill()
+        watch()
+        cdc = p.start()
+        try:
+            while (p.state("incremental", "public.big") or ("",))[0] != "done":
+                assert cdc.alive(), cdc.output()[-3000:]
+                watch()
+                time.sleep(0.5)
+            time.sleep(2)
+            p.settle()
+            watch()
+        finally:
+            assert cdc.stop() == 0, cdc.output()[-3000:]
+        assert "resuming the incremental snapshot of public.big after" in cdc.output()
+        assert regressions == []
+        p.assert_equal()
+        status = subprocess.run(
+            [CDC, "status", "-c", str(p.config)], capture_output=True, text=True, check=False
+        )
+        assert "incremental snapshot of public.big: done" in status.stdout, status.stdout
     finally:
         p.close()

@@ -5,11 +5,17 @@ from __future__ import annotations
 __all__ = ["PostgresConnector"]
 
 import threading
+from collections.abc import Sequence
 
 from cdc.config import ConnectorConfig, KafkaConfig
 from cdc.errors import NotYetImplemented
 from cdc.findings import Finding
-from connectors.postgres.check import check_source, slot_status
+from connectors.postgres.check import (
+    check_source,
+    request_incremental_snapshot,
+    slot_status,
+    snapshot_status,
+)
 from connectors.postgres.source import PostgresSource
 
 
@@ -32,4 +38,7 @@ class PostgresConnector:
         PostgresSource(self.config, self.kafka).run(stop)
 
     def status(self) -> list[Finding]:
-        return slot_status(self.config)
+        return slot_status(self.config) + snapshot_status(self.config)
+
+    def request_snapshot(self, tables: Sequence[str]) -> list[Finding]:
+        return request_incremental_snapshot(self.config, tables)

@@ -11,6 +11,7 @@ __all__ = ["check_source", "slot_status"]
 
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -21,7 +22,8 @@ from cdc.config import ConnectorConfig
 from cdc.errors import describe
 from cdc.findings import Finding
 from cdc.globs import TableSelector
-from connectors.postgres.catalog import selected_tables
+from connectors.postgres.catalog import PostgresCatalog, selected_tables
+from connectors.postgres.snapshot import request_snapshot
 
 CONNECT_TIMEOUT_S = 5
 PROBE_TIMEOUT = "10s"
@@ -306,5 +308,87 @@ def slot_status(config: ConnectorConfig) -> list[Finding]:
             subject,
             f"slot {config.slot} {state}, confirmed flush LSN {lsn}, lag {lag_bytes} bytes"
             f" ({lag_bytes / 1048576:.1f} MiB), WAL {wal_status}",
+        )
+    ]
+
+
+def snapshot_status(config: ConnectorConfig) -> list[Finding]:
+    """The connector's snapshots that are not finished, and the last finished ones."""
+    subject = f"connector {config.name}"
+    try:
+        with psycopg.connect(
+            config.dsn.conninfo, connect_timeout=CONNECT_TIMEOUT_S, application_name="cdc-status"
+        ) as conn:
+            if conn.execute("SELECT to_regclass('cdc.snapshots')").fetchone() in (None, (None,)):
+                return []
+            rows = conn.execute(
+                "SELECT kind, table_name, state, rows_done, rows_total,"
+                " extract(epoch FROM updated_at - started_at)"
+                " FROM cdc.snapshots WHERE connector = %s AND table_name <> '*'"
+                " ORDER BY kind, table_name",
+                (config.name,),
+            ).fetchall()
+    except psycopg.Error as e:
+        reason = describe(e, config.dsn.password)
+        return [Finding.fail(subject, f"cannot read snapshot progress: {reason}")]
+    findings = []
+    for kind, table, state, done, total, seconds in rows:
+        share = f"/~{total} ({100 * done / total:.0f}%)" if total and total > 0 else ""
+        rate = f", {done / float(seconds):.0f} rows/s" if seconds and float(seconds) > 0 else ""
+        findings.append(
+            Finding.ok(subject, f"{kind} snapshot of {table}: {state}, {done}{share} rows{rate}")
+        )
+    return findings
+
+
+def request_incremental_snapshot(config: ConnectorConfig, tables: Sequence[str]) -> list[Finding]:
+    """Check the tables, then insert an ``execute-snapshot`` signal for the running connector."""
+    subject = f"connector {config.name}"
+    selector = TableSelector(config.tables, config.exclude_tables)
+    findings: list[Finding] = []
+    try:
+        with psycopg.connect(
+            config.dsn.conninfo,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            application_name="cdc-snapshot",
+        ) as conn:
+            for name in tables:
+                schema, dot, table = name.partition(".")
+                if not dot or not schema or not table:
+                    findings.append(Finding.fail(subject, f"{name!r}: write SCHEMA.TABLE"))
+                    continue
+                if not selector(schema, table) or schema == "cdc":
+                    findings.append(
+                        Finding.fail(
+                            subject,
+                            f"{name} is not captured by this connector (tables ="
+                            f" {list(config.tables)}, exclude_tables ="
+                            f" {list(config.exclude_tables)})",
+                        )
+                    )
+                    continue
+                info = PostgresCatalog(conn).table(schema, table)
+                if info is None:
+                    findings.append(Finding.fail(subject, f"{name}: no such table"))
+                elif not info.has_primary_key:
+                    findings.append(
+                        Finding.fail(
+                            subject,
+                            f"{name} has no primary key: incremental snapshots read in key order",
+                        )
+                    )
+            if findings:
+                return findings
+            signal = request_snapshot(conn, config.name, tables)
+    except psycopg.Error as e:
+        reason = describe(e, config.dsn.password)
+        return [Finding.fail(subject, f"cannot write the signal to {config.dsn}: {reason}")]
+    return [
+        Finding.ok(
+            subject,
+            f"incremental snapshot of {', '.join(tables)} requested (signal {signal} in"
+            " cdc.signal); the running connector starts it when the signal reaches it"
+            " through the WAL",
         )
     ]

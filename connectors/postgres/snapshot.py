@@ -43,11 +43,13 @@ import re
 import sys
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import sql
 from tqdm import tqdm
@@ -197,13 +199,16 @@ class Progress:
 
     LOG_EVERY_S = 10.0
 
-    def __init__(self, subject: str, label: str, total: int | None) -> None:
+    def __init__(self, subject: str, label: str, total: int | None, done: int = 0) -> None:
         self.subject, self.label, self.total = subject, label, total
-        self.done = 0
+        self.done = self.base = done
+        """Rows done in all, and before this process started on the table."""
         self.started = self.last_log = time.monotonic()
         self.bar: Any = None
         if sys.stderr.isatty():
-            self.bar = tqdm(total=total, desc=f"{subject}: {label}", unit=" rows", leave=True)
+            self.bar = tqdm(
+                total=total, initial=done, desc=f"{subject}: {label}", unit=" rows", leave=True
+            )
 
     def add(self, n: int) -> None:
         self.done += n
@@ -217,7 +222,7 @@ class Progress:
 
     def describe(self, now: float | None = None) -> str:
         elapsed = max((now or time.monotonic()) - self.started, 1e-9)
-        rate = self.done / elapsed
+        rate = (self.done - self.base) / elapsed
         text = f"{self.label}: {self.done} rows, {rate:.0f} rows/s"
         if self.total:
             left = max(self.total - self.done, 0)
@@ -408,3 +413,339 @@ def _drain(tracker: AckTracker, errors: deque[Exception], max_unacked: int) -> N
 def _raise_on(errors: deque[Exception]) -> None:
     if errors:
         raise KafkaUnavailable(f"Kafka did not take a snapshot record: {describe(errors[0])}")
+
+
+# -- Incremental snapshots ------------------------------------------------------------------------
+
+EXECUTE = "execute-snapshot"
+WINDOW_OPEN = "snapshot-window-open"
+WINDOW_CLOSE = "snapshot-window-close"
+RACE_WAIT_S = 2.0
+
+
+def request_snapshot(conn: psycopg.Connection[Any], connector: str, tables: Sequence[str]) -> int:
+    """Insert an ``execute-snapshot`` signal (Debezium's shape); return its id."""
+    ensure_source_tables(conn)
+    row = conn.execute(
+        "INSERT INTO cdc.signal (connector, type, data) VALUES (%s, %s, %s::jsonb) RETURNING id",
+        (connector, EXECUTE, _json({"data-collections": list(tables)})),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+@dataclass
+class _Job:
+    schema: str
+    table: str
+    last_key: dict[str, Any] | None
+    rows_done: int
+    total: int | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+
+@dataclass
+class _Chunk:
+    id: str
+    job: _Job
+    rows: dict[bytes, dict[str, Any]]
+    """Key (JSON) -> row, in primary-key order; rows the stream changes in the window leave."""
+    key: tuple[str, ...]
+    types: tuple[tuple[str, str], ...]
+    last_key: dict[str, Any] | None
+    complete: bool
+    """The chunk reached the table's end."""
+    read: int = 0
+    """Rows read (before the window dropped any)."""
+    open: bool = False
+
+
+class IncrementalSnapshots:
+    """DBLog-style snapshots of tables while the stream goes on; driven by the stream loop.
+
+    Per chunk: write a low watermark (``snapshot-window-open``) to the signal table, read the
+    next rows in primary-key order, write a high watermark (``snapshot-window-close``). When the
+    stream brings the low watermark the window opens; every change the stream brings for the
+    table until the high watermark removes that key from the chunk (the stream has a newer
+    version). At the high watermark the chunk's remaining rows are published as ``r`` events in
+    the watermark's transaction, so the slot is not confirmed past it before they are on Kafka.
+    Progress (the last key of the last chunk on Kafka) goes to ``cdc.snapshots`` only then, so a
+    restarted connector resumes after the last chunk that is safely delivered.
+    """
+
+    def __init__(
+        self,
+        config: ConnectorConfig,
+        subject: str,
+        conn: psycopg.Connection[Any],
+        catalog: PostgresCatalog,
+    ) -> None:
+        self.config = config
+        self.subject = subject
+        self.conn = conn
+        self.catalog = catalog
+        self.queue: deque[_Job] = deque()
+        self.chunk: _Chunk | None = None
+        self.delivered: tuple[int, _Job, dict[str, Any] | None, int, bool] | None = None
+        """(end of the high watermark's transaction, job, last key, rows, table done) waiting
+        for that position to be confirmed."""
+        self.progress: dict[str, Progress] = {}
+        self._load()
+
+    # The stream loop's hooks.
+
+    def on_signal(self, change: Change, txn_end: int) -> list[Change]:
+        """A decoded row of the signal table, in the transaction that ends at ``txn_end``;
+        at a high watermark, returns the chunk's reads for the caller to publish in it."""
+        row = change.after or {}
+        if change.op != "c" or row.get("connector") != self.config.name:
+            return []
+        kind, data = row.get("type"), _loads(row.get("data"))
+        if kind == EXECUTE:
+            self._request(data.get("data-collections") or [])
+        elif self.chunk is not None and data.get("chunk") == self.chunk.id:
+            if kind == WINDOW_OPEN:
+                self.chunk.open = True
+            elif kind == WINDOW_CLOSE and self.chunk.open:
+                return self._close_window(change, txn_end)
+        return []
+
+    def observe(self, change: Change) -> None:
+        """A decoded change of a captured table: inside the window, it beats the chunk's row."""
+        chunk = self.chunk
+        if chunk is None or not chunk.open:
+            return
+        if change.schema != chunk.job.schema or change.table != chunk.job.table:
+            return
+        if change.op == "t":
+            chunk.rows.clear()
+        elif change.key is not None:
+            chunk.rows.pop(_key_bytes(change.key), None)
+
+    def tick(self, confirmed: int) -> None:
+        """Between reads: record a delivered chunk, start the next one."""
+        if self.delivered is not None:
+            end, job, last_key, rows, done = self.delivered
+            if confirmed < end:
+                return
+            self.delivered = None
+            job.last_key = last_key
+            job.rows_done += rows
+            self._record(job, "done" if done else "running")
+            progress = self.progress.get(job.label)
+            if progress is not None:
+                progress.add(rows)
+                if done:
+                    progress.close()
+                    del self.progress[job.label]
+            if done:
+                self.queue.popleft()
+        if self.chunk is None and self.queue:
+            self._next_chunk(self.queue[0])
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.queue) or self.chunk is not None or self.delivered is not None
+
+    # Internals.
+
+    def _load(self) -> None:
+        rows = self.conn.execute(
+            "SELECT table_name, last_key, rows_done, rows_total FROM cdc.snapshots"
+            " WHERE connector = %s AND kind = 'incremental' AND state <> 'done'"
+            " ORDER BY started_at, table_name",
+            (self.config.name,),
+        ).fetchall()
+        for name, last_key, done, total in rows:
+            schema, _, table = str(name).partition(".")
+            self.queue.append(_Job(schema, table, last_key, int(done), total))
+            log.info(
+                "%s: resuming the incremental snapshot of %s after %d row(s)",
+                self.subject,
+                name,
+                done,
+            )
+
+    def _request(self, names: Sequence[Any]) -> None:
+        for name in names:
+            schema, dot, table = str(name).partition(".")
+            if not dot:
+                schema, table = "public", str(name)
+            info = self.catalog.table(schema, table, refresh=True)
+            if info is None or not info.has_primary_key:
+                log.error(
+                    "%s: cannot snapshot %s: %s",
+                    self.subject,
+                    name,
+                    "no such table" if info is None else "it has no primary key",
+                )
+                continue
+            if any(j.schema == schema and j.table == table for j in self.queue):
+                log.info("%s: %s.%s is already being snapshotted", self.subject, schema, table)
+                continue
+            job = _Job(schema, table, None, 0, estimated_rows(self.conn, schema, table))
+            self._record(job, "pending", restart=True)
+            self.queue.append(job)
+            log.info("%s: incremental snapshot of %s requested", self.subject, job.label)
+
+    def _next_chunk(self, job: _Job) -> None:
+        info = self.catalog.table(job.schema, job.table)
+        if info is None or not info.has_primary_key:
+            log.error("%s: %s is gone or lost its primary key", self.subject, job.label)
+            self._record(job, "done")
+            self.queue.popleft()
+            return
+        if job.label not in self.progress:
+            self.progress[job.label] = Progress(self.subject, job.label, job.total, job.rows_done)
+        chunk_id = uuid.uuid4().hex
+        self._signal(WINDOW_OPEN, chunk_id)
+        self._await_racing_commits()
+        columns = table_columns(self.conn, job.schema, job.table)
+        reader = RowReader(columns)
+        key = info.key
+        order = sql.SQL(", ").join(sql.Identifier(k) for k in key)
+        query = sql.SQL("SELECT {} FROM {}").format(
+            sql.SQL(", ").join(sql.Identifier(c.name) for c in columns),
+            sql.Identifier(job.schema, job.table),
+        )
+        params: list[Any] = []
+        if job.last_key:
+            query = sql.SQL("{} WHERE ({}) > ({})").format(
+                query, order, sql.SQL(", ").join(sql.Placeholder() * len(key))
+            )
+            params = [_key_text(job.last_key.get(k)) for k in key]
+        limit = self.config.snapshot_chunk_rows
+        query = sql.SQL("{} ORDER BY {} LIMIT {}").format(query, order, sql.Literal(limit))
+        rows: dict[bytes, dict[str, Any]] = {}
+        last_key = job.last_key
+        for line in copy_rows(self.conn, query, params):
+            row = reader.row(line)
+            last_key = {k: row[k] for k in key}
+            rows[_key_bytes(last_key)] = row
+        self._signal(WINDOW_CLOSE, chunk_id)
+        self.chunk = _Chunk(
+            chunk_id,
+            job,
+            rows,
+            key,
+            reader.types,
+            last_key,
+            complete=len(rows) < limit,
+            read=len(rows),
+        )
+        if job.rows_done == 0 and job.last_key is None:
+            self._record(job, "running")
+
+    def _close_window(self, watermark: Change, txn_end: int) -> list[Change]:
+        chunk = self.chunk
+        assert chunk is not None
+        self.chunk = None
+        reads = [
+            Change(
+                op="r",
+                schema=chunk.job.schema,
+                table=chunk.job.table,
+                key={k: row[k] for k in chunk.key},
+                before=None,
+                after=row,
+                commit_lsn=watermark.commit_lsn,
+                index=watermark.index + 1 + i,
+                lsn=watermark.lsn,
+                xid=watermark.xid,
+                commit_ts_ms=watermark.commit_ts_ms,
+                types=chunk.types,
+                snapshot="incremental",
+                last_commit_lsn=watermark.last_commit_lsn,
+                total_order=watermark.index + 2 + i,
+                data_collection_order=i + 1,
+            )
+            for i, row in enumerate(chunk.rows.values())
+        ]
+        self.delivered = (txn_end, chunk.job, chunk.last_key, chunk.read, chunk.complete)
+        log.debug(
+            "%s: chunk of %s: %d row(s) read, %d left out (changed in the window)",
+            self.subject,
+            chunk.job.label,
+            chunk.read,
+            chunk.read - len(reads),
+        )
+        return reads
+
+    def _signal(self, kind: str, chunk_id: str) -> None:
+        self.conn.execute(
+            "INSERT INTO cdc.signal (connector, type, data) VALUES (%s, %s, %s::jsonb)",
+            (self.config.name, kind, _json({"chunk": chunk_id})),
+        )
+
+    def _await_racing_commits(self) -> None:
+        """Let transactions whose commit record precedes the low watermark become visible.
+
+        PostgreSQL writes a commit record before the transaction leaves the proc array; a chunk
+        read in that moment would miss a change the stream delivers *before* the window, and
+        publish an older row after it. Transactions still running when the watermark committed
+        are waited for until they are visible or are known not to have committed (clog), which
+        for a commit already in the WAL takes microseconds; long transactions are not waited
+        for: they commit after the watermark, inside the window or after it.
+        """
+        snapshot = self.conn.execute("SELECT pg_current_snapshot()::text").fetchone()
+        if snapshot is None:
+            return
+        deadline = time.monotonic() + RACE_WAIT_S
+        while time.monotonic() < deadline:
+            row = self.conn.execute(
+                "SELECT count(*) FILTER (WHERE pg_xact_status(x) <> 'in progress'),"
+                " count(*) FROM pg_snapshot_xip(%s::pg_snapshot) x"
+                " WHERE x IN (SELECT pg_snapshot_xip(pg_current_snapshot()))",
+                (snapshot[0],),
+            ).fetchone()
+            racing, running = (int(row[0]), int(row[1])) if row else (0, 0)
+            if racing == 0:
+                if running:
+                    time.sleep(0.01)  # a commit between its WAL record and the clog
+                return
+            time.sleep(0.001)
+
+    def _record(self, job: _Job, state: str, restart: bool = False) -> None:
+        self.conn.execute(
+            "INSERT INTO cdc.snapshots AS s (connector, kind, table_name, state, last_key,"
+            " rows_done, rows_total) VALUES (%s, 'incremental', %s, %s, %s::jsonb, %s, %s)"
+            " ON CONFLICT (connector, kind, table_name) DO UPDATE SET state = EXCLUDED.state,"
+            " last_key = EXCLUDED.last_key, rows_done = EXCLUDED.rows_done,"
+            " rows_total = EXCLUDED.rows_total, updated_at = now(),"
+            " started_at = CASE WHEN %s THEN now() ELSE s.started_at END",
+            (
+                self.config.name,
+                job.label,
+                state,
+                None if job.last_key is None else _json(job.last_key),
+                job.rows_done,
+                job.total,
+                restart,
+            ),
+        )
+
+
+def _loads(text: Any) -> dict[str, Any]:
+    try:
+        value = orjson.loads(text) if isinstance(text, str) else text
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _key_bytes(key: dict[str, Any]) -> bytes:
+    return orjson.dumps(key, option=orjson.OPT_SORT_KEYS)
+
+
+def _key_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if value is True or value is False:
+        return "true" if value else "false"
+    return str(value)

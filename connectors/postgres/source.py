@@ -44,6 +44,7 @@ from connectors.postgres.replication import (
 from connectors.postgres.snapshot import (
     OWN_SCHEMA,
     SIGNAL_TABLE,
+    IncrementalSnapshots,
     InitialSnapshot,
     ensure_source_tables,
 )
@@ -139,7 +140,8 @@ class PostgresSource:
                 opened.callback(repl.close)
                 repl.start(c.slot, 0, {**WAL2JSON_OPTIONS, **wal2json_table_options(c)})
                 log.info("%s: streaming slot %s", self.subject, c.slot)
-                self._stream(stop, repl, decoder, source, publisher, sql)
+                snapshots = IncrementalSnapshots(c, self.subject, sql, catalog)
+                self._stream(stop, repl, decoder, source, publisher, sql, snapshots)
             except psycopg.OperationalError as e:
                 reason = describe(e, c.dsn.password)
                 raise SourceUnavailable(f"{c.dsn}: {reason}") from e
@@ -154,6 +156,7 @@ class PostgresSource:
         source: SourceInfo,
         publisher: Publisher,
         sql: psycopg.Connection[Any],
+        snapshots: IncrementalSnapshots,
     ) -> None:
         tracker = AckTracker()
         errors: deque[Exception] = deque()
@@ -200,6 +203,12 @@ class PostgresSource:
                     if txn is None:
                         raise CdcError("wal2json sent a change outside a transaction")
                     for change in item if isinstance(item, tuple) else (item,):
+                        if (change.schema, change.table) == SIGNAL_TABLE:
+                            for read in snapshots.on_signal(change, txn.end):
+                                publish(encode(read, source), txn)
+                                self.published += 1
+                            continue
+                        snapshots.observe(change)
                         record = encode(change, source)
                         publish(record, txn)
                         if tombstones and change.op == "d":
@@ -216,6 +225,7 @@ class PostgresSource:
                 # confirming it lets the server recycle WAL that holds nothing for us.
                 self.confirmed = server_end
 
+            snapshots.tick(self.confirmed)
             now = time.monotonic()
             if heartbeat_s and self.config.heartbeat_query and now - last_heartbeat >= heartbeat_s:
                 sql.execute(self.config.heartbeat_query)
