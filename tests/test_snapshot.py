@@ -16,6 +16,7 @@ from pathlib import Path
 
 import orjson
 import psycopg
+import pytest
 from kafka import KafkaConsumer, TopicPartition
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
@@ -34,6 +35,9 @@ from tests.test_sink_e2e import pg_rows
 from tests.test_source_exact import NOT_EXPRESSIBLE, ROWS, SCHEMA
 
 SNAPSHOT_ROWS = int(os.environ.get("CDC_TEST_SNAPSHOT_ROWS", "100000"))
+SCALE = max(1.0, SNAPSHOT_ROWS / 100_000)
+"""Waits and timeouts grow with the table: about 5 000 rows/s through connector and sink."""
+big_timeout = pytest.mark.timeout(int(300 * SCALE))
 
 
 def test_snapshot_reads_are_the_same_events_as_streamed_rows(
@@ -197,7 +201,7 @@ class SnapshotPipeline:
         self.writes.join()
         end = current_wal_lsn(self.source)
         wait_for(lambda: slot_confirmed_lsn(self.source, self.slot) >= end, 240, "the connector")
-        wait_for(self.sink_caught_up, 600, "the sink", interval_s=1)
+        wait_for(self.sink_caught_up, 300 * SCALE, "the sink", interval_s=1)
 
     def sink_caught_up(self) -> bool:
         consumer = KafkaConsumer(bootstrap_servers=self.kafka)
@@ -227,6 +231,7 @@ class SnapshotPipeline:
         drop_database(self.pg_dsn, self.replica_name)
 
 
+@big_timeout
 def test_initial_snapshot_with_writes_all_through_equals_the_source(
     tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str
 ) -> None:
@@ -236,7 +241,7 @@ def test_initial_snapshot_with_writes_all_through_equals_the_source(
         try:
             wait_for(lambda: p.initial_state() is not None, 60, "the snapshot to start")
             p.writes.start()
-            wait_for(lambda: p.initial_state() == "done", 600, "the snapshot", interval_s=1)
+            wait_for(lambda: p.initial_state() == "done", 300 * SCALE, "the snapshot", interval_s=1)
             time.sleep(2)
             p.settle()
         finally:
@@ -247,6 +252,7 @@ def test_initial_snapshot_with_writes_all_through_equals_the_source(
         p.close()
 
 
+@big_timeout
 def test_initial_snapshot_killed_midway_is_redone(
     tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str
 ) -> None:
@@ -259,7 +265,7 @@ def test_initial_snapshot_killed_midway_is_redone(
         assert p.initial_state() == "running"
         cdc = p.start()
         try:
-            wait_for(lambda: p.initial_state() == "done", 600, "the snapshot", interval_s=1)
+            wait_for(lambda: p.initial_state() == "done", 300 * SCALE, "the snapshot", interval_s=1)
             time.sleep(2)
             p.settle()
         finally:
@@ -270,6 +276,7 @@ def test_initial_snapshot_killed_midway_is_redone(
         p.close()
 
 
+@big_timeout
 def test_incremental_snapshot_killed_once_never_goes_back(
     tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str
 ) -> None:
@@ -334,3 +341,40 @@ def test_incremental_snapshot_killed_once_never_goes_back(
         assert "incremental snapshot of public.big: done" in status.stdout, status.stdout
     finally:
         p.close()
+
+
+def test_cdc_snapshot_refuses_tables_it_cannot_snapshot(
+    tmp_path: Path, database: str, kafka_bootstrap: str, unique: str
+) -> None:
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE keyless (a int)")
+        conn.execute("CREATE TABLE other (id int PRIMARY KEY)")
+    config = write_config(
+        tmp_path / "cdc.toml", database, kafka_bootstrap, name="s", tables=["public.k*"]
+    )
+    tables = ["public.keyless", "public.kmissing", "public.other", "nodot"]
+    asked = subprocess.run(
+        [CDC, "snapshot", "-c", str(config), "--connector", "s", *(f"--table={t}" for t in tables)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert asked.returncode == 1
+    assert asked.stdout.splitlines() == [
+        "FAIL  connector s: public.keyless has no primary key: incremental snapshots read in key"
+        " order",
+        "FAIL  connector s: public.kmissing: no such table",
+        "FAIL  connector s: public.other is not captured by this connector (tables ="
+        " ['public.k*'], exclude_tables = [])",
+        "FAIL  connector s: 'nodot': write SCHEMA.TABLE",
+    ]
+    with psycopg.connect(database) as conn:  # nothing was asked for
+        assert conn.execute("SELECT to_regclass('cdc.signal')").fetchone() == (None,)
+    unknown = subprocess.run(
+        [CDC, "snapshot", "-c", str(config), "--connector", "nope", "--table", "public.k"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert unknown.returncode == 2
+    assert "no connector 'nope'" in unknown.stderr
