@@ -378,3 +378,50 @@ def test_cdc_snapshot_refuses_tables_it_cannot_snapshot(
     )
     assert unknown.returncode == 2
     assert "no connector 'nope'" in unknown.stderr
+
+
+def test_a_role_that_may_not_create_the_connector_tables(
+    tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str
+) -> None:
+    """Without CREATE on the database: snapshot = "never" streams on without incremental
+    snapshots and says so; a snapshot mode stops with the reason and the fix."""
+    role = f"cdct_role_{unique}"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN REPLICATION PASSWORD 'pw-secret'").format(
+                sql.Identifier(role)
+            )
+        )
+    try:
+        dsn = make_conninfo(database, user=role, password="pw-secret")
+        never = write_config(tmp_path / "never.toml", dsn, kafka_bootstrap, name=f"n{unique}")
+        cdc = CdcProcess(never, tmp_path / "never.log")
+        try:
+            wait_for(lambda: slot_confirmed_lsn(database, f"cdc_n{unique}"), 60, "the slot")
+            wait_for(
+                lambda: "incremental snapshots are unavailable" in cdc.output(), 30, "a warning"
+            )
+        finally:
+            assert cdc.stop() == 0, cdc.output()[-3000:]
+        initial = write_config(
+            tmp_path / "initial.toml", dsn, kafka_bootstrap, name=f"i{unique}", snapshot="initial"
+        )
+        failed = subprocess.run(
+            [CDC, "run", "-c", str(initial)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert failed.returncode == 1, failed.stderr
+        assert "cannot create the connector's tables cdc.signal and cdc.snapshots" in failed.stderr
+        assert f"GRANT CREATE ON DATABASE cdct_{unique}" in failed.stderr
+        assert "pw-secret" not in failed.stderr + cdc.output()
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (role,),
+            )
+            drop_database(pg_dsn, f"cdct_{unique}")
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

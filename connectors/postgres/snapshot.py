@@ -485,18 +485,22 @@ class IncrementalSnapshots:
         subject: str,
         conn: psycopg.Connection[Any],
         catalog: PostgresCatalog,
+        enabled: bool = True,
     ) -> None:
         self.config = config
         self.subject = subject
         self.conn = conn
         self.catalog = catalog
+        self.enabled = enabled
+        """False when the connector's tables could not be created: signals are ignored."""
         self.queue: deque[_Job] = deque()
         self.chunk: _Chunk | None = None
         self.delivered: tuple[int, _Job, dict[str, Any] | None, int, bool] | None = None
         """(end of the high watermark's transaction, job, last key, rows, table done) waiting
         for that position to be confirmed."""
         self.progress: dict[str, Progress] = {}
-        self._load()
+        if enabled:
+            self._load()
 
     # The stream loop's hooks.
 
@@ -504,7 +508,7 @@ class IncrementalSnapshots:
         """A decoded row of the signal table, in the transaction that ends at ``txn_end``;
         at a high watermark, returns the chunk's reads for the caller to publish in it."""
         row = change.after or {}
-        if change.op != "c" or row.get("connector") != self.config.name:
+        if not self.enabled or change.op != "c" or row.get("connector") != self.config.name:
             return []
         kind, data = row.get("type"), _loads(row.get("data"))
         if kind == EXECUTE:

@@ -113,7 +113,7 @@ class PostgresSource:
                         c.dsn.conninfo, autocommit=True, application_name=f"cdc-{c.name}"
                     )
                 )
-                ensure_source_tables(sql)
+                own_tables = self._own_tables(sql)
                 if c.snapshot in ("initial", "initial_only") and not self._slot_exists(sql):
                     # Remembered before the slot exists: a crash between the two must not
                     # leave a slot whose snapshot nobody knows is owed.
@@ -140,7 +140,7 @@ class PostgresSource:
                 opened.callback(repl.close)
                 repl.start(c.slot, 0, {**WAL2JSON_OPTIONS, **wal2json_table_options(c)})
                 log.info("%s: streaming slot %s", self.subject, c.slot)
-                snapshots = IncrementalSnapshots(c, self.subject, sql, catalog)
+                snapshots = IncrementalSnapshots(c, self.subject, sql, catalog, own_tables)
                 self._stream(stop, repl, decoder, source, publisher, sql, snapshots)
             except psycopg.OperationalError as e:
                 reason = describe(e, c.dsn.password)
@@ -269,6 +269,24 @@ class PostgresSource:
             self.confirmed = position
         repl.send_status(max(received, self.confirmed), self.confirmed, self.confirmed)
         log.info("%s: stopped at confirmed LSN %s", self.subject, format_lsn(self.confirmed))
+
+    def _own_tables(self, sql: psycopg.Connection[Any]) -> bool:
+        """Create ``cdc.signal`` and ``cdc.snapshots`` when missing. Without the privilege,
+        a connector that never snapshots runs on without incremental snapshots."""
+        try:
+            ensure_source_tables(sql)
+        except psycopg.errors.InsufficientPrivilege as e:
+            problem = (
+                f"{self.subject}: cannot create the connector's tables cdc.signal and"
+                f" cdc.snapshots ({describe(e, self.config.dsn.password)}); GRANT CREATE ON"
+                f" DATABASE {sql.info.dbname} to the connector's role, or create them as"
+                " README's Snapshots section says"
+            )
+            if self.config.snapshot != "never":
+                raise CdcError(problem) from e
+            log.warning("%s; incremental snapshots are unavailable", problem)
+            return False
+        return True
 
     def _slot_exists(self, sql: psycopg.Connection[Any]) -> bool:
         row = sql.execute(
