@@ -31,6 +31,8 @@ def options(tables: list[str], exclude: list[str] | None = None) -> dict[str, st
             ["public.tmp_*", "public.log"],
             {"add-tables": "public.*,cdc.signal", "filter-tables": "public.log"},
         ),
+        # The signal table stays decoded, whatever is excluded.
+        (["*.*"], ["cdc.*", "*.signal", "x.y"], {"filter-tables": "x.y"}),
         # Special characters are escaped for wal2json.
         (["my schema.a,b"], None, {"add-tables": "my\\ schema.a\\,b,cdc.signal"}),
     ],

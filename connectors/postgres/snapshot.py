@@ -421,6 +421,7 @@ EXECUTE = "execute-snapshot"
 WINDOW_OPEN = "snapshot-window-open"
 WINDOW_CLOSE = "snapshot-window-close"
 RACE_WAIT_S = 2.0
+WATERMARK_WAIT_S = 120.0
 
 
 def request_snapshot(conn: psycopg.Connection[Any], connector: str, tables: Sequence[str]) -> int:
@@ -499,6 +500,7 @@ class IncrementalSnapshots:
         """(end of the high watermark's transaction, job, last key, rows, table done) waiting
         for that position to be confirmed."""
         self.progress: dict[str, Progress] = {}
+        self.chunk_started = 0.0
         if enabled:
             self._load()
 
@@ -552,6 +554,16 @@ class IncrementalSnapshots:
                 self.queue.popleft()
         if self.chunk is None and self.queue:
             self._next_chunk(self.queue[0])
+            self.chunk_started = time.monotonic()
+        elif self.chunk is not None and time.monotonic() - self.chunk_started > WATERMARK_WAIT_S:
+            self.chunk_started = time.monotonic()
+            log.warning(
+                "%s: the watermarks of a snapshot chunk of %s have not come back through the"
+                " stream in %.0f s; the snapshot waits for them",
+                self.subject,
+                self.chunk.job.label,
+                WATERMARK_WAIT_S,
+            )
 
     @property
     def busy(self) -> bool:

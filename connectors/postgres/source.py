@@ -30,7 +30,7 @@ from cdc.acks import AckTracker, Txn
 from cdc.config import ConnectorConfig, KafkaConfig
 from cdc.errors import CdcError, KafkaUnavailable, SourceUnavailable, describe
 from cdc.events import Record, SourceInfo, encode, tombstone
-from cdc.globs import TableSelector
+from cdc.globs import TableSelector, compile_globs
 from cdc.kafka import Publisher
 from connectors.postgres.catalog import PostgresCatalog, selected_tables
 from connectors.postgres.replication import (
@@ -446,7 +446,13 @@ def wal2json_table_options(config: ConnectorConfig) -> dict[str, str]:
         # The signal table carries snapshot watermarks and requests: always decoded.
         signal = ".".join(SIGNAL_TABLE)
         options["add-tables"] = ",".join([*(i for i in includes if i), signal])
-    excludes = [e for e in (_pushable(g) for g in config.exclude_tables) if e]
+    # An exclusion that would hide the signal table from wal2json is left to the connector,
+    # which never publishes the cdc schema anyway.
+    excludes = [
+        e
+        for g in config.exclude_tables
+        if (e := _pushable(g)) and not compile_globs([g]).match(".".join(SIGNAL_TABLE))
+    ]
     if excludes:
         options["filter-tables"] = ",".join(excludes)
     return options
