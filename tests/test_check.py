@@ -70,6 +70,7 @@ def test_good_database_and_kafka(
         "WAL senders free",
         f"OK    connector shop: plugin {plugin} loads and decodes (probed with a temporary slot)",
         "OK    connector shop: 1 table(s) selected for capture",
+        "OK    connector shop: snapshot tables cdc.signal and cdc.snapshots: created on first run",
         "OK    connector shop: replication connection works (system ",
         f"OK    kafka: 1 broker(s) answer at {kafka_bootstrap} (cluster id ",
         "cdc check: ",
@@ -108,6 +109,13 @@ def test_role_without_replication(
     ) in result.output
     assert password not in result.output
     assert f"postgresql://{name}:***@" in result.output
+    # snapshot = "initial" (the default) needs the connector's own tables.
+    dbname = conninfo_to_dict(database)["dbname"]
+    assert (
+        "FAIL  connector shop: the role may not create the snapshot tables cdc.signal and"
+        f" cdc.snapshots (GRANT CREATE ON DATABASE {dbname} to it, or create them: README,"
+        " Snapshots); snapshot = 'initial' needs them"
+    ) in result.output
 
 
 def test_unreachable_host(tmp_path: Path, kafka_bootstrap: str) -> None:

@@ -91,9 +91,35 @@ def check_source(config: ConnectorConfig) -> list[Finding]:
         if config.plugin == "pgoutput":
             findings.append(_publication(conn, subject, config.publication))
         findings.append(_tables(conn, subject, config))
+        findings.append(_own_tables(conn, subject, config))
     if role.may_replicate:
         findings.append(_replication_connection(subject, config))
     return findings
+
+
+def _own_tables(
+    conn: psycopg.Connection[tuple[object, ...]], subject: str, config: ConnectorConfig
+) -> Finding:
+    """The connector's cdc.signal and cdc.snapshots exist, or the role may create them."""
+    row = conn.execute(
+        "SELECT to_regclass('cdc.signal') IS NOT NULL AND to_regclass('cdc.snapshots') IS NOT"
+        " NULL, has_database_privilege(current_database(), 'CREATE')"
+    ).fetchone()
+    exists, may_create = (bool(row[0]), bool(row[1])) if row else (False, False)
+    if exists:
+        return Finding.ok(subject, "snapshot tables cdc.signal and cdc.snapshots exist")
+    if may_create:
+        return Finding.ok(
+            subject, "snapshot tables cdc.signal and cdc.snapshots: created on first run"
+        )
+    problem = (
+        "the role may not create the snapshot tables cdc.signal and cdc.snapshots"
+        f" (GRANT CREATE ON DATABASE {conn.info.dbname} to it, or create them:"
+        " README, Snapshots)"
+    )
+    if config.snapshot == "never":
+        return Finding.warn(subject, problem + "; without them, no incremental snapshots")
+    return Finding.fail(subject, f"{problem}; snapshot = {config.snapshot!r} needs them")
 
 
 def _show(conn: psycopg.Connection[tuple[object, ...]], setting: str) -> str:
