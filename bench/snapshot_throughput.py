@@ -8,7 +8,8 @@ Creates a table of N rows (default 1 000 000; the 10 columns of ``source_through
 1. baseline: ``COPY (SELECT * FROM orders) TO STDOUT`` read to the end by psycopg, the data
    thrown away (what PostgreSQL can hand out of that table);
 2. cdc: ``cdc run`` with ``snapshot = "initial_only"``, timed from start until the process exits
-   on its own, which it does only once every row is acked by Kafka.
+   on its own, which it does only once every row is acked by Kafka; once with each producer
+   client (kafka-python, confluent-kafka).
 
 Prints both rates and their ratio and writes ``bench/results/<date>-snapshot.json``.
 """
@@ -53,12 +54,12 @@ def copy_baseline(dsn: str) -> float:
     return time.monotonic() - started
 
 
-def measure_cdc(dsn: str, kafka: str, db: str) -> tuple[float, float]:
+def measure_cdc(dsn: str, kafka: str, name: str, client: str) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "cdc.toml"
         config.write_text(
-            f'[kafka]\nbootstrap_servers = "{kafka}"\n'
-            f'[[connectors]]\nname = "{db}"\ndsn = "{dsn}"\nsnapshot = "initial_only"\n'
+            f'[kafka]\nbootstrap_servers = "{kafka}"\n[kafka.producer]\nclient = "{client}"\n'
+            f'[[connectors]]\nname = "{name}"\ndsn = "{dsn}"\nsnapshot = "initial_only"\n'
         )
         started = time.monotonic()
         cdc = subprocess.Popen(
@@ -103,13 +104,19 @@ def main() -> None:
             f"COPY (SELECT * FROM orders) TO STDOUT: {copy_s:.1f} s,"
             f" {args.rows / copy_s:,.0f} rows/s"
         )
-        cdc_s, peak_mb = measure_cdc(dsn, kafka, db)
-        print(
-            f"cdc initial snapshot -> Kafka: {cdc_s:.1f} s, {args.rows / cdc_s:,.0f} rows/s,"
-            f" peak RSS {peak_mb:.0f} MB"
-        )
-        ratio = copy_s / cdc_s
-        print(f"ratio to COPY: {ratio:.3f}")
+        cdc = {}
+        for n, client in enumerate(("kafka-python", "confluent-kafka")):
+            cdc_s, peak_mb = measure_cdc(dsn, kafka, f"{db}_{n}", client)
+            print(
+                f"cdc initial snapshot -> Kafka ({client}): {cdc_s:.1f} s,"
+                f" {args.rows / cdc_s:,.0f} rows/s, ratio to COPY {copy_s / cdc_s:.3f},"
+                f" peak RSS {peak_mb:.0f} MB"
+            )
+            cdc[client] = {
+                "rows_per_s": args.rows / cdc_s,
+                "ratio": copy_s / cdc_s,
+                "peak_rss_mb": peak_mb,
+            }
         result = {
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "machine": {
@@ -119,9 +126,7 @@ def main() -> None:
             },
             "rows": args.rows,
             "copy_rows_per_s": args.rows / copy_s,
-            "cdc_snapshot_rows_per_s": args.rows / cdc_s,
-            "ratio": ratio,
-            "cdc_peak_rss_mb": peak_mb,
+            "cdc": cdc,
         }
         out = ROOT / "bench" / "results" / f"{datetime.date.today()}-snapshot.json"
         out.parent.mkdir(parents=True, exist_ok=True)

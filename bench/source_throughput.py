@@ -9,7 +9,8 @@ point. Then, in this order, on the same WAL:
 1. read limit: ``pg_recvlogical`` with the connector's wal2json options drains its slot to
    /dev/null up to the workload's end;
 2. cdc: ``cdc run`` drains its slot into Kafka, timed from start until the slot's confirmed LSN
-   reaches the workload's end (so every change is acked by Kafka).
+   reaches the workload's end (so every change is acked by Kafka); once with each producer
+   client (kafka-python, confluent-kafka), each with its own slot.
 
 Prints both rates and their ratio, and writes ``bench/results/<date>-source.json``.
 """
@@ -101,19 +102,24 @@ def measure_recvlogical(dsn: str, db: str, bindir: Path, end: int) -> float:
     return time.monotonic() - started
 
 
-def measure_cdc(dsn: str, kafka: str, end: int) -> tuple[float, float]:
+CLIENTS = {"kafka-python": "bench", "confluent-kafka": "benchck"}
+"""Kafka client -> connector name (its slot is ``cdc_`` + name)."""
+
+
+def measure_cdc(dsn: str, kafka: str, end: int, client: str) -> tuple[float, float]:
     """Seconds ``cdc run`` takes until its slot confirms ``end``, and its peak RSS in MB."""
+    name = CLIENTS[client]
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "bench.toml"
         config.write_text(
-            f'[kafka]\nbootstrap_servers = "{kafka}"\n'
-            f'[[connectors]]\nname = "bench"\ndsn = "{dsn}"\nsnapshot = "never"\n'
+            f'[kafka]\nbootstrap_servers = "{kafka}"\n[kafka.producer]\nclient = "{client}"\n'
+            f'[[connectors]]\nname = "{name}"\ndsn = "{dsn}"\nsnapshot = "never"\n'
         )
         started = time.monotonic()
         cdc = subprocess.Popen([str(Path(sys.executable).parent / "cdc"), "run", "-c", str(config)])
         peak_kb = 0
         with psycopg.connect(dsn, autocommit=True) as conn:
-            while confirmed(conn, "cdc_bench") < end:
+            while confirmed(conn, f"cdc_{name}") < end:
                 status = Path(f"/proc/{cdc.pid}/status").read_text()
                 peak_kb = max(peak_kb, int(status.split("VmHWM:")[1].split()[0]))
                 time.sleep(0.1)
@@ -137,7 +143,7 @@ def main() -> None:
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(TABLE)
-            for slot in ("bench_recv", "cdc_bench"):
+            for slot in ("bench_recv", *(f"cdc_{n}" for n in CLIENTS.values())):
                 conn.execute("SELECT pg_create_logical_replication_slot(%s, 'wal2json')", (slot,))
         started = time.monotonic()
         end = workload(dsn, args.changes)
@@ -145,13 +151,18 @@ def main() -> None:
 
         recv_s = measure_recvlogical(dsn, db, bindir, end)
         print(f"pg_recvlogical: {recv_s:.1f} s, {args.changes / recv_s:,.0f} changes/s")
-        cdc_s, peak_mb = measure_cdc(dsn, kafka, end)
-        print(
-            f"cdc -> Kafka: {cdc_s:.1f} s, {args.changes / cdc_s:,.0f} changes/s,"
-            f" peak RSS {peak_mb:.0f} MB"
-        )
-        ratio = recv_s / cdc_s
-        print(f"ratio to the read limit: {ratio:.2f}")
+        cdc = {}
+        for client in CLIENTS:
+            cdc_s, peak_mb = measure_cdc(dsn, kafka, end, client)
+            print(
+                f"cdc -> Kafka ({client}): {cdc_s:.1f} s, {args.changes / cdc_s:,.0f} changes/s,"
+                f" ratio to the read limit {recv_s / cdc_s:.2f}, peak RSS {peak_mb:.0f} MB"
+            )
+            cdc[client] = {
+                "changes_per_s": args.changes / cdc_s,
+                "ratio": recv_s / cdc_s,
+                "peak_rss_mb": peak_mb,
+            }
         result = {
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "machine": {
@@ -165,9 +176,7 @@ def main() -> None:
                 "transaction_rows": 1000,
             },
             "read_limit_changes_per_s": args.changes / recv_s,
-            "cdc_changes_per_s": args.changes / cdc_s,
-            "ratio": ratio,
-            "cdc_peak_rss_mb": peak_mb,
+            "cdc": cdc,
         }
         out = ROOT / "bench" / "results" / f"{datetime.date.today()}-source.json"
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -241,6 +241,9 @@ class KafkaProducerConfig(_Spec):
     """Reading pauses while this many records wait for Kafka's ack: bounds the memory."""
     max_request_size: int = Field(default=4 * 1024 * 1024, ge=1024)
     request_timeout_ms: int = Field(default=30_000, ge=1000)
+    client: Literal["kafka-python", "confluent-kafka"] = "kafka-python"
+    """The producer library. confluent-kafka (librdkafka) spends a fraction of kafka-python's CPU
+    per record; it is an optional install (``pip install 'cdc[fast]'``)."""
 
 
 class KafkaConfig(_Spec):

@@ -29,9 +29,17 @@ from connectors.postgres.wal2json import WAL2JSON_OPTIONS, Wal2JsonDecoder
 CDC = str(Path(sys.executable).parent / "cdc")
 
 
-def write_config(path: Path, dsn: str, kafka: str, name: str = "src", **connector: Any) -> Path:
+def write_config(
+    path: Path,
+    dsn: str,
+    kafka: str,
+    name: str = "src",
+    kafka_client: str = "kafka-python",
+    **connector: Any,
+) -> Path:
     lines = [
         f'[kafka]\nbootstrap_servers = "{kafka}"\n',
+        f'[kafka.producer]\nclient = "{kafka_client}"\n',
         f'[[connectors]]\nname = "{name}"\ndsn = "{dsn}"\n',
     ]
     for key, value in {"snapshot": "never", **connector}.items():

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from tests.harness import wait_for
 from tests.scenario import Scenario
@@ -24,10 +25,13 @@ KILLS = int(os.environ.get("CDC_TEST_KILLS", "4"))
 COPY_ROWS = int(os.environ.get("CDC_TEST_COPY_ROWS", "20000"))
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
 def test_sigkill_at_random_moments_loses_nothing(
-    tmp_path: Path, database: str, kafka_bootstrap: str, unique: str
+    tmp_path: Path, database: str, kafka_bootstrap: str, unique: str, client: str
 ) -> None:
-    s = Scenario(tmp_path, database, kafka_bootstrap, f"crash{unique}", copy_rows=COPY_ROWS)
+    s = Scenario(
+        tmp_path, database, kafka_bootstrap, f"crash{unique}", copy_rows=COPY_ROWS, client=client
+    )
     rng = random.Random(unique)
     for kill in range(KILLS):
         time.sleep(rng.uniform(0.3, 2.5))

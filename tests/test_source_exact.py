@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import pq
 
 from cdc.events import UNAVAILABLE
@@ -107,12 +108,15 @@ def assert_row_matches(
             assert as_pg_text(value, column) == text, column
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
 def test_every_change_type_and_column_type_arrives_exactly(
-    tmp_path: Path, database: str, kafka_bootstrap: str, unique: str
+    tmp_path: Path, database: str, kafka_bootstrap: str, unique: str, client: str
 ) -> None:
     with psycopg.connect(database, autocommit=True) as conn:
         conn.execute(SCHEMA)
-    config = write_config(tmp_path / "cdc.toml", database, kafka_bootstrap, name=f"ex{unique}")
+    config = write_config(
+        tmp_path / "cdc.toml", database, kafka_bootstrap, name=f"ex{unique}", kafka_client=client
+    )
     cdc = CdcProcess(config, tmp_path / "cdc.log")
     slot = f"cdc_ex{unique}"
     try:

@@ -49,10 +49,13 @@ def start_kafka() -> None:
     assert up.returncode == 0, up.stderr
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
 def test_kafka_outage_loses_nothing(
-    tmp_path: Path, database: str, kafka_bootstrap: str, unique: str
+    tmp_path: Path, database: str, kafka_bootstrap: str, unique: str, client: str
 ) -> None:
-    s = Scenario(tmp_path, database, kafka_bootstrap, f"outage{unique}", pause_s=0.02)
+    s = Scenario(
+        tmp_path, database, kafka_bootstrap, f"outage{unique}", pause_s=0.02, client=client
+    )
     samples: list[tuple[int, int]] = []  # (confirmed LSN while down, WAL end when Kafka stopped)
     for outage in ("ridden out", "connector killed during it"):
         time.sleep(3)

@@ -58,7 +58,7 @@ from cdc.acks import AckTracker
 from cdc.config import ConnectorConfig
 from cdc.errors import KafkaUnavailable, describe
 from cdc.events import Change, SourceInfo, encode
-from cdc.kafka import Publisher
+from cdc.kafka import AnyPublisher
 from connectors.postgres.catalog import PostgresCatalog, selected_tables
 from connectors.postgres.replication import format_lsn
 from connectors.postgres.wal2json import TableInfo
@@ -268,7 +268,7 @@ class InitialSnapshot:
         exported: str | None,
         position: int,
         source: SourceInfo,
-        publisher: Publisher,
+        publisher: AnyPublisher,
         sql_conn: psycopg.Connection[Any],
     ) -> int:
         """Publish the snapshot; return when every record is on Kafka (or ``stop`` is set, or

@@ -31,7 +31,7 @@ from cdc.config import ConnectorConfig, KafkaConfig
 from cdc.errors import CdcError, KafkaUnavailable, SourceUnavailable, describe
 from cdc.events import Record, SourceInfo, encode, tombstone
 from cdc.globs import TableSelector, compile_globs
-from cdc.kafka import Publisher
+from cdc.kafka import AnyPublisher, open_publisher
 from connectors.postgres.catalog import PostgresCatalog, selected_tables
 from connectors.postgres.replication import (
     Keepalive,
@@ -125,7 +125,7 @@ class PostgresSource:
                 self._warn_about_tables(sql, selector, catalog)
                 decoder = Wal2JsonDecoder(catalog, self._capture(selector))
                 source = SourceInfo(c.name, sql.info.dbname, c.topic_prefix)
-                publisher = Publisher(self.kafka)
+                publisher = open_publisher(self.kafka)
                 opened.callback(publisher.close, 1.0)
                 if self._initial_snapshot_owed(sql):
                     self._initial_snapshot(stop, sql, created, selector, source, publisher)
@@ -154,7 +154,7 @@ class PostgresSource:
         repl: ReplicationConnection,
         decoder: Wal2JsonDecoder,
         source: SourceInfo,
-        publisher: Publisher,
+        publisher: AnyPublisher,
         sql: psycopg.Connection[Any],
         snapshots: IncrementalSnapshots,
     ) -> None:
@@ -254,7 +254,7 @@ class PostgresSource:
     def _stop(
         self,
         repl: ReplicationConnection,
-        publisher: Publisher,
+        publisher: AnyPublisher,
         tracker: AckTracker,
         errors: deque[Exception],
         received: int,
@@ -355,7 +355,7 @@ class PostgresSource:
         slot: CreatedSlot,
         selector: TableSelector,
         source: SourceInfo,
-        publisher: Publisher,
+        publisher: AnyPublisher,
     ) -> None:
         c = self.config
         self._mark_initial(sql, "running")
