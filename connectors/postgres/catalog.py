@@ -8,7 +8,7 @@ does not know (a column was added).
 
 from __future__ import annotations
 
-__all__ = ["PostgresCatalog", "selected_tables"]
+__all__ = ["PostgresCatalog", "key_text", "selected_tables"]
 
 import logging
 import time
@@ -85,7 +85,7 @@ class PostgresCatalog:
             sql.Identifier(schema, table),
             sql.SQL(" AND ").join(sql.SQL("{}::text = %s").format(sql.Identifier(k)) for k in key),
         )
-        cur = self._conn.execute(query, [_key_text(v) for v in key.values()])
+        cur = self._conn.execute(query, [key_text(v) for v in key.values()])
         result = cur.pgresult
         if result is None or result.ntuples == 0:
             return None  # the row is gone: a later event deletes it or moves it on
@@ -152,7 +152,10 @@ class PostgresCatalog:
         return TableInfo(tuple(columns), key, identity, has_primary_key=bool(pk))
 
 
-def _key_text(value: Any) -> str:
+def key_text(value: Any) -> str | None:
+    """A key value from a decoded row as the text its column's input function reads."""
+    if value is None:
+        return None
     if value is True or value is False:
         return "true" if value else "false"
     return str(value)

@@ -59,7 +59,7 @@ from cdc.config import ConnectorConfig
 from cdc.errors import KafkaUnavailable, describe
 from cdc.events import Change, SourceInfo, encode
 from cdc.kafka import AnyPublisher
-from connectors.postgres.catalog import PostgresCatalog, selected_tables
+from connectors.postgres.catalog import PostgresCatalog, key_text, selected_tables
 from connectors.postgres.replication import format_lsn
 from connectors.postgres.wal2json import TableInfo
 
@@ -126,11 +126,9 @@ def table_columns(conn: psycopg.Connection[Any], schema: str, table: str) -> lis
     return [Column(str(n), int(o), str(t)) for n, o, t in rows]
 
 
-_INTEGERS = frozenset({20, 21, 23, 26})  # int8, int2, int4, oid
-_FLOATS = frozenset({700, 701})
-_NUMERIC = 1700
-_BOOL = 16
-_BYTEA = 17
+# Type oid -> how wal2json prints it: "i" integer (int8, int2, int4, oid), "f" float (float4,
+# float8), "b" boolean, "x" bytea; anything else "s", a string.
+_KINDS = {20: "i", 21: "i", 23: "i", 26: "i", 700: "f", 701: "f", 16: "b", 17: "x"}
 _NOT_NUMBERS = frozenset({"NaN", "Infinity", "-Infinity"})
 _ESCAPED = re.compile(rb"\\(.)")
 _ESCAPES = {b"b": b"\b", b"f": b"\f", b"n": b"\n", b"r": b"\r", b"t": b"\t", b"v": b"\v"}
@@ -146,18 +144,8 @@ class RowReader:
 
     def __init__(self, columns: Sequence[Column]) -> None:
         self.names = [c.name for c in columns]
-        self.kinds = [
-            "i"
-            if c.oid in _INTEGERS
-            else "f"
-            if c.oid in _FLOATS
-            else "b"
-            if c.oid == _BOOL
-            else "x"
-            if c.oid == _BYTEA
-            else "s"  # numeric included: an exact decimal string, as the decoder makes it
-            for c in columns
-        ]
+        # Numeric, like every other type, stays text: exact, as the decoder keeps it.
+        self.kinds = [_KINDS.get(c.oid, "s") for c in columns]
         self.types = tuple((c.name, c.type_name) for c in columns)
 
     def row(self, line: bytes) -> dict[str, Any]:
@@ -340,14 +328,8 @@ class InitialSnapshot:
         rows: int,
         total: int | None,
     ) -> None:
-        sql_conn.execute(
-            "INSERT INTO cdc.snapshots AS s (connector, kind, table_name, state, rows_done,"
-            " rows_total) VALUES (%s, 'initial', %s, %s, %s, %s)"
-            " ON CONFLICT (connector, kind, table_name) DO UPDATE SET state = EXCLUDED.state,"
-            " rows_done = EXCLUDED.rows_done, rows_total = EXCLUDED.rows_total,"
-            " updated_at = now(),"
-            " started_at = CASE WHEN EXCLUDED.rows_done = 0 THEN now() ELSE s.started_at END",
-            (self.config.name, table, state, rows, total),
+        record_progress(
+            sql_conn, self.config.name, "initial", table, state, rows, total, restart=rows == 0
         )
 
 
@@ -635,7 +617,7 @@ class IncrementalSnapshots:
             query = sql.SQL("{} WHERE ({}) > ({})").format(
                 query, order, sql.SQL(", ").join(sql.Placeholder() * len(key))
             )
-            params = [_key_text(job.last_key.get(k)) for k in key]
+            params = [key_text(job.last_key.get(k)) for k in key]
         limit = self.config.snapshot_chunk_rows
         query = sql.SQL("{} ORDER BY {} LIMIT {}").format(query, order, sql.Literal(limit))
         rows: dict[bytes, dict[str, Any]] = {}
@@ -728,23 +710,49 @@ class IncrementalSnapshots:
             time.sleep(0.001)
 
     def _record(self, job: _Job, state: str, restart: bool = False) -> None:
-        self.conn.execute(
-            "INSERT INTO cdc.snapshots AS s (connector, kind, table_name, state, last_key,"
-            " rows_done, rows_total) VALUES (%s, 'incremental', %s, %s, %s::jsonb, %s, %s)"
-            " ON CONFLICT (connector, kind, table_name) DO UPDATE SET state = EXCLUDED.state,"
-            " last_key = EXCLUDED.last_key, rows_done = EXCLUDED.rows_done,"
-            " rows_total = EXCLUDED.rows_total, updated_at = now(),"
-            " started_at = CASE WHEN %s THEN now() ELSE s.started_at END",
-            (
-                self.config.name,
-                job.label,
-                state,
-                None if job.last_key is None else _json(job.last_key),
-                job.rows_done,
-                job.total,
-                restart,
-            ),
+        record_progress(
+            self.conn,
+            self.config.name,
+            "incremental",
+            job.label,
+            state,
+            job.rows_done,
+            job.total,
+            job.last_key,
+            restart,
         )
+
+
+def record_progress(
+    conn: psycopg.Connection[Any],
+    connector: str,
+    kind: str,
+    table: str,
+    state: str,
+    rows_done: int,
+    rows_total: int | None,
+    last_key: dict[str, Any] | None = None,
+    restart: bool = False,
+) -> None:
+    """Upsert a table's row of ``cdc.snapshots``; ``restart`` starts its clock again."""
+    conn.execute(
+        "INSERT INTO cdc.snapshots AS s (connector, kind, table_name, state, last_key,"
+        " rows_done, rows_total) VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s)"
+        " ON CONFLICT (connector, kind, table_name) DO UPDATE SET state = EXCLUDED.state,"
+        " last_key = EXCLUDED.last_key, rows_done = EXCLUDED.rows_done,"
+        " rows_total = EXCLUDED.rows_total, updated_at = now(),"
+        " started_at = CASE WHEN %s THEN now() ELSE s.started_at END",
+        (
+            connector,
+            kind,
+            table,
+            state,
+            None if last_key is None else _json(last_key),
+            rows_done,
+            rows_total,
+            restart,
+        ),
+    )
 
 
 def _loads(text: Any) -> dict[str, Any]:
@@ -757,11 +765,3 @@ def _loads(text: Any) -> dict[str, Any]:
 
 def _key_bytes(key: dict[str, Any]) -> bytes:
     return orjson.dumps(key, option=orjson.OPT_SORT_KEYS)
-
-
-def _key_text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if value is True or value is False:
-        return "true" if value else "false"
-    return str(value)

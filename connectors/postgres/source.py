@@ -114,10 +114,6 @@ class PostgresSource:
                     )
                 )
                 own_tables = self._own_tables(sql)
-                if c.snapshot in ("initial", "initial_only") and not self._slot_exists(sql):
-                    # Remembered before the slot exists: a crash between the two must not
-                    # leave a slot whose snapshot nobody knows is owed.
-                    self._mark_initial(sql, "pending")
                 created = self._ensure_slot(sql, export=c.snapshot != "never")
                 opened.callback(created.close)
                 selector = TableSelector(c.tables, c.exclude_tables)
@@ -288,12 +284,6 @@ class PostgresSource:
             return False
         return True
 
-    def _slot_exists(self, sql: psycopg.Connection[Any]) -> bool:
-        row = sql.execute(
-            "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.config.slot,)
-        ).fetchone()
-        return row is not None
-
     def _ensure_slot(self, sql: psycopg.Connection[Any], export: bool) -> CreatedSlot:
         """Make sure the slot exists. When this creates it, the result holds the replication
         connection that created it open, with its exported snapshot, until closed."""
@@ -312,6 +302,10 @@ class PostgresSource:
                     f" {sql.info.dbname}. Choose another slot name, or drop that slot."
                 )
             return CreatedSlot(None, parse_lsn(confirmed or "0/0"), None, created=False)
+        if c.snapshot in ("initial", "initial_only"):
+            # Remembered before the slot exists: a crash between the two must not leave a slot
+            # whose snapshot nobody knows is owed.
+            self._mark_initial(sql, "pending")
         repl = ReplicationConnection(c.dsn.conninfo, c.dsn.password)
         try:
             lsn, snapshot = repl.create_slot(c.slot, c.plugin, export=export)
