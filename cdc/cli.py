@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = ["cli", "main"]
 
+import gc
 import logging
 import os
 import signal
@@ -34,6 +35,8 @@ from cdc.plugins import Connector, Sink, connector_for, sink_for
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 STOP_GRACE_S = 10.0
+GC_THRESHOLD = 50_000
+"""Allocations between young-generation collections (CPython's default: 700); see _tune_gc."""
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +118,7 @@ def run(config_path: str, connectors: Sequence[str], sinks: Sequence[str]) -> No
             errors.append(e)
             stop.set()
 
+    _tune_gc()
     threads = [threading.Thread(target=work, args=(w,), daemon=True) for w in workers]
     for t in threads:
         t.start()
@@ -126,6 +130,20 @@ def run(config_path: str, connectors: Sequence[str], sinks: Sequence[str]) -> No
         for e in errors:
             _error(e if isinstance(e, CdcError) else f"unexpected {type(e).__name__}: {e}")
         sys.exit(EXIT_FAILURE)
+
+
+def _tune_gc() -> None:
+    """Keep the cyclic garbage collector off the hot path.
+
+    Every event allocates a few dozen dicts and lists, so CPython's default (a collection every
+    700 allocations, and full ones over every object alive) spent up to a third of the
+    connector's time walking objects that were never garbage: the modules loaded at start
+    (frozen here, so never walked again) and the records in flight. Events hold no reference
+    cycles; collections stay on, only rarer.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 100)
 
 
 @cli.command()

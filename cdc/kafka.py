@@ -18,7 +18,6 @@ __all__ = [
 ]
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -180,6 +179,12 @@ class Publisher:
         future.add_callback(_call_with, on_ack, args)
         future.add_errback(on_error)
 
+    @staticmethod
+    def poll(timeout_s: float = 0.0) -> None:
+        """Acks arrive on kafka-python's I/O thread: nothing to do here but wait, as asked."""
+        if timeout_s:
+            time.sleep(timeout_s)
+
     def flush(self, timeout_s: float) -> None:
         try:
             self._producer.flush(timeout=timeout_s)
@@ -228,9 +233,10 @@ def librdkafka_options(config: KafkaConfig) -> dict[str, Any]:
 class ConfluentPublisher:
     """:class:`Publisher`'s contract on confluent-kafka (librdkafka), for speed.
 
-    librdkafka delivers acks only from ``poll()``; a thread of ours polls, so ``on_ack`` and
-    ``on_error`` run on it, as they run on kafka-python's I/O thread. Idempotence with
-    ``acks=all`` as in :class:`Publisher`.
+    librdkafka delivers acks only from ``poll()``, which the caller's loop calls (:meth:`poll`),
+    so ``on_ack`` and ``on_error`` run on the caller's thread. A thread of ours polling instead
+    cost the reader more than all the rest of publishing: every ack took the GIL from it.
+    Idempotence with ``acks=all`` as in :class:`Publisher`.
     """
 
     def __init__(self, config: KafkaConfig) -> None:
@@ -267,13 +273,10 @@ class ConfluentPublisher:
         self._admin = AdminClient(options)
         self._topics_config = config.topics
         self._known: set[str] = set()
-        self._closed = threading.Event()
-        self._poller = threading.Thread(target=self._poll, name="cdc-kafka-poll", daemon=True)
-        self._poller.start()
 
-    def _poll(self) -> None:
-        while not self._closed.is_set():
-            self._producer.poll(0.05)
+    def poll(self, timeout_s: float = 0.0) -> None:
+        """Run the callbacks of the acks that arrived, waiting up to ``timeout_s`` for one."""
+        self._producer.poll(timeout_s)
 
     def ensure_topic(self, topic: str) -> None:
         if topic in self._known:
@@ -319,7 +322,7 @@ class ConfluentPublisher:
                 )
                 return
             except BufferError:
-                time.sleep(0.002)  # the local queue is full: the poller drains it
+                self._producer.poll(0.005)  # the local queue is full: take acks, freeing it
             except self._ck.KafkaException as e:
                 raise KafkaUnavailable(f"cannot send to {record.topic}: {e}") from e
 
@@ -328,8 +331,6 @@ class ConfluentPublisher:
 
     def close(self, timeout_s: float = 5.0) -> None:
         self._producer.flush(timeout_s)
-        self._closed.set()
-        self._poller.join(1.0)
 
 
 AnyPublisher = Publisher | ConfluentPublisher

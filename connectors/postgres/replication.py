@@ -17,6 +17,7 @@ __all__ = [
     "parse_lsn",
     "parse_message",
     "standby_status",
+    "xlog_start",
 ]
 
 import select
@@ -35,6 +36,11 @@ _PG_EPOCH_US = 946_684_800 * 1_000_000
 _XLOGDATA = struct.Struct(">QQq")
 _KEEPALIVE = struct.Struct(">QqB")
 _STATUS = struct.Struct(">cQQQqB")
+XLOGDATA = ord("w")
+"""First byte of an XLogData message (the stream's data; keepalives are ``k``)."""
+XLOGDATA_PAYLOAD = 1 + _XLOGDATA.size
+"""Where an XLogData message's payload starts."""
+_START = struct.Struct(">Q")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +77,13 @@ def parse_message(buf: bytes) -> XLogData | Keepalive:
         end, sent, reply = _KEEPALIVE.unpack_from(buf, 1)
         return Keepalive(end, sent, bool(reply))
     raise CdcError(f"unexpected replication message type {kind!r}")
+
+
+def xlog_start(buf: bytes) -> int:
+    """The start LSN of an XLogData message, without parsing the rest (the hot path's
+    shortcut past :func:`parse_message`: the payload is ``buf[XLOGDATA_PAYLOAD:]``)."""
+    start: int = _START.unpack_from(buf, 1)[0]
+    return start
 
 
 def standby_status(
@@ -151,15 +164,15 @@ class ReplicationConnection:
             sqlstate = res.error_field(pq.DiagnosticField.SQLSTATE) if res else None
             raise _command_error(message or self._error(), sqlstate)
 
-    def read(self, timeout_s: float, limit: int = 1000) -> list[XLogData | Keepalive]:
+    def read(self, timeout_s: float, limit: int = 1000) -> list[bytes]:
         """The messages that arrive within ``timeout_s``: all that are buffered, up to ``limit``,
-        waiting only when none is."""
+        waiting only when none is. Raw, for :func:`parse_message` (or :func:`xlog_start`)."""
         pgconn = self._pgconn
-        out: list[XLogData | Keepalive] = []
+        out: list[bytes] = []
         while len(out) < limit:
             n, data = pgconn.get_copy_data(1)
             if n > 0:
-                out.append(parse_message(bytes(data)))
+                out.append(bytes(data))
                 continue
             if n == 0:
                 if out:
@@ -170,7 +183,7 @@ class ReplicationConnection:
                 pgconn.consume_input()
                 n, data = pgconn.get_copy_data(1)
                 if n > 0:
-                    out.append(parse_message(bytes(data)))
+                    out.append(bytes(data))
                     continue
                 if n == 0:
                     return out

@@ -298,7 +298,7 @@ class InitialSnapshot:
                         progress.add(1000)
                         if stop.is_set():
                             return n
-                        _drain(tracker, errors, self.max_unacked)
+                        _drain(publisher, tracker, errors, self.max_unacked)
                         if time.monotonic() - last_note > 5:
                             last_note = time.monotonic()
                             self._record(sql_conn, label, "running", progress.done, total)
@@ -383,12 +383,15 @@ def _key(info: TableInfo, row: dict[str, Any]) -> dict[str, Any] | None:
     return {k: row.get(k) for k in info.key}
 
 
-def _drain(tracker: AckTracker, errors: deque[Exception], max_unacked: int) -> None:
+def _drain(
+    publisher: AnyPublisher, tracker: AckTracker, errors: deque[Exception], max_unacked: int
+) -> None:
     """Backpressure: wait while too many records are unacked."""
+    publisher.poll()
     tracker.confirmable()  # counts the acks that arrived
     while tracker.unacked >= max_unacked:
         _raise_on(errors)
-        time.sleep(0.005)
+        publisher.poll(0.005)
         tracker.confirmable()
 
 

@@ -34,12 +34,15 @@ from cdc.globs import TableSelector, compile_globs
 from cdc.kafka import AnyPublisher, open_publisher
 from connectors.postgres.catalog import PostgresCatalog, selected_tables
 from connectors.postgres.replication import (
+    XLOGDATA,
+    XLOGDATA_PAYLOAD,
     Keepalive,
     ReplicationConnection,
     SlotExists,
-    XLogData,
     format_lsn,
     parse_lsn,
+    parse_message,
+    xlog_start,
 )
 from connectors.postgres.snapshot import (
     OWN_SCHEMA,
@@ -176,17 +179,19 @@ class PostgresSource:
             if tracker.unacked >= max_unacked:
                 # Backpressure: let Kafka catch up before reading more, but keep the
                 # housekeeping below going so PostgreSQL keeps hearing from us.
-                messages: list[XLogData | Keepalive] = []
-                time.sleep(0.005)
+                messages: list[bytes] = []
+                publisher.poll(0.005)
             else:
                 messages = repl.read(timeout_s=0.2)
-            for msg in messages:
-                if isinstance(msg, Keepalive):
-                    server_end = max(server_end, msg.wal_end)
-                    reply_now = reply_now or msg.reply_requested
+            for buf in messages:
+                if buf[0] != XLOGDATA:
+                    msg = parse_message(buf)
+                    if isinstance(msg, Keepalive):
+                        server_end = max(server_end, msg.wal_end)
+                        reply_now = reply_now or msg.reply_requested
                     continue
-                received = max(received, msg.data_start)
-                item = decoder.decode(msg.payload)
+                received = max(received, xlog_start(buf))
+                item = decoder.decode(buf[XLOGDATA_PAYLOAD:])
                 if item is None:
                     continue
                 if isinstance(item, Begin):
@@ -199,7 +204,7 @@ class PostgresSource:
                     if txn is None:
                         raise CdcError("wal2json sent a change outside a transaction")
                     for change in item if isinstance(item, tuple) else (item,):
-                        if (change.schema, change.table) == SIGNAL_TABLE:
+                        if change.table == SIGNAL_TABLE[1] and change.schema == SIGNAL_TABLE[0]:
                             for read in snapshots.on_signal(change, txn.end):
                                 publish(encode(read, source), txn)
                                 self.published += 1
@@ -211,6 +216,7 @@ class PostgresSource:
                             publish(tombstone(record), txn)
                         self.published += 1
 
+            publisher.poll()
             if errors:
                 raise _delivery_failed(errors[0])
             position = tracker.confirmable()

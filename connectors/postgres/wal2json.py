@@ -18,9 +18,10 @@ from __future__ import annotations
 
 __all__ = ["WAL2JSON_OPTIONS", "Begin", "Catalog", "Commit", "TableInfo", "Wal2JsonDecoder"]
 
+import operator
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -41,7 +42,10 @@ WAL2JSON_OPTIONS = {
 }
 
 # wal2json prints a numeric's modifier even with include-typmod off: "numeric(12,2)".
-_BARE_NUMERIC = re.compile(rb'("type":"numeric(?:\([0-9,]+\))?","value":)(-?[0-9][0-9.eE+-]*)')
+_BARE_NUMERIC = re.compile(rb'"type":"numeric(?:\([0-9,]+\))?","value":(-?[0-9][0-9.eE+-]*)')
+_NAME = operator.itemgetter("name")
+_NAME_VALUE = operator.itemgetter("name", "value")
+_NAME_TYPE = operator.itemgetter("name", "type")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,10 @@ class TableInfo:
     column, else nothing."""
     identity: Literal["default", "full", "index", "nothing"]
     has_primary_key: bool = True
+    column_set: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "column_set", frozenset(self.columns))
 
     @property
     def whole_row_key(self) -> bool:
@@ -107,10 +115,11 @@ class Wal2JsonDecoder:
         self._index = 0
         self._per_table: dict[tuple[str, str], int] = {}
         self._whole_row_key = False
+        self._is_selected: dict[tuple[str, str], bool] = {}
 
     def decode(self, payload: bytes) -> Begin | Change | tuple[Change, ...] | Commit | None:
         if b'"numeric' in payload:
-            payload = _BARE_NUMERIC.sub(rb'\1"\2"', payload)
+            payload = _quote_numerics(payload)
         msg = orjson.loads(payload)
         action = msg["action"]
         if action == "B":
@@ -127,7 +136,10 @@ class Wal2JsonDecoder:
         if action == "M":
             return None
         schema, table = msg["schema"], msg["table"]
-        if not self._selected(schema, table):
+        selected = self._is_selected.get((schema, table))
+        if selected is None:
+            selected = self._is_selected[(schema, table)] = self._selected(schema, table)
+        if not selected:
             return None
         lsn = parse_lsn(msg["lsn"])
         self._whole_row_key = action != "T" and self._whole_row(schema, table, msg)
@@ -157,9 +169,9 @@ class Wal2JsonDecoder:
         info = self._catalog.table(schema, table, xid=self._xid)
         unavailable: tuple[str, ...] = ()
         if info is not None and (
-            len(after) < len(info.columns) or not after.keys() <= set(info.columns)
+            len(after) < len(info.columns) or not after.keys() <= info.column_set
         ):
-            if not after.keys() <= set(info.columns):
+            if not after.keys() <= info.column_set:
                 info = self._catalog.table(schema, table, refresh=True, xid=self._xid)
             if info is not None:
                 # wal2json leaves out an unchanged TOASTed value; never publish it as null.
@@ -194,7 +206,7 @@ class Wal2JsonDecoder:
         pk = msg.get("pk")
         names: tuple[str, ...] | list[str]
         if pk:
-            names = [c["name"] for c in pk]
+            names = tuple(map(_NAME, pk))
         else:
             info = self._catalog.table(schema, table, xid=self._xid)
             if info is None or not info.key:
@@ -245,12 +257,26 @@ class Wal2JsonDecoder:
         )
 
 
+def _quote_numerics(payload: bytes) -> bytes:
+    """Every bare numeric value in quotes (slicing is twice as fast as ``re.sub``'s template)."""
+    parts: list[bytes] = []
+    last = 0
+    for match in _BARE_NUMERIC.finditer(payload):
+        start, end = match.span(1)
+        parts += (payload[last:start], b'"', payload[start:end], b'"')
+        last = end
+    if not parts:
+        return payload
+    parts.append(payload[last:])
+    return b"".join(parts)
+
+
 def _row(columns: Any) -> Row:
-    return {c["name"]: c["value"] for c in columns}
+    return dict(map(_NAME_VALUE, columns))
 
 
 def _types(columns: Any) -> tuple[tuple[str, str], ...]:
-    return tuple((c["name"], c["type"]) for c in columns)
+    return tuple(map(_NAME_TYPE, columns))
 
 
 def _ts_ms(text: str) -> int:
