@@ -18,9 +18,11 @@ __all__ = [
 ]
 
 import dataclasses
+import functools
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -38,9 +40,12 @@ class BadRecord(CdcError):
     """A record no sink can apply; it goes to the dead-letter topic with this reason."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SinkEvent:
-    """One change as a sink sees it: where it sits on Kafka and what it says."""
+    """One change as a sink sees it: where it sits on Kafka and what it says.
+
+    Never changed once made (``dataclasses.replace`` makes a new one); not ``frozen`` because
+    that makes building one, for every record consumed, several times slower."""
 
     topic: str
     partition: int
@@ -54,8 +59,9 @@ class SinkEvent:
     version: Version
     unavailable: frozenset[str]
     """Columns of ``after`` whose unchanged value the source did not send: keep the stored one."""
-    types: dict[str, str]
-    """Source column types (``cdc-types`` header); may be empty for events of other producers."""
+    types: Mapping[str, str]
+    """Source column types (``cdc-types`` header); may be empty for events of other producers.
+    Shared between the events of a batch that carry the same header: read only."""
     whole_row_key: bool = False
     """The key is the whole row (``cdc-identity: full``): the table is a multiset of rows."""
 
@@ -110,8 +116,8 @@ def parse_record(
         before=before,
         after=after,
         version=version,
-        unavailable=frozenset(_json_list(found.get(UNAVAILABLE_HEADER), UNAVAILABLE_HEADER)),
-        types=_json_dict(found.get(TYPES_HEADER)),
+        unavailable=_unavailable(found.get(UNAVAILABLE_HEADER)),
+        types=_types(found.get(TYPES_HEADER)),
         whole_row_key=found.get(IDENTITY_HEADER) == b"full",
     )
 
@@ -126,28 +132,36 @@ def _version(raw: bytes | None) -> Version:
         raise BadRecord(f"bad {EVENT_ID_HEADER} header {raw[:40]!r}") from None
 
 
-def _json_list(raw: bytes | None, name: str) -> list[str]:
+_NONE: frozenset[str] = frozenset()
+_NO_TYPES: Mapping[str, str] = MappingProxyType({})
+
+
+# Headers repeat from record to record (a table has few column sets), so each distinct one is
+# parsed once; a bad one raises every time (exceptions are not cached).
+@functools.lru_cache(maxsize=1024)
+def _unavailable(raw: bytes | None) -> frozenset[str]:
     if raw is None:
-        return []
+        return _NONE
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise BadRecord(f"bad {name} header") from None
+        raise BadRecord(f"bad {UNAVAILABLE_HEADER} header") from None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise BadRecord(f"bad {name} header")
-    return value
+        raise BadRecord(f"bad {UNAVAILABLE_HEADER} header")
+    return frozenset(value)
 
 
-def _json_dict(raw: bytes | None) -> dict[str, str]:
+@functools.lru_cache(maxsize=1024)
+def _types(raw: bytes | None) -> Mapping[str, str]:
     if raw is None:
-        return {}
+        return _NO_TYPES
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise BadRecord(f"bad {TYPES_HEADER} header") from None
     if not isinstance(value, dict):
         raise BadRecord(f"bad {TYPES_HEADER} header")
-    return {str(k): str(v) for k, v in value.items()}
+    return MappingProxyType({str(k): str(v) for k, v in value.items()})
 
 
 # Batching helpers shared by the sinks.
