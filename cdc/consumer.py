@@ -100,6 +100,36 @@ def subscription_pattern(globs: Sequence[str]) -> str:
     return f"(?!.*[.]dlq$)(?:{alternatives})"
 
 
+class _TopicWatch:
+    """The topics matching a sink's globs, listed every ``TOPIC_LOOK_S`` on a thread of its own
+    with a client of its own. kafka-python's ``consumer.topics()`` is a blocking metadata
+    request: made on the consuming thread, every few seconds it held back the batches behind it
+    (p99 commit -> sink row at 1 000 changes/s: 110-166 ms with it there, 55 ms without)."""
+
+    def __init__(self, admin: KafkaAdminClient, pattern: re.Pattern[str]) -> None:
+        self.found: set[str] | None = None
+        """None until the first listing; then replaced whole (never mutated) on each look."""
+        self._admin = admin
+        self._pattern = pattern
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cdc-topics", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            try:
+                self.found = {t for t in self._admin.list_topics() if self._pattern.match(t)}
+            except KafkaError as e:  # the consumer sees the same outage and restarts the session
+                log.debug("listing topics failed: %s", describe(e))
+            self._closed.wait(TOPIC_LOOK_S)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(1.0)  # a listing in flight may take long when Kafka is away: no wait
+        if not self._thread.is_alive():
+            self._admin.close()
+
+
 class _Unseek(ConsumerRebalanceListener):  # type: ignore[misc]
     """Forget that partitions were positioned. Runs on kafka-python's thread: touches nothing
     else."""
@@ -175,35 +205,36 @@ class SinkRuntime:
                 opened.callback(self.dlq.close, timeout=5)
                 self.admin = KafkaAdminClient(**options)
                 opened.callback(self.admin.close)
+                watch = _TopicWatch(KafkaAdminClient(**options), re.compile(self.pattern))
+                opened.callback(watch.close)
             except KafkaError as e:
                 raise KafkaUnavailable(f"Kafka: {describe(e)}") from e
             self.positioned.clear()
             self.target = self._connect_target(stop)
             opened.callback(self._close_target)
             try:
-                self._consume(stop)
+                self._consume(stop, watch)
             except KafkaError as e:
                 raise KafkaUnavailable(f"Kafka: {describe(e)}") from e
 
-    def _consume(self, stop: threading.Event) -> None:
+    def _consume(self, stop: threading.Event, watch: _TopicWatch) -> None:
         assert self.consumer is not None
         log.info("%s: consuming topics matching %s", self.subject, self.pattern)
-        pattern = re.compile(self.pattern)
         topics: set[str] = set()
         next_look = 0.0
         self.last_records = time.monotonic()
         while not stop.is_set():
             if time.monotonic() >= next_look:
                 self._restart_if_stalled()
-                # The subscription is an explicit list, renewed when topics appear: kafka-python's
-                # pattern subscription was seen to leave a member without partitions after the
-                # first matching topics were created.
-                found = {t for t in self.consumer.topics() if pattern.match(t)}
-                if found != topics:
-                    topics = found
-                    log.info("%s: subscribing to %s", self.subject, ", ".join(sorted(topics)))
-                    self.consumer.subscribe(topics=sorted(topics), listener=_Unseek(self))
                 next_look = time.monotonic() + TOPIC_LOOK_S
+            # The subscription is an explicit list, renewed when topics appear: kafka-python's
+            # pattern subscription was seen to leave a member without partitions after the
+            # first matching topics were created.
+            found = watch.found
+            if found is not None and found != topics:
+                topics = found
+                log.info("%s: subscribing to %s", self.subject, ", ".join(sorted(topics)))
+                self.consumer.subscribe(topics=sorted(topics), listener=_Unseek(self))
             if not topics:
                 stop.wait(0.5)
                 continue
