@@ -4,8 +4,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+BENCH_STAMP := $(VENV)/.installed-bench-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+BENCH_SCALE ?= 1.0
 
-.PHONY: test test-full unit lint install stack-up stack-down demo clean
+.PHONY: test test-full unit lint install stack-up stack-down demo bench clean
 
 # Create .venv when missing, install the project, bring up the local stack, run every test.
 test: lint stack-up
@@ -46,6 +48,17 @@ stack-down:
 # The whole pipeline on sample data: a shop database -> Kafka -> PostgreSQL and SQLite sinks.
 demo: install stack-up
 	eval "$$(scripts/devstack env)" && $(PY) scripts/demo.py
+
+# Every benchmark in one run, Debezium beside cdc (see bench/README.md): results in
+# bench/results/, README.md's benchmark table and chart rewritten. About 40 minutes at full size;
+# `make bench BENCH_SCALE=0.05` is quick. BENCH_ARGS passes more options to bench.run.
+bench: $(BENCH_STAMP) stack-up
+	eval "$$(scripts/devstack env)" && $(PY) -m bench.run --scale $(BENCH_SCALE) $(BENCH_ARGS)
+
+# The bench extra (matplotlib) on top of what `install` puts in; redone when pyproject.toml changes.
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $@
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,366 @@
+"""The chart and README.md's benchmark table, from the newest results in bench/results.
+
+    .venv/bin/python -m bench.report [--results DIR] [--readme README.md]
+
+``bench.run`` calls it at the end of a run. For each measurement (``oltp``, ``bulk``,
+``wide``, ``latency``) the newest ``<date>-<name>.json`` is used. The chart is written to
+``<date>-bench.png`` and copied to ``latest-bench.png``, which README.md shows; the table replaces
+what is between README.md's ``<!-- bench:begin -->`` and ``<!-- bench:end -->``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKLOADS = ("oltp", "bulk", "wide")
+NAMES = (*WORKLOADS, "latency")
+TITLES = {"oltp": "OLTP", "bulk": "bulk COPY", "wide": "wide rows"}
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+CHART = "latest-bench.png"
+
+Result = dict[str, Any]
+
+
+def latest(results: Path) -> dict[str, tuple[str, Result]]:
+    """name -> (date, data) of the newest results file of each measurement."""
+    found: dict[str, tuple[str, Result]] = {}
+    for name in NAMES:
+        files = sorted(results.glob(f"[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]-{name}.json"))
+        if files:
+            found[name] = (files[-1].name[:10], json.loads(files[-1].read_text()))
+    return found
+
+
+# -- numbers ----------------------------------------------------------------------------------
+
+
+def num(x: float | None) -> str:
+    """12 345 (a space between thousands, as the README writes them)."""
+    return "—" if x is None else f"{x:,.0f}".replace(",", " ")
+
+
+def ratio(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return f"{x:.3f}" if x < 0.1 else f"{x:.2f}"
+
+
+def rate_cell(run: Result | None, rate_key: str, ratio_key: str) -> str:
+    """``6 776 (0.13), 73 MB``."""
+    if not run:
+        return "—"
+    rss = f", {run['peak_rss_mb']:.0f} MB" if "peak_rss_mb" in run else ""
+    return f"{num(run[rate_key])} ({ratio(run[ratio_key])}){rss}"
+
+
+def ms(s: Result | None) -> str:
+    if not s:
+        return "—"
+    return " / ".join(f"{s[k]:.0f}" for k in ("p50_ms", "p99_ms", "max_ms"))
+
+
+# -- the table --------------------------------------------------------------------------------
+
+
+def source_table(found: dict[str, tuple[str, Result]]) -> list[str]:
+    lines = [
+        "Source → Kafka: changes/s from the first record on Kafka until the slot confirms the"
+        " workload's end (every change acked, `acks=all`); in brackets the ratio to the read"
+        " limit (`pg_recvlogical`, same wal2json options, same WAL, to /dev/null); peak RSS.",
+        "",
+        "| workload | changes | read limit | cdc, kafka-python | cdc, confluent-kafka"
+        " | Debezium (pgoutput) | cdc (confluent-kafka) / Debezium |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in WORKLOADS:
+        if name not in found:
+            continue
+        r = found[name][1]
+        ck, dbz = r.get("cdc_ck"), r.get("debezium")
+        versus = ratio(ck["changes_per_s"] / dbz["changes_per_s"]) if ck and dbz else "—"
+        lines.append(
+            f"| {TITLES[name]} | {num(r['workload']['changes'])}"
+            f" | {num(r['read_limit']['changes_per_s'])}"
+            f" | {rate_cell(r.get('cdc_kp'), 'changes_per_s', 'ratio_to_read_limit')}"
+            f" | {rate_cell(ck, 'changes_per_s', 'ratio_to_read_limit')}"
+            f" | {rate_cell(dbz, 'changes_per_s', 'ratio_to_read_limit')} | {versus} |"
+        )
+    return lines
+
+
+def sink_table(found: dict[str, tuple[str, Result]]) -> list[str]:
+    lines = [
+        "Sinks: changes/s applied from a backlog on Kafka (the workload's events as cdc"
+        " published them), from the sink's first commit to its last; in brackets the ratio to a"
+        " `COPY` of the table's rows into the same PostgreSQL; peak RSS.",
+        "",
+        "| backlog | changes (records) | `COPY` of the rows, rows/s | PostgreSQL sink"
+        " | SQLite sink |",
+        "|---|---|---|---|---|",
+    ]
+    for name in WORKLOADS:
+        if name not in found or "sinks" not in found[name][1]:
+            continue
+        r = found[name][1]
+        s = r["sinks"]
+        lines.append(
+            f"| {TITLES[name]} | {num(r['workload']['changes'])} ({num(s['records'])})"
+            f" | {num(s['copy']['rows_per_s'])} ({num(s['copy']['rows'])} rows)"
+            f" | {rate_cell(s['postgres'], 'changes_per_s', 'ratio_to_copy')}"
+            f" | {rate_cell(s['sqlite'], 'changes_per_s', 'ratio_to_copy')} |"
+        )
+    snap = found.get("bulk", ("", {}))[1].get("snapshot")
+    if snap:
+        lines += [
+            "",
+            'Initial snapshot of the bulk table → Kafka (`snapshot = "initial_only"`, start to'
+            " exit); in brackets the ratio to `COPY (SELECT * FROM orders) TO STDOUT`.",
+            "",
+            "| rows | `COPY ... TO STDOUT`, rows/s | cdc, kafka-python | cdc, confluent-kafka |",
+            "|---|---|---|---|",
+            f"| {num(snap['rows'])} | {num(snap['copy_out_rows_per_s'])}"
+            f" | {rate_cell(snap.get('cdc_kp'), 'rows_per_s', 'ratio_to_copy_out')}"
+            f" | {rate_cell(snap.get('cdc_ck'), 'rows_per_s', 'ratio_to_copy_out')} |",
+        ]
+    return lines
+
+
+def latency_table(found: dict[str, tuple[str, Result]]) -> list[str]:
+    if "latency" not in found:
+        return []
+    r = found["latency"][1]
+    polls = {
+        runs["debezium"]["settings"].get("poll.interval.ms", "500")
+        for runs in r["loads"].values()
+        if "debezium" in runs
+    }
+    debezium = (
+        f" Debezium (`poll.interval.ms` {', '.join(sorted(polls))}, its default being 500) runs"
+        " alone, in a window of its own."
+        if polls
+        else ""
+    )
+    lines = [
+        f"Latency at a fixed offered load held for {r['window_s']:.0f} s (small transactions of"
+        " the OLTP mix), ms p50 / p99 / max, from the source commit (`source.ts_ms`) to the"
+        " record on Kafka (its LogAppendTime) and to the row visible in the PostgreSQL sink"
+        f" (its `cdc.offsets`, committed with the rows). cdc with confluent-kafka.{debezium}",
+        "",
+        "| offered load | run | achieved load | commit → Kafka | commit → sink row | peak RSS |",
+        "|---|---|---|---|---|---|",
+    ]
+    for rate, runs in r["loads"].items():
+        cdc, dbz = runs["cdc"], runs.get("debezium")
+        rss = cdc["peak_rss_mb"]
+        lines.append(
+            f"| {num(float(rate))}/s | cdc | {achieved(cdc)} | {ms(cdc['commit_to_kafka'])}"
+            f" | {ms(cdc['commit_to_sink'])}"
+            f" | connector {rss['connector']:.0f} MB, sink {rss['sink']:.0f} MB |"
+        )
+        if dbz:
+            ours, theirs = cdc["commit_to_kafka"], dbz["commit_to_kafka"]
+            versus = " / ".join(
+                ratio(ours[k] / theirs[k]) if theirs[k] else "—"
+                for k in ("p50_ms", "p99_ms", "max_ms")
+            )
+            lines += [
+                f"| | Debezium | {achieved(dbz)} | {ms(theirs)}"
+                f" | — | {dbz['peak_rss_mb']:.0f} MB |",
+                f"| | cdc / Debezium | | {versus} | | |",
+            ]
+    return lines
+
+
+def achieved(run: Result) -> str:
+    load = run["load"]
+    held = "" if load["held"] else " (not held)"
+    return f"{num(load['achieved_changes_per_s'])}/s{held}"
+
+
+def java(version: str | None) -> str:
+    """``openjdk version "17.0.15" 2025-04-15`` -> ``Java 17.0.15``."""
+    parts = (version or "").split('"')
+    return f"Java {parts[1]}" if len(parts) > 2 else f"Java {version}"
+
+
+def machine_line(found: dict[str, tuple[str, Result]]) -> str:
+    dates = sorted({date for date, _ in found.values()})
+    data = found[max(found, key=lambda n: found[n][0])][1]
+    m = data["machine"]
+    scales = sorted({d.get("scale", 1.0) for _, d in found.values()})
+    scale = "" if scales == [1.0] else f", at `BENCH_SCALE={'/'.join(map(str, scales))}`"
+    return (
+        f"Measured {' and '.join(dates)} by `make bench`{scale}, on {m['cpus']} CPUs"
+        f" ({m['cpu_model']}), {m['ram_gib']} GiB RAM, PostgreSQL {m['postgresql']},"
+        f" Kafka {m['kafka']}, Python {m['python']}, {java(m['java'])}; PostgreSQL, Kafka and the"
+        f" programs measured share the machine. Results in `bench/results/`, how they are made in"
+        f" [bench/README.md](bench/README.md)."
+    )
+
+
+def table(found: dict[str, tuple[str, Result]]) -> str:
+    parts = [source_table(found), sink_table(found), latency_table(found)]
+    lines: list[str] = []
+    for part in parts:
+        if len(part) > 4:  # a header and no row: leave it out
+            lines += [*part, ""]
+    lines += [f"![Throughput and latency](bench/results/{CHART})", "", machine_line(found)]
+    # Prose wrapped as the rest of README.md is; table rows and the image left whole.
+    return "\n".join(
+        line
+        if line.startswith(("|", "!"))
+        else textwrap.fill(line, 100, break_long_words=False, break_on_hyphens=False)
+        for line in lines
+    )
+
+
+def update_readme(readme: Path, block: str) -> None:
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{readme}: no {BEGIN} ... {END} markers to write the table between")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}")
+
+
+# -- the chart --------------------------------------------------------------------------------
+
+
+def bars(
+    ax: Any, groups: Sequence[str], series: dict[str, Sequence[float | None]], ylabel: str
+) -> None:
+    """Grouped bars on a log scale, each labelled with its value; series without any value are
+    left out, and a chart without any says so."""
+    series = {label: values for label, values in series.items() if any(values)}
+    if not series:
+        ax.text(0.5, 0.5, "not measured in the newest results", ha="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return
+    width = 0.8 / len(series)
+    for i, (label, values) in enumerate(series.items()):
+        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
+        heights = [v or 0.0 for v in values]
+        drawn = ax.bar(xs, heights, width, label=label)
+        ax.bar_label(drawn, labels=[num(v) if v else "" for v in values], fontsize=7, rotation=90)
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.margins(y=0.3)
+    ax.legend(fontsize=8)
+
+
+def chart(found: dict[str, tuple[str, Result]], out: Path) -> None:
+    fig = Figure(figsize=(13, 9), layout="constrained")
+    (source, sinks), (lat1, lat2) = fig.subplots(2, 2)
+    names = [n for n in WORKLOADS if n in found]
+    runs = [found[n][1] for n in names]
+
+    def get(r: Result, *path: str) -> float | None:
+        node: Any = r
+        for key in path:
+            if not isinstance(node, dict) or key not in node:
+                return None
+            node = node[key]
+        return float(node)
+
+    groups = [TITLES[n] for n in names]
+    bars(
+        source,
+        groups,
+        {
+            "read limit (pg_recvlogical)": [get(r, "read_limit", "changes_per_s") for r in runs],
+            "cdc, kafka-python": [get(r, "cdc_kp", "changes_per_s") for r in runs],
+            "cdc, confluent-kafka": [get(r, "cdc_ck", "changes_per_s") for r in runs],
+            "Debezium": [get(r, "debezium", "changes_per_s") for r in runs],
+        },
+        "changes/s",
+    )
+    source.set_title("Source → Kafka (until the slot confirms the end)")
+    bars(
+        sinks,
+        groups,
+        {
+            "COPY of the rows": [get(r, "sinks", "copy", "rows_per_s") for r in runs],
+            "PostgreSQL sink": [get(r, "sinks", "postgres", "changes_per_s") for r in runs],
+            "SQLite sink": [get(r, "sinks", "sqlite", "changes_per_s") for r in runs],
+        },
+        "changes/s (COPY: rows/s)",
+    )
+    sinks.set_title("Sink apply from a backlog on Kafka")
+    loads = found.get("latency", ("", {"loads": {}}))[1]["loads"]
+    for ax, rate in zip((lat1, lat2), ("1000", "5000"), strict=True):
+        runs_at = loads.get(rate, {})
+        stats = ("p50_ms", "p99_ms", "max_ms")
+        cdc, dbz = runs_at.get("cdc", {}), runs_at.get("debezium", {})
+        bars(
+            ax,
+            ["p50", "p99", "max"],
+            {
+                "cdc: commit → Kafka": [get(cdc, "commit_to_kafka", s) for s in stats],
+                "cdc: commit → sink row": [get(cdc, "commit_to_sink", s) for s in stats],
+                "Debezium: commit → Kafka": [get(dbz, "commit_to_kafka", s) for s in stats],
+            },
+            "ms",
+        )
+        held = ", ".join(
+            f"{who} {achieved(run)}" for who, run in (("cdc", cdc), ("Debezium", dbz)) if run
+        )
+        ax.set_title(
+            f"Latency at {num(float(rate))} changes/s offered"
+            + (f"\n(achieved: {held})" if held else "")
+        )
+    fig.suptitle(chart_title(found))
+    fig.savefig(out, dpi=100)
+
+
+def chart_title(found: dict[str, tuple[str, Result]]) -> str:
+    dates = sorted({date for date, _ in found.values()})
+    m = found[max(found, key=lambda n: found[n][0])][1]["machine"]
+    scales = sorted({d.get("scale", 1.0) for _, d in found.values()})
+    scale = "" if scales == [1.0] else f", BENCH_SCALE={'/'.join(map(str, scales))}"
+    return (
+        f"make bench, {' and '.join(dates)}{scale}: {m['cpus']} CPUs ({m['cpu_model']}),"
+        f" PostgreSQL {str(m['postgresql']).split()[0]}, Kafka {m['kafka']}, Python"
+        f" {m['python']}, {java(m['java'])}"
+    )
+
+
+def report(results: Path, readme: Path | None) -> list[str]:
+    """Draw the chart and rewrite README's table from the newest results; what was written."""
+    found = latest(results)
+    if not found:
+        return [f"no results in {results}"]
+    date = max(d for d, _ in found.values())
+    out = results / f"{date}-bench.png"
+    chart(found, out)
+    shutil.copyfile(out, results / CHART)
+    written = [f"wrote {out} and {results / CHART}"]
+    if readme is not None:
+        update_readme(readme, table(found))
+        written.append(f"rewrote the benchmark table in {readme}")
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--no-readme", action="store_true", help="only the chart; print the table")
+    args = parser.parse_args()
+    for line in report(args.results, None if args.no_readme else args.readme):
+        print(line)
+    if args.no_readme:
+        print(table(latest(args.results)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,745 @@
+"""``make bench``: every benchmark in one run, on the devstack, with Debezium side by side.
+
+    eval "$(scripts/devstack env)"
+    .venv/bin/python -m bench.run [--scale 0.05] [--only oltp,bulk,wide,latency] [--no-debezium]
+
+**Throughput**, for each workload of ``workloads.py`` (OLTP, bulk, wide), in a scratch database
+of its own: the slots of every reader are created first, at the same WAL position, then the
+workload is written, then each reader drains that same WAL alone, in turn:
+
+1. read limit: ``pg_recvlogical`` with the connector's wal2json options, into /dev/null;
+2. cdc -> Kafka with kafka-python, then with confluent-kafka (each its own slot and topic):
+   changes/s from the first record on Kafka until the slot confirms the workload's end (every
+   change acked by Kafka), and peak RSS;
+3. Debezium (pgoutput, embedded engine, acks=all) -> Kafka, timed the same way.
+
+Then the sinks: the PostgreSQL and SQLite sinks drain the workload's own events (the topic of the
+confluent-kafka run), next to a ``COPY`` of the source table's rows into the same PostgreSQL;
+and, for the bulk table, cdc's initial snapshot of it next to ``COPY ... TO STDOUT``.
+
+**Latency**, at offered loads of 1 000 and 5 000 changes/s held for 60 s, into a fresh table:
+cdc (connector with confluent-kafka, and the PostgreSQL sink, in two processes), then Debezium,
+in separate windows so that neither takes CPU from the other. Commit times are the events' own
+``source.ts_ms``; "on Kafka" is the broker's LogAppendTime of the record; "in the sink" is when a
+poll of the sink's ``cdc.offsets`` (committed with the rows) first shows the record applied.
+
+Sizes scale with ``--scale`` (``BENCH_SCALE``; 1.0 is the sizes above). Results go to
+``bench/results/<date>-<oltp|bulk|wide|latency>.json``; then ``report.py`` draws the chart and
+rewrites README.md's benchmark table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import math
+import os
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+from kafka.errors import KafkaError
+from psycopg import sql
+
+from bench import report
+from bench.common import (
+    RESULTS,
+    ROOT,
+    CdcProcess,
+    Kafka,
+    Stack,
+    cdc_config,
+    confirmed_lsn,
+    create_pgoutput_slot,
+    create_wal2json_slot,
+    machine,
+    peak_rss_mb,
+    recvlogical,
+    scratch_database,
+    wait_until,
+    write_result,
+)
+from bench.debezium_engine import DebeziumEngine, build
+from bench.workloads import DOCS_DDL, OLTP_PROCEDURE, ORDERS_DDL, Written, bulk, oltp, wide
+from cdc.config import parse_config
+from connectors.postgres.source import wal2json_table_options
+from connectors.postgres.wal2json import WAL2JSON_OPTIONS
+
+CLIENTS = {"kafka-python": "kp", "confluent-kafka": "ck"}
+"""Producer client -> the short name in its slot, topic and connector names."""
+LATENCY_CLIENT = "confluent-kafka"
+LOADS = (1000, 5000)
+"""Offered loads of the latency runs, changes/s."""
+WARM_UP_S = 5
+"""Seconds of the offered load written and delivered before each latency window, so that the
+window measures neither start-up nor a JIT compiler's first seconds."""
+DEBEZIUM_POLL_MS = 5
+"""Debezium's ``poll.interval.ms`` in the latency runs (its default, 500, holds a batch that
+long unless 2 048 records fill it first): cdc's producer lingers 5 ms (``linger_ms``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    name: str
+    table: str
+    ddl: tuple[str, ...]
+    write: Callable[[str, float], Written]
+    """(dsn, scale) -> what was written."""
+    description: str
+
+
+def sized(n: int, scale: float) -> int:
+    return max(1, round(n * scale))
+
+
+WORKLOADS = {
+    w.name: w
+    for w in (
+        Workload(
+            "oltp",
+            "orders",
+            (ORDERS_DDL, OLTP_PROCEDURE),
+            lambda dsn, s: oltp(dsn, sized(1_000_000, s)),
+            "row changes in transactions of 1-10 rows, 60/30/10 % insert/update/delete,"
+            " a 10-column table",
+        ),
+        Workload(
+            "bulk",
+            "orders",
+            (ORDERS_DDL,),
+            lambda dsn, s: bulk(dsn, sized(1_000_000, s)),
+            "one COPY into a 10-column table",
+        ),
+        Workload(
+            "wide",
+            "docs",
+            (DOCS_DDL,),
+            lambda dsn, s: wide(dsn, sized(30_000, s), sized(10_000, s)),
+            "rows of 8-16 kB incompressible text (TOASTed), 100 a transaction, then updates"
+            " leaving it unchanged",
+        ),
+    )
+}
+
+
+@dataclass
+class Bench:
+    """One run: the services, its size, and the names it gives what it creates."""
+
+    stack: Stack
+    kafka: Kafka
+    scale: float
+    latency_s: float
+    debezium: bool
+    workdir: Path
+    id: str = field(default_factory=lambda: f"bench{int(time.time())}")
+
+    def name(self, *parts: str) -> str:
+        """Database, slot and publication names: ``bench<time>_<parts>``."""
+        return "_".join((self.id, *parts))
+
+    def prefix(self, *parts: str) -> str:
+        """Topic prefixes and consumer groups: ``bench<time>-<parts>``."""
+        return "-".join((self.id, *parts))
+
+    def timeout(self, changes: int) -> float:
+        """Generous: no reader measured here is slower than 200 changes/s."""
+        return 120 + changes / 200
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+# -- throughput -------------------------------------------------------------------------------
+
+
+def run_workload(b: Bench, w: Workload) -> dict[str, Any]:
+    """Write ``w`` once; drain its WAL with each reader in turn; then the sinks."""
+    with scratch_database(b.stack, b.name(w.name)) as dsn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for ddl in w.ddl:
+                conn.execute(ddl)
+            # Every slot before the first change: all readers decode the same WAL.
+            create_wal2json_slot(conn, b.name(w.name, "recv"))
+            for short in CLIENTS.values():
+                create_wal2json_slot(conn, b.name(w.name, short))
+            if b.debezium:
+                dbz = b.name(w.name, "dbz")
+                create_pgoutput_slot(conn, dbz, dbz, [w.table])
+        readers = [*CLIENTS.values(), *(["dbz"] if b.debezium else [])]
+        b.kafka.create_topics([f"{b.prefix(w.name, r)}.public.{w.table}" for r in readers])
+
+        written = w.write(dsn, b.scale)
+        say(
+            f"{w.name}: {written.changes:,} changes written in {written.seconds:.1f} s"
+            f" ({written.changes / written.seconds:,.0f}/s)"
+        )
+        result: dict[str, Any] = {
+            "workload": {"name": w.name, "description": w.description, **written.detail},
+            "write_seconds": written.seconds,
+        }
+        configs = {client: connector_config(b, w, dsn, client) for client in CLIENTS}
+        options = {
+            **WAL2JSON_OPTIONS,
+            **wal2json_table_options(parse_config(configs["kafka-python"]).connectors[0]),
+        }
+        recv_s = recvlogical(b.stack, dsn, b.name(w.name, "recv"), written.end_lsn, options)
+        result["read_limit"] = {
+            "seconds": recv_s,
+            "changes_per_s": written.changes / recv_s,
+            "wal2json_options": options,
+        }
+        say(f"{w.name}: read limit (pg_recvlogical) {written.changes / recv_s:,.0f} changes/s")
+
+        for client, short in CLIENTS.items():
+            topic = f"{b.prefix(w.name, short)}.public.{w.table}"
+            with CdcProcess(f"{w.name}-{short}", configs[client], b.workdir) as cdc:
+                done, rss = wait_confirmed(b, dsn, b.name(w.name, short), written, [cdc])
+                run = source_result(b, topic, cdc.started, done, rss, written, recv_s)
+            result[f"cdc_{short}"] = {"client": client, **run}
+            say(f"{w.name}: cdc -> Kafka ({client}) {summary(run)}")
+            check_records(run, written.cdc_records)
+
+        if b.debezium:
+            topic = f"{b.prefix(w.name, 'dbz')}.public.{w.table}"
+            dbz = b.name(w.name, "dbz")
+            engine = DebeziumEngine(
+                dsn, b.stack.kafka, dbz, dbz, b.prefix(w.name, "dbz"), [f"public.{w.table}"],
+                b.workdir / f"{w.name}-dbz",
+            )  # fmt: skip
+            launched = time.time()
+            with engine:
+                done, rss = wait_confirmed(b, dsn, dbz, written, [engine.pid])
+                run = source_result(b, topic, launched, done, rss, written, recv_s)
+            result["debezium"] = run
+            say(f"{w.name}: Debezium -> Kafka {summary(run)}")
+            check_records(run, written.changes)
+
+        topic = f"{b.prefix(w.name, CLIENTS[LATENCY_CLIENT])}.public.{w.table}"
+        result["sinks"] = run_sinks(b, w, dsn, topic, written)
+        if w.name == "bulk":
+            result["snapshot"] = run_snapshots(b, w, dsn)
+    b.kafka.delete_topics(b.prefix(w.name, ""))  # a run's topics add up to gigabytes
+    return result
+
+
+def connector_config(b: Bench, w: Workload, dsn: str, client: str) -> str:
+    short = CLIENTS[client]
+    return cdc_config(
+        b.stack.kafka,
+        client=client,
+        connectors=[
+            {
+                "name": f"{w.name}-{short}",
+                "dsn": dsn,
+                "slot": b.name(w.name, short),
+                "tables": [f"public.{w.table}"],
+                "topic_prefix": b.prefix(w.name, short),
+                "snapshot": "never",
+            }
+        ],
+    )
+
+
+def wait_confirmed(
+    b: Bench, dsn: str, slot: str, written: Written, watch: Sequence[CdcProcess | int]
+) -> tuple[float, float]:
+    """When the slot confirmed the workload's end; the reader's peak RSS (MiB) by then."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        done = wait_until(
+            lambda: confirmed_lsn(conn, slot) >= written.end_lsn,
+            b.timeout(written.changes),
+            f"confirmation of the workload's end by slot {slot}",
+            watch,
+        )
+    pid = watch[0].pid if isinstance(watch[0], CdcProcess) else watch[0]
+    return done, peak_rss_mb(pid)
+
+
+def source_result(
+    b: Bench, topic: str, launched: float, done: float, rss: float, written: Written, recv: float
+) -> dict[str, Any]:
+    """Timed from the first record on Kafka, so that start-up (a JVM's, a Python's) is not."""
+    end = b.kafka.end_offset(topic)
+    first = b.kafka.timestamp_s(topic, 0)
+    seconds = done - first
+    return {
+        "seconds": seconds,
+        "changes_per_s": written.changes / seconds,
+        "ratio_to_read_limit": recv / seconds,
+        "peak_rss_mb": rss,
+        "startup_s": first - launched,
+        "first_to_last_record_s": b.kafka.timestamp_s(topic, end - 1) - first,
+        "records": end,
+    }
+
+
+def summary(run: dict[str, Any]) -> str:
+    return (
+        f"{run['changes_per_s']:,.0f} changes/s ({run['ratio_to_read_limit']:.2f} of the read"
+        f" limit), peak RSS {run['peak_rss_mb']:.0f} MB, start-up {run['startup_s']:.1f} s"
+    )
+
+
+def check_records(run: dict[str, Any], expected: int) -> None:
+    run["expected_records"] = expected
+    if run["records"] != expected:
+        say(f"  warning: {run['records']:,} records on Kafka, {expected:,} expected")
+
+
+# -- sinks ------------------------------------------------------------------------------------
+
+
+def pg_stored(conn: psycopg.Connection[Any], group: str, topic: str) -> int:
+    """The PostgreSQL sink's next offset for ``topic`` (0 before its first commit)."""
+    try:
+        row = conn.execute(
+            "SELECT next_offset FROM cdc.offsets WHERE group_id = %s AND topic = %s",
+            (group, topic),
+        ).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return 0
+    return int(row[0]) if row else 0
+
+
+def sqlite_stored(path: Path, group: str, topic: str) -> int:
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.OperationalError:
+        return 0
+    try:
+        row = db.execute(
+            "SELECT next_offset FROM _cdc_offsets WHERE group_id = ? AND topic = ?", (group, topic)
+        ).fetchone()
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        db.close()
+    return int(row[0]) if row else 0
+
+
+def run_sinks(b: Bench, w: Workload, dsn: str, topic: str, written: Written) -> dict[str, Any]:
+    """Both sinks drain ``topic`` (the backlog cdc published); a COPY of the rows beside them."""
+    end = b.kafka.end_offset(topic)
+    with scratch_database(b.stack, b.name(w.name, "sink")) as target:
+        copy = copy_baseline(w, dsn, target)
+        say(f"{w.name}: COPY of the table's {copy['rows']:,} rows {copy['rows_per_s']:,.0f} rows/s")
+        result: dict[str, Any] = {"backlog_topic": topic, "records": end, "copy": copy}
+        pg_group, lite_group = b.prefix(w.name, "pg"), b.prefix(w.name, "lite")
+        lite_path = b.workdir / f"{w.name}.db"
+        with psycopg.connect(target, autocommit=True) as conn:
+            sinks: dict[str, tuple[dict[str, object], Callable[[], int]]] = {
+                "postgres": (
+                    {"type": "postgres", "dsn": target, "group_id": pg_group},
+                    lambda: pg_stored(conn, pg_group, topic),
+                ),
+                "sqlite": (
+                    {"type": "sqlite", "path": str(lite_path), "group_id": lite_group},
+                    lambda: sqlite_stored(lite_path, lite_group, topic),
+                ),
+            }
+            for kind, (options, stored) in sinks.items():
+                config = cdc_config(
+                    b.stack.kafka, sinks=[{"name": kind, "topics": [topic], **options}]
+                )
+                with CdcProcess(f"{w.name}-sink-{kind}", config, b.workdir) as sink:
+                    run = drain_sink(b, sink, stored, end, written.changes)
+                run["ratio_to_copy"] = run["changes_per_s"] / copy["rows_per_s"]
+                result[kind] = run
+                say(
+                    f"{w.name}: {kind} sink {run['changes_per_s']:,.0f} changes/s"
+                    f" ({run['ratio_to_copy']:.3f} of COPY), peak RSS {run['peak_rss_mb']:.0f} MB"
+                )
+        b.kafka.delete_groups([pg_group, lite_group])
+    return result
+
+
+def copy_baseline(w: Workload, source: str, target: str) -> dict[str, Any]:
+    """``COPY ... FROM STDIN`` of the source table's rows into a fresh table of the target
+    database (the rows read beforehand, so only the load is timed)."""
+    table = sql.Identifier(w.table)
+    with psycopg.connect(source) as conn:
+        with conn.cursor().copy(sql.SQL("COPY {} TO STDOUT").format(table)) as out:
+            chunks = [bytes(chunk) for chunk in out]
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
+    with psycopg.connect(target) as conn:
+        conn.execute("CREATE SCHEMA baseline")
+        conn.execute("SET search_path = baseline")
+        conn.execute(w.ddl[0])
+        conn.commit()
+        started = time.monotonic()
+        with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(table)) as into:
+            for chunk in chunks:
+                into.write(chunk)
+        conn.commit()
+        seconds = time.monotonic() - started
+    rows = int(row[0]) if row else 0
+    return {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds}
+
+
+def drain_sink(
+    b: Bench, sink: CdcProcess, stored: Callable[[], int], end: int, changes: int
+) -> dict[str, Any]:
+    """Timed from the sink's first commit (after its start-up and group join) to the last."""
+    timeout = b.timeout(changes)
+    first = wait_until(lambda: stored() > 0, timeout, "a first commit by the sink", [sink], 0.01)
+    first_offset = stored()
+    done = wait_until(lambda: stored() >= end, timeout, "the sink at the end", [sink], 0.05)
+    rss = sink.peak_rss_mb()
+    if first_offset >= end:  # one batch took it all: time it from the launch instead
+        first, first_offset = sink.started, 0
+    seconds = done - first
+    return {
+        "seconds": seconds,
+        "changes_per_s": changes * (end - first_offset) / end / seconds,
+        "timed_records": end - first_offset,
+        "peak_rss_mb": rss,
+        "startup_s": first - sink.started,
+    }
+
+
+def run_snapshots(b: Bench, w: Workload, dsn: str) -> dict[str, Any]:
+    """cdc's initial snapshot of the table (``initial_only``, until the process exits, which
+    it does once every row is acked), next to ``COPY (SELECT * FROM t) TO STDOUT``."""
+    table = sql.Identifier(w.table)
+    with psycopg.connect(dsn) as conn:
+        rows_row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
+        started = time.monotonic()
+        with conn.cursor().copy(sql.SQL("COPY (SELECT * FROM {}) TO STDOUT").format(table)) as out:
+            for _ in out:
+                pass
+        copy_s = time.monotonic() - started
+    rows = int(rows_row[0]) if rows_row else 0
+    result: dict[str, Any] = {"rows": rows, "copy_out_rows_per_s": rows / copy_s}
+    say(f"{w.name}: COPY TO STDOUT {rows / copy_s:,.0f} rows/s")
+    for client, short in CLIENTS.items():
+        config = cdc_config(
+            b.stack.kafka,
+            client=client,
+            connectors=[
+                {
+                    "name": f"{w.name}-snap-{short}",
+                    "dsn": dsn,
+                    "slot": b.name(w.name, "snap", short),
+                    "tables": [f"public.{w.table}"],
+                    "topic_prefix": b.prefix(w.name, "snap", short),
+                    "snapshot": "initial_only",
+                }
+            ],
+        )
+        with CdcProcess(f"{w.name}-snap-{short}", config, b.workdir) as cdc:
+            rss = cdc.wait_exit(b.timeout(rows))
+            seconds = time.time() - cdc.started
+        run = {
+            "client": client,
+            "rows_per_s": rows / seconds,
+            "ratio_to_copy_out": copy_s / seconds,
+            "peak_rss_mb": rss,
+        }
+        result[f"cdc_{short}"] = run
+        say(
+            f"{w.name}: initial snapshot -> Kafka ({client}) {run['rows_per_s']:,.0f} rows/s,"
+            f" peak RSS {rss:.0f} MB"
+        )
+    return result
+
+
+# -- latency ----------------------------------------------------------------------------------
+
+
+class OffsetPoller:
+    """Samples the PostgreSQL sink's stored offset every few ms, from its own thread.
+
+    The offset commits in the same transaction as the rows, so the first sample showing
+    ``next_offset > o`` is when the row of record ``o`` became visible; a sample's time is taken
+    before its query, so it is an upper bound, at most one poll late."""
+
+    def __init__(self, dsn: str, group: str, topic: str, every_s: float = 0.005) -> None:
+        self.times: list[float] = []
+        self.offsets: list[int] = []
+        self._args = (dsn, group, topic, every_s)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        dsn, group, topic, every_s = self._args
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while not self._stop.is_set():
+                now = time.time()
+                offset = pg_stored(conn, group, topic)
+                if not self.offsets or offset > self.offsets[-1]:
+                    self.times.append(now)
+                    self.offsets.append(offset)
+                time.sleep(every_s)
+
+    def __enter__(self) -> OffsetPoller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def seen(self) -> int:
+        """The highest stored offset sampled so far."""
+        return self.offsets[-1] if self.offsets else 0
+
+    def visible_at(self, offset: int) -> float:
+        """When record ``offset`` was first seen applied."""
+        return self.times[bisect.bisect_right(self.offsets, offset)]
+
+
+def stats(values_ms: Sequence[float]) -> dict[str, float]:
+    """p50, p99 (nearest rank), max and mean, in ms."""
+    ranked = sorted(values_ms)
+    n = len(ranked)
+
+    def rank(q: float) -> float:
+        return ranked[max(0, math.ceil(q * n) - 1)]
+
+    return {
+        "count": n,
+        "p50_ms": rank(0.50),
+        "p99_ms": rank(0.99),
+        "max_ms": ranked[-1],
+        "mean_ms": sum(ranked) / n,
+    }
+
+
+def commit_times(records: Sequence[Any]) -> list[tuple[Any, int]]:
+    """(record, source commit time in ms) of the records that are not tombstones."""
+    return [(r, orjson.loads(r.value)["source"]["ts_ms"]) for r in records if r.value is not None]
+
+
+def offered(rate: int, written: Written) -> dict[str, Any]:
+    achieved = written.changes / written.seconds
+    return {
+        "offered_changes_per_s": rate,
+        "achieved_changes_per_s": achieved,
+        "held": achieved >= 0.98 * rate,
+        "seconds": written.seconds,
+        "changes": written.changes,
+    }
+
+
+def latency_cdc(b: Bench, rate: int) -> dict[str, Any]:
+    """cdc's connector and PostgreSQL sink running; the writer at ``rate`` for the window."""
+    name = f"lat{rate}"
+    short = CLIENTS[LATENCY_CLIENT]
+    topic = f"{b.prefix(name, short)}.public.orders"
+    group = b.prefix(name, "pg")
+    with (
+        scratch_database(b.stack, b.name(name)) as dsn,
+        scratch_database(b.stack, b.name(name, "sink")) as target,
+    ):
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(ORDERS_DDL)
+            conn.execute(OLTP_PROCEDURE)
+            create_wal2json_slot(conn, b.name(name, short))
+        b.kafka.create_topics([topic])
+        config = cdc_config(
+            b.stack.kafka,
+            client=LATENCY_CLIENT,
+            connectors=[
+                {
+                    "name": name,
+                    "dsn": dsn,
+                    "slot": b.name(name, short),
+                    "tables": ["public.orders"],
+                    "topic_prefix": b.prefix(name, short),
+                    "snapshot": "never",
+                }
+            ],
+            sinks=[
+                {"name": "pg", "type": "postgres", "topics": [topic], "dsn": target,
+                 "group_id": group},
+            ],
+        )  # fmt: skip
+        with (
+            CdcProcess(f"{name}-connector", config, b.workdir, ["--connector", name]) as source,
+            CdcProcess(f"{name}-sink", config, b.workdir, ["--sink", "pg"]) as sink,
+            psycopg.connect(target, autocommit=True) as conn,
+        ):
+            warm = oltp(dsn, round(rate * WARM_UP_S), rate=rate).cdc_records
+            wait_until(
+                lambda: pg_stored(conn, group, topic) >= warm, 120, "the warm-up in the sink",
+                [source, sink], 0.05,
+            )  # fmt: skip
+            start = b.kafka.end_offset(topic)
+            with OffsetPoller(target, group, topic) as poller:
+                written = oltp(dsn, round(rate * b.latency_s), rate=rate)
+                end = start + written.cdc_records
+                # Waits on the poller's own samples: every record's visibility is then known.
+                wait_until(
+                    lambda: poller.seen() >= end, b.timeout(written.changes),
+                    "the window's last change in the sink", [source, sink], 0.01,
+                )  # fmt: skip
+            rss = {"connector": source.peak_rss_mb(), "sink": sink.peak_rss_mb()}
+        b.kafka.delete_groups([group])
+    events = commit_times(b.kafka.records(topic, start, end))
+    return {
+        "load": offered(rate, written),
+        "client": LATENCY_CLIENT,
+        "commit_to_kafka": stats([r.timestamp_ms - ts for r, ts in events]),
+        "commit_to_sink": stats([poller.visible_at(r.offset) * 1000 - ts for r, ts in events]),
+        "peak_rss_mb": rss,
+    }
+
+
+def latency_debezium(b: Bench, rate: int) -> dict[str, Any]:
+    """Debezium running alone; the writer at ``rate`` for the window."""
+    name = f"lat{rate}"
+    slot = b.name(name, "dbz")
+    topic = f"{b.prefix(name, 'dbz')}.public.orders"
+    with scratch_database(b.stack, b.name(name, "d")) as dsn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(ORDERS_DDL)
+            conn.execute(OLTP_PROCEDURE)
+            create_pgoutput_slot(conn, slot, slot, ["orders"])
+        b.kafka.create_topics([topic])
+        extra = {"poll.interval.ms": str(DEBEZIUM_POLL_MS)}
+        with DebeziumEngine(
+            dsn, b.stack.kafka, slot, slot, b.prefix(name, "dbz"), ["public.orders"],
+            b.workdir / f"{name}-dbz", extra=extra,
+        ) as engine:  # fmt: skip
+            engine.wait_streaming(120)
+            warm = oltp(dsn, round(rate * WARM_UP_S), rate=rate).changes
+            wait_until(
+                lambda: b.kafka.end_offset(topic) >= warm, 120, "the warm-up on Kafka",
+                [engine.pid], 0.05,
+            )  # fmt: skip
+            start = b.kafka.end_offset(topic)
+            written = oltp(dsn, round(rate * b.latency_s), rate=rate)
+            end = start + written.changes
+            wait_until(
+                lambda: b.kafka.end_offset(topic) >= end, b.timeout(written.changes),
+                "the window's last change on Kafka", [engine.pid], 0.05,
+            )  # fmt: skip
+            rss = peak_rss_mb(engine.pid)
+    events = commit_times(b.kafka.records(topic, start, end))
+    return {
+        "load": offered(rate, written),
+        "settings": extra,
+        "commit_to_kafka": stats([r.timestamp_ms - ts for r, ts in events]),
+        "peak_rss_mb": rss,
+    }
+
+
+def run_latency(b: Bench) -> dict[str, Any]:
+    result: dict[str, Any] = {"window_s": b.latency_s, "loads": {}}
+    for rate in LOADS:
+        runs: dict[str, Any] = {"cdc": latency_cdc(b, rate)}
+        say(f"latency at {rate:,}/s: cdc {latency_summary(runs['cdc'])}")
+        if b.debezium:
+            runs["debezium"] = latency_debezium(b, rate)
+            say(f"latency at {rate:,}/s: Debezium {latency_summary(runs['debezium'])}")
+        result["loads"][str(rate)] = runs
+        b.kafka.delete_topics(b.prefix(f"lat{rate}", ""))
+    return result
+
+
+def latency_summary(run: dict[str, Any]) -> str:
+    load = run["load"]
+    parts = [f"achieved {load['achieved_changes_per_s']:,.0f}/s"]
+    for path in ("commit_to_kafka", "commit_to_sink"):
+        if path in run:
+            s = run[path]
+            parts.append(
+                f"{path.replace('_', ' ')} p50/p99/max"
+                f" {s['p50_ms']:.0f}/{s['p99_ms']:.0f}/{s['max_ms']:.0f} ms"
+            )
+    return ", ".join(parts)
+
+
+def cleanup_topics(stack: Stack, prefix: str) -> None:
+    """Delete the run's topics, with a new client: the run's may be what failed."""
+    try:
+        kafka = Kafka(stack.kafka)
+        try:
+            kafka.delete_topics(prefix)
+        finally:
+            kafka.close()
+    except KafkaError as e:
+        say(f"warning: topics {prefix}-* not deleted: {e}")
+
+
+# -- main -------------------------------------------------------------------------------------
+
+MEASUREMENTS = (*WORKLOADS, "latency")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=float(os.environ.get("BENCH_SCALE") or 1.0),
+        help="size of every workload and latency window; 1.0 = full size (env BENCH_SCALE)",
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(MEASUREMENTS),
+        help=f"comma-separated measurements to run, of {', '.join(MEASUREMENTS)}",
+    )
+    parser.add_argument(
+        "--latency-seconds",
+        type=float,
+        help="length of each latency window (default: 60 s x scale, at least 10 s)",
+    )
+    parser.add_argument(
+        "--no-debezium", action="store_true", help="leave Debezium out (it is in by default)"
+    )
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where results go")
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        default=ROOT / "README.md",
+        help="README whose benchmark table is rewritten from the newest results",
+    )
+    parser.add_argument("--no-report", action="store_true", help="no chart, no README update")
+    args = parser.parse_args()
+    only = [m.strip() for m in args.only.split(",") if m.strip()]
+    if unknown := set(only) - set(MEASUREMENTS):
+        parser.error(f"unknown measurement(s) {', '.join(sorted(unknown))}")
+
+    stack = Stack.from_env()
+    if not args.no_debezium:
+        started = time.monotonic()
+        build()  # fails here, not an hour in, when Maven or Java is missing
+        say(f"Debezium engine built ({time.monotonic() - started:.1f} s)")
+    kafka = Kafka(stack.kafka)
+    described = {"machine": machine(stack), "scale": args.scale}
+    with tempfile.TemporaryDirectory(prefix="cdc-bench-") as tmp:
+        b = Bench(
+            stack=stack,
+            kafka=kafka,
+            scale=args.scale,
+            latency_s=args.latency_seconds or max(10.0, 60 * args.scale),
+            debezium=not args.no_debezium,
+            workdir=Path(tmp),
+        )
+        say(f"run {b.id}: scale {args.scale}, {', '.join(only)}; work files in {tmp}")
+        try:
+            for m in only:
+                started = time.monotonic()
+                data = run_latency(b) if m == "latency" else run_workload(b, WORKLOADS[m])
+                data = {**described, "measured_s": time.monotonic() - started, **data}
+                say(f"wrote {write_result(args.results, m, data)}")
+        finally:
+            kafka.close()
+            cleanup_topics(stack, b.id)
+    if not args.no_report:
+        for line in report.report(args.results, args.readme):
+            say(line)
+
+
+if __name__ == "__main__":
+    main()
