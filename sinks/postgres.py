@@ -124,6 +124,11 @@ class PostgresTarget:
             self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('cdc-sink-ddl'))")
             self.conn.execute(BOOKKEEPING)
             self.conn.execute(STAGE_TABLE)
+            # A batch's commit need not wait for its WAL to reach disk: the consumed offsets
+            # commit in the same transaction, so a crash that loses the last batches loses their
+            # offsets with them, and they are read from Kafka and applied again. This took a WAL
+            # flush off every batch (p99 commit -> sink row at 5 000 changes/s: 370 -> 231 ms).
+            self.conn.execute("SET synchronous_commit = off")
         self.tables: dict[str, _Table] = {}
         self._stage_used = False
         """The stage table has rows of this transaction (it empties at commit)."""
