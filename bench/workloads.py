@@ -33,6 +33,8 @@ from typing import Any
 
 import psycopg
 
+from bench.common import Conn
+
 ORDERS_DDL = """
 CREATE TABLE orders (
     id bigint PRIMARY KEY, customer_id int NOT NULL, status text NOT NULL,
@@ -112,8 +114,6 @@ SELECT g, 'doc ' || g,
 WIDE_UPDATE = """
 UPDATE docs SET version = version + 1, updated_at = now() WHERE id BETWEEN %s AND %s
 """
-
-Conn = psycopg.Connection[Any]
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,20 +50,36 @@ def client_options(config: KafkaConfig) -> dict[str, Any]:
         # waits, so that SIGTERM is heard within seconds.
         "bootstrap_timeout_ms": 5000,
     }
-    if config.sasl_mechanism:
-        options["sasl_mechanism"] = config.sasl_mechanism
-    if config.sasl_plain_username is not None:
-        options["sasl_plain_username"] = config.sasl_plain_username
-    if config.sasl_plain_password is not None:
-        options["sasl_plain_password"] = config.sasl_plain_password.get_secret_value()
-    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-        if getattr(config, key) is not None:
-            options[key] = getattr(config, key)
-    if config.ssl_password is not None:
-        options["ssl_password"] = config.ssl_password.get_secret_value()
-    if config.security_protocol in ("SSL", "SASL_SSL"):
-        options["ssl_check_hostname"] = config.ssl_check_hostname
+    options.update(_security(config))
     return options
+
+
+def _security(config: KafkaConfig) -> dict[str, Any]:
+    """The SASL and SSL settings that are set, secrets revealed, in kafka-python's names (which
+    are ours); :func:`librdkafka_options` renames them."""
+    found: dict[str, Any] = {}
+    if config.sasl_mechanism:
+        found["sasl_mechanism"] = config.sasl_mechanism
+    for key in ("sasl_plain_username", "ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        if getattr(config, key) is not None:
+            found[key] = getattr(config, key)
+    for key in ("sasl_plain_password", "ssl_password"):
+        if getattr(config, key) is not None:
+            found[key] = getattr(config, key).get_secret_value()
+    if config.security_protocol in ("SSL", "SASL_SSL"):
+        found["ssl_check_hostname"] = config.ssl_check_hostname
+    return found
+
+
+_LIBRDKAFKA_NAMES = {
+    "sasl_mechanism": "sasl.mechanism",
+    "sasl_plain_username": "sasl.username",
+    "sasl_plain_password": "sasl.password",
+    "ssl_cafile": "ssl.ca.location",
+    "ssl_certfile": "ssl.certificate.location",
+    "ssl_keyfile": "ssl.key.location",
+    "ssl_password": "ssl.key.password",
+}
 
 
 def check_kafka(config: KafkaConfig, timeout_s: float = 5.0) -> list[Finding]:
@@ -208,25 +224,11 @@ def librdkafka_options(config: KafkaConfig) -> dict[str, Any]:
         "security.protocol": config.security_protocol.lower(),
         "reconnect.backoff.max.ms": 1000,
     }
-    if config.sasl_mechanism:
-        options["sasl.mechanism"] = config.sasl_mechanism
-    if config.sasl_plain_username is not None:
-        options["sasl.username"] = config.sasl_plain_username
-    if config.sasl_plain_password is not None:
-        options["sasl.password"] = config.sasl_plain_password.get_secret_value()
-    for ours, theirs in (
-        ("ssl_cafile", "ssl.ca.location"),
-        ("ssl_certfile", "ssl.certificate.location"),
-        ("ssl_keyfile", "ssl.key.location"),
-    ):
-        if getattr(config, ours) is not None:
-            options[theirs] = getattr(config, ours)
-    if config.ssl_password is not None:
-        options["ssl.key.password"] = config.ssl_password.get_secret_value()
-    if config.security_protocol in ("SSL", "SASL_SSL"):
-        options["ssl.endpoint.identification.algorithm"] = (
-            "https" if config.ssl_check_hostname else "none"
-        )
+    for key, value in _security(config).items():
+        if key == "ssl_check_hostname":
+            options["ssl.endpoint.identification.algorithm"] = "https" if value else "none"
+        else:
+            options[_LIBRDKAFKA_NAMES[key]] = value
     return options
 
 

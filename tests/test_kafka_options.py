@@ -1,0 +1,74 @@
+"""Client settings: the same SASL/SSL configuration in kafka-python's and librdkafka's names."""
+
+from __future__ import annotations
+
+from cdc.config import KafkaConfig
+from cdc.kafka import client_options, librdkafka_options
+
+SECURED = {
+    "bootstrap_servers": ["a:1", "b:2"],
+    "security_protocol": "SASL_SSL",
+    "sasl_mechanism": "PLAIN",
+    "sasl_plain_username": "u",
+    "sasl_plain_password": "p",
+    "ssl_cafile": "/ca",
+    "ssl_certfile": "/c",
+    "ssl_keyfile": "/k",
+    "ssl_password": "kp",
+    "ssl_check_hostname": False,
+}
+
+
+def test_secured_settings_in_both_clients_names() -> None:
+    config = KafkaConfig.model_validate(SECURED)
+    assert client_options(config) == {
+        "bootstrap_servers": ["a:1", "b:2"],
+        "client_id": "cdc",
+        "security_protocol": "SASL_SSL",
+        "reconnect_backoff_max_ms": 1000,
+        "bootstrap_timeout_ms": 5000,
+        "sasl_mechanism": "PLAIN",
+        "sasl_plain_username": "u",
+        "sasl_plain_password": "p",
+        "ssl_cafile": "/ca",
+        "ssl_certfile": "/c",
+        "ssl_keyfile": "/k",
+        "ssl_password": "kp",
+        "ssl_check_hostname": False,
+    }
+    assert librdkafka_options(config) == {
+        "bootstrap.servers": "a:1,b:2",
+        "client.id": "cdc",
+        "security.protocol": "sasl_ssl",
+        "reconnect.backoff.max.ms": 1000,
+        "sasl.mechanism": "PLAIN",
+        "sasl.username": "u",
+        "sasl.password": "p",
+        "ssl.ca.location": "/ca",
+        "ssl.certificate.location": "/c",
+        "ssl.key.location": "/k",
+        "ssl.key.password": "kp",
+        "ssl.endpoint.identification.algorithm": "none",
+    }
+
+
+def test_plaintext_has_no_security_settings() -> None:
+    config = KafkaConfig.model_validate({"bootstrap_servers": ["a:1"]})
+    assert client_options(config) == {
+        "bootstrap_servers": ["a:1"],
+        "client_id": "cdc",
+        "security_protocol": "PLAINTEXT",
+        "reconnect_backoff_max_ms": 1000,
+        "bootstrap_timeout_ms": 5000,
+    }
+    assert librdkafka_options(config) == {
+        "bootstrap.servers": "a:1",
+        "client.id": "cdc",
+        "security.protocol": "plaintext",
+        "reconnect.backoff.max.ms": 1000,
+    }
+    hostname = KafkaConfig.model_validate(
+        {"bootstrap_servers": ["a:1"], "security_protocol": "SSL"}
+    )
+    assert librdkafka_options(hostname)["ssl.endpoint.identification.algorithm"] == "https"
+    assert client_options(hostname)["ssl_check_hostname"] is True
