@@ -40,7 +40,6 @@ XLOGDATA = ord("w")
 """First byte of an XLogData message (the stream's data; keepalives are ``k``)."""
 XLOGDATA_PAYLOAD = 1 + _XLOGDATA.size
 """Where an XLogData message's payload starts."""
-_START = struct.Struct(">Q")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +81,7 @@ def parse_message(buf: bytes) -> XLogData | Keepalive:
 def xlog_start(buf: bytes) -> int:
     """The start LSN of an XLogData message, without parsing the rest (the hot path's
     shortcut past :func:`parse_message`: the payload is ``buf[XLOGDATA_PAYLOAD:]``)."""
-    start: int = _START.unpack_from(buf, 1)[0]
+    start: int = _XLOGDATA.unpack_from(buf, 1)[0]
     return start
 
 
