@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 DLQ_SUFFIX = ".dlq"
 BACKOFF_MAX_S = 30.0
 TOPIC_LOOK_S = 5.0
-STALL_S = 15.0
+STALL_S = 30.0
 Partition = tuple[str, int]
 
 
@@ -101,15 +101,18 @@ def subscription_pattern(globs: Sequence[str]) -> str:
 
 
 class _TopicWatch:
-    """The topics matching a sink's globs, listed every ``TOPIC_LOOK_S`` on a thread of its own
-    with a client of its own. kafka-python's ``consumer.topics()`` is a blocking metadata
-    request: made on the consuming thread, every few seconds it held back the batches behind it
-    (p99 commit -> sink row at 1 000 changes/s: 110-166 ms with it there, 55 ms without)."""
+    """The topics matching a sink's globs and their partitions' offset range, looked up every
+    ``TOPIC_LOOK_S`` on a thread of its own with a client of its own. kafka-python's metadata
+    and offset requests block: made on the consuming thread, every few seconds they held back
+    the batches behind them (p99 commit -> sink row at 1 000 changes/s: 110-166 ms with them
+    there, 55 ms without)."""
 
-    def __init__(self, admin: KafkaAdminClient, pattern: re.Pattern[str]) -> None:
+    def __init__(self, client: KafkaConsumer, pattern: re.Pattern[str]) -> None:
         self.found: set[str] | None = None
         """None until the first listing; then replaced whole (never mutated) on each look."""
-        self._admin = admin
+        self.ranges: dict[Partition, tuple[int, int]] = {}
+        """(first offset, next offset to be written) of every partition of ``found``."""
+        self._client = client
         self._pattern = pattern
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cdc-topics", daemon=True)
@@ -118,16 +121,71 @@ class _TopicWatch:
     def _run(self) -> None:
         while not self._closed.is_set():
             try:
-                self.found = {t for t in self._admin.list_topics() if self._pattern.match(t)}
+                self._look()
             except KafkaError as e:  # the consumer sees the same outage and restarts the session
                 log.debug("listing topics failed: %s", describe(e))
             self._closed.wait(TOPIC_LOOK_S)
 
+    def _look(self) -> None:
+        found = {t for t in self._client.topics() if self._pattern.match(t)}
+        partitions = [
+            TopicPartition(t, p)
+            for t in sorted(found)
+            for p in self._client.partitions_for_topic(t) or ()
+        ]
+        first = self._client.beginning_offsets(partitions) if partitions else {}
+        end = self._client.end_offsets(partitions) if partitions else {}
+        self.ranges = {(tp.topic, tp.partition): (first[tp], end[tp]) for tp in partitions}
+        self.found = found
+
     def close(self) -> None:
         self._closed.set()
-        self._thread.join(1.0)  # a listing in flight may take long when Kafka is away: no wait
+        self._thread.join(1.0)  # a look in flight may take long when Kafka is away: no wait
         if not self._thread.is_alive():
-            self._admin.close()
+            self._client.close()
+
+
+class Progress:
+    """Notices partitions whose records wait while the group applies none of them.
+
+    kafka-python 3.0's consumer was seen to stop fetching a partition it was assigned (after
+    quick successive rebalances; also dpkp/kafka-python#3106 and #3131) and, once, to leave the
+    group's partitions unread after the subscription grew: the sinks then waited forever with
+    nothing in the log. Progress is judged from what the target stored, which every member of
+    the group writes, so a member notices a partition stuck at any member; the cure is a new
+    session, whose rebalance hands every partition out again.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[Partition, tuple[int | None, float]] = {}
+
+    def reset(self) -> None:
+        """Start every clock again (a new session, or the target was away)."""
+        self._seen.clear()
+
+    def stuck(
+        self,
+        ranges: dict[Partition, tuple[int, int]],
+        stored: dict[Partition, int],
+        now: float,
+        after_s: float = STALL_S,
+    ) -> list[Partition]:
+        """Partitions with records past the stored offset and no stored progress for
+        ``after_s``."""
+        found = []
+        seen = {}
+        for partition, (first, end) in ranges.items():
+            at = stored.get(partition)
+            if max(at or 0, first) >= end:
+                continue  # nothing waits
+            was, since = self._seen.get(partition, (at, now))
+            if was != at:
+                since = now
+            seen[partition] = (at, since)
+            if now - since >= after_s:
+                found.append(partition)
+        self._seen = seen
+        return sorted(found)
 
 
 class _Unseek(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -168,6 +226,7 @@ class SinkRuntime:
         self.consumer: KafkaConsumer | None = None
         self.applied = 0
         self.dead_lettered = 0
+        self.progress = Progress()
         self.positioned: set[TopicPartition] = set()
         """Partitions sought to their stored offset since their last assignment (set ops are
         atomic, and the rebalance thread only removes)."""
@@ -176,11 +235,14 @@ class SinkRuntime:
         """Consume until ``stop``; a lost Kafka or target restarts the session with backoff."""
         delay = 1.0
         while not stop.is_set():
+            started = time.monotonic()
             try:
                 self._session(stop)
             except CdcError as e:
                 if not e.retriable:
                     raise
+                if time.monotonic() - started > BACKOFF_MAX_S * 2:
+                    delay = 1.0  # a session that lasted: this is a new trouble, not the same
                 log.warning("%s: %s; restarting in %.0f s", self.subject, e, delay)
                 stop.wait(delay)
                 delay = min(delay * 2, BACKOFF_MAX_S)
@@ -205,11 +267,12 @@ class SinkRuntime:
                 opened.callback(self.dlq.close, timeout=5)
                 self.admin = KafkaAdminClient(**options)
                 opened.callback(self.admin.close)
-                watch = _TopicWatch(KafkaAdminClient(**options), re.compile(self.pattern))
+                watch = _TopicWatch(KafkaConsumer(**options), re.compile(self.pattern))
                 opened.callback(watch.close)
             except KafkaError as e:
                 raise KafkaUnavailable(f"Kafka: {describe(e)}") from e
             self.positioned.clear()
+            self.progress.reset()
             self.target = self._connect_target(stop)
             opened.callback(self._close_target)
             try:
@@ -222,10 +285,9 @@ class SinkRuntime:
         log.info("%s: consuming topics matching %s", self.subject, self.pattern)
         topics: set[str] = set()
         next_look = 0.0
-        self.last_records = time.monotonic()
         while not stop.is_set():
             if time.monotonic() >= next_look:
-                self._restart_if_stalled()
+                self._restart_if_stuck(watch)
                 next_look = time.monotonic() + TOPIC_LOOK_S
             # The subscription is an explicit list, renewed when topics appear: kafka-python's
             # pattern subscription was seen to leave a member without partitions after the
@@ -239,8 +301,6 @@ class SinkRuntime:
                 stop.wait(0.5)
                 continue
             batch = self.consumer.poll(timeout_ms=200, max_records=self.batch_records)
-            if batch:
-                self.last_records = time.monotonic()
             unpositioned = [tp for tp in self.consumer.assignment() if tp not in self.positioned]
             if unpositioned:
                 # Records read before the seek came from the wrong place: drop them.
@@ -254,23 +314,23 @@ class SinkRuntime:
             if batch:
                 self._apply(batch, stop)
 
-    def _restart_if_stalled(self) -> None:
-        """kafka-python 3.0's fetcher was seen, after quick successive rebalances, to spin
-        without fetching anything while records waited. When nothing has come for a while but
-        the assigned partitions have records past our position, start the session again."""
-        assert self.consumer is not None
-        if time.monotonic() - self.last_records < STALL_S:
+    def _restart_if_stuck(self, watch: _TopicWatch) -> None:
+        """A new session when records have waited ``STALL_S`` with none applied (see
+        :class:`Progress`)."""
+        assert self.target is not None
+        if not watch.ranges:
             return
-        assigned = list(self.consumer.assignment())
-        if not assigned or any(tp not in self.positioned for tp in assigned):
+        try:
+            stored = self.target.stored_offsets(self.group_id, list(watch.ranges))
+        except TargetUnavailable:
+            self.progress.reset()  # the next batch or seek finds the target away and waits
             return
-        end = self.consumer.end_offsets(assigned)
-        behind = [tp for tp in assigned if end[tp] > self.consumer.position(tp)]
-        if behind:
+        stuck = self.progress.stuck(watch.ranges, stored, time.monotonic(), STALL_S)
+        if stuck:
             raise KafkaUnavailable(
-                f"consumer stalled for {STALL_S:.0f} s with records waiting in {_names(behind)}"
+                f"no record of {', '.join(f'{t}[{p}]' for t, p in stuck)} applied for"
+                f" {STALL_S:.0f} s while records wait there: a new consumer session"
             )
-        self.last_records = time.monotonic()
 
     def _close_target(self) -> None:
         if self.target is not None:
@@ -361,6 +421,7 @@ class SinkRuntime:
                 break
             except (TargetUnavailable, KafkaUnavailable) as e:
                 # The store (or the DLQ) is down, not the records: the same batch again, later.
+                self.progress.reset()  # nobody's fault that nothing was applied meanwhile
                 log.warning("%s: %s; retrying the batch in %.0f s", self.subject, e, delay)
                 if stop.wait(delay):
                     return  # stopping: the batch was not committed and will be read again

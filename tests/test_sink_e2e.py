@@ -218,7 +218,8 @@ def assert_tables_equal(source: str, replica: str, lite: Path) -> None:
         assert got == want, f"sqlite sink: {table}"
 
 
-def sinks_caught_up(kafka: str, dsn: str, lite: Path, prefix: str) -> bool:
+def sinks_behind(kafka: str, dsn: str, lite: Path, prefix: str) -> list[str]:
+    """What the sinks have not applied yet (empty when both hold every table's last record)."""
     consumer = KafkaConsumer(bootstrap_servers=kafka)
     try:
         topics = [
@@ -245,13 +246,20 @@ def sinks_caught_up(kafka: str, dsn: str, lite: Path, prefix: str) -> bool:
                 "SELECT topic, partition, next_offset FROM _cdc_offsets"
             ).fetchall()
         }
-    except sqlite3.OperationalError:
-        return False
+    except sqlite3.OperationalError as e:
+        return [f"sqlite: {e}"]
     finally:
         db.close()
-    return len({topic for topic, _ in end}) == len(TABLES) and all(
-        stored.get(tp, 0) >= o and stored_lite.get(tp, 0) >= o for tp, o in end.items() if o
-    )
+    behind = []
+    if len({topic for topic, _ in end}) != len(TABLES):
+        behind.append(f"topics so far: {sorted(topic for topic, _ in end)}")
+    for (topic, partition), o in sorted(end.items()):
+        for sink, offsets in (("pg", stored), ("lite", stored_lite)):
+            if o and offsets.get((topic, partition), 0) < o:
+                behind.append(
+                    f"{sink} {topic}[{partition}] at {offsets.get((topic, partition))} of {o}"
+                )
+    return behind
 
 
 class Pipeline:
@@ -299,12 +307,14 @@ class Pipeline:
     def settle(self) -> None:
         end = current_wal_lsn(self.source)
         wait_for(lambda: slot_confirmed_lsn(self.source, self.slot) >= end, 240, "the connector")
-        wait_for(
-            lambda: sinks_caught_up(self.kafka, self.replica, self.lite, self.prefix),
-            240,
-            "the sinks",
-            interval_s=1,
-        )
+        deadline = time.monotonic() + 240
+        while behind := sinks_behind(self.kafka, self.replica, self.lite, self.prefix):
+            if time.monotonic() > deadline:
+                tail = self.log.read_text(errors="replace")[-6000:]
+                raise TimeoutError(
+                    f"the sinks are still behind after 240 s: {behind}\ncdc's log ends:\n{tail}"
+                )
+            time.sleep(1)
 
     def close(self) -> None:
         drop_database(self.pg_dsn, self.replica_name)

@@ -1,0 +1,130 @@
+"""The sinks' watchdog (:class:`cdc.consumer.Progress`): records that wait while nothing is
+applied start a new consumer session; records that are applied, or none waiting, never do."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+
+from cdc import consumer
+from cdc.config import KafkaConfig, SqliteSinkConfig
+from cdc.consumer import Progress, SinkRuntime
+from sinks.sqlite import SqliteTarget
+from tests.harness import wait_for
+from tests.test_sink_dlq import TYPES, envelope
+
+A, B = ("src.public.a", 0), ("src.public.b", 0)
+
+
+def test_waiting_records_with_no_stored_progress_are_stuck_after_the_delay() -> None:
+    progress = Progress()
+    ranges = {A: (0, 10)}
+    assert progress.stuck(ranges, {A: 4}, now=100.0, after_s=30) == []
+    assert progress.stuck(ranges, {A: 4}, now=129.0, after_s=30) == []
+    assert progress.stuck(ranges, {A: 4}, now=130.0, after_s=30) == [A]
+
+
+def test_progress_restarts_the_clock() -> None:
+    progress = Progress()
+    ranges = {A: (0, 100)}
+    progress.stuck(ranges, {A: 4}, now=100.0, after_s=30)
+    assert progress.stuck(ranges, {A: 5}, now=125.0, after_s=30) == []
+    assert progress.stuck(ranges, {A: 5}, now=150.0, after_s=30) == []
+    assert progress.stuck(ranges, {A: 5}, now=155.0, after_s=30) == [A]
+
+
+def test_a_partition_never_stored_is_stuck_too() -> None:
+    progress = Progress()
+    ranges = {A: (0, 3), B: (0, 3)}
+    progress.stuck(ranges, {A: 3}, now=0.0, after_s=30)
+    assert progress.stuck(ranges, {A: 3}, now=31.0, after_s=30) == [B]
+
+
+def test_nothing_waiting_is_never_stuck() -> None:
+    progress = Progress()
+    # Caught up; empty; and records removed by retention before they were read.
+    ranges = {A: (0, 7), B: (5, 5), ("src.public.c", 2): (9, 9)}
+    for now in (0.0, 100.0, 1000.0):
+        assert progress.stuck(ranges, {A: 7}, now=now, after_s=30) == []
+
+
+def test_reset_and_records_arriving_later_start_fresh_clocks() -> None:
+    progress = Progress()
+    progress.stuck({A: (0, 5)}, {A: 5}, now=0.0, after_s=30)  # caught up: no clock
+    assert progress.stuck({A: (0, 9)}, {A: 5}, now=100.0, after_s=30) == []
+    progress.reset()
+    assert progress.stuck({A: (0, 9)}, {A: 5}, now=129.0, after_s=30) == []
+    assert progress.stuck({A: (0, 9)}, {A: 5}, now=159.0, after_s=30) == [A]
+
+
+def test_a_consumer_that_reads_nothing_is_replaced_and_the_records_applied(
+    tmp_path: Path, kafka_bootstrap: str, unique: str, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """Integration (devstack Kafka, a SQLite target): the first session's consumer hears nothing,
+    as kafka-python's did when it stalled; the watchdog must start a session that applies."""
+    monkeypatch.setattr(consumer, "STALL_S", 2.0)
+    monkeypatch.setattr(consumer, "TOPIC_LOOK_S", 0.5)
+    topic = f"stall{unique}.public.items"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, 1, 1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    for i in range(3):
+        producer.send(
+            topic,
+            key=orjson.dumps({"id": i}),
+            value=envelope("c", {"id": i, "n": str(i), "note": f"row {i}"}),
+            headers=[("cdc-event-id", f"{100 + i}:0".encode()), ("cdc-types", TYPES)],
+        )
+    producer.flush()
+    producer.close()
+
+    deaf: list[int] = []
+    real_poll = KafkaConsumer.poll
+
+    def poll(self: KafkaConsumer, *args: Any, **kwargs: Any) -> Any:
+        if not deaf:
+            deaf.append(id(self))  # the first session's consumer
+        if id(self) == deaf[0]:
+            time.sleep(0.05)
+            return {}
+        return real_poll(self, *args, **kwargs)
+
+    monkeypatch.setattr(KafkaConsumer, "poll", poll)
+    lite = tmp_path / "lite.db"
+    config = SqliteSinkConfig(
+        name="lite", type="sqlite", topics=(f"stall{unique}.*",), path=str(lite)
+    )
+    runtime = SinkRuntime(
+        "lite",
+        f"stall-{unique}",
+        config.topics,
+        KafkaConfig(bootstrap_servers=(kafka_bootstrap,)),
+        lambda: SqliteTarget(config),
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
+    caplog.set_level(logging.WARNING, logger="cdc.consumer")
+    thread.start()
+    try:
+        wait_for(lambda: runtime.applied == 3, 60, "the records to be applied")
+    finally:
+        stop.set()
+        thread.join(15)
+    assert deaf, "the first session never polled"
+    assert any("a new consumer session" in r.getMessage() for r in caplog.records)
+    db = sqlite3.connect(lite)
+    try:
+        rows = db.execute("SELECT id, note FROM public_items ORDER BY id").fetchall()
+    finally:
+        db.close()
+    assert rows == [(0, "row 0"), (1, "row 1"), (2, "row 2")]
