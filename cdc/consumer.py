@@ -36,7 +36,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from cdc.config import KafkaConfig
 from cdc.errors import CdcError, KafkaUnavailable, describe
 from cdc.findings import Finding
-from cdc.kafka import client_options
+from cdc.kafka import ConfluentConsumer, client_options
 from cdc.records import BadRecord, SinkEvent, parse_record
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ class SinkRuntime:
         self.target_factory = target_factory
         self.batch_records = batch_records
         self.target: Target | None = None
-        self.consumer: KafkaConsumer | None = None
+        self.consumer: KafkaConsumer | ConfluentConsumer | None = None
         self.applied = 0
         self.dead_lettered = 0
         self.progress = Progress()
@@ -251,23 +251,30 @@ class SinkRuntime:
         options = client_options(self.kafka)
         with contextlib.ExitStack() as opened:
             try:
-                self.consumer = KafkaConsumer(
-                    **options,
-                    group_id=self.group_id,
-                    enable_auto_commit=False,
-                    auto_offset_reset="earliest",
-                    metadata_max_age_ms=5000,
-                    # A sink that died must hand its partitions over in seconds, not the 45 s
-                    # default: its successor (or its peers) cannot read them until then.
-                    session_timeout_ms=10_000,
-                    max_poll_records=self.batch_records,
-                )
+                if self.kafka.consumer.client == "confluent-kafka":
+                    self.consumer = ConfluentConsumer(
+                        self.kafka, self.group_id, self.seek_to_stored
+                    )
+                else:
+                    self.consumer = KafkaConsumer(
+                        **options,
+                        group_id=self.group_id,
+                        enable_auto_commit=False,
+                        auto_offset_reset="earliest",
+                        metadata_max_age_ms=5000,
+                        # A sink that died must hand its partitions over in seconds, not the 45 s
+                        # default: its successor (or its peers) cannot read them until then.
+                        session_timeout_ms=10_000,
+                        max_poll_records=self.batch_records,
+                    )
                 opened.callback(self.consumer.close, autocommit=False)
                 self.dlq = KafkaProducer(**options, acks="all", enable_idempotence=True)
                 opened.callback(self.dlq.close, timeout=5)
                 self.admin = KafkaAdminClient(**options)
                 opened.callback(self.admin.close)
-                watch = _TopicWatch(KafkaConsumer(**options), re.compile(self.pattern))
+                watch = _TopicWatch(
+                    KafkaConsumer(**options, enable_auto_commit=False), re.compile(self.pattern)
+                )
                 opened.callback(watch.close)
             except KafkaError as e:
                 raise KafkaUnavailable(f"Kafka: {describe(e)}") from e
@@ -393,7 +400,7 @@ class SinkRuntime:
                     if event is not None:
                         events.append(event)
             offsets[(tp.topic, tp.partition)] = records[-1].offset + 1
-        raw = {(r.topic, r.partition, r.offset): r for tp, rs in batch.items() for r in rs}
+        raw = {(tp.topic, tp.partition, r.offset): r for tp, rs in batch.items() for r in rs}
 
         def before_commit(rejected: list[tuple[SinkEvent, str]]) -> None:
             dead = list(bad)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "AnyPublisher",
+    "ConfluentConsumer",
     "ConfluentPublisher",
     "Publisher",
     "check_kafka",
@@ -19,15 +20,15 @@ __all__ = [
 
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from cdc.config import KafkaConfig
-from cdc.errors import KafkaUnavailable
+from cdc.errors import CdcError, KafkaUnavailable
 from cdc.events import Record
 from cdc.findings import Finding
 
@@ -246,8 +247,8 @@ class ConfluentPublisher:
             import confluent_kafka  # noqa: PLC0415  (optional: only with client = "confluent-kafka")
             from confluent_kafka.admin import AdminClient  # noqa: PLC0415
             from confluent_kafka.cimpl import NewTopic  # noqa: PLC0415
-        except ImportError as e:
-            raise KafkaUnavailable(
+        except ImportError as e:  # not retriable: the installation must change
+            raise CdcError(
                 "[kafka.producer] client = 'confluent-kafka' needs the confluent-kafka package"
                 " (pip install 'cdc[fast]')"
             ) from e
@@ -343,3 +344,124 @@ def open_publisher(config: KafkaConfig) -> AnyPublisher:
     if config.producer.client == "confluent-kafka":
         return ConfluentPublisher(config)
     return Publisher(config)
+
+
+class ConsumedRecord(NamedTuple):
+    """What the sink runtime reads of a record (kafka-python's ``ConsumerRecord`` has the same
+    attributes)."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+class ConfluentConsumer:
+    """The part of kafka-python's ``KafkaConsumer`` the sink runtime uses, on confluent-kafka.
+
+    Positions come from the target, never from Kafka: kafka-python's runtime seeks after the
+    assignment, but librdkafka only honours positions given when a partition is assigned. So
+    the rebalance callbacks, which librdkafka runs inside :meth:`poll` on the caller's thread,
+    hand the new partitions to ``position`` (the runtime's seek, whose :meth:`seek` calls are
+    collected here) and assign them at the offsets it chose.
+    """
+
+    def __init__(
+        self,
+        config: KafkaConfig,
+        group_id: str,
+        position: Callable[[list[TopicPartition]], None],
+    ) -> None:
+        try:
+            import confluent_kafka  # noqa: PLC0415  (optional: only with client = "confluent-kafka")
+        except ImportError as e:  # not retriable: the installation must change
+            raise CdcError(
+                "[kafka.consumer] client = 'confluent-kafka' needs the confluent-kafka package"
+                " (pip install 'cdc[fast]')"
+            ) from e
+        self._ck = confluent_kafka
+        self._position = position
+        self._consumer = confluent_kafka.Consumer(
+            {
+                **librdkafka_options(config),
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": 10_000,  # as the kafka-python consumer (cdc.consumer)
+                "topic.metadata.refresh.interval.ms": 5_000,
+                "queued.max.messages.kbytes": 32_768,
+            }
+        )
+        self._listener: Any = None
+        self._assigned: set[TopicPartition] = set()
+        self._seeks: dict[TopicPartition, int] = {}
+        self._assigning = False
+        self._tps: dict[tuple[str, int], TopicPartition] = {}
+
+    def _tp(self, topic: str, partition: int) -> TopicPartition:
+        tp = self._tps.get((topic, partition))
+        if tp is None:
+            tp = self._tps[(topic, partition)] = TopicPartition(topic, partition)
+        return tp
+
+    def subscribe(self, topics: list[str], listener: Any) -> None:
+        self._listener = listener
+        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = [self._tp(p.topic, p.partition) for p in partitions]
+        self._listener.on_partitions_assigned(set(tps))
+        self._seeks = {}
+        self._assigning = True
+        try:
+            self._position(tps)  # calls seek() for every partition
+        finally:
+            self._assigning = False
+        self._assigned = set(tps)
+        consumer.assign(
+            [self._ck.TopicPartition(tp.topic, tp.partition, self._seeks[tp]) for tp in tps]
+        )
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = {self._tp(p.topic, p.partition) for p in partitions}
+        self._assigned -= tps
+        self._listener.on_partitions_revoked(tps)
+        consumer.unassign()
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        if self._assigning:
+            self._seeks[tp] = offset  # assigned at this offset when the callback returns
+        else:
+            self._consumer.seek(self._ck.TopicPartition(tp.topic, tp.partition, offset))
+
+    def beginning_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """librdkafka's "the beginning" marker: resolved by the broker when fetching starts."""
+        return {tp: self._ck.OFFSET_BEGINNING for tp in partitions}
+
+    def assignment(self) -> set[TopicPartition]:
+        return self._assigned
+
+    def poll(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[ConsumedRecord]]:
+        try:
+            messages: list[Any] = self._consumer.consume(max_records, timeout_ms / 1000)
+        except self._ck.KafkaException as e:
+            raise KafkaUnavailable(f"Kafka: {e.args[0].str()}") from e
+        batch: dict[TopicPartition, list[ConsumedRecord]] = {}
+        for m in messages:
+            err = m.error()
+            if err is not None:
+                if err.fatal():
+                    raise KafkaUnavailable(f"Kafka: {err.str()}")
+                log.debug("consumer: %s", err.str())
+                continue
+            tp = self._tp(m.topic(), m.partition())
+            records = batch.get(tp)
+            if records is None:
+                records = batch[tp] = []
+            records.append(ConsumedRecord(m.offset(), m.key(), m.value(), m.headers() or []))
+        return batch
+
+    def close(self, autocommit: bool = False) -> None:
+        del autocommit  # offsets live in the target: never committed to Kafka
+        self._consumer.close()

@@ -153,6 +153,12 @@ BAD_CONFIGS = [
         "cfg.toml: kafka.producer.acks: unknown key 'acks'; allowed keys here: linger_ms",
     ),
     (
+        "unknown-consumer-client",
+        KAFKA + '[kafka.consumer]\nclient = "librdkafka"\n' + CONNECTOR,
+        "cfg.toml: kafka.consumer.client: bad value 'librdkafka'; allowed: 'kafka-python' or"
+        " 'confluent-kafka'",
+    ),
+    (
         "wrong-type-number",
         KAFKA + CONNECTOR + 'heartbeat_interval_s = "10"\n',
         "cfg.toml: connectors[0].heartbeat_interval_s: expected a number, got a string '10'",

@@ -271,6 +271,7 @@ class Pipeline:
         kafka: str,
         unique: str,
         partitions: int = 1,
+        consumer: str = "kafka-python",
     ) -> None:
         with psycopg.connect(database, autocommit=True) as conn:
             conn.execute(SCHEMA)
@@ -285,6 +286,7 @@ class Pipeline:
         self.config = tmp_path / "cdc.toml"
         self.config.write_text(
             f'[kafka]\nbootstrap_servers = "{kafka}"\n[kafka.topics]\npartitions = {partitions}\n'
+            f'[kafka.consumer]\nclient = "{consumer}"\n'
             f'[[connectors]]\nname = "{self.prefix}"\ndsn = "{database}"\nsnapshot = "never"\n'
             f'[[sinks]]\nname = "pg"\ntype = "postgres"\ntopics = ["{self.prefix}.public.*"]\n'
             f'dsn = "{self.replica}"\ngroup_id = "g-{self.prefix}-pg"\n'
@@ -292,9 +294,12 @@ class Pipeline:
             f'path = "{self.lite}"\ngroup_id = "g-{self.prefix}-lite"\n'
         )
         self.log = tmp_path / "cdc.log"
+        self.processes: list[CdcProcess] = []
 
     def start(self, *args: str) -> CdcProcess:
-        return CdcProcess(self.config, self.log, *args)
+        process = CdcProcess(self.config, self.log, *args)
+        self.processes.append(process)
+        return process
 
     def run_workload(self, seed: int) -> threading.Thread:
         self.stop = threading.Event()
@@ -309,10 +314,12 @@ class Pipeline:
         wait_for(lambda: slot_confirmed_lsn(self.source, self.slot) >= end, 240, "the connector")
         deadline = time.monotonic() + 240
         while behind := sinks_behind(self.kafka, self.replica, self.lite, self.prefix):
-            if time.monotonic() > deadline:
+            died = [p for p in self.processes if p.proc.poll() not in (None, -9)]
+            if time.monotonic() > deadline or died:
                 tail = self.log.read_text(errors="replace")[-6000:]
                 raise TimeoutError(
-                    f"the sinks are still behind after 240 s: {behind}\ncdc's log ends:\n{tail}"
+                    f"the sinks are behind ({len(died)} cdc process(es) exited): {behind}\n"
+                    f"cdc's log ends:\n{tail}"
                 )
             time.sleep(1)
 
@@ -320,13 +327,26 @@ class Pipeline:
         drop_database(self.pg_dsn, self.replica_name)
 
 
+CLIENTS = ["kafka-python", "confluent-kafka"]
+
+
 @pytest.fixture
-def pipeline(tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str) -> Any:
-    p = Pipeline(tmp_path, pg_dsn, database, kafka_bootstrap, unique)
+def pipeline(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    pg_dsn: str,
+    database: str,
+    kafka_bootstrap: str,
+    unique: str,
+) -> Any:
+    """The pipeline, its sinks consuming with the client the test's parameter names."""
+    client = getattr(request, "param", "kafka-python")
+    p = Pipeline(tmp_path, pg_dsn, database, kafka_bootstrap, unique, consumer=client)
     yield p
     p.close()
 
 
+@pytest.mark.parametrize("pipeline", CLIENTS, indirect=True)
 def test_one_process_everything_equal(pipeline: Pipeline, unique: str) -> None:
     cdc = pipeline.start()
     try:
@@ -348,6 +368,7 @@ def test_one_process_everything_equal(pipeline: Pipeline, unique: str) -> None:
     assert f"OK    connector {pipeline.prefix}: slot {pipeline.slot} not streaming" in status.stdout
 
 
+@pytest.mark.parametrize("pipeline", CLIENTS, indirect=True)
 def test_sinks_killed_every_few_seconds(pipeline: Pipeline, unique: str) -> None:
     connector = pipeline.start("--connector", pipeline.prefix)
     sinks = pipeline.start("--sink", "pg", "--sink", "lite")
@@ -369,10 +390,13 @@ def test_sinks_killed_every_few_seconds(pipeline: Pipeline, unique: str) -> None
     assert_tables_equal(pipeline.source, pipeline.replica, pipeline.lite)
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_two_sink_processes_share_four_partitions(
-    tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str
+    tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str, client: str
 ) -> None:
-    pipeline = Pipeline(tmp_path, pg_dsn, database, kafka_bootstrap, unique, partitions=4)
+    pipeline = Pipeline(
+        tmp_path, pg_dsn, database, kafka_bootstrap, unique, partitions=4, consumer=client
+    )
     connector = pipeline.start("--connector", pipeline.prefix)
     a = pipeline.start("--sink", "pg", "--sink", "lite")
     b = pipeline.start("--sink", "pg", "--sink", "lite")
