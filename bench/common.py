@@ -220,6 +220,7 @@ def cdc_config(
     kafka: str,
     *,
     client: str = "kafka-python",
+    consumer: str = "kafka-python",
     connectors: Sequence[Mapping[str, object]] = (),
     sinks: Sequence[Mapping[str, object]] = (),
 ) -> str:
@@ -229,6 +230,8 @@ def cdc_config(
         f"bootstrap_servers = {_toml(kafka)}",
         "[kafka.producer]",
         f"client = {_toml(client)}",
+        "[kafka.consumer]",
+        f"client = {_toml(consumer)}",
     ]
     for section, tables in (("connectors", connectors), ("sinks", sinks)):
         for table in tables:

@@ -103,20 +103,24 @@ def sink_table(found: dict[str, tuple[str, Result]]) -> list[str]:
         " published them), from the sink's first commit to its last; in brackets the ratio to a"
         " `COPY` of the table's rows into the same PostgreSQL; peak RSS.",
         "",
-        "| backlog | changes (records) | `COPY` of the rows, rows/s | PostgreSQL sink"
-        " | SQLite sink |",
-        "|---|---|---|---|---|",
+        "| backlog | changes (records) | `COPY` of the rows, rows/s"
+        " | PostgreSQL sink, kafka-python | PostgreSQL sink, confluent-kafka"
+        " | SQLite sink, kafka-python | SQLite sink, confluent-kafka |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name in WORKLOADS:
         if name not in found or "sinks" not in found[name][1]:
             continue
         r = found[name][1]
         s = r["sinks"]
+        cells = [
+            rate_cell(s.get(key), "changes_per_s", "ratio_to_copy")
+            for key in ("postgres", "postgres_ck", "sqlite", "sqlite_ck")
+        ]
         lines.append(
             f"| {TITLES[name]} | {num(r['workload']['changes'])} ({num(s['records'])})"
             f" | {num(s['copy']['rows_per_s'])} ({num(s['copy']['rows'])} rows)"
-            f" | {rate_cell(s['postgres'], 'changes_per_s', 'ratio_to_copy')}"
-            f" | {rate_cell(s['sqlite'], 'changes_per_s', 'ratio_to_copy')} |"
+            f" | {' | '.join(cells)} |"
         )
     snap = found.get("bulk", ("", {}))[1].get("snapshot")
     if snap:
@@ -290,8 +294,16 @@ def chart(found: dict[str, tuple[str, Result]], out: Path) -> None:
         groups,
         {
             "COPY of the rows": [get(r, "sinks", "copy", "rows_per_s") for r in runs],
-            "PostgreSQL sink": [get(r, "sinks", "postgres", "changes_per_s") for r in runs],
-            "SQLite sink": [get(r, "sinks", "sqlite", "changes_per_s") for r in runs],
+            "PostgreSQL sink, kafka-python": [
+                get(r, "sinks", "postgres", "changes_per_s") for r in runs
+            ],
+            "PostgreSQL sink, confluent-kafka": [
+                get(r, "sinks", "postgres_ck", "changes_per_s") for r in runs
+            ],
+            "SQLite sink, kafka-python": [get(r, "sinks", "sqlite", "changes_per_s") for r in runs],
+            "SQLite sink, confluent-kafka": [
+                get(r, "sinks", "sqlite_ck", "changes_per_s") for r in runs
+            ],
         },
         "changes/s (COPY: rows/s)",
     )

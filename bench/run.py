@@ -333,32 +333,46 @@ def run_sinks(b: Bench, w: Workload, dsn: str, topic: str, written: Written) -> 
         copy = copy_baseline(w, dsn, target)
         say(f"{w.name}: COPY of the table's {copy['rows']:,} rows {copy['rows_per_s']:,.0f} rows/s")
         result: dict[str, Any] = {"backlog_topic": topic, "records": end, "copy": copy}
-        pg_group, lite_group = b.prefix(w.name, "pg"), b.prefix(w.name, "lite")
-        lite_path = b.workdir / f"{w.name}.db"
+        groups: list[str] = []
         with psycopg.connect(target, autocommit=True) as conn:
-            sinks: dict[str, tuple[dict[str, object], Callable[[], int]]] = {
-                "postgres": (
-                    {"type": "postgres", "dsn": target, "group_id": pg_group},
-                    lambda: pg_stored(conn, pg_group, topic),
-                ),
-                "sqlite": (
-                    {"type": "sqlite", "path": str(lite_path), "group_id": lite_group},
-                    lambda: sqlite_stored(lite_path, lite_group, topic),
-                ),
-            }
-            for kind, (options, stored) in sinks.items():
-                config = cdc_config(
-                    b.stack.kafka, sinks=[{"name": kind, "topics": [topic], **options}]
-                )
-                with CdcProcess(f"{w.name}-sink-{kind}", config, b.workdir) as sink:
-                    run = drain_sink(b, sink, stored, end, written.changes)
-                run["ratio_to_copy"] = run["changes_per_s"] / copy["rows_per_s"]
-                result[kind] = run
-                say(
-                    f"{w.name}: {kind} sink {run['changes_per_s']:,.0f} changes/s"
-                    f" ({run['ratio_to_copy']:.3f} of COPY), peak RSS {run['peak_rss_mb']:.0f} MB"
-                )
-        b.kafka.delete_groups([pg_group, lite_group])
+            for kind in ("postgres", "sqlite"):
+                for client, short in CLIENTS.items():
+                    # Each run starts from empty tables of its own (applying over another's
+                    # rows would skip every event as already there).
+                    group = b.prefix(w.name, kind, short)
+                    lite_path = b.workdir / f"{w.name}-{short}.db"
+                    options: dict[str, object]
+                    if kind == "postgres":
+                        options = {
+                            "type": kind,
+                            "dsn": target,
+                            "table": "{schema}.{table}_" + short,
+                        }
+                    else:
+                        options = {"type": kind, "path": str(lite_path)}
+                    config = cdc_config(
+                        b.stack.kafka,
+                        consumer=client,
+                        sinks=[{"name": kind, "topics": [topic], "group_id": group, **options}],
+                    )
+
+                    def stored(group: str = group, kind: str = kind, path: Path = lite_path) -> int:
+                        if kind == "postgres":
+                            return pg_stored(conn, group, topic)
+                        return sqlite_stored(path, group, topic)
+
+                    with CdcProcess(f"{w.name}-sink-{kind}-{short}", config, b.workdir) as sink:
+                        run = drain_sink(b, sink, stored, end, written.changes)
+                    run["ratio_to_copy"] = run["changes_per_s"] / copy["rows_per_s"]
+                    run["client"] = client
+                    result[kind if short == "kp" else f"{kind}_{short}"] = run
+                    groups.append(group)
+                    say(
+                        f"{w.name}: {kind} sink ({client}) {run['changes_per_s']:,.0f} changes/s"
+                        f" ({run['ratio_to_copy']:.3f} of COPY),"
+                        f" peak RSS {run['peak_rss_mb']:.0f} MB"
+                    )
+        b.kafka.delete_groups(groups)
     return result
 
 
@@ -548,6 +562,7 @@ def latency_cdc(b: Bench, rate: int) -> dict[str, Any]:
         config = cdc_config(
             b.stack.kafka,
             client=LATENCY_CLIENT,
+            consumer=LATENCY_CLIENT,
             connectors=[
                 {
                     "name": name,
