@@ -2,7 +2,9 @@
 
 Reading top to bottom: :meth:`SinkRuntime.run` polls a batch of records, parses each
 (:func:`cdc.records.parse_record`), and hands the events with the batch's next offsets to the
-:class:`Target`, which applies both in one transaction of the target store. Records that cannot be
+:class:`Target`, which applies both in one transaction of the target store. That apply runs on an
+applier thread while the next batch is polled and parsed; batches are applied one at a time, in
+order. Records that cannot be
 applied go to ``{topic}.dlq`` *inside* that transaction's commit step, so an offset is never stored
 past a record that is neither applied nor dead-lettered.
 
@@ -10,8 +12,8 @@ Resume rule: the consumer group only distributes partitions; positions live in t
 every assignment the runtime seeks each partition to the offset stored there (the beginning when
 none is) before it applies any record of it, so a sink that crashed anywhere resumes right after
 the last batch it committed. kafka-python runs rebalance callbacks on its own thread, so they only
-mark partitions as needing that seek; the seek itself, like every use of the target, happens on
-the runtime's thread.
+mark partitions as needing that seek; the seek itself happens on the runtime's thread once the
+batch in flight has committed, and no two threads ever use the target at once.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -46,6 +49,13 @@ BACKOFF_MAX_S = 30.0
 TOPIC_LOOK_S = 5.0
 STALL_S = 30.0
 Partition = tuple[str, int]
+
+
+class _Prepared(NamedTuple):
+    batch: dict[TopicPartition, list[Any]]
+    events: list[SinkEvent]
+    bad: list[Rejected]
+    offsets: dict[Partition, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +237,7 @@ class SinkRuntime:
         self.applied = 0
         self.dead_lettered = 0
         self.progress = Progress()
+        self._inflight: Future[None] | None = None
         self.positioned: set[TopicPartition] = set()
         """Partitions sought to their stored offset since their last assignment (set ops are
         atomic, and the rebalance thread only removes)."""
@@ -288,6 +299,25 @@ class SinkRuntime:
                 raise KafkaUnavailable(f"Kafka: {describe(e)}") from e
 
     def _consume(self, stop: threading.Event, watch: _TopicWatch) -> None:
+        """Poll and parse here while the previous batch is applied on the applier thread: the
+        target's own work (a PostgreSQL backend, SQLite's I/O) overlaps ours. Batches are still
+        applied one at a time, in order, and every other use of the target waits for the batch
+        in flight first (:meth:`_settle`), so stored offsets are read only once it committed."""
+        applier = ThreadPoolExecutor(1, thread_name_prefix="cdc-apply")
+        try:
+            self._poll_loop(stop, watch, applier)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                self._settle()
+            raise
+        else:
+            self._settle()
+        finally:
+            applier.shutdown(wait=True)
+
+    def _poll_loop(
+        self, stop: threading.Event, watch: _TopicWatch, applier: ThreadPoolExecutor
+    ) -> None:
         assert self.consumer is not None
         log.info("%s: consuming topics matching %s", self.subject, self.pattern)
         topics: set[str] = set()
@@ -319,14 +349,24 @@ class SinkRuntime:
                     stop.wait(1.0)
                     self._reconnect_target(stop)
             if batch:
-                self._apply(batch, stop)
+                prepared = self._prepare(batch)
+                self._settle()
+                self._inflight = applier.submit(self._apply, prepared, stop)
+
+    def _settle(self) -> None:
+        """Wait until the batch in flight is applied (or given up on stopping); raise its
+        error."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            inflight.result()
 
     def _restart_if_stuck(self, watch: _TopicWatch) -> None:
         """A new session when records have waited ``STALL_S`` with none applied (see
         :class:`Progress`)."""
-        assert self.target is not None
         if not watch.ranges:
             return
+        self._settle()
+        assert self.target is not None
         try:
             stored = self.target.stored_offsets(self.group_id, list(watch.ranges))
         except TargetUnavailable:
@@ -363,6 +403,7 @@ class SinkRuntime:
 
     def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
         """Position each assigned partition right after the last batch the target committed."""
+        self._settle()
         assert self.consumer is not None
         assert self.target is not None
         stored = self.target.stored_offsets(
@@ -383,7 +424,8 @@ class SinkRuntime:
         self.positioned.update(assigned)
         log.info("%s: positioned %s at the stored offsets", self.subject, _names(assigned))
 
-    def _apply(self, batch: dict[TopicPartition, list[Any]], stop: threading.Event) -> None:
+    def _prepare(self, batch: dict[TopicPartition, list[Any]]) -> _Prepared:
+        """Parse a polled batch: the events, the records no sink can apply, the next offsets."""
         events: list[SinkEvent] = []
         bad: list[Rejected] = []
         offsets: dict[Partition, int] = {}
@@ -400,6 +442,11 @@ class SinkRuntime:
                     if event is not None:
                         events.append(event)
             offsets[(tp.topic, tp.partition)] = records[-1].offset + 1
+        return _Prepared(batch, events, bad, offsets)
+
+    def _apply(self, prepared: _Prepared, stop: threading.Event) -> None:
+        """Apply a batch with its offsets, retrying while the target or the DLQ is away."""
+        batch, events, bad, offsets = prepared
         raw = {(tp.topic, tp.partition, r.offset): r for tp, rs in batch.items() for r in rs}
 
         def before_commit(rejected: list[tuple[SinkEvent, str]]) -> None:

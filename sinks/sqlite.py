@@ -104,7 +104,11 @@ class SqliteTarget:
     def __init__(self, config: SqliteSinkConfig) -> None:
         self.config = config
         try:
-            self.db = sqlite3.connect(config.path, isolation_level=None, timeout=30)
+            # The runtime applies batches on its applier thread and reads offsets on its own,
+            # never both at once (cdc.consumer): the connection may move between them.
+            self.db = sqlite3.connect(
+                config.path, isolation_level=None, timeout=30, check_same_thread=False
+            )
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(BOOKKEEPING)
