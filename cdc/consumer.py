@@ -431,10 +431,12 @@ class SinkRuntime:
         offsets: dict[Partition, int] = {}
         for tp, records in batch.items():
             for r in records:
-                headers = [(k, v) for k, v in r.headers]
                 try:
-                    event = parse_record(tp.topic, tp.partition, r.offset, r.key, r.value, headers)
+                    event = parse_record(
+                        tp.topic, tp.partition, r.offset, r.key, r.value, r.headers
+                    )
                 except BadRecord as e:
+                    headers = list(r.headers)
                     bad.append(
                         Rejected(tp.topic, tp.partition, r.offset, r.key, r.value, headers, str(e))
                     )

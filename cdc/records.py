@@ -87,48 +87,50 @@ def parse_record(
     if op not in _OPS:
         raise BadRecord(f"not a change event: op is {op!r}, expected one of c, u, d, r, t")
     source = envelope.get("source")
-    if not isinstance(source, dict) or not isinstance(source.get("table"), str):
+    if type(source) is not dict or type(source.get("table")) is not str:
         raise BadRecord("not a change event: source.table is missing")
     before, after = envelope.get("before"), envelope.get("after")
-    for name, image in (("before", before), ("after", after)):
-        if image is not None and not isinstance(image, dict):
-            raise BadRecord(f"{name} is not a JSON object")
-    if op in ("c", "u", "r") and not after:
+    if before is not None and type(before) is not dict:
+        raise BadRecord("before is not a JSON object")
+    if after is not None and type(after) is not dict:
+        raise BadRecord("after is not a JSON object")
+    if not after and op in ("c", "u", "r"):
         raise BadRecord(f"op {op!r} without an after image")
+    schema = source.get("schema") or "public"
     found = dict(headers)
-    version = _version(found.get(EVENT_ID_HEADER))
     parsed_key = None
     if key is not None:
         try:
             parsed_key = orjson.loads(key)
         except orjson.JSONDecodeError as e:
             raise BadRecord(f"key is not JSON: {e}") from None
-        if parsed_key is not None and not isinstance(parsed_key, dict):
+        if parsed_key is not None and type(parsed_key) is not dict:
             raise BadRecord("key is not a JSON object")
+    # Positional: a dozen keyword arguments cost a tenth of the whole parse.
     return SinkEvent(
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        schema=str(source.get("schema") or "public"),
-        table=source["table"],
-        op=op,
-        key=parsed_key,
-        before=before,
-        after=after,
-        version=version,
-        unavailable=_unavailable(found.get(UNAVAILABLE_HEADER)),
-        types=_types(found.get(TYPES_HEADER)),
-        whole_row_key=found.get(IDENTITY_HEADER) == b"full",
+        topic,
+        partition,
+        offset,
+        schema if type(schema) is str else str(schema),
+        source["table"],
+        op,
+        parsed_key,
+        before,
+        after,
+        _version(found.get(EVENT_ID_HEADER)),
+        _unavailable(found.get(UNAVAILABLE_HEADER)),
+        _types(found.get(TYPES_HEADER)),
+        found.get(IDENTITY_HEADER) == b"full",
     )
 
 
 def _version(raw: bytes | None) -> Version:
     if raw is None:
         raise BadRecord(f"no {EVENT_ID_HEADER} header")
+    commit, _, index = raw.partition(b":")
     try:
-        commit, _, index = raw.decode().partition(":")
-        return int(commit), int(index)
-    except (UnicodeDecodeError, ValueError):
+        return int(commit), int(index)  # int() reads ASCII digits from bytes
+    except ValueError:
         raise BadRecord(f"bad {EVENT_ID_HEADER} header {raw[:40]!r}") from None
 
 

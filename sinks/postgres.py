@@ -35,6 +35,8 @@ from cdc.records import SinkEvent, Version, by_shape, collapse, row_hash
 log = logging.getLogger(__name__)
 
 VERSION_COLUMNS = ("_cdc_lsn", "_cdc_index")
+COPY_CHUNK = 1 << 20
+"""Bytes of COPY text handed to psycopg at a time."""
 STAGE = sql.Identifier("_cdc_stage")
 STAGE_TABLE = """
 CREATE TEMP TABLE IF NOT EXISTS _cdc_stage (_key jsonb, _lsn bigint, _idx int, _after jsonb)
@@ -360,15 +362,30 @@ class PostgresTarget:
             (target.label, *version),
         )
 
-    def _stage(self, rows: Iterable[tuple[str | None, int, int, str | None]]) -> sql.Identifier:
-        """COPY ``(key, lsn, index, image)`` rows (key and image as JSON text) into the stage
-        table (:data:`STAGE_TABLE`) and return its name."""
+    def _stage(self, events: Iterable[SinkEvent], key: bool, image: bool) -> sql.Identifier:
+        """COPY each event's ``(key, lsn, index, after image)`` into the stage table
+        (:data:`STAGE_TABLE`), key and image as JSON (or NULL when not wanted); return its
+        name. The COPY text is made here in bulk: orjson never writes a raw tab, newline or
+        carriage return, so doubling backslashes is all the escaping JSON needs (psycopg's
+        ``write_row`` formatted every field in Python: a tenth of the applier's time)."""
         if self._stage_used:
             self.conn.execute("DELETE FROM _cdc_stage")
         self._stage_used = True
+        dumps = orjson.dumps
         with self.conn.cursor().copy("COPY _cdc_stage FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+            lines: list[bytes] = []
+            size = 0
+            for e in events:
+                k = dumps(e.key).replace(b"\\", b"\\\\") if key else b"\\N"
+                a = dumps(e.after).replace(b"\\", b"\\\\") if image else b"\\N"
+                line = b"%b\t%d\t%d\t%b\n" % (k, e.version[0], e.version[1], a)
+                lines.append(line)
+                size += len(line)
+                if size > COPY_CHUNK:
+                    copy.write(b"".join(lines))
+                    lines, size = [], 0
+            if lines:
+                copy.write(b"".join(lines))
         # Nothing analyzes temporary tables: without a row count the planner guessed hundreds
         # of rows and joined the target table by scanning all of it, for every batch. One
         # column is enough for the count (and cheap).
@@ -377,8 +394,7 @@ class PostgresTarget:
 
     def _delete(self, target: _Table, deletes: list[SinkEvent]) -> None:
         key = target.key or tuple(deletes[0].key or ())
-        dumps = orjson.dumps
-        stage = self._stage((dumps(e.key).decode(), *e.version, None) for e in deletes)
+        stage = self._stage(deletes, key=True, image=False)
         match = sql.SQL(" AND ").join(
             sql.SQL("t.{} = {}").format(
                 sql.Identifier(k), _from_image(k, target.columns[k], image="_key")
@@ -411,10 +427,7 @@ class PostgresTarget:
         # Rows are staged as their JSON image and PostgreSQL takes each value out as text
         # (``->>``, the text its input function reads: what _text makes in Python, for every
         # value of every row). One orjson call per row instead of a Python call per value.
-        dumps = orjson.dumps
-        stage = self._stage(
-            (dumps(e.key).decode(), *e.version, dumps(e.after).decode()) for e in events
-        )
+        stage = self._stage(events, key=True, image=True)
         written = [c for c in columns if c not in unavailable]
         cols = sql.SQL(", ").join(map(sql.Identifier, [*written, *VERSION_COLUMNS]))
         values = sql.SQL(", ").join(
@@ -500,7 +513,7 @@ class PostgresTarget:
 
     def _insert_keyless(self, target: _Table, events: list[SinkEvent]) -> None:
         for columns, _, group in by_shape(events):
-            stage = self._stage((None, *e.version, orjson.dumps(e.after).decode()) for e in group)
+            stage = self._stage(group, key=False, image=True)
             cols = sql.SQL(", ").join(map(sql.Identifier, [*columns, *VERSION_COLUMNS]))
             values = sql.SQL(", ").join(
                 [_from_image(c, target.columns[c]) for c in columns] + [sql.SQL("s._lsn, s._idx")]

@@ -26,6 +26,8 @@ from sinks.postgres import PostgresTarget
 from sinks.sqlite import SqliteTarget
 
 TYPES = {"id": "bigint", "v": "text", "n": "numeric", "big": "text"}
+AWKWARD = ["", "\\", "\\N", "a\tb", "line\nbreak\r", 'quo"te', "back\\slash\\n", "é☃𝄞", "\x01\x1f"]
+"""Text that every layer between event and row must leave alone (JSON, COPY and SQL escaping)."""
 GROUP = "contract"
 
 
@@ -76,7 +78,8 @@ def stream(
             events.append(event("d", (lsn, 0), key, None, offset=i))
             del state[key]
         elif key in state and roll < 0.7:
-            row = dict(state[key], v=f"v{i}", n=f"{rng.randrange(-(10**6), 10**6)}.{i:03d}")
+            v = f"v{i}{rng.choice(AWKWARD)}"
+            row = dict(state[key], v=v, n=f"{rng.randrange(-(10**6), 10**6)}.{i:03d}")
             keep_big = toast and rng.random() < 0.5
             state[key] = row
             events.append(
@@ -90,7 +93,8 @@ def stream(
                 )
             )
         else:
-            row = {"id": key, "v": f"v{i}", "n": f"{i}.50", "big": f"big{i}-" + "x" * 3000}
+            v = f"v{i}{rng.choice(AWKWARD)}"
+            row = {"id": key, "v": v, "n": f"{i}.50", "big": f"big{i}-" + "x" * 3000}
             if key in state:  # the source would have deleted it first
                 events.append(event("d", (lsn, 0), key, None, offset=i))
                 lsn += 1

@@ -1,0 +1,80 @@
+"""parse_record: a Kafka record in, a checked SinkEvent out, or BadRecord naming the problem."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from cdc.records import BadRecord, parse_record
+
+TYPES = b'{"id":"bigint","v":"text"}'
+GOOD_HEADERS = [("cdc-event-id", b"12345:7"), ("cdc-types", TYPES)]
+
+
+def value(**changes: Any) -> bytes:
+    envelope: dict[str, Any] = {
+        "before": None,
+        "after": {"id": 1, "v": "x"},
+        "source": {"schema": "app", "table": "items", "lsn": 12345},
+        "op": "c",
+        "ts_ms": 1,
+    }
+    envelope.update(changes)
+    return orjson.dumps(envelope)
+
+
+def test_a_good_record() -> None:
+    headers = [*GOOD_HEADERS, ("cdc-unavailable", b'["big"]'), ("cdc-identity", b"full")]
+    event = parse_record("t", 3, 42, b'{"id":1}', value(), headers)
+    assert event is not None
+    assert (event.topic, event.partition, event.offset) == ("t", 3, 42)
+    assert (event.schema, event.table, event.op) == ("app", "items", "c")
+    assert event.key == {"id": 1}
+    assert event.before is None
+    assert event.after == {"id": 1, "v": "x"}
+    assert event.version == (12345, 7)
+    assert event.unavailable == frozenset({"big"})
+    assert dict(event.types) == {"id": "bigint", "v": "text"}
+    assert event.whole_row_key
+
+
+def test_defaults_and_a_tombstone() -> None:
+    event = parse_record("t", 0, 0, None, value(source={"table": "items"}), GOOD_HEADERS[:1])
+    assert event is not None
+    assert (event.schema, event.key, dict(event.types)) == ("public", None, {})
+    assert not event.whole_row_key and not event.unavailable
+    assert parse_record("t", 0, 1, b'{"id":1}', None, GOOD_HEADERS) is None
+
+
+@pytest.mark.parametrize(
+    ("key", "raw", "headers", "reason"),
+    [
+        (None, b"{nope", GOOD_HEADERS, "value is not JSON"),
+        (None, b"[1, 2]", GOOD_HEADERS, "value is not a JSON object"),
+        (None, value(op="x"), GOOD_HEADERS, "not a change event: op is 'x'"),
+        (None, value(source=None), GOOD_HEADERS, "source.table is missing"),
+        (None, value(source={"table": 5}), GOOD_HEADERS, "source.table is missing"),
+        (None, value(before=[1]), GOOD_HEADERS, "before is not a JSON object"),
+        (None, value(after="row"), GOOD_HEADERS, "after is not a JSON object"),
+        (None, value(op="u", after=None), GOOD_HEADERS, "op 'u' without an after image"),
+        (None, value(), [], "no cdc-event-id header"),
+        (None, value(), [("cdc-event-id", b"12:x")], "bad cdc-event-id header"),
+        (None, value(), [("cdc-event-id", b"12")], "bad cdc-event-id header"),
+        (b"{nope", value(), GOOD_HEADERS, "key is not JSON"),
+        (b"[1]", value(), GOOD_HEADERS, "key is not a JSON object"),
+        (None, value(), [*GOOD_HEADERS[:1], ("cdc-types", b"[1]")], "bad cdc-types header"),
+        (
+            None,
+            value(),
+            [*GOOD_HEADERS, ("cdc-unavailable", b'{"a": 1}')],
+            "bad cdc-unavailable header",
+        ),
+    ],
+)
+def test_bad_records_name_the_problem(
+    key: bytes | None, raw: bytes, headers: list[tuple[str, bytes]], reason: str
+) -> None:
+    with pytest.raises(BadRecord, match=reason.replace("(", r"\(")):
+        parse_record("t", 0, 0, key, raw, headers)
