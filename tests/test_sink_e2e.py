@@ -416,6 +416,7 @@ def test_two_sink_processes_share_four_partitions(
         pipeline.close()
 
 
+@pytest.mark.parametrize("pipeline", CLIENTS, indirect=True)
 def test_target_database_outage_is_retried_never_skipped(pipeline: Pipeline, unique: str) -> None:
     cdc = pipeline.start()
     try:
