@@ -233,6 +233,19 @@ def librdkafka_options(config: KafkaConfig) -> dict[str, Any]:
     return options
 
 
+def _confluent_kafka(setting: str) -> Any:
+    """The confluent_kafka module (and its admin part), imported when a setting asks for it."""
+    try:
+        import confluent_kafka  # noqa: PLC0415  (optional: only with client = "confluent-kafka")
+        import confluent_kafka.admin  # noqa: PLC0415
+    except ImportError as e:  # not retriable: the installation must change
+        raise CdcError(
+            f"{setting} = 'confluent-kafka' needs the confluent-kafka package"
+            " (pip install 'cdc[fast]')"
+        ) from e
+    return confluent_kafka
+
+
 class ConfluentPublisher:
     """:class:`Publisher`'s contract on confluent-kafka (librdkafka), for speed.
 
@@ -243,17 +256,9 @@ class ConfluentPublisher:
     """
 
     def __init__(self, config: KafkaConfig) -> None:
-        try:
-            import confluent_kafka  # noqa: PLC0415  (optional: only with client = "confluent-kafka")
-            from confluent_kafka.admin import AdminClient  # noqa: PLC0415
-            from confluent_kafka.cimpl import NewTopic  # noqa: PLC0415
-        except ImportError as e:  # not retriable: the installation must change
-            raise CdcError(
-                "[kafka.producer] client = 'confluent-kafka' needs the confluent-kafka package"
-                " (pip install 'cdc[fast]')"
-            ) from e
+        confluent_kafka = _confluent_kafka("[kafka.producer] client")
         self._ck = confluent_kafka
-        self._new_topic = NewTopic
+        self._new_topic = confluent_kafka.admin.NewTopic
         p = config.producer
         options = librdkafka_options(config)
         self._producer = confluent_kafka.Producer(
@@ -273,7 +278,7 @@ class ConfluentPublisher:
                 "queue.buffering.max.kbytes": 65_536,
             }
         )
-        self._admin = AdminClient(options)
+        self._admin = confluent_kafka.admin.AdminClient(options)
         self._topics_config = config.topics
         self._known: set[str] = set()
 
@@ -372,13 +377,7 @@ class ConfluentConsumer:
         group_id: str,
         position: Callable[[list[TopicPartition]], None],
     ) -> None:
-        try:
-            import confluent_kafka  # noqa: PLC0415  (optional: only with client = "confluent-kafka")
-        except ImportError as e:  # not retriable: the installation must change
-            raise CdcError(
-                "[kafka.consumer] client = 'confluent-kafka' needs the confluent-kafka package"
-                " (pip install 'cdc[fast]')"
-            ) from e
+        confluent_kafka = _confluent_kafka("[kafka.consumer] client")
         self._ck = confluent_kafka
         self._position = position
         self._consumer = confluent_kafka.Consumer(

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
+import pytest
+
 from cdc.config import KafkaConfig
-from cdc.kafka import client_options, librdkafka_options
+from cdc.errors import CdcError
+from cdc.kafka import ConfluentConsumer, ConfluentPublisher, client_options, librdkafka_options
 
 SECURED = {
     "bootstrap_servers": ["a:1", "b:2"],
@@ -72,3 +78,24 @@ def test_plaintext_has_no_security_settings() -> None:
     )
     assert librdkafka_options(hostname)["ssl.endpoint.identification.algorithm"] == "https"
     assert client_options(hostname)["ssl_check_hostname"] is True
+
+
+@pytest.mark.parametrize(
+    ("make", "setting"),
+    [
+        (ConfluentPublisher, "[kafka.producer] client"),
+        (lambda c: ConfluentConsumer(c, "g", lambda tps: None), "[kafka.consumer] client"),
+    ],
+)
+def test_confluent_kafka_missing_is_a_plain_error_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, make: Any, setting: str
+) -> None:
+    monkeypatch.setitem(sys.modules, "confluent_kafka", None)  # import fails as if not installed
+    monkeypatch.setitem(sys.modules, "confluent_kafka.admin", None)
+    config = KafkaConfig.model_validate({"bootstrap_servers": ["a:1"]})
+    with pytest.raises(CdcError) as raised:
+        make(config)
+    assert str(raised.value) == (
+        f"{setting} = 'confluent-kafka' needs the confluent-kafka package (pip install 'cdc[fast]')"
+    )
+    assert not raised.value.retriable
