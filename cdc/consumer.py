@@ -449,10 +449,15 @@ class SinkRuntime:
     def _apply(self, prepared: _Prepared, stop: threading.Event) -> None:
         """Apply a batch with its offsets, retrying while the target or the DLQ is away."""
         batch, events, bad, offsets = prepared
-        raw = {(tp.topic, tp.partition, r.offset): r for tp, rs in batch.items() for r in rs}
 
         def before_commit(rejected: list[tuple[SinkEvent, str]]) -> None:
             dead = list(bad)
+            # The records behind the events the target rejected: indexed only when there are some.
+            raw = (
+                {(tp.topic, tp.partition, r.offset): r for tp, rs in batch.items() for r in rs}
+                if rejected
+                else {}
+            )
             for event, reason in rejected:
                 r = raw[(event.topic, event.partition, event.offset)]
                 dead.append(
