@@ -71,15 +71,26 @@ def ms(s: Result | None) -> str:
 # -- the table --------------------------------------------------------------------------------
 
 
+def head(*columns: str) -> list[str]:
+    """A markdown table's header row and its separator, one cell per column."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def source_table(found: dict[str, tuple[str, Result]]) -> list[str]:
     lines = [
         "Source → Kafka: changes/s from the first record on Kafka until the slot confirms the"
         " workload's end (every change acked, `acks=all`); in brackets the ratio to the read"
         " limit (`pg_recvlogical`, same wal2json options, same WAL, to /dev/null); peak RSS.",
         "",
-        "| workload | changes | read limit | cdc, kafka-python | cdc, confluent-kafka"
-        " | Debezium (pgoutput) | cdc (confluent-kafka) / Debezium |",
-        "|---|---|---|---|---|---|---|",
+        *head(
+            "workload",
+            "changes",
+            "read limit",
+            "cdc, kafka-python",
+            "cdc, confluent-kafka",
+            "Debezium (pgoutput)",
+            "cdc (confluent-kafka) / Debezium",
+        ),
     ]
     for name in WORKLOADS:
         if name not in found:
@@ -103,10 +114,15 @@ def sink_table(found: dict[str, tuple[str, Result]]) -> list[str]:
         " published them), from the sink's first commit to its last; in brackets the ratio to a"
         " `COPY` of the table's rows into the same PostgreSQL; peak RSS.",
         "",
-        "| backlog | changes (records) | `COPY` of the rows, rows/s"
-        " | PostgreSQL sink, kafka-python | PostgreSQL sink, confluent-kafka"
-        " | SQLite sink, kafka-python | SQLite sink, confluent-kafka |",
-        "|---|---|---|---|---|---|---|",
+        *head(
+            "backlog",
+            "changes (records)",
+            "`COPY` of the rows, rows/s",
+            "PostgreSQL sink, kafka-python",
+            "PostgreSQL sink, confluent-kafka",
+            "SQLite sink, kafka-python",
+            "SQLite sink, confluent-kafka",
+        ),
     ]
     for name in WORKLOADS:
         if name not in found or "sinks" not in found[name][1]:
@@ -129,8 +145,9 @@ def sink_table(found: dict[str, tuple[str, Result]]) -> list[str]:
             'Initial snapshot of the bulk table → Kafka (`snapshot = "initial_only"`, start to'
             " exit); in brackets the ratio to `COPY (SELECT * FROM orders) TO STDOUT`.",
             "",
-            "| rows | `COPY ... TO STDOUT`, rows/s | cdc, kafka-python | cdc, confluent-kafka |",
-            "|---|---|---|---|",
+            *head(
+                "rows", "`COPY ... TO STDOUT`, rows/s", "cdc, kafka-python", "cdc, confluent-kafka"
+            ),
             f"| {num(snap['rows'])} | {num(snap['copy_out_rows_per_s'])}"
             f" | {rate_cell(snap.get('cdc_kp'), 'rows_per_s', 'ratio_to_copy_out')}"
             f" | {rate_cell(snap.get('cdc_ck'), 'rows_per_s', 'ratio_to_copy_out')} |",
@@ -159,8 +176,14 @@ def latency_table(found: dict[str, tuple[str, Result]]) -> list[str]:
         " record on Kafka (its LogAppendTime) and to the row visible in the PostgreSQL sink"
         f" (its `cdc.offsets`, committed with the rows). cdc with confluent-kafka.{debezium}",
         "",
-        "| offered load | run | achieved load | commit → Kafka | commit → sink row | peak RSS |",
-        "|---|---|---|---|---|---|",
+        *head(
+            "offered load",
+            "run",
+            "achieved load",
+            "commit → Kafka",
+            "commit → sink row",
+            "peak RSS",
+        ),
     ]
     for rate, runs in r["loads"].items():
         cdc, dbz = runs["cdc"], runs.get("debezium")
