@@ -39,7 +39,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from cdc.config import KafkaConfig
 from cdc.errors import CdcError, KafkaUnavailable, describe
 from cdc.findings import Finding
-from cdc.kafka import ConfluentConsumer, client_options
+from cdc.kafka import SINK_SESSION_TIMEOUT_MS, ConfluentConsumer, client_options
 from cdc.records import BadRecord, SinkEvent, parse_record
 
 log = logging.getLogger(__name__)
@@ -273,9 +273,7 @@ class SinkRuntime:
                         enable_auto_commit=False,
                         auto_offset_reset="earliest",
                         metadata_max_age_ms=5000,
-                        # A sink that died must hand its partitions over in seconds, not the 45 s
-                        # default: its successor (or its peers) cannot read them until then.
-                        session_timeout_ms=10_000,
+                        session_timeout_ms=SINK_SESSION_TIMEOUT_MS,
                         max_poll_records=self.batch_records,
                     )
                 opened.callback(self.consumer.close, autocommit=False)

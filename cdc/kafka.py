@@ -34,6 +34,10 @@ from cdc.findings import Finding
 
 log = logging.getLogger(__name__)
 
+SINK_SESSION_TIMEOUT_MS = 10_000
+"""A sink that died must hand its partitions over in seconds, not Kafka's 45 s default: its
+successor (or its peers) cannot read them until then. Both consumer clients use it."""
+
 CONFLUENT_QUEUE = 5_000
 """Most records confluent-kafka's producer holds unacked (see ConfluentPublisher)."""
 
@@ -387,7 +391,7 @@ class ConfluentConsumer:
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
-                "session.timeout.ms": 10_000,  # as the kafka-python consumer (cdc.consumer)
+                "session.timeout.ms": SINK_SESSION_TIMEOUT_MS,
                 "topic.metadata.refresh.interval.ms": 5_000,
                 "queued.max.messages.kbytes": 32_768,
             }
