@@ -178,7 +178,7 @@ class Progress:
         ranges: dict[Partition, tuple[int, int]],
         stored: dict[Partition, int],
         now: float,
-        after_s: float = STALL_S,
+        after_s: float,
     ) -> list[Partition]:
         """Partitions with records past the stored offset and no stored progress for
         ``after_s``."""
