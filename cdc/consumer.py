@@ -408,19 +408,35 @@ class SinkRuntime:
             self.group_id, [(tp.topic, tp.partition) for tp in assigned]
         )
         fresh = []
+        sought = []
         for tp in assigned:
             offset = stored.get((tp.topic, tp.partition))
             if offset is None:
                 fresh.append(tp)
-            else:
-                self.consumer.seek(tp, offset)
+            elif self._seek(tp, offset):
+                sought.append(tp)
         if fresh:
             # Explicit offsets rather than seek_to_beginning: kafka-python's lazy reset was
             # seen to leave a consumer fetching nothing, spinning.
             for tp, offset in self.consumer.beginning_offsets(fresh).items():
-                self.consumer.seek(tp, offset)
-        self.positioned.update(assigned)
-        log.info("%s: positioned %s at the stored offsets", self.subject, _names(assigned))
+                if self._seek(tp, offset):
+                    sought.append(tp)
+        self.positioned.update(sought)
+        log.info("%s: positioned %s at the stored offsets", self.subject, _names(sought))
+
+    def _seek(self, tp: TopicPartition, offset: int) -> bool:
+        """Seek ``tp``; False when a rebalance took it away meanwhile. kafka-python changes the
+        assignment on its own thread, at any moment (ValueError or KeyError from its ``seek``);
+        the partition's next assignment positions it again."""
+        assert self.consumer is not None
+        try:
+            self.consumer.seek(tp, offset)
+        except (ValueError, KeyError):
+            if tp in self.consumer.assignment():
+                raise
+            log.info("%s: %s[%d] was revoked while being positioned", self.subject, *tp)
+            return False
+        return True
 
     def _prepare(self, batch: dict[TopicPartition, list[Any]]) -> _Prepared:
         """Parse a polled batch: the events, the records no sink can apply, the next offsets."""

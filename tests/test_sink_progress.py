@@ -1,5 +1,6 @@
 """The sinks' watchdog (:class:`cdc.consumer.Progress`): records that wait while nothing is
-applied start a new consumer session; records that are applied, or none waiting, never do."""
+applied start a new consumer session; records that are applied, or none waiting, never do. And
+positioning after an assignment survives a rebalance that takes a partition away meanwhile."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
 from cdc import consumer
@@ -128,3 +129,56 @@ def test_a_consumer_that_reads_nothing_is_replaced_and_the_records_applied(
     finally:
         db.close()
     assert rows == [(0, "row 0"), (1, "row 1"), (2, "row 2")]
+
+
+class _Revoking:
+    """A kafka-python consumer whose seek of ``failing`` raises ``error``; with ``revoke``, its
+    rebalance thread took that partition away just then."""
+
+    def __init__(
+        self, assigned: set[TopicPartition], failing: TopicPartition, error: Exception, revoke: bool
+    ) -> None:
+        self.assigned, self.failing, self.error, self.revoke = set(assigned), failing, error, revoke
+        self.sought: dict[TopicPartition, int] = {}
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        if tp == self.failing:
+            if self.revoke:
+                self.assigned.discard(tp)
+            raise self.error
+        self.sought[tp] = offset
+
+    def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: 0 for tp in tps}
+
+
+class _Stored:
+    def stored_offsets(self, group: str, partitions: Any) -> dict[tuple[str, int], int]:
+        return {("t", 0): 7, ("t", 1): 9}
+
+
+def runtime_with(consumer: _Revoking) -> SinkRuntime:
+    config = KafkaConfig(bootstrap_servers=("x:1",))
+    runtime = SinkRuntime("s", "g", ("t",), config, lambda: cast(Any, _Stored()))
+    runtime.consumer, runtime.target = cast(Any, consumer), cast(Any, _Stored())
+    return runtime
+
+
+def test_a_partition_revoked_while_positioned_is_left_for_its_next_assignment() -> None:
+    a, b, c = TopicPartition("t", 0), TopicPartition("t", 1), TopicPartition("t", 2)
+    for error in (KeyError(b), ValueError("Unassigned partition")):  # kafka-python's two races
+        consumer = _Revoking({a, b, c}, failing=b, error=error, revoke=True)
+        runtime = runtime_with(consumer)
+        runtime.seek_to_stored([a, b, c])
+        assert consumer.sought == {a: 7, c: 0}  # c has nothing stored: from its beginning
+        assert runtime.positioned == {a, c}
+
+
+def test_a_failed_seek_of_a_partition_still_assigned_is_an_error() -> None:
+    a = TopicPartition("t", 0)
+    consumer = _Revoking({a}, failing=a, error=ValueError("bad offset"), revoke=False)
+    with pytest.raises(ValueError, match="bad offset"):
+        runtime_with(consumer).seek_to_stored([a])
