@@ -115,6 +115,8 @@ def run(config_path: str, connectors: Sequence[str], sinks: Sequence[str]) -> No
         try:
             worker.run(stop)  # type: ignore[attr-defined]
         except BaseException as e:
+            if not isinstance(e, CdcError):  # a bug: where it happened is what matters
+                log.exception("unexpected error; stopping")
             errors.append(e)
             stop.set()
 

@@ -34,12 +34,12 @@ from typing import Any, NamedTuple, Protocol
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, LeaderNotAvailableError, TopicAlreadyExistsError
 
 from cdc.config import KafkaConfig
 from cdc.errors import CdcError, KafkaUnavailable, describe
 from cdc.findings import Finding
-from cdc.kafka import SINK_SESSION_TIMEOUT_MS, ConfluentConsumer, client_options
+from cdc.kafka import SINK_SESSION_TIMEOUT_MS, ConfluentConsumer, client_options, list_offsets
 from cdc.records import BadRecord, SinkEvent, parse_record
 
 log = logging.getLogger(__name__)
@@ -134,19 +134,21 @@ class _TopicWatch:
                 self._look()
             except KafkaError as e:  # the consumer sees the same outage and restarts the session
                 log.debug("listing topics failed: %s", describe(e))
+            except Exception:  # a client bug must not end the watch: no new topic would be read
+                log.exception("listing topics failed")
             self._closed.wait(TOPIC_LOOK_S)
 
     def _look(self) -> None:
         found = {t for t in self._client.topics() if self._pattern.match(t)}
+        self.found = found  # the subscription needs no offsets: a new topic is read at once
         partitions = [
             TopicPartition(t, p)
             for t in sorted(found)
             for p in self._client.partitions_for_topic(t) or ()
         ]
-        first = self._client.beginning_offsets(partitions) if partitions else {}
-        end = self._client.end_offsets(partitions) if partitions else {}
+        first = list_offsets(self._client, partitions)
+        end = list_offsets(self._client, partitions, end=True)
         self.ranges = {(tp.topic, tp.partition): (first[tp], end[tp]) for tp in partitions}
-        self.found = found
 
     def close(self) -> None:
         self._closed.set()
@@ -418,7 +420,13 @@ class SinkRuntime:
         if fresh:
             # Explicit offsets rather than seek_to_beginning: kafka-python's lazy reset was
             # seen to leave a consumer fetching nothing, spinning.
-            for tp, offset in self.consumer.beginning_offsets(fresh).items():
+            try:
+                beginnings = list_offsets(self.consumer, fresh)
+            except LeaderNotAvailableError as e:
+                # Left unpositioned, so the next poll asks again (and drops their records).
+                log.info("%s: %s; positioning it later", self.subject, describe(e))
+                beginnings = {}
+            for tp, offset in beginnings.items():
                 if self._seek(tp, offset):
                     sought.append(tp)
         self.positioned.update(sought)
@@ -579,7 +587,7 @@ def _lag(
             partitions = [
                 TopicPartition(t, p) for t in names for p in consumer.partitions_for_topic(t) or ()
             ]
-            end = consumer.end_offsets(partitions) if partitions else {}
+            end = list_offsets(consumer, partitions, end=True)
         finally:
             consumer.close()
     except KafkaError as e:

@@ -15,6 +15,7 @@ __all__ = [
     "check_kafka",
     "client_options",
     "librdkafka_options",
+    "list_offsets",
     "open_publisher",
 ]
 
@@ -25,7 +26,7 @@ from typing import Any, NamedTuple
 
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, LeaderNotAvailableError, TopicAlreadyExistsError
 
 from cdc.config import KafkaConfig
 from cdc.errors import CdcError, KafkaUnavailable
@@ -57,6 +58,30 @@ def client_options(config: KafkaConfig) -> dict[str, Any]:
     }
     options.update(_security(config))
     return options
+
+
+def list_offsets(
+    client: Any, partitions: Iterable[TopicPartition], *, end: bool = False
+) -> dict[TopicPartition, int]:
+    """The first (or, with ``end``, the next to be written) offset of each partition.
+
+    kafka-python (3.0.12) leaves a partition whose leader its metadata does not know yet (a
+    topic created moments ago) out of its ListOffsets request, then fails with a bare KeyError;
+    that is raised here as the retriable :class:`LeaderNotAvailableError` naming the partition.
+    """
+    partitions = list(partitions)
+    if not partitions:
+        return {}
+    try:
+        offsets = client.end_offsets(partitions) if end else client.beginning_offsets(partitions)
+    except KeyError as e:
+        tp = e.args[0] if e.args else None
+        if not isinstance(tp, TopicPartition):
+            raise
+        raise LeaderNotAvailableError(
+            f"Kafka names no leader yet for {tp.topic}[{tp.partition}]"
+        ) from e
+    return dict(offsets)
 
 
 def _security(config: KafkaConfig) -> dict[str, Any]:
