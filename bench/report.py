@@ -18,8 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from matplotlib.figure import Figure
-
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = ("oltp", "bulk", "wide")
 NAMES = (*WORKLOADS, "latency")
@@ -286,6 +284,9 @@ def bars(
 
 
 def chart(found: dict[str, tuple[str, Result]], out: Path) -> None:
+    # Imported here: matplotlib is the bench extra's, and the table needs none of it.
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
     fig = Figure(figsize=(13, 9), layout="constrained")
     (source, sinks), (lat1, lat2) = fig.subplots(2, 2)
     names = [n for n in WORKLOADS if n in found]

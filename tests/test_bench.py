@@ -1,0 +1,82 @@
+"""The benchmark package's own arithmetic and bookkeeping, without services: the README's table
+is what the committed results say, percentiles are nearest-rank, a sampled offset dates a
+record's visibility, and the configurations the bench writes are ones cdc accepts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import report
+from bench.common import cdc_config
+from bench.run import OffsetPoller, stats
+from cdc.config import parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_readme_table_is_the_committed_results() -> None:
+    found = report.latest(ROOT / "bench" / "results")
+    assert set(found) == set(report.NAMES)
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split(report.BEGIN, 1)[1].split(report.END, 1)[0]
+    # A result edited, or a table written by hand, shows here: run `python -m bench.report`.
+    assert block.strip("\n") == report.table(found)
+
+
+def test_update_readme_replaces_only_the_block(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{report.BEGIN}\nold\n{report.END}\nafter\n")
+    report.update_readme(readme, "new")
+    assert readme.read_text() == f"before\n{report.BEGIN}\nnew\n{report.END}\nafter\n"
+    readme.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="no <!-- bench:begin -->"):
+        report.update_readme(readme, "new")
+
+
+def test_stats_are_nearest_rank() -> None:
+    s = stats([float(v) for v in reversed(range(1, 101))])
+    assert (s["count"], s["p50_ms"], s["p99_ms"], s["max_ms"], s["mean_ms"]) == (
+        100,
+        50.0,
+        99.0,
+        100.0,
+        50.5,
+    )
+    assert stats([7.0])["p99_ms"] == 7.0
+
+
+def test_a_record_is_visible_at_the_first_sample_past_its_offset() -> None:
+    poller = OffsetPoller("", "g", "t")  # never started: samples set by hand
+    poller.times, poller.offsets = [10.0, 11.0, 12.0], [0, 5, 12]
+    # next_offset 5 means records 0..4 are applied; record 5 first shows in the 12.
+    assert [poller.visible_at(o) for o in (0, 4, 5, 11)] == [11.0, 11.0, 12.0, 12.0]
+    assert poller.seen() == 12
+
+
+def test_the_bench_configuration_is_one_cdc_accepts() -> None:
+    text = cdc_config(
+        "127.0.0.1:9092",
+        client="confluent-kafka",
+        consumer="confluent-kafka",
+        connectors=[
+            {
+                "name": "oltp",
+                "dsn": "host=x dbname=y",
+                "slot": "bench_oltp",
+                "tables": ["public.orders"],
+                "topic_prefix": "bench.oltp",
+                "snapshot": "never",
+            }
+        ],
+        sinks=[
+            {"name": "pg", "type": "postgres", "topics": ["bench.oltp.*"], "dsn": "host=x",
+             "group_id": "g"},
+            {"name": "lite", "type": "sqlite", "topics": ["bench.oltp.*"], "path": "x.db"},
+        ],
+    )  # fmt: skip
+    config = parse_config(text)
+    assert config.kafka.producer.client == config.kafka.consumer.client == "confluent-kafka"
+    assert [c.slot for c in config.connectors] == ["bench_oltp"]
+    assert [s.name for s in config.sinks] == ["pg", "lite"]
