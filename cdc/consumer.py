@@ -208,10 +208,12 @@ class _Unseek(ConsumerRebalanceListener):  # type: ignore[misc]
         self.runtime = runtime
 
     def on_partitions_revoked(self, revoked: Any) -> None:
+        self.runtime.rebalances += 1
         self.runtime.positioned.difference_update(revoked)
         log.info("%s: partitions revoked: %s", self.runtime.subject, _names(revoked))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
+        self.runtime.rebalances += 1
         self.runtime.positioned.difference_update(assigned)
         log.info("%s: partitions assigned: %s", self.runtime.subject, _names(assigned))
 
@@ -243,6 +245,8 @@ class SinkRuntime:
         self.positioned: set[TopicPartition] = set()
         """Partitions sought to their stored offset since their last assignment (set ops are
         atomic, and the rebalance thread only removes)."""
+        self.rebalances = 0
+        """Assignment changes seen by the rebalance listener (written by its thread only)."""
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop``; a lost Kafka or target restarts the session with backoff."""
@@ -403,6 +407,7 @@ class SinkRuntime:
 
     def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
         """Position each assigned partition right after the last batch the target committed."""
+        rebalances = self.rebalances
         self._settle()
         assert self.consumer is not None
         assert self.target is not None
@@ -430,6 +435,15 @@ class SinkRuntime:
                 if self._seek(tp, offset):
                     sought.append(tp)
         self.positioned.update(sought)
+        if self.rebalances != rebalances:
+            # A partition revoked and assigned again meanwhile lost its seek with its old
+            # assignment: marked positioned, it would be read from the beginning. The next poll
+            # positions whatever is assigned then (a rebalance after this line unmarks its own).
+            self.positioned.difference_update(sought)
+            log.info(
+                "%s: the assignment changed while positioning; positioning again", self.subject
+            )
+            return
         log.info("%s: positioned %s at the stored offsets", self.subject, _names(sought))
 
     def _seek(self, tp: TopicPartition, offset: int) -> bool:

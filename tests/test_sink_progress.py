@@ -281,3 +281,25 @@ def _listed(client: KafkaConsumer, tp: TopicPartition) -> bool:
     except LeaderNotAvailableError:
         return False
     return True
+
+
+def test_a_partition_reassigned_while_positioned_is_positioned_again() -> None:
+    a, b = TopicPartition("t", 0), TopicPartition("t", 1)
+    fake = _Revoking({a, b}, failing=None, error=ValueError(), revoke=False)
+    runtime = runtime_with(fake)
+    listener = consumer._Unseek(runtime)
+    real_seek = fake.seek
+
+    def seek_then_rebalance(tp: TopicPartition, offset: int) -> None:
+        real_seek(tp, offset)
+        if tp == a:  # kafka-python's thread revokes and assigns ``a`` again: its seek is lost
+            listener.on_partitions_revoked([a, b])
+            listener.on_partitions_assigned([a, b])
+
+    fake.seek = seek_then_rebalance  # type: ignore[method-assign]
+    runtime.seek_to_stored([a, b])
+    assert runtime.positioned == set()  # read from the beginning if marked: sought again
+    fake.seek = real_seek  # type: ignore[method-assign]
+    runtime.seek_to_stored([a, b])
+    assert runtime.positioned == {a, b}
+    assert fake.sought == {a: 7, b: 9}
