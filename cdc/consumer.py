@@ -604,6 +604,8 @@ def _lag(
             end = list_offsets(consumer, partitions, end=True)
         finally:
             consumer.close()
+    except LeaderNotAvailableError as e:  # a topic created a moment ago
+        return [Finding.warn(subject, f"lag unknown for now: {describe(e)}")]
     except KafkaError as e:
         return [Finding.fail(subject, f"Kafka does not answer: {describe(e)}")]
     stored = target.stored_offsets(group_id, [(tp.topic, tp.partition) for tp in partitions])

@@ -303,3 +303,34 @@ def test_a_partition_reassigned_while_positioned_is_positioned_again() -> None:
     runtime.seek_to_stored([a, b])
     assert runtime.positioned == {a, b}
     assert fake.sought == {a: 7, b: 9}
+
+
+def test_status_of_a_sink_whose_new_topic_has_no_leader_yet_is_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tp = TopicPartition("src.public.a", 0)
+
+    class Leaderless:
+        def __init__(self, **options: Any) -> None:
+            pass
+
+        def topics(self) -> set[str]:
+            return {tp.topic}
+
+        def partitions_for_topic(self, topic: str) -> set[int]:
+            return {0}
+
+        def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+            raise KeyError(tp)  # kafka-python, when the topic's leader is not known yet
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(consumer, "KafkaConsumer", Leaderless)
+    findings = consumer._lag(
+        "sink s", "g", ("src.*",), KafkaConfig(bootstrap_servers=("x:1",)), cast(Any, _Stored())
+    )
+    assert [f.render() for f in findings] == [
+        "WARN  sink s: lag unknown for now: [Error 5] LeaderNotAvailableError:"
+        " Kafka names no leader yet for src.public.a[0]"
+    ]
