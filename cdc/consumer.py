@@ -26,7 +26,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -141,11 +141,7 @@ class _TopicWatch:
     def _look(self) -> None:
         found = {t for t in self._client.topics() if self._pattern.match(t)}
         self.found = found  # the subscription needs no offsets: a new topic is read at once
-        partitions = [
-            TopicPartition(t, p)
-            for t in sorted(found)
-            for p in self._client.partitions_for_topic(t) or ()
-        ]
+        partitions = _partitions(self._client, found)
         first = list_offsets(self._client, partitions)
         end = list_offsets(self._client, partitions, end=True)
         self.ranges = {(tp.topic, tp.partition): (first[tp], end[tp]) for tp in partitions}
@@ -379,7 +375,7 @@ class SinkRuntime:
         stuck = self.progress.stuck(watch.ranges, stored, time.monotonic(), STALL_S)
         if stuck:
             raise KafkaUnavailable(
-                f"no record of {', '.join(f'{t}[{p}]' for t, p in stuck)} applied for"
+                f"no record of {_names(stuck)} applied for"
                 f" {STALL_S:.0f} s while records wait there: a new consumer session"
             )
 
@@ -597,10 +593,8 @@ def _lag(
     try:
         consumer = KafkaConsumer(**client_options(kafka), request_timeout_ms=10_000)
         try:
-            names = sorted(t for t in consumer.topics() if pattern.match(t))
-            partitions = [
-                TopicPartition(t, p) for t in names for p in consumer.partitions_for_topic(t) or ()
-            ]
+            names = [t for t in consumer.topics() if pattern.match(t)]
+            partitions = _partitions(consumer, names)
             end = list_offsets(consumer, partitions, end=True)
         finally:
             consumer.close()
@@ -621,5 +615,13 @@ def _lag(
     ]
 
 
-def _names(partitions: Any) -> str:
-    return ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions)) or "nothing"
+def _partitions(client: KafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
+    """Every partition of ``topics``, in topic order, as the client's metadata knows them."""
+    return [
+        TopicPartition(t, p) for t in sorted(topics) for p in client.partitions_for_topic(t) or ()
+    ]
+
+
+def _names(partitions: Iterable[tuple[str, int]]) -> str:
+    """``topic[partition], ...`` of TopicPartitions or ``(topic, partition)`` pairs."""
+    return ", ".join(sorted(f"{t}[{p}]" for t, p in partitions)) or "nothing"
