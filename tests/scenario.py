@@ -148,13 +148,14 @@ class Scenario:
         pause_s: float = 0.002,
         copy_rows: int = 0,
         client: str = "kafka-python",
+        plugin: str = "wal2json",
     ) -> None:
         with psycopg.connect(database, autocommit=True) as conn:
             conn.execute(SCHEMA)
         self.database, self.kafka, self.name = database, kafka, name
         self.slot, self.reference = f"cdc_{name}", f"ref_{name}"
         self.config = write_config(
-            tmp_path / "cdc.toml", database, kafka, name=name, kafka_client=client
+            tmp_path / "cdc.toml", database, kafka, name=name, kafka_client=client, plugin=plugin
         )
         self.log = tmp_path / "cdc.log"
         self.cdc = CdcProcess(self.config, self.log)

@@ -25,12 +25,26 @@ KILLS = int(os.environ.get("CDC_TEST_KILLS", "4"))
 COPY_ROWS = int(os.environ.get("CDC_TEST_COPY_ROWS", "20000"))
 
 
-@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+@pytest.mark.parametrize(
+    ("client", "plugin"),
+    [
+        ("kafka-python", "wal2json"),
+        ("confluent-kafka", "wal2json"),
+        ("confluent-kafka", "pgoutput"),
+    ],
+)
 def test_sigkill_at_random_moments_loses_nothing(
-    tmp_path: Path, database: str, kafka_bootstrap: str, unique: str, client: str
+    tmp_path: Path, database: str, kafka_bootstrap: str, unique: str, client: str, plugin: str
 ) -> None:
+    """With pgoutput too: its events must equal the wal2json reference slot's, id for id."""
     s = Scenario(
-        tmp_path, database, kafka_bootstrap, f"crash{unique}", copy_rows=COPY_ROWS, client=client
+        tmp_path,
+        database,
+        kafka_bootstrap,
+        f"crash{unique}",
+        copy_rows=COPY_ROWS,
+        client=client,
+        plugin=plugin,
     )
     rng = random.Random(unique)
     for kill in range(KILLS):

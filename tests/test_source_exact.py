@@ -101,6 +101,8 @@ def assert_row_matches(
         value = after[column]
         if column in unavailable:
             assert value == UNAVAILABLE
+        elif column in ("f4", "f8") and isinstance(value, str):
+            assert value == text, column  # NaN, Infinity: text (pgoutput)
         elif column in ("f4", "f8") and value is not None and text is not None:
             assert isinstance(value, float)
             assert value == float(text), column  # same double, however printed
@@ -108,14 +110,22 @@ def assert_row_matches(
             assert as_pg_text(value, column) == text, column
 
 
-@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+@pytest.mark.parametrize(
+    ("client", "plugin"),
+    [("kafka-python", "wal2json"), ("confluent-kafka", "wal2json"), ("kafka-python", "pgoutput")],
+)
 def test_every_change_type_and_column_type_arrives_exactly(
-    tmp_path: Path, database: str, kafka_bootstrap: str, unique: str, client: str
+    tmp_path: Path, database: str, kafka_bootstrap: str, unique: str, client: str, plugin: str
 ) -> None:
     with psycopg.connect(database, autocommit=True) as conn:
         conn.execute(SCHEMA)
     config = write_config(
-        tmp_path / "cdc.toml", database, kafka_bootstrap, name=f"ex{unique}", kafka_client=client
+        tmp_path / "cdc.toml",
+        database,
+        kafka_bootstrap,
+        name=f"ex{unique}",
+        kafka_client=client,
+        plugin=plugin,
     )
     cdc = CdcProcess(config, tmp_path / "cdc.log")
     slot = f"cdc_ex{unique}"
@@ -180,7 +190,7 @@ def test_every_change_type_and_column_type_arrives_exactly(
         after = event.value["after"]
         key = int(row["id"] or 0)
         want = dict(row)
-        for column in NOT_EXPRESSIBLE.get(key, ()):
+        for column in NOT_EXPRESSIBLE.get(key, ()) if plugin == "wal2json" else ():
             assert after[column] is None  # documented limitation of wal2json 2.5
             want[column] = None
         assert_row_matches(after, want, unavailable)

@@ -21,6 +21,12 @@ from connectors.postgres.replication import parse_lsn
 from connectors.postgres.wal2json import Begin, Commit, TableInfo, Wal2JsonDecoder
 
 FIXTURE = Path(__file__).parent / "fixtures" / "wal2json.jsonl"
+PGOUTPUT_FIXTURE = Path(__file__).parent / "fixtures" / "pgoutput.jsonl"
+TYPE_NAMES: dict[tuple[int, int], str] = {
+    (oid, typmod): name
+    for oid, typmod, name in orjson.loads(PGOUTPUT_FIXTURE.read_bytes().split(b"\n", 1)[0])["types"]
+}
+"""format_type of the fixture's column types, as the capture read them from the server."""
 T_COLUMNS = [
     "id",
     "n",
@@ -65,6 +71,9 @@ class FakeCatalog:
         if refresh:
             self.refreshed.append((schema, table))
         return self.tables.get((schema, table))
+
+    def type_name(self, oid: int, typmod: int) -> str:
+        return TYPE_NAMES[(oid, typmod)]
 
     def current_values(
         self,

@@ -8,7 +8,6 @@ import threading
 from collections.abc import Sequence
 
 from cdc.config import ConnectorConfig, KafkaConfig
-from cdc.errors import NotYetImplemented
 from cdc.findings import Finding
 from connectors.postgres.check import (
     check_source,
@@ -30,11 +29,6 @@ class PostgresConnector:
         return check_source(self.config)
 
     def run(self, stop: threading.Event) -> None:
-        if self.config.plugin != "wal2json":
-            raise NotYetImplemented(
-                f"connector {self.config.name}: plugin {self.config.plugin!r} is not built yet;"
-                " use plugin = 'wal2json'"
-            )
         PostgresSource(self.config, self.kafka).run(stop)
 
     def status(self) -> list[Finding]:

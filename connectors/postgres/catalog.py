@@ -1,6 +1,6 @@
 """Table metadata from the source database, cached: columns, key columns, replica identity.
 
-The decoder asks for it when wal2json's message alone cannot say (which columns an update left
+The decoder asks for it when the plugin's message alone cannot say (which columns an update left
 out because their TOASTed value did not change, which columns identify a row of a table without a
 primary key). Answers are cached per table and refreshed when a message shows columns the cache
 does not know (a column was added).
@@ -18,7 +18,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
-from connectors.postgres.wal2json import TableInfo
+from connectors.postgres.decoding import TableInfo
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,12 @@ WHERE n.nspname = %s AND c.relname = %s
 
 
 class PostgresCatalog:
-    """:class:`~connectors.postgres.wal2json.Catalog` over an open connection."""
+    """:class:`~connectors.postgres.decoding.Catalog` over an open connection."""
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
         self._cache: dict[tuple[str, str], TableInfo | None] = {}
+        self._type_names: dict[tuple[int, int], str] = {}
         self._seen = 0
 
     def table(
@@ -74,6 +75,14 @@ class PostgresCatalog:
             self._see(xid)
             self._cache[key] = self._load(schema, table)
         return self._cache[key]
+
+    def type_name(self, oid: int, typmod: int) -> str:
+        key = (oid, typmod)
+        name = self._type_names.get(key)
+        if name is None:
+            row = self._conn.execute("SELECT format_type(%s, %s)", key).fetchone()
+            name = self._type_names[key] = str(row[0]) if row else f"oid {oid}"
+        return name
 
     def current_values(
         self, schema: str, table: str, key: dict[str, Any], columns: Sequence[str], xid: int = 0

@@ -60,8 +60,8 @@ from cdc.errors import KafkaUnavailable, describe
 from cdc.events import Change, SourceInfo, encode
 from cdc.kafka import AnyPublisher
 from connectors.postgres.catalog import PostgresCatalog, key_text, selected_tables
+from connectors.postgres.decoding import JSON_KINDS, NOT_NUMBERS, TableInfo
 from connectors.postgres.replication import format_lsn
-from connectors.postgres.wal2json import TableInfo
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +126,6 @@ def table_columns(conn: psycopg.Connection[Any], schema: str, table: str) -> lis
     return [Column(str(n), int(o), str(t)) for n, o, t in rows]
 
 
-# Type oid -> how wal2json prints it: "i" integer (int8, int2, int4, oid), "f" float (float4,
-# float8), "b" boolean, "x" bytea; anything else "s", a string.
-_KINDS = {20: "i", 21: "i", 23: "i", 26: "i", 700: "f", 701: "f", 16: "b", 17: "x"}
-_NOT_NUMBERS = frozenset({"NaN", "Infinity", "-Infinity"})
 _ESCAPED = re.compile(rb"\\(.)")
 _ESCAPES = {b"b": b"\b", b"f": b"\f", b"n": b"\n", b"r": b"\r", b"t": b"\t", b"v": b"\v"}
 
@@ -145,7 +141,7 @@ class RowReader:
     def __init__(self, columns: Sequence[Column]) -> None:
         self.names = [c.name for c in columns]
         # Numeric, like every other type, stays text: exact, as the decoder keeps it.
-        self.kinds = [_KINDS.get(c.oid, "s") for c in columns]
+        self.kinds = [JSON_KINDS.get(c.oid, "s") for c in columns]
         self.types = tuple((c.name, c.type_name) for c in columns)
 
     def row(self, line: bytes) -> dict[str, Any]:
@@ -164,7 +160,7 @@ class RowReader:
                 out[name] = int(value)
             elif kind == "f":
                 text = value.decode()
-                out[name] = text if text in _NOT_NUMBERS else float(text)
+                out[name] = text if text in NOT_NUMBERS else float(text)
             elif kind == "b":
                 out[name] = value == b"t"
             else:

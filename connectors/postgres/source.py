@@ -1,4 +1,5 @@
-"""The PostgreSQL source: slot -> wal2json -> events -> Kafka, confirming only what Kafka acked.
+"""The PostgreSQL source: slot -> wal2json or pgoutput -> events -> Kafka, confirming only what
+Kafka acked.
 
 Reading top to bottom: :meth:`PostgresSource.run` keeps a session alive (reconnecting with backoff
 after a retriable failure); :meth:`_session` opens the connections and makes sure the slot exists;
@@ -33,6 +34,8 @@ from cdc.events import Record, SourceInfo, encode, tombstone
 from cdc.globs import TableSelector, compile_globs
 from cdc.kafka import AnyPublisher, open_publisher
 from connectors.postgres.catalog import PostgresCatalog, selected_tables
+from connectors.postgres.decoding import Begin, Commit
+from connectors.postgres.pgoutput import PgOutputDecoder, pgoutput_options
 from connectors.postgres.replication import (
     XLOGDATA,
     XLOGDATA_PAYLOAD,
@@ -51,7 +54,7 @@ from connectors.postgres.snapshot import (
     InitialSnapshot,
     ensure_source_tables,
 )
-from connectors.postgres.wal2json import WAL2JSON_OPTIONS, Begin, Commit, Wal2JsonDecoder
+from connectors.postgres.wal2json import WAL2JSON_OPTIONS, Wal2JsonDecoder
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +120,20 @@ class PostgresSource:
                     )
                 )
                 own_tables = self._own_tables(sql)
+                if c.plugin == "pgoutput":
+                    self._ensure_publication(sql)
                 created = self._ensure_slot(sql, export=c.snapshot != "never")
                 opened.callback(created.close)
                 selector = TableSelector(c.tables, c.exclude_tables)
                 catalog = PostgresCatalog(sql)
                 self._warn_about_tables(sql, selector, catalog)
-                decoder = Wal2JsonDecoder(catalog, self._capture(selector))
+                decoder: Wal2JsonDecoder | PgOutputDecoder
+                if c.plugin == "pgoutput":
+                    decoder = PgOutputDecoder(catalog, self._capture(selector))
+                    options = pgoutput_options(c.publication)
+                else:
+                    decoder = Wal2JsonDecoder(catalog, self._capture(selector))
+                    options = {**WAL2JSON_OPTIONS, **wal2json_table_options(c)}
                 source = SourceInfo(c.name, sql.info.dbname, c.topic_prefix)
                 publisher = open_publisher(self.kafka)
                 opened.callback(publisher.close, 1.0)
@@ -137,7 +148,7 @@ class PostgresSource:
                     return
                 repl = ReplicationConnection(c.dsn.conninfo, c.dsn.password)
                 opened.callback(repl.close)
-                repl.start(c.slot, 0, {**WAL2JSON_OPTIONS, **wal2json_table_options(c)})
+                repl.start(c.slot, 0, options)
                 log.info("%s: streaming slot %s", self.subject, c.slot)
                 snapshots = IncrementalSnapshots(c, self.subject, sql, catalog, own_tables)
                 self._stream(stop, repl, decoder, source, publisher, sql, snapshots)
@@ -151,7 +162,7 @@ class PostgresSource:
         self,
         stop: threading.Event,
         repl: ReplicationConnection,
-        decoder: Wal2JsonDecoder,
+        decoder: Wal2JsonDecoder | PgOutputDecoder,
         source: SourceInfo,
         publisher: AnyPublisher,
         sql: psycopg.Connection[Any],
@@ -190,19 +201,21 @@ class PostgresSource:
                         server_end = max(server_end, msg.wal_end)
                         reply_now = reply_now or msg.reply_requested
                     continue
-                received = max(received, xlog_start(buf))
-                item = decoder.decode(buf[XLOGDATA_PAYLOAD:])
+                start = xlog_start(buf)
+                received = max(received, start)
+                item = decoder.decode(buf[XLOGDATA_PAYLOAD:], start)
                 if item is None:
                     continue
                 if isinstance(item, Begin):
                     txn = tracker.begin(item.end_lsn)
                 elif isinstance(item, Commit):
                     if txn is not None:
+                        txn.end = item.end_lsn  # pgoutput says it only now
                         tracker.commit(txn)
                     txn = None
                 else:
                     if txn is None:
-                        raise CdcError("wal2json sent a change outside a transaction")
+                        raise CdcError(f"{self.config.plugin} sent a change outside a transaction")
                     for change in item if isinstance(item, tuple) else (item,):
                         if change.table == SIGNAL_TABLE[1] and change.schema == SIGNAL_TABLE[0]:
                             for read in snapshots.on_signal(change, txn.end):
@@ -289,6 +302,32 @@ class PostgresSource:
             log.warning("%s; incremental snapshots are unavailable", problem)
             return False
         return True
+
+    def _ensure_publication(self, sql: psycopg.Connection[Any]) -> None:
+        """pgoutput sends the changes of the tables in its publication: when there is none yet,
+        one of every table (as Debezium's default), so that tables created later are captured
+        too; the connector's globs choose among them. It must exist before the slot: a slot
+        cannot decode WAL written before its publication was created."""
+        name = self.config.publication
+        exists = sql.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,))
+        if exists.fetchone() is not None:
+            return
+        try:
+            sql.execute(
+                psycopg.sql.SQL("CREATE PUBLICATION {} FOR ALL TABLES").format(
+                    psycopg.sql.Identifier(name)
+                )
+            )
+        except psycopg.errors.DuplicateObject:
+            return  # another connector made it at the same moment
+        except psycopg.errors.InsufficientPrivilege as e:
+            raise CdcError(
+                f"{self.subject}: publication {name} does not exist and this user cannot create"
+                f" one FOR ALL TABLES ({describe(e, self.config.dsn.password)}); create it as a"
+                f" superuser, or CREATE PUBLICATION {name} FOR TABLE with the captured tables and"
+                f" {OWN_SCHEMA}.signal"
+            ) from e
+        log.info("%s: created publication %s FOR ALL TABLES", self.subject, name)
 
     def _ensure_slot(self, sql: psycopg.Connection[Any], export: bool) -> CreatedSlot:
         """Make sure the slot exists. When this creates it, the result holds the replication

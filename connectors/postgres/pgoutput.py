@@ -1,0 +1,268 @@
+"""pgoutput (logical replication protocol 1) decoding: bytes from the stream in, events out. No I/O
+except the :class:`~connectors.postgres.decoding.Catalog`'s reads.
+
+pgoutput is PostgreSQL's own output plugin, the one its subscribers and Debezium use: compact
+binary messages, each value as its type's text output. A table is described once by a ``R``
+(relation) message (names, type oids and modifiers, which columns identify a row), sent before its
+first change of a session and again after the table changed; its changes then carry only the
+relation's id and the values. Per message:
+
+- ``B`` begin: the commit's LSN, its time, the xid. The event id (``{commit_lsn}:{index}``) is
+  known before the first row, as with wal2json's ``include-lsn``.
+- ``I`` / ``U`` / ``D`` with tuples of values: ``t`` text, ``n`` null, ``u`` an unchanged
+  TOASTed value the WAL does not hold (said outright, where wal2json leaves the column out).
+  An update carries the old key (``K``) when it changed, or the whole old row (``O``) under
+  REPLICA IDENTITY FULL; a delete one of the two.
+- ``T`` truncate of several relations, ``C`` commit with the end of the commit record (the
+  position to confirm). ``O`` origin, ``Y`` type and ``M`` message carry nothing for us.
+
+The position of a change is the XLogData message's start, which the caller passes in: for a row
+change, the change's own LSN, as wal2json's ``lsn``.
+
+Values come out as wal2json gives them (:data:`~connectors.postgres.decoding.JSON_KINDS`), so
+events are the same whichever plugin decoded them, with one gain: ``NaN`` and ``±Infinity`` of
+floats and numerics are the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (wal2json 2.5
+writes ``null``), as snapshot reads carry them.
+"""
+
+from __future__ import annotations
+
+__all__ = ["PgOutputDecoder", "pgoutput_options"]
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cdc.errors import CdcError
+from cdc.events import UNAVAILABLE, Change, Row
+from connectors.postgres.decoding import JSON_KINDS, Begin, Catalog, Commit, RowDecoder
+
+_PG_EPOCH_MS = 946_684_800_000
+_BEGIN = struct.Struct(">Qqi")  # final (commit) LSN, commit time (µs since 2000), xid
+_COMMIT = struct.Struct(">BQQq")  # flags, commit LSN, end LSN, commit time
+_U32 = struct.Struct(">I")
+_I32 = struct.Struct(">i")
+_H16 = struct.Struct(">H")
+_RELATION_COLUMN = struct.Struct(">Ii")  # type oid, type modifier
+_IGNORED = frozenset(b"OYM")  # origin, type, logical message
+_NULL, _TEXT, _UNCHANGED = ord("n"), ord("t"), ord("u")
+
+Convert = Callable[[bytes], object] | None
+
+
+def pgoutput_options(publication: str) -> dict[str, str]:
+    """``START_REPLICATION`` options: protocol 1 (every PostgreSQL from 10), text values."""
+    return {"proto_version": "1", "publication_names": publication}
+
+
+def _float(raw: bytes) -> object:
+    # NaN and ±Infinity have no JSON number: they stay text, as in snapshot reads.
+    return float(raw) if raw[-1] in b"0123456789" else raw.decode()
+
+
+def _bytea(raw: bytes) -> object:
+    return raw[2:].decode()  # "\x00ff": events carry the hex digits only
+
+
+def _bool(raw: bytes) -> object:
+    return raw == b"t"
+
+
+_CONVERT: dict[str, Convert] = {"i": int, "f": _float, "b": _bool, "x": _bytea}
+
+
+@dataclass(frozen=True, slots=True)
+class _Relation:
+    """What a ``R`` message said of a table, ready for decoding its rows."""
+
+    schema: str
+    table: str
+    wanted: bool
+    names: tuple[str, ...]
+    converts: tuple[Convert, ...]
+    types: tuple[tuple[str, str], ...]
+    identity: tuple[bool, ...]
+    """Per column: part of the replica identity (what a ``K`` old tuple holds)."""
+    key: tuple[str, ...] | None
+    """The event key's columns (the catalog's); None when the table has none."""
+    whole_row_key: bool
+
+
+class PgOutputDecoder(RowDecoder):
+    """Turns a slot's pgoutput messages into :class:`Begin`, :class:`Change`, :class:`Commit`."""
+
+    def __init__(self, catalog: Catalog, selected: Callable[[str, str], bool]) -> None:
+        super().__init__(catalog, selected)
+        self._relations: dict[int, _Relation] = {}
+
+    def decode(
+        self, payload: bytes, lsn: int
+    ) -> Begin | Change | tuple[Change, ...] | Commit | None:
+        """One pgoutput message; ``lsn`` is where the stream said it starts."""
+        kind = payload[0]
+        if kind == 73:  # I
+            rel = self._relation(payload, "I")
+            if not rel.wanted:
+                return None
+            after, unavailable = self._tuple(payload, 6, rel)[:2]
+            self._whole_row_key = rel.whole_row_key
+            key = self._key(rel.schema, rel.table, after, rel.key)
+            return self._change(
+                "c", rel.schema, rel.table, key, None, after, lsn, unavailable, rel.types
+            )
+        if kind == 85:  # U
+            return self._update_message(payload, lsn)
+        if kind == 68:  # D
+            rel = self._relation(payload, "D")
+            if not rel.wanted:
+                return None
+            identity, _, _ = self._tuple(payload, 6, rel, old=payload[5])
+            self._whole_row_key = rel.whole_row_key
+            key = self._key(rel.schema, rel.table, identity, rel.key)
+            types = tuple(t for t in rel.types if t[0] in identity)
+            return self._change("d", rel.schema, rel.table, key, identity, None, lsn, (), types)
+        if kind == 66:  # B
+            commit_lsn, commit_us, xid = _BEGIN.unpack_from(payload, 1)
+            return self._begin(
+                xid & 0xFFFFFFFF, commit_lsn, commit_lsn + 1, _PG_EPOCH_MS + commit_us // 1000
+            )
+        if kind == 67:  # C
+            _, _, end_lsn, _ = _COMMIT.unpack_from(payload, 1)
+            return self._commit(end_lsn)
+        if kind == 82:  # R
+            self._describe(payload)
+            return None
+        if kind == 84:  # T
+            return self._truncate(payload, lsn)
+        if kind in _IGNORED:
+            return None
+        raise CdcError(f"pgoutput sent a message of unknown kind {chr(kind)!r}")
+
+    def _relation(self, payload: bytes, kind: str) -> _Relation:
+        relid = _U32.unpack_from(payload, 1)[0]
+        rel = self._relations.get(relid)
+        if rel is None:
+            raise CdcError(
+                f"pgoutput sent a {kind} change of relation {relid} before its R message"
+            )
+        return rel
+
+    def _update_message(self, payload: bytes, lsn: int) -> Change | tuple[Change, ...] | None:
+        rel = self._relation(payload, "U")
+        if not rel.wanted:
+            return None
+        identity: Row | None = None
+        pos = 5
+        if payload[pos] in b"KO":
+            identity, _, pos = self._tuple(payload, pos + 1, rel, old=payload[pos])
+        if payload[pos] != 78:  # N
+            raise CdcError(f"pgoutput update of {rel.schema}.{rel.table}: no new row")
+        after, unavailable, _ = self._tuple(payload, pos + 1, rel)
+        self._whole_row_key = rel.whole_row_key
+        return self._update(
+            rel.schema, rel.table, after, rel.types, identity, lsn, rel.key, unavailable
+        )
+
+    @staticmethod
+    def _tuple(
+        payload: bytes, pos: int, rel: _Relation, old: int = 0
+    ) -> tuple[Row, tuple[str, ...], int]:
+        """The row at ``pos`` (TupleData), the columns whose unchanged TOASTed value it lacks,
+        and where the row ends. ``old`` ``K``: only the replica identity's columns are real."""
+        count = _H16.unpack_from(payload, pos)[0]
+        if count != len(rel.names):
+            raise CdcError(
+                f"pgoutput sent {count} values for {rel.schema}.{rel.table}, whose R message"
+                f" had {len(rel.names)} columns"
+            )
+        pos += 2
+        row: Row = {}
+        unavailable: list[str] = []
+        unpack = _I32.unpack_from
+        for name, convert in zip(rel.names, rel.converts, strict=True):
+            kind = payload[pos]
+            if kind == _TEXT:
+                size = unpack(payload, pos + 1)[0]
+                pos += 5
+                raw = payload[pos : pos + size]
+                pos += size
+                row[name] = raw.decode() if convert is None else convert(raw)
+            elif kind == _NULL:
+                row[name] = None
+                pos += 1
+            elif kind == _UNCHANGED:
+                row[name] = UNAVAILABLE
+                unavailable.append(name)
+                pos += 1
+            else:
+                raise CdcError(
+                    f"pgoutput sent a value of kind {chr(kind)!r} for {rel.schema}.{rel.table}"
+                    f".{name} (only text values are asked for)"
+                )
+        if old == 75:  # K: the other columns are nulls standing for "not logged"
+            row = {
+                n: v
+                for n, v, ident in zip(rel.names, row.values(), rel.identity, strict=True)
+                if ident
+            }
+        return row, tuple(unavailable), pos
+
+    def _describe(self, payload: bytes) -> None:
+        relid = _U32.unpack_from(payload, 1)[0]
+        schema, pos = _cstring(payload, 5)
+        table, pos = _cstring(payload, pos)
+        schema = schema or "pg_catalog"
+        count = _H16.unpack_from(payload, pos + 1)[0]
+        pos += 3
+        names: list[str] = []
+        columns: list[tuple[int, int]] = []
+        identity: list[bool] = []
+        for _ in range(count):
+            flags = payload[pos]
+            name, pos = _cstring(payload, pos + 1)
+            columns.append(_RELATION_COLUMN.unpack_from(payload, pos))
+            pos += _RELATION_COLUMN.size
+            names.append(name)
+            identity.append(bool(flags & 1))
+        wanted = self._is_wanted(schema, table)
+        key: tuple[str, ...] | None = None
+        whole_row_key = False
+        types: tuple[tuple[str, str], ...] = ()
+        if wanted:
+            # The table may have changed (a column, its key, its replica identity): read again.
+            info = self._catalog.table(schema, table, refresh=True, xid=self._xid)
+            key = info.key if info is not None and info.key else None
+            whole_row_key = info is not None and info.whole_row_key
+            types = tuple(
+                (n, self._catalog.type_name(oid, typmod))
+                for n, (oid, typmod) in zip(names, columns, strict=True)
+            )
+        self._relations[relid] = _Relation(
+            schema=schema,
+            table=table,
+            wanted=wanted,
+            names=tuple(names),
+            converts=tuple(_CONVERT.get(JSON_KINDS.get(oid, "s")) for oid, _ in columns),
+            types=types,
+            identity=tuple(identity),
+            key=key,
+            whole_row_key=whole_row_key,
+        )
+
+    def _truncate(self, payload: bytes, lsn: int) -> tuple[Change, ...] | None:
+        count = _U32.unpack_from(payload, 1)[0]
+        changes = []
+        for i in range(count):
+            relid = _U32.unpack_from(payload, 6 + 4 * i)[0]
+            rel = self._relations.get(relid)
+            if rel is None:
+                raise CdcError(f"pgoutput sent a truncate of relation {relid} before its R message")
+            if rel.wanted:
+                self._whole_row_key = False
+                changes.append(self._change("t", rel.schema, rel.table, None, None, None, lsn))
+        return tuple(changes) or None
+
+
+def _cstring(payload: bytes, pos: int) -> tuple[str, int]:
+    end = payload.index(b"\0", pos)
+    return payload[pos:end].decode(), end + 1
