@@ -78,29 +78,34 @@ def source_table(found: dict[str, tuple[str, Result]]) -> list[str]:
     lines = [
         "Source → Kafka: changes/s from the first record on Kafka until the slot confirms the"
         " workload's end (every change acked, `acks=all`); in brackets the ratio to the read"
-        " limit (`pg_recvlogical`, same wal2json options, same WAL, to /dev/null); peak RSS.",
+        " limit of the run's plugin (`pg_recvlogical` with the same plugin options, same WAL, to"
+        " /dev/null); peak RSS. Debezium decodes pgoutput.",
         "",
         *head(
             "workload",
             "changes",
-            "read limit",
-            "cdc, kafka-python",
-            "cdc, confluent-kafka",
+            "read limit, wal2json",
+            "read limit, pgoutput",
+            "cdc, wal2json, kafka-python",
+            "cdc, wal2json, confluent-kafka",
+            "cdc, pgoutput, confluent-kafka",
             "Debezium (pgoutput)",
-            "cdc (confluent-kafka) / Debezium",
+            "cdc (pgoutput) / Debezium",
         ),
     ]
     for name in WORKLOADS:
         if name not in found:
             continue
         r = found[name][1]
-        ck, dbz = r.get("cdc_ck"), r.get("debezium")
-        versus = ratio(ck["changes_per_s"] / dbz["changes_per_s"]) if ck and dbz else "—"
+        pgo, dbz = r.get("cdc_pgo"), r.get("debezium")
+        versus = ratio(pgo["changes_per_s"] / dbz["changes_per_s"]) if pgo and dbz else "—"
+        limit_pgo = r.get("read_limit_pgoutput", {}).get("changes_per_s")
         lines.append(
             f"| {TITLES[name]} | {num(r['workload']['changes'])}"
-            f" | {num(r['read_limit']['changes_per_s'])}"
+            f" | {num(r['read_limit']['changes_per_s'])} | {num(limit_pgo)}"
             f" | {rate_cell(r.get('cdc_kp'), 'changes_per_s', 'ratio_to_read_limit')}"
-            f" | {rate_cell(ck, 'changes_per_s', 'ratio_to_read_limit')}"
+            f" | {rate_cell(r.get('cdc_ck'), 'changes_per_s', 'ratio_to_read_limit')}"
+            f" | {rate_cell(pgo, 'changes_per_s', 'ratio_to_read_limit')}"
             f" | {rate_cell(dbz, 'changes_per_s', 'ratio_to_read_limit')} | {versus} |"
         )
     return lines
@@ -168,11 +173,13 @@ def latency_table(found: dict[str, tuple[str, Result]]) -> list[str]:
         if polls
         else ""
     )
+    plugin = next(iter(r["loads"].values()))["cdc"].get("plugin", "wal2json")
     lines = [
         f"Latency at a fixed offered load held for {r['window_s']:.0f} s (small transactions of"
         " the OLTP mix), ms p50 / p99 / max, from the source commit (`source.ts_ms`) to the"
         " record on Kafka (its LogAppendTime) and to the row visible in the PostgreSQL sink"
-        f" (its `cdc.offsets`, committed with the rows). cdc with confluent-kafka.{debezium}",
+        f" (its `cdc.offsets`, committed with the rows). cdc with {plugin} and confluent-kafka."
+        f"{debezium}",
         "",
         *head(
             "offered load",
@@ -305,10 +312,12 @@ def chart(found: dict[str, tuple[str, Result]], out: Path) -> None:
         source,
         groups,
         {
-            "read limit (pg_recvlogical)": [get(r, "read_limit", "changes_per_s") for r in runs],
-            "cdc, kafka-python": [get(r, "cdc_kp", "changes_per_s") for r in runs],
-            "cdc, confluent-kafka": [get(r, "cdc_ck", "changes_per_s") for r in runs],
-            "Debezium": [get(r, "debezium", "changes_per_s") for r in runs],
+            "read limit, wal2json": [get(r, "read_limit", "changes_per_s") for r in runs],
+            "read limit, pgoutput": [get(r, "read_limit_pgoutput", "changes_per_s") for r in runs],
+            "cdc, wal2json, kafka-python": [get(r, "cdc_kp", "changes_per_s") for r in runs],
+            "cdc, wal2json, confluent-kafka": [get(r, "cdc_ck", "changes_per_s") for r in runs],
+            "cdc, pgoutput, confluent-kafka": [get(r, "cdc_pgo", "changes_per_s") for r in runs],
+            "Debezium (pgoutput)": [get(r, "debezium", "changes_per_s") for r in runs],
         },
         "changes/s",
     )

@@ -69,12 +69,18 @@ from bench.common import (
 from bench.debezium_engine import DebeziumEngine, build
 from bench.workloads import DOCS_DDL, OLTP_PROCEDURE, ORDERS_DDL, Written, bulk, oltp, wide
 from cdc.config import parse_config
+from connectors.postgres.pgoutput import pgoutput_options
 from connectors.postgres.source import wal2json_table_options
 from connectors.postgres.wal2json import WAL2JSON_OPTIONS
 
 CLIENTS = {"kafka-python": "kp", "confluent-kafka": "ck"}
 """Producer client -> the short name in its slot, topic and connector names."""
 LATENCY_CLIENT = "confluent-kafka"
+LATENCY_PLUGIN = "pgoutput"
+"""cdc's fastest configuration (see the source runs) is the one whose latency is measured."""
+PGOUTPUT = "pgo"
+"""The short name of cdc's pgoutput run (its slot, publication, topics)."""
+PGOUTPUT_CLIENT = "confluent-kafka"
 LOADS = (1000, 5000)
 """Offered loads of the latency runs, changes/s."""
 WARM_UP_S = 5
@@ -171,10 +177,18 @@ def run_workload(b: Bench, w: Workload) -> dict[str, Any]:
             create_wal2json_slot(conn, b.name(w.name, "recv"))
             for short in CLIENTS.values():
                 create_wal2json_slot(conn, b.name(w.name, short))
+            # cdc on pgoutput and its read limit share a publication of the one table, as
+            # Debezium has its own.
+            pgo = b.name(w.name, PGOUTPUT)
+            create_pgoutput_slot(conn, pgo, pgo, [w.table])
+            conn.execute(
+                "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')",
+                (b.name(w.name, "recvpgo"),),
+            )
             if b.debezium:
                 dbz = b.name(w.name, "dbz")
                 create_pgoutput_slot(conn, dbz, dbz, [w.table])
-        readers = [*CLIENTS.values(), *(["dbz"] if b.debezium else [])]
+        readers = [*CLIENTS.values(), PGOUTPUT, *(["dbz"] if b.debezium else [])]
         b.kafka.create_topics([f"{b.prefix(w.name, r)}.public.{w.table}" for r in readers])
 
         written = w.write(dsn, b.scale)
@@ -186,43 +200,8 @@ def run_workload(b: Bench, w: Workload) -> dict[str, Any]:
             "workload": {"name": w.name, "description": w.description, **written.detail},
             "write_seconds": written.seconds,
         }
-        configs = {client: connector_config(b, w, dsn, client) for client in CLIENTS}
-        options = {
-            **WAL2JSON_OPTIONS,
-            **wal2json_table_options(parse_config(configs["kafka-python"]).connectors[0]),
-        }
-        recv_s = recvlogical(b.stack, dsn, b.name(w.name, "recv"), written.end_lsn, options)
-        result["read_limit"] = {
-            "seconds": recv_s,
-            "changes_per_s": written.changes / recv_s,
-            "wal2json_options": options,
-        }
-        say(f"{w.name}: read limit (pg_recvlogical) {written.changes / recv_s:,.0f} changes/s")
-
-        for client, short in CLIENTS.items():
-            topic = f"{b.prefix(w.name, short)}.public.{w.table}"
-            with CdcProcess(f"{w.name}-{short}", configs[client], b.workdir) as cdc:
-                done, rss = wait_confirmed(b, dsn, b.name(w.name, short), written, [cdc])
-                run = source_result(b, topic, cdc.started, done, rss, written, recv_s)
-            result[f"cdc_{short}"] = {"client": client, **run}
-            say(f"{w.name}: cdc -> Kafka ({client}) {summary(run)}")
-            check_records(run, written.cdc_records)
-
-        if b.debezium:
-            topic = f"{b.prefix(w.name, 'dbz')}.public.{w.table}"
-            dbz = b.name(w.name, "dbz")
-            engine = DebeziumEngine(
-                dsn, b.stack.kafka, dbz, dbz, b.prefix(w.name, "dbz"), [f"public.{w.table}"],
-                b.workdir / f"{w.name}-dbz",
-            )  # fmt: skip
-            launched = time.time()
-            with engine:
-                done, rss = wait_confirmed(b, dsn, dbz, written, [engine.pid])
-                run = source_result(b, topic, launched, done, rss, written, recv_s)
-            result["debezium"] = run
-            say(f"{w.name}: Debezium -> Kafka {summary(run)}")
-            check_records(run, written.changes)
-
+        result.update(read_limits(b, w, dsn, written))
+        result.update(run_sources(b, w, dsn, written, result))
         topic = f"{b.prefix(w.name, CLIENTS[LATENCY_CLIENT])}.public.{w.table}"
         result["sinks"] = run_sinks(b, w, dsn, topic, written)
         if w.name == "bulk":
@@ -231,8 +210,70 @@ def run_workload(b: Bench, w: Workload) -> dict[str, Any]:
     return result
 
 
-def connector_config(b: Bench, w: Workload, dsn: str, client: str) -> str:
-    short = CLIENTS[client]
+def read_limits(b: Bench, w: Workload, dsn: str, written: Written) -> dict[str, Any]:
+    """``pg_recvlogical`` draining the workload's WAL, with each plugin, to /dev/null."""
+    config = parse_config(connector_config(b, w, dsn, "kafka-python"))
+    plugins = {
+        "read_limit": (
+            "recv",
+            {**WAL2JSON_OPTIONS, **wal2json_table_options(config.connectors[0])},
+        ),
+        "read_limit_pgoutput": ("recvpgo", pgoutput_options(b.name(w.name, PGOUTPUT))),
+    }
+    result = {}
+    for key, (slot, options) in plugins.items():
+        seconds = recvlogical(b.stack, dsn, b.name(w.name, slot), written.end_lsn, options)
+        result[key] = {
+            "seconds": seconds,
+            "changes_per_s": written.changes / seconds,
+            "options": options,
+        }
+        say(f"{w.name}: {key.replace('_', ' ')} {written.changes / seconds:,.0f} changes/s")
+    return result
+
+
+def run_sources(
+    b: Bench, w: Workload, dsn: str, written: Written, limits: dict[str, Any]
+) -> dict[str, Any]:
+    """cdc with each client on wal2json, cdc on pgoutput, then Debezium: each drains its slot.
+    A run's ratio is to its own plugin's read limit."""
+    recv_s = limits["read_limit"]["seconds"]
+    recv_pgo_s = limits["read_limit_pgoutput"]["seconds"]
+    runs: list[tuple[str, str, str, float]] = [
+        (client, "wal2json", short, recv_s) for client, short in CLIENTS.items()
+    ]
+    runs.append((PGOUTPUT_CLIENT, "pgoutput", PGOUTPUT, recv_pgo_s))
+    result: dict[str, Any] = {}
+    for client, plugin, short, recv in runs:
+        topic = f"{b.prefix(w.name, short)}.public.{w.table}"
+        config = connector_config(b, w, dsn, client, plugin)
+        with CdcProcess(f"{w.name}-{short}", config, b.workdir) as cdc:
+            done, rss = wait_confirmed(b, dsn, b.name(w.name, short), written, [cdc])
+            run = source_result(b, topic, cdc.started, done, rss, written, recv)
+        result[f"cdc_{short}"] = {"client": client, "plugin": plugin, **run}
+        say(f"{w.name}: cdc -> Kafka ({plugin}, {client}) {summary(run)}")
+        check_records(run, written.cdc_records)
+
+    if b.debezium:
+        topic = f"{b.prefix(w.name, 'dbz')}.public.{w.table}"
+        dbz = b.name(w.name, "dbz")
+        engine = DebeziumEngine(
+            dsn, b.stack.kafka, dbz, dbz, b.prefix(w.name, "dbz"), [f"public.{w.table}"],
+            b.workdir / f"{w.name}-dbz",
+        )  # fmt: skip
+        launched = time.time()
+        with engine:
+            done, rss = wait_confirmed(b, dsn, dbz, written, [engine.pid])
+            run = source_result(b, topic, launched, done, rss, written, recv_pgo_s)
+        result["debezium"] = run
+        say(f"{w.name}: Debezium -> Kafka {summary(run)}")
+        check_records(run, written.changes)
+    return result
+
+
+def connector_config(b: Bench, w: Workload, dsn: str, client: str, plugin: str = "wal2json") -> str:
+    short = CLIENTS[client] if plugin == "wal2json" else PGOUTPUT
+    extra = {"plugin": plugin, "publication": b.name(w.name, short)} if plugin != "wal2json" else {}
     return cdc_config(
         b.stack.kafka,
         client=client,
@@ -244,6 +285,7 @@ def connector_config(b: Bench, w: Workload, dsn: str, client: str) -> str:
                 "tables": [f"public.{w.table}"],
                 "topic_prefix": b.prefix(w.name, short),
                 "snapshot": "never",
+                **extra,
             }
         ],
     )
@@ -557,7 +599,7 @@ def latency_cdc(b: Bench, rate: int) -> dict[str, Any]:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(ORDERS_DDL)
             conn.execute(OLTP_PROCEDURE)
-            create_wal2json_slot(conn, b.name(name, short))
+            create_pgoutput_slot(conn, b.name(name, short), b.name(name, short), ["orders"])
         b.kafka.create_topics([topic])
         config = cdc_config(
             b.stack.kafka,
@@ -571,6 +613,8 @@ def latency_cdc(b: Bench, rate: int) -> dict[str, Any]:
                     "tables": ["public.orders"],
                     "topic_prefix": b.prefix(name, short),
                     "snapshot": "never",
+                    "plugin": LATENCY_PLUGIN,
+                    "publication": b.name(name, short),
                 }
             ],
             sinks=[
@@ -603,6 +647,7 @@ def latency_cdc(b: Bench, rate: int) -> dict[str, Any]:
     return {
         "load": offered(rate, written),
         "client": LATENCY_CLIENT,
+        "plugin": LATENCY_PLUGIN,
         "commit_to_kafka": stats([r.timestamp_ms - ts for r, ts in events]),
         "commit_to_sink": stats([poller.visible_at(r.offset) * 1000 - ts for r, ts in events]),
         "peak_rss_mb": rss,

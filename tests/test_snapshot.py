@@ -130,6 +130,7 @@ class SnapshotPipeline:
         kafka: str,
         unique: str,
         snapshot: str = "initial",
+        plugin: str = "wal2json",
     ) -> None:
         with psycopg.connect(database, autocommit=True) as conn:
             conn.execute("CREATE TABLE big (id bigint PRIMARY KEY, v text, n int NOT NULL)")
@@ -149,7 +150,7 @@ class SnapshotPipeline:
         self.config.write_text(
             f'[kafka]\nbootstrap_servers = "{kafka}"\n'
             f'[[connectors]]\nname = "{self.prefix}"\ndsn = "{database}"\n'
-            f'snapshot = "{snapshot}"\nsnapshot_chunk_rows = 5000\n'
+            f'snapshot = "{snapshot}"\nsnapshot_chunk_rows = 5000\nplugin = "{plugin}"\n'
             f'[[sinks]]\nname = "pg"\ntype = "postgres"\ntopics = ["{self.prefix}.public.*"]\n'
             f'dsn = "{self.replica}"\ngroup_id = "g-{self.prefix}-pg"\n'
         )
@@ -277,13 +278,17 @@ def test_initial_snapshot_killed_midway_is_redone(
 
 
 @big_timeout
+@pytest.mark.parametrize("plugin", ["wal2json", "pgoutput"])
 def test_incremental_snapshot_killed_once_never_goes_back(
-    tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str
+    tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str, plugin: str
 ) -> None:
     """An incremental snapshot requested with ``cdc snapshot`` while writes go on, the process
     SIGKILLed once midway: the sink ends equal to the source, and no row it showed ever went back
-    to an older version (its ``n`` never shrank) while we watched."""
-    p = SnapshotPipeline(tmp_path, pg_dsn, database, kafka_bootstrap, unique, snapshot="never")
+    to an older version (its ``n`` never shrank) while we watched. With pgoutput too, whose
+    watermarks travel through the publication and whose transactions' ends are known late."""
+    p = SnapshotPipeline(
+        tmp_path, pg_dsn, database, kafka_bootstrap, unique, snapshot="never", plugin=plugin
+    )
     seen: dict[int, int] = {}
     regressions: list[tuple[int, int, int]] = []
 
@@ -417,6 +422,20 @@ def test_a_role_that_may_not_create_the_connector_tables(
         assert "cannot create the connector's tables cdc.signal and cdc.snapshots" in failed.stderr
         assert f"GRANT CREATE ON DATABASE cdct_{unique}" in failed.stderr
         assert "pw-secret" not in failed.stderr + cdc.output()
+        # pgoutput: no publication yet, and only a superuser may create one FOR ALL TABLES.
+        pgoutput = write_config(
+            tmp_path / "pgoutput.toml", dsn, kafka_bootstrap, name=f"p{unique}", plugin="pgoutput"
+        )
+        failed = subprocess.run(
+            [CDC, "run", "-c", str(pgoutput)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert failed.returncode == 1, failed.stderr
+        assert f"publication cdc_p{unique} does not exist and this user cannot" in failed.stderr
+        assert "pw-secret" not in failed.stderr
     finally:
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             conn.execute(

@@ -437,14 +437,21 @@ class PostgresSource:
         for schema, table in selected_tables(sql, selector):
             info = catalog.table(schema, table)
             if info is not None and not info.key:
+                # In a publication, PostgreSQL refuses such a table's updates and deletes.
+                refused = (
+                    "; PostgreSQL refuses them while the table is in a publication"
+                    if self.config.plugin == "pgoutput"
+                    else ""
+                )
                 log.warning(
                     "%s: table %s.%s has no primary key and REPLICA IDENTITY %s: its updates"
-                    " and deletes cannot be identified (ALTER TABLE %s.%s REPLICA IDENTITY"
+                    " and deletes cannot be identified%s (ALTER TABLE %s.%s REPLICA IDENTITY"
                     " FULL)",
                     self.subject,
                     schema,
                     table,
                     info.identity.upper(),
+                    refused,
                     schema,
                     table,
                 )
