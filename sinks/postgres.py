@@ -1,11 +1,11 @@
 """The PostgreSQL sink: applies events to tables of another PostgreSQL database, idempotently.
 
 Each batch is one transaction (:meth:`PostgresTarget.apply`): per target table, the batch's events
-are collapsed to the newest per key, staged with COPY into a temporary table, and applied with
-set-based SQL guarded by the row's source version (``_cdc_lsn``, ``_cdc_index``): a row only ever
-moves forward. Deletes leave a marker in ``cdc.deletes`` so that an older event arriving later
-cannot bring the row back; truncates leave one in ``cdc.truncates``. The consumed offsets are
-stored in ``cdc.offsets`` in the same transaction.
+are collapsed to the newest per key, sent as one JSON parameter per statement (:data:`ROWS`), and
+applied with set-based SQL guarded by the row's source version (``_cdc_lsn``, ``_cdc_index``): a
+row only ever moves forward. Deletes leave a marker in ``cdc.deletes`` so that an older event
+arriving later cannot bring the row back; truncates leave one in ``cdc.truncates``. The consumed
+offsets are stored in ``cdc.offsets`` in the same transaction.
 
 Target tables are created from the events: column types from the ``cdc-types`` header (a type
 the target does not know, such as the source's enums and domains, becomes ``text``), the primary
@@ -35,15 +35,13 @@ from cdc.records import SinkEvent, Version, by_shape, collapse, row_hash
 log = logging.getLogger(__name__)
 
 VERSION_COLUMNS = ("_cdc_lsn", "_cdc_index")
-COPY_CHUNK = 1 << 20
-"""Bytes of COPY text handed to psycopg at a time."""
-STAGE = sql.Identifier("_cdc_stage")
-STAGE_TABLE = """
-CREATE TEMP TABLE IF NOT EXISTS _cdc_stage (_key jsonb, _lsn bigint, _idx int, _after jsonb)
-ON COMMIT DELETE ROWS
-"""
-"""Where a batch's rows wait for the set-based statements: one per connection, emptied at
-every commit (one created per batch cost two statements and catalog churn each time)."""
+ROWS = sql.SQL(
+    "(SELECT e->0 AS _key, (e->>1)::bigint AS _lsn, (e->>2)::int AS _idx, e->3 AS _after"
+    " FROM jsonb_array_elements(%s::jsonb) AS e)"
+)
+"""A batch's rows ``s(_key, _lsn, _idx, _after)``, from :meth:`PostgresTarget._rows`'s JSON.
+The planner takes it for 100 rows whatever its size, which keeps the joins with the target
+per-row index probes."""
 
 BOOKKEEPING = """
 CREATE SCHEMA IF NOT EXISTS cdc;
@@ -125,15 +123,12 @@ class PostgresTarget:
         with self._translated(), self.conn.transaction():
             self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('cdc-sink-ddl'))")
             self.conn.execute(BOOKKEEPING)
-            self.conn.execute(STAGE_TABLE)
             # A batch's commit need not wait for its WAL to reach disk: the consumed offsets
             # commit in the same transaction, so a crash that loses the last batches loses their
             # offsets with them, and they are read from Kafka and applied again. This took a WAL
             # flush off every batch (p99 commit -> sink row at 5 000 changes/s: 370 -> 231 ms).
             self.conn.execute("SET synchronous_commit = off")
         self.tables: dict[str, _Table] = {}
-        self._stage_used = False
-        """The stage table has rows of this transaction (it empties at commit)."""
 
     def close(self) -> None:
         self.conn.close()
@@ -162,7 +157,6 @@ class PostgresTarget:
         by_table: dict[tuple[str, str], list[SinkEvent]] = {}
         for e in events:
             by_table.setdefault((e.schema, e.table), []).append(e)
-        self._stage_used = False
         with self._translated():
             try:
                 with self.conn.transaction():
@@ -362,39 +356,22 @@ class PostgresTarget:
             (target.label, *version),
         )
 
-    def _stage(self, events: Iterable[SinkEvent], key: bool, image: bool) -> sql.Identifier:
-        """COPY each event's ``(key, lsn, index, after image)`` into the stage table
-        (:data:`STAGE_TABLE`), key and image as JSON (or NULL when not wanted); return its
-        name. The COPY text is made here in bulk: orjson never writes a raw tab, newline or
-        carriage return, so doubling backslashes is all the escaping JSON needs (psycopg's
-        ``write_row`` formatted every field in Python: a tenth of the applier's time)."""
-        if self._stage_used:
-            self.conn.execute("DELETE FROM _cdc_stage")
-        self._stage_used = True
-        dumps = orjson.dumps
-        with self.conn.cursor().copy("COPY _cdc_stage FROM STDIN") as copy:
-            lines: list[bytes] = []
-            size = 0
-            for e in events:
-                k = dumps(e.key).replace(b"\\", b"\\\\") if key else b"\\N"
-                a = dumps(e.after).replace(b"\\", b"\\\\") if image else b"\\N"
-                line = b"%b\t%d\t%d\t%b\n" % (k, e.version[0], e.version[1], a)
-                lines.append(line)
-                size += len(line)
-                if size > COPY_CHUNK:
-                    copy.write(b"".join(lines))
-                    lines, size = [], 0
-            if lines:
-                copy.write(b"".join(lines))
-        # Nothing analyzes temporary tables: without a row count the planner guessed hundreds
-        # of rows and joined the target table by scanning all of it, for every batch. One
-        # column is enough for the count (and cheap).
-        self.conn.execute("ANALYZE _cdc_stage (_lsn)")
-        return STAGE
+    @staticmethod
+    def _rows(events: Iterable[SinkEvent], key: bool, image: bool) -> str:
+        """Each event's ``[key, lsn, index, after image]`` (key and image null when not wanted),
+        as one JSON array: the parameter of :data:`ROWS`. A batch travels in the statement that
+        applies it: no stage table to fill, analyze and empty for every batch (five statements
+        whose cost, in the small batches of a steady load, was most of the apply's)."""
+        return orjson.dumps(
+            [
+                (e.key if key else None, e.version[0], e.version[1], e.after if image else None)
+                for e in events
+            ]
+        ).decode()
 
     def _delete(self, target: _Table, deletes: list[SinkEvent]) -> None:
         key = target.key or tuple(deletes[0].key or ())
-        stage = self._stage(deletes, key=True, image=False)
+        rows = self._rows(deletes, key=True, image=False)
         match = sql.SQL(" AND ").join(
             sql.SQL("t.{} = {}").format(
                 sql.Identifier(k), _from_image(k, target.columns[k], image="_key")
@@ -403,18 +380,19 @@ class PostgresTarget:
         )
         self.conn.execute(
             sql.SQL(
-                "DELETE FROM {tgt} t USING {stage} s WHERE {match}"
+                "DELETE FROM {tgt} t USING {rows} s WHERE {match}"
                 " AND (t._cdc_lsn, t._cdc_index) < (s._lsn, s._idx)"
-            ).format(tgt=target.ident, stage=stage, match=match)
+            ).format(tgt=target.ident, rows=ROWS, match=match),
+            (rows,),
         )
         self.conn.execute(
             sql.SQL(
                 "INSERT INTO cdc.deletes AS d (target, key, lsn, idx)"
-                " SELECT %s, s._key, s._lsn, s._idx FROM {stage} s"
+                " SELECT %s, s._key, s._lsn, s._idx FROM {rows} s"
                 " ON CONFLICT (target, key) DO UPDATE SET lsn = EXCLUDED.lsn, idx = EXCLUDED.idx"
                 " WHERE (d.lsn, d.idx) < (EXCLUDED.lsn, EXCLUDED.idx)"
-            ).format(stage=stage),
-            (target.label,),
+            ).format(rows=ROWS),
+            (target.label, rows),
         )
 
     def _upsert(
@@ -424,10 +402,10 @@ class PostgresTarget:
         unavailable: frozenset[str],
         events: list[SinkEvent],
     ) -> None:
-        # Rows are staged as their JSON image and PostgreSQL takes each value out as text
+        # Rows travel as their JSON image and PostgreSQL takes each value out as text
         # (``->>``, the text its input function reads: what _text makes in Python, for every
         # value of every row). One orjson call per row instead of a Python call per value.
-        stage = self._stage(events, key=True, image=True)
+        rows = self._rows(events, key=True, image=True)
         written = [c for c in columns if c not in unavailable]
         cols = sql.SQL(", ").join(map(sql.Identifier, [*written, *VERSION_COLUMNS]))
         values = sql.SQL(", ").join(
@@ -442,7 +420,7 @@ class PostgresTarget:
         # growing with every delete ever applied; probed: 5 ms, whatever the markers).
         self.conn.execute(
             sql.SQL(
-                "INSERT INTO {tgt} AS t ({cols}) SELECT {values} FROM {stage} s"
+                "INSERT INTO {tgt} AS t ({cols}) SELECT {values} FROM {rows} s"
                 " WHERE NOT EXISTS (SELECT 1 FROM cdc.deletes d WHERE d.target = %s"
                 " AND d.key = s._key AND (d.lsn, d.idx) >= (s._lsn, s._idx) OFFSET 0)"
                 " ON CONFLICT ({key}) DO UPDATE SET {updates}"
@@ -451,11 +429,11 @@ class PostgresTarget:
                 tgt=target.ident,
                 cols=cols,
                 values=values,
-                stage=stage,
+                rows=ROWS,
                 key=sql.SQL(", ").join(map(sql.Identifier, target.key)),
                 updates=updates,
             ),
-            (target.label,),
+            (rows, target.label),
         )
 
     def _apply_whole_rows(self, target: _Table, events: list[SinkEvent]) -> None:
@@ -513,16 +491,17 @@ class PostgresTarget:
 
     def _insert_keyless(self, target: _Table, events: list[SinkEvent]) -> None:
         for columns, _, group in by_shape(events):
-            stage = self._stage(group, key=False, image=True)
+            rows = self._rows(group, key=False, image=True)
             cols = sql.SQL(", ").join(map(sql.Identifier, [*columns, *VERSION_COLUMNS]))
             values = sql.SQL(", ").join(
                 [_from_image(c, target.columns[c]) for c in columns] + [sql.SQL("s._lsn, s._idx")]
             )
             self.conn.execute(
                 sql.SQL(
-                    "INSERT INTO {tgt} ({cols}) SELECT {values} FROM {stage} s"
+                    "INSERT INTO {tgt} ({cols}) SELECT {values} FROM {rows} s"
                     " ON CONFLICT (_cdc_lsn, _cdc_index) DO NOTHING"
-                ).format(tgt=target.ident, cols=cols, values=values, stage=stage)
+                ).format(tgt=target.ident, cols=cols, values=values, rows=ROWS),
+                (rows,),
             )
 
     # -- errors ---------------------------------------------------------------------------------
@@ -548,7 +527,7 @@ class _Translate:
 
 
 def _from_image(column: str, pg_type: str, image: str = "_after") -> sql.Composable:
-    """SQL taking ``column`` out of a staged JSON image (``s._after`` or ``s._key``) as
+    """SQL taking ``column`` out of a row's JSON image (``s._after`` or ``s._key``) as
     ``pg_type``: PostgreSQL's ``->>`` makes the text :func:`_text` would make in Python."""
     text = sql.SQL("(s.{} ->> {})").format(sql.Identifier(image), sql.Literal(column))
     if pg_type == "bytea":
