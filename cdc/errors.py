@@ -13,7 +13,6 @@ __all__ = [
     "ConfigError",
     "ConfigProblem",
     "KafkaUnavailable",
-    "NotYetImplemented",
     "SourceUnavailable",
     "describe",
 ]
@@ -63,10 +62,6 @@ class KafkaUnavailable(CdcError):
     """No Kafka broker answers; it may come back."""
 
     retriable = True
-
-
-class NotYetImplemented(CdcError):
-    """A command of the contract whose capability has not landed yet."""
 
 
 def describe(e: BaseException, secret: str | None = None) -> str:

@@ -385,6 +385,15 @@ def test_cdc_snapshot_refuses_tables_it_cannot_snapshot(
     assert "no connector 'nope'" in unknown.stderr
 
 
+def run_failing(config: Path) -> subprocess.CompletedProcess[str]:
+    """``cdc run -c config``, which must stop at once with exit code 1."""
+    failed = subprocess.run(
+        [CDC, "run", "-c", str(config)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert failed.returncode == 1, failed.stderr
+    return failed
+
+
 def test_a_role_that_may_not_create_the_connector_tables(
     tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str
 ) -> None:
@@ -411,14 +420,7 @@ def test_a_role_that_may_not_create_the_connector_tables(
         initial = write_config(
             tmp_path / "initial.toml", dsn, kafka_bootstrap, name=f"i{unique}", snapshot="initial"
         )
-        failed = subprocess.run(
-            [CDC, "run", "-c", str(initial)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert failed.returncode == 1, failed.stderr
+        failed = run_failing(initial)
         assert "cannot create the connector's tables cdc.signal and cdc.snapshots" in failed.stderr
         assert f"GRANT CREATE ON DATABASE cdct_{unique}" in failed.stderr
         assert "pw-secret" not in failed.stderr + cdc.output()
@@ -426,14 +428,7 @@ def test_a_role_that_may_not_create_the_connector_tables(
         pgoutput = write_config(
             tmp_path / "pgoutput.toml", dsn, kafka_bootstrap, name=f"p{unique}", plugin="pgoutput"
         )
-        failed = subprocess.run(
-            [CDC, "run", "-c", str(pgoutput)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert failed.returncode == 1, failed.stderr
+        failed = run_failing(pgoutput)
         assert f"publication cdc_p{unique} does not exist and this user cannot" in failed.stderr
         assert "pw-secret" not in failed.stderr
     finally:
