@@ -365,3 +365,52 @@ def test_keyless_updates_and_deletes_are_rejected_with_a_reason(harness: Harness
         with psycopg.connect(harness.target.config.dsn.conninfo) as conn:
             count = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
     assert count == (1,)
+
+
+def test_postgres_finds_rows_by_key_however_much_the_table_grew(database: str) -> None:
+    """Deletes and upserts reach their rows through the key's index, not by reading the target:
+    also in the same session once the table has grown far past the size its statements were
+    first planned at (the generic plan of a prepared statement is made once, and the planner
+    takes every batch for 100 rows)."""
+    harness = postgres_harness(database)
+    target = harness.target
+    assert isinstance(target, PostgresTarget)
+    lsn = 1000
+
+    def churn(rounds: int) -> None:
+        # Small batches like a steady load's: inserts, and deletes of half of them.
+        nonlocal lsn
+        for _ in range(rounds):
+            keys = range(lsn, lsn + 6)
+            events = [
+                event("c", (lsn + k, 0), k, {"id": k, "v": "x", "n": "1", "big": ""}) for k in keys
+            ]
+            events += [event("d", (lsn + 100 + k, 0), k, None) for k in keys[::2]]
+            target.apply(GROUP, events, {("src.public.items", 0): lsn}, lambda rejected: None)
+            lsn += 1000
+
+    def seq_scans() -> int:
+        # The target's backend publishes its table statistics as it goes idle, before it
+        # answers the commit.
+        target.conn.execute("SELECT pg_stat_force_next_flush()")
+        target.conn.commit()
+        with psycopg.connect(database, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT seq_scan FROM pg_stat_user_tables WHERE relid = 'public.items'::regclass"
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    try:
+        churn(8)  # enough executions for every statement's generic plan
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO public.items (id, v, n, big, _cdc_lsn, _cdc_index)"
+                " SELECT -g, 'y', 2, '', 1, 0 FROM generate_series(1, 20000) g"
+            )
+        before = seq_scans()
+        churn(8)
+        assert seq_scans() == before
+        assert len(harness.rows()) == 20000 + 16 * 3  # each round leaves 3 of its 6
+    finally:
+        target.close()
