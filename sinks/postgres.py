@@ -97,6 +97,9 @@ class _Table:
     columns: dict[str, str] = field(default_factory=dict)
     """Column name -> type, as created (``format_type``)."""
     key: tuple[str, ...] = ()
+    statements: dict[tuple[Any, ...], bytes] = field(default_factory=dict)
+    """Its DML as rendered, by kind and columns: a batch does not compose its SQL again
+    (composing took a tenth of a small batch's apply)."""
 
     @property
     def ident(self) -> sql.Identifier:
@@ -198,13 +201,19 @@ class PostgresTarget:
     def _store_offsets(self, group: str, offsets: dict[Partition, int]) -> None:
         if not offsets:
             return
-        with self.conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO cdc.offsets AS o (group_id, topic, partition, next_offset)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT (group_id, topic, partition) DO UPDATE"
-                " SET next_offset = greatest(o.next_offset, EXCLUDED.next_offset)",
-                [(group, t, p, o) for (t, p), o in offsets.items()],
-            )
+        # One statement, not executemany: its pipeline cost more than the statement.
+        self.conn.execute(
+            "INSERT INTO cdc.offsets AS o (group_id, topic, partition, next_offset)"
+            " SELECT %s, t, p, n FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS x(t, p, n)"
+            " ON CONFLICT (group_id, topic, partition) DO UPDATE"
+            " SET next_offset = greatest(o.next_offset, EXCLUDED.next_offset)",
+            (
+                group,
+                [t for t, _ in offsets],
+                [p for _, p in offsets],
+                list(offsets.values()),
+            ),
+        )
 
     def _apply_table(
         self, schema: str, table: str, events: list[SinkEvent]
@@ -376,29 +385,44 @@ class PostgresTarget:
             ]
         ).decode()
 
+    def _statement(
+        self, target: _Table, kind: tuple[Any, ...], make: Callable[[], sql.Composable]
+    ) -> bytes:
+        """``make()``'s SQL, rendered once per table and ``kind``."""
+        query = target.statements.get(kind)
+        if query is None:
+            query = target.statements[kind] = make().as_bytes(self.conn)
+        return query
+
     def _delete(self, target: _Table, deletes: list[SinkEvent]) -> None:
         key = target.key or tuple(deletes[0].key or ())
         rows = self._rows(deletes, key=True, image=False)
-        match = sql.SQL(" AND ").join(
-            sql.SQL("t.{} = {}").format(
-                sql.Identifier(k), _from_image(k, target.columns[k], image="_key")
+
+        def delete() -> sql.Composable:
+            match = sql.SQL(" AND ").join(
+                sql.SQL("t.{} = {}").format(
+                    sql.Identifier(k), _from_image(k, target.columns[k], image="_key")
+                )
+                for k in key
             )
-            for k in key
-        )
-        self.conn.execute(
-            sql.SQL(
+            return sql.SQL(
                 "DELETE FROM {tgt} t USING {rows} s WHERE {match}"
                 " AND (t._cdc_lsn, t._cdc_index) < (s._lsn, s._idx)"
-            ).format(tgt=target.ident, rows=ROWS, match=match),
-            (rows,),
-        )
+            ).format(tgt=target.ident, rows=ROWS, match=match)
+
+        self.conn.execute(self._statement(target, ("delete", key), delete), (rows,))
         self.conn.execute(
-            sql.SQL(
-                "INSERT INTO cdc.deletes AS d (target, key, lsn, idx)"
-                " SELECT %s, s._key, s._lsn, s._idx FROM {rows} s"
-                " ON CONFLICT (target, key) DO UPDATE SET lsn = EXCLUDED.lsn, idx = EXCLUDED.idx"
-                " WHERE (d.lsn, d.idx) < (EXCLUDED.lsn, EXCLUDED.idx)"
-            ).format(rows=ROWS),
+            self._statement(
+                target,
+                ("mark",),
+                lambda: sql.SQL(
+                    "INSERT INTO cdc.deletes AS d (target, key, lsn, idx)"
+                    " SELECT %s, s._key, s._lsn, s._idx FROM {rows} s"
+                    " ON CONFLICT (target, key) DO UPDATE"
+                    " SET lsn = EXCLUDED.lsn, idx = EXCLUDED.idx"
+                    " WHERE (d.lsn, d.idx) < (EXCLUDED.lsn, EXCLUDED.idx)"
+                ).format(rows=ROWS),
+            ),
             (target.label, rows),
         )
 
@@ -413,20 +437,21 @@ class PostgresTarget:
         # (``->>``, the text its input function reads: what _text makes in Python, for every
         # value of every row). One orjson call per row instead of a Python call per value.
         rows = self._rows(events, key=True, image=True)
-        written = [c for c in columns if c not in unavailable]
-        cols = sql.SQL(", ").join(map(sql.Identifier, [*written, *VERSION_COLUMNS]))
-        values = sql.SQL(", ").join(
-            [_from_image(c, target.columns[c]) for c in written] + [sql.SQL("s._lsn, s._idx")]
-        )
-        updates = sql.SQL(", ").join(
-            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
-            for c in [*written, *VERSION_COLUMNS]
-        )
-        # OFFSET 0 keeps the delete-marker check a per-row index probe: joined, the planner
-        # hashed all of cdc.deletes for every batch (17 ms for 20 000 markers and 200 rows,
-        # growing with every delete ever applied; probed: 5 ms, whatever the markers).
-        self.conn.execute(
-            sql.SQL(
+
+        def upsert() -> sql.Composable:
+            written = [c for c in columns if c not in unavailable]
+            cols = sql.SQL(", ").join(map(sql.Identifier, [*written, *VERSION_COLUMNS]))
+            values = sql.SQL(", ").join(
+                [_from_image(c, target.columns[c]) for c in written] + [sql.SQL("s._lsn, s._idx")]
+            )
+            updates = sql.SQL(", ").join(
+                sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
+                for c in [*written, *VERSION_COLUMNS]
+            )
+            # OFFSET 0 keeps the delete-marker check a per-row index probe: joined, the planner
+            # hashed all of cdc.deletes for every batch (17 ms for 20 000 markers and 200 rows,
+            # growing with every delete ever applied; probed: 5 ms, whatever the markers).
+            return sql.SQL(
                 "INSERT INTO {tgt} AS t ({cols}) SELECT {values} FROM {rows} s"
                 " WHERE NOT EXISTS (SELECT 1 FROM cdc.deletes d WHERE d.target = %s"
                 " AND d.key = s._key AND (d.lsn, d.idx) >= (s._lsn, s._idx) OFFSET 0)"
@@ -439,9 +464,10 @@ class PostgresTarget:
                 rows=ROWS,
                 key=sql.SQL(", ").join(map(sql.Identifier, target.key)),
                 updates=updates,
-            ),
-            (rows, target.label),
-        )
+            )
+
+        query = self._statement(target, ("upsert", columns, unavailable), upsert)
+        self.conn.execute(query, (rows, target.label))
 
     def _apply_whole_rows(self, target: _Table, events: list[SinkEvent]) -> None:
         """A table whose key is the whole row is a multiset: each event counts once (the

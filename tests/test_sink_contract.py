@@ -414,3 +414,19 @@ def test_postgres_finds_rows_by_key_however_much_the_table_grew(database: str) -
         assert len(harness.rows()) == 20000 + 16 * 3  # each round leaves 3 of its 6
     finally:
         target.close()
+
+
+def test_a_column_that_appears_later_is_added(harness: Harness) -> None:
+    first = event("c", (10, 0), 1, {"id": 1, "v": "a", "n": "1", "big": ""})
+    apply(harness.target, [first, event("u", (11, 0), 1, {"id": 1, "v": "b", "n": "1", "big": ""})])
+    grown = event("c", (12, 0), 2, {"id": 2, "v": "c", "n": "2", "big": "", "extra": "new"})
+    grown.types = {**TYPES, "extra": "text"}
+    apply(harness.target, [grown, event("u", (13, 0), 1, {"id": 1, "v": "d", "n": "1", "big": ""})])
+    query = "SELECT id, v, extra FROM {} ORDER BY id"
+    if isinstance(harness.target, SqliteTarget):
+        rows = harness.target.db.execute(query.format("public_items")).fetchall()
+    else:
+        assert isinstance(harness.target, PostgresTarget)
+        with psycopg.connect(harness.target.config.dsn.conninfo) as conn:
+            rows = conn.execute(query.format("public.items")).fetchall()
+    assert [tuple(r) for r in rows] == [(1, "d", None), (2, "c", "new")]
