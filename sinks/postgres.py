@@ -201,7 +201,7 @@ class PostgresTarget:
     def _store_offsets(self, group: str, offsets: dict[Partition, int]) -> None:
         if not offsets:
             return
-        # One statement, not executemany: its pipeline cost more than the statement.
+        # One statement, not executemany, whose pipeline cost more than the statement itself.
         self.conn.execute(
             "INSERT INTO cdc.offsets AS o (group_id, topic, partition, next_offset)"
             " SELECT %s, t, p, n FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS x(t, p, n)"

@@ -381,11 +381,9 @@ def test_postgres_finds_rows_by_key_however_much_the_table_grew(database: str) -
         # Small batches like a steady load's: inserts, and deletes of half of them.
         nonlocal lsn
         for _ in range(rounds):
-            keys = range(lsn, lsn + 6)
-            events = [
-                event("c", (lsn + k, 0), k, {"id": k, "v": "x", "n": "1", "big": ""}) for k in keys
-            ]
-            events += [event("d", (lsn + 100 + k, 0), k, None) for k in keys[::2]]
+            keys = range(lsn, lsn + 6)  # keys and versions both count up from lsn
+            events = [event("c", (k, 0), k, {"id": k, "v": "x", "n": "1", "big": ""}) for k in keys]
+            events += [event("d", (k + 100, 0), k, None) for k in keys[::2]]
             target.apply(GROUP, events, {("src.public.items", 0): lsn}, lambda rejected: None)
             lsn += 1000
 
