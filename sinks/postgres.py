@@ -440,10 +440,7 @@ class PostgresTarget:
 
         def upsert() -> sql.Composable:
             written = [c for c in columns if c not in unavailable]
-            cols = sql.SQL(", ").join(map(sql.Identifier, [*written, *VERSION_COLUMNS]))
-            values = sql.SQL(", ").join(
-                [_from_image(c, target.columns[c]) for c in written] + [sql.SQL("s._lsn, s._idx")]
-            )
+            cols, values = _columns_and_values(target, written)
             updates = sql.SQL(", ").join(
                 sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
                 for c in [*written, *VERSION_COLUMNS]
@@ -525,17 +522,15 @@ class PostgresTarget:
     def _insert_keyless(self, target: _Table, events: list[SinkEvent]) -> None:
         for columns, _, group in by_shape(events):
             rows = self._rows(group, key=False, image=True)
-            cols = sql.SQL(", ").join(map(sql.Identifier, [*columns, *VERSION_COLUMNS]))
-            values = sql.SQL(", ").join(
-                [_from_image(c, target.columns[c]) for c in columns] + [sql.SQL("s._lsn, s._idx")]
-            )
-            self.conn.execute(
-                sql.SQL(
+
+            def insert(columns: tuple[str, ...] = columns) -> sql.Composable:
+                cols, values = _columns_and_values(target, columns)
+                return sql.SQL(
                     "INSERT INTO {tgt} ({cols}) SELECT {values} FROM {rows} s"
                     " ON CONFLICT (_cdc_lsn, _cdc_index) DO NOTHING"
-                ).format(tgt=target.ident, cols=cols, values=values, rows=ROWS),
-                (rows,),
-            )
+                ).format(tgt=target.ident, cols=cols, values=values, rows=ROWS)
+
+            self.conn.execute(self._statement(target, ("insert", columns), insert), (rows,))
 
     # -- errors ---------------------------------------------------------------------------------
 
@@ -557,6 +552,18 @@ class _Translate:
             raise TargetUnavailable(
                 f"{self.config.dsn}: {describe(error, self.config.dsn.password)}"
             ) from error
+
+
+def _columns_and_values(
+    target: _Table, columns: Sequence[str]
+) -> tuple[sql.Composable, sql.Composable]:
+    """The column list of an INSERT of ``columns`` and the version columns, and the values
+    taken out of a batch row ``s`` (:data:`ROWS`) for them."""
+    cols = sql.SQL(", ").join(map(sql.Identifier, [*columns, *VERSION_COLUMNS]))
+    values = sql.SQL(", ").join(
+        [_from_image(c, target.columns[c]) for c in columns] + [sql.SQL("s._lsn, s._idx")]
+    )
+    return cols, values
 
 
 def _from_image(column: str, pg_type: str, image: str = "_after") -> sql.Composable:
