@@ -39,7 +39,13 @@ from kafka.errors import KafkaError, LeaderNotAvailableError, TopicAlreadyExists
 from cdc.config import KafkaConfig
 from cdc.errors import CdcError, KafkaUnavailable, describe
 from cdc.findings import Finding
-from cdc.kafka import SINK_SESSION_TIMEOUT_MS, ConfluentConsumer, client_options, list_offsets
+from cdc.kafka import (
+    SINK_SESSION_TIMEOUT_MS,
+    ConfluentConsumer,
+    ConfluentTopicLister,
+    client_options,
+    list_offsets,
+)
 from cdc.records import BadRecord, SinkEvent, parse_record
 
 log = logging.getLogger(__name__)
@@ -48,6 +54,7 @@ DLQ_SUFFIX = ".dlq"
 BACKOFF_MAX_S = 30.0
 TOPIC_LOOK_S = 5.0
 STALL_S = 30.0
+_GLOB_CHARS = frozenset("*?[")
 Partition = tuple[str, int]
 
 
@@ -117,7 +124,9 @@ class _TopicWatch:
     the batches behind them (p99 commit -> sink row at 1 000 changes/s: 110-166 ms with them
     there, 55 ms without)."""
 
-    def __init__(self, client: KafkaConsumer, pattern: re.Pattern[str]) -> None:
+    def __init__(
+        self, client: KafkaConsumer | ConfluentTopicLister, pattern: re.Pattern[str]
+    ) -> None:
         self.found: set[str] | None = None
         """None until the first listing; then replaced whole (never mutated) on each look."""
         self.ranges: dict[Partition, tuple[int, int]] = {}
@@ -132,7 +141,7 @@ class _TopicWatch:
         while not self._closed.is_set():
             try:
                 self._look()
-            except KafkaError as e:  # the consumer sees the same outage and restarts the session
+            except (KafkaError, KafkaUnavailable) as e:  # the consumer sees the same outage
                 log.debug("listing topics failed: %s", describe(e))
             except Exception:  # a client bug must not end the watch: no new topic would be read
                 log.exception("listing topics failed")
@@ -229,6 +238,8 @@ class SinkRuntime:
         self.subject = f"sink {name}"
         self.group_id = group_id
         self.pattern = subscription_pattern(topics)
+        self.names = None if any(_GLOB_CHARS & set(t) for t in topics) else list(topics)
+        """The topics, when they are plain names rather than globs."""
         self.kafka = kafka
         self.target_factory = target_factory
         self.batch_records = batch_records
@@ -283,9 +294,12 @@ class SinkRuntime:
                 opened.callback(self.dlq.close, timeout=5)
                 self.admin = KafkaAdminClient(**options)
                 opened.callback(self.admin.close)
-                watch = _TopicWatch(
-                    KafkaConsumer(**options, enable_auto_commit=False), re.compile(self.pattern)
+                lister: KafkaConsumer | ConfluentTopicLister = (
+                    ConfluentTopicLister(self.kafka, self.names)
+                    if self.kafka.consumer.client == "confluent-kafka"
+                    else KafkaConsumer(**options, enable_auto_commit=False)
                 )
+                watch = _TopicWatch(lister, re.compile(self.pattern))
                 opened.callback(watch.close)
             except KafkaError as e:
                 raise KafkaUnavailable(f"Kafka: {describe(e)}") from e
@@ -615,7 +629,9 @@ def _lag(
     ]
 
 
-def _partitions(client: KafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
+def _partitions(
+    client: KafkaConsumer | ConfluentTopicLister, topics: Iterable[str]
+) -> list[TopicPartition]:
     """Every partition of ``topics``, in topic order, as the client's metadata knows them."""
     return [
         TopicPartition(t, p) for t in sorted(topics) for p in client.partitions_for_topic(t) or ()

@@ -51,7 +51,9 @@ class Change:
 
     Never changed once made (``dataclasses.replace`` makes a new one). Not ``frozen``: a frozen
     dataclass sets each of its 17 fields through ``object.__setattr__``, which made building
-    one 4 x slower, on a path taken for every row change."""
+    one 4 x slower, on a path taken for every row change. The decoders build it with positional
+    arguments (:meth:`~connectors.postgres.decoding.RowDecoder._change`): keep the fields'
+    order."""
 
     op: Op
     """``c`` insert, ``u`` update, ``d`` delete, ``r`` snapshot read, ``t`` truncate."""

@@ -11,6 +11,7 @@ __all__ = [
     "AnyPublisher",
     "ConfluentConsumer",
     "ConfluentPublisher",
+    "ConfluentTopicLister",
     "Publisher",
     "check_kafka",
     "client_options",
@@ -21,7 +22,7 @@ __all__ = [
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
@@ -354,7 +355,7 @@ class ConfluentPublisher:
                     record.topic,
                     value=record.value,
                     key=record.key,
-                    headers=list(record.headers),
+                    headers=record.headers,  # librdkafka copies them
                     on_delivery=delivered,
                 )
                 return
@@ -371,6 +372,73 @@ class ConfluentPublisher:
 
 
 AnyPublisher = Publisher | ConfluentPublisher
+
+
+class ConfluentTopicLister:
+    """The part of kafka-python's ``KafkaConsumer`` that a sink's topic watch uses (``topics``,
+    ``partitions_for_topic``, ``beginning_offsets``, ``end_offsets``), on librdkafka.
+
+    Listing topics means reading the metadata of every topic in the cluster. kafka-python parses
+    it in Python on its I/O thread, holding the GIL from the sink's threads: with 2 083 topics
+    on the devstack's broker, 46-95 ms of CPU every few seconds, and the sink's rows arrived
+    200-400 ms late each time. librdkafka parses it in C: 14-22 ms. Given ``names`` (a sink
+    whose topics are plain names, no globs), it asks for those topics only.
+    """
+
+    def __init__(self, config: KafkaConfig, names: Sequence[str] | None = None) -> None:
+        confluent_kafka = _confluent_kafka("[kafka.consumer] client")
+        self._ck = confluent_kafka
+        self._admin = confluent_kafka.admin.AdminClient(
+            {**librdkafka_options(config), "allow.auto.create.topics": False}
+        )
+        self._names = names
+        self._topics: dict[str, Any] = {}
+
+    def topics(self) -> set[str]:
+        try:
+            if self._names is None:
+                self._topics = self._admin.list_topics(timeout=10).topics
+            else:
+                self._topics = {}
+                for name in self._names:
+                    topic = self._admin.list_topics(name, timeout=10).topics.get(name)
+                    if topic is not None and topic.error is None:
+                        self._topics[name] = topic
+        except self._ck.KafkaException as e:
+            raise KafkaUnavailable(f"Kafka did not list its topics: {e.args[0].str()}") from e
+        return set(self._topics)
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        """As of the last :meth:`topics`."""
+        found = self._topics.get(topic)
+        return None if found is None else set(found.partitions)
+
+    def beginning_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return self._offsets(partitions, self._ck.admin.OffsetSpec.earliest())
+
+    def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return self._offsets(partitions, self._ck.admin.OffsetSpec.latest())
+
+    def _offsets(
+        self, partitions: Iterable[TopicPartition], spec: Any
+    ) -> dict[TopicPartition, int]:
+        asked = {self._ck.TopicPartition(tp.topic, tp.partition): tp for tp in partitions}
+        if not asked:
+            return {}
+        futures = self._admin.list_offsets(dict.fromkeys(asked, spec), request_timeout=10)
+        found = {}
+        for ck_tp, future in futures.items():
+            tp = asked[self._ck.TopicPartition(ck_tp.topic, ck_tp.partition)]
+            try:
+                found[tp] = future.result().offset
+            except self._ck.KafkaException as e:
+                raise KafkaUnavailable(
+                    f"no offsets for {tp.topic}[{tp.partition}]: {e.args[0].str()}"
+                ) from e
+        return found
+
+    def close(self) -> None:
+        pass  # the admin client has no close; it goes with its last reference
 
 
 def open_publisher(config: KafkaConfig) -> AnyPublisher:

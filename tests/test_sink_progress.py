@@ -22,7 +22,8 @@ from kafka.errors import LeaderNotAvailableError
 from cdc import consumer
 from cdc.config import KafkaConfig, SqliteSinkConfig
 from cdc.consumer import Progress, SinkRuntime, _TopicWatch
-from cdc.kafka import list_offsets
+from cdc.errors import KafkaUnavailable
+from cdc.kafka import ConfluentTopicLister, list_offsets
 from sinks.sqlite import SqliteTarget
 from tests.harness import wait_for
 from tests.test_sink_dlq import TYPES, envelope
@@ -334,3 +335,47 @@ def test_status_of_a_sink_whose_new_topic_has_no_leader_yet_is_a_warning(
         "WARN  sink s: lag unknown for now: [Error 5] LeaderNotAvailableError:"
         " Kafka names no leader yet for src.public.a[0]"
     ]
+
+
+def test_the_confluent_topic_lister_answers_as_kafka_python_does(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    """Integration (devstack Kafka): the watch of a sink on confluent-kafka lists topics and
+    offsets with librdkafka (kafka-python parsed the metadata of every topic in the cluster
+    in Python, holding the sink's threads off the GIL for 46-95 ms every few seconds). Plain
+    names are asked for alone; globs list everything, as kafka-python did."""
+    topic, other = f"lister{unique}.public.a", f"lister{unique}.public.b"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, 2, 1), NewTopic(other, 1, 1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    for i in range(5):
+        producer.send(topic, value=b"x", partition=i % 2)
+    producer.flush()
+    producer.close()
+    config = KafkaConfig(bootstrap_servers=(kafka_bootstrap,))
+    parts = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+
+    named = ConfluentTopicLister(config, [topic, f"lister{unique}.missing"])
+    wait_for(lambda: named.topics() == {topic}, 30, "the topic's metadata")
+    assert named.partitions_for_topic(topic) == {0, 1}
+    assert named.partitions_for_topic(other) is None  # not asked for
+    assert list_offsets(named, parts) == {parts[0]: 0, parts[1]: 0}
+    assert list_offsets(named, parts, end=True) == {parts[0]: 3, parts[1]: 2}
+
+    everything = ConfluentTopicLister(config)
+    assert {topic, other} <= everything.topics()
+    assert everything.partitions_for_topic(other) == {0}
+    with pytest.raises(KafkaUnavailable, match=rf"no offsets for lister{unique}.missing\[0\]"):
+        list_offsets(everything, [TopicPartition(f"lister{unique}.missing", 0)])
+
+
+def test_a_sink_of_plain_topic_names_watches_those_names_only() -> None:
+    config = KafkaConfig(bootstrap_servers=("x:1",))
+
+    def names(*globs: str) -> list[str] | None:
+        return SinkRuntime("s", "g", globs, config, lambda: cast(Any, _Stored())).names
+
+    assert names("a.public.t", "b.x") == ["a.public.t", "b.x"]
+    for globs in (("a.*",), ("a.public.t", "b.?"), ("a.[ab]",)):
+        assert names(*globs) is None

@@ -203,25 +203,28 @@ class RowDecoder:
         types: tuple[tuple[str, str], ...] = (),
     ) -> Change:
         index = self._index
-        self._index += 1
+        self._index = index + 1
         per_table = self._per_table.get((schema, table), 0) + 1
         self._per_table[(schema, table)] = per_table
+        # Positional, in the order of Change's fields: a third of the time of keywords, for
+        # every row change.
         return Change(
-            op=op,
-            schema=schema,
-            table=table,
-            whole_row_key=key is not None and self._whole_row_key,
-            key=key,
-            before=before,
-            after=after,
-            commit_lsn=self._commit_lsn,
-            index=index,
-            lsn=lsn,
-            xid=self._xid,
-            commit_ts_ms=self._commit_ts_ms,
-            unavailable=unavailable,
-            types=types,
-            last_commit_lsn=self._last_commit_lsn,
-            total_order=index + 1,
-            data_collection_order=per_table,
+            op,
+            schema,
+            table,
+            key,
+            before,
+            after,
+            self._commit_lsn,
+            index,
+            lsn,
+            self._xid,
+            self._commit_ts_ms,
+            unavailable,
+            types,
+            key is not None and self._whole_row_key,  # whole_row_key
+            "false",  # snapshot
+            self._last_commit_lsn,
+            index + 1,  # total_order
+            per_table,  # data_collection_order
         )

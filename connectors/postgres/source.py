@@ -186,10 +186,12 @@ class PostgresSource:
 
         max_unacked = self.kafka.producer.max_unacked_records
 
+        sent, acked, failed, send = tracker.sent, tracker.acked, errors.append, publisher.send
+
         def publish(record: Record, txn: Txn) -> None:
-            tracker.sent(txn)
+            sent(txn)
             # The callback only queues the ack: counting happens on this thread (cdc.acks).
-            publisher.send(record, tracker.acked, errors.append, txn)
+            send(record, acked, failed, txn)
 
         while not stop.is_set():
             reply_now = False
