@@ -21,7 +21,7 @@ from kafka.errors import LeaderNotAvailableError
 
 from cdc import consumer
 from cdc.config import KafkaConfig, SqliteSinkConfig
-from cdc.consumer import Progress, SinkRuntime, _TopicWatch
+from cdc.consumer import Progress, SinkRuntime, _TopicWatch, subscription_pattern
 from cdc.errors import KafkaUnavailable
 from cdc.kafka import ConfluentTopicLister, list_offsets
 from sinks.sqlite import SqliteTarget
@@ -337,14 +337,15 @@ def test_status_of_a_sink_whose_new_topic_has_no_leader_yet_is_a_warning(
     ]
 
 
-def test_the_confluent_topic_lister_answers_as_kafka_python_does(
-    kafka_bootstrap: str, unique: str
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+def test_the_topic_watch_finds_topics_and_their_offsets(
+    client: str, kafka_bootstrap: str, unique: str
 ) -> None:
-    """Integration (devstack Kafka): the watch of a sink on confluent-kafka lists topics and
-    offsets with librdkafka (kafka-python parsed the metadata of every topic in the cluster
-    in Python, holding the sink's threads off the GIL for 46-95 ms every few seconds). Plain
-    names are asked for alone; globs list everything, as kafka-python did."""
-    topic, other = f"lister{unique}.public.a", f"lister{unique}.public.b"
+    """Integration (devstack Kafka), with each client: globs list every topic; plain names are
+    asked for alone. A sink on confluent-kafka lists with librdkafka (kafka-python parses the
+    metadata of every topic in the cluster in Python, holding the sink's threads off the GIL:
+    46-95 ms every few seconds with 2 083 topics)."""
+    topic, other = f"watch{unique}.public.a", f"watch{unique}.public.b"
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     admin.create_topics([NewTopic(topic, 2, 1), NewTopic(other, 1, 1)])
     admin.close()
@@ -354,20 +355,69 @@ def test_the_confluent_topic_lister_answers_as_kafka_python_does(
     producer.flush()
     producer.close()
     config = KafkaConfig(bootstrap_servers=(kafka_bootstrap,))
-    parts = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
 
-    named = ConfluentTopicLister(config, [topic, f"lister{unique}.missing"])
-    wait_for(lambda: named.topics() == {topic}, 30, "the topic's metadata")
-    assert named.partitions_for_topic(topic) == {0, 1}
-    assert named.partitions_for_topic(other) is None  # not asked for
-    assert list_offsets(named, parts) == {parts[0]: 0, parts[1]: 0}
-    assert list_offsets(named, parts, end=True) == {parts[0]: 3, parts[1]: 2}
+    def lister() -> Any:
+        if client == "confluent-kafka":
+            return ConfluentTopicLister(config)
+        return KafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
 
-    everything = ConfluentTopicLister(config)
-    assert {topic, other} <= everything.topics()
-    assert everything.partitions_for_topic(other) == {0}
-    with pytest.raises(KafkaUnavailable, match=rf"no offsets for lister{unique}.missing\[0\]"):
-        list_offsets(everything, [TopicPartition(f"lister{unique}.missing", 0)])
+    ranges = {(topic, 0): (0, 3), (topic, 1): (0, 2)}
+    pattern = re.compile(subscription_pattern([topic, f"watch{unique}.missing"]))
+    for names in ([topic, f"watch{unique}.missing"], None):
+        watch = _TopicWatch(lister(), pattern, names)
+        try:
+            wait_for(lambda w=watch: w.ranges == ranges, 30, f"the offsets, names {names}")
+            assert watch.found == {topic}
+        finally:
+            watch.close()
+    globbed = _TopicWatch(lister(), re.compile(subscription_pattern([f"watch{unique}.*"])))
+    try:
+        wait_for(lambda: len(globbed.ranges) == 3, 30, "the offsets of both topics")
+        assert globbed.found == {topic, other}
+        assert globbed.ranges[(other, 0)] == (0, 0)
+    finally:
+        globbed.close()
+
+
+def test_a_watch_of_plain_names_never_lists_every_topic() -> None:
+    class NamedOnly:
+        def __init__(self) -> None:
+            self.asked: list[str] = []
+
+        def topics(self) -> set[str]:
+            raise AssertionError("listed every topic of the cluster")
+
+        def partitions_for_topic(self, topic: str) -> set[int] | None:
+            self.asked.append(topic)
+            return {0} if topic == "src.public.a" else None
+
+        def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+            return dict.fromkeys(tps, 0)
+
+        def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+            return dict.fromkeys(tps, 4)
+
+        def close(self) -> None:
+            pass
+
+    client = NamedOnly()
+    watch = _TopicWatch(cast(Any, client), re.compile("x"), ["src.public.a", "src.public.b"])
+    try:
+        wait_for(lambda: watch.ranges != {}, 5, "the first look")
+        assert watch.found == {"src.public.a"}
+        assert watch.ranges == {("src.public.a", 0): (0, 4)}
+        assert {"src.public.a", "src.public.b"} <= set(client.asked)
+    finally:
+        watch.close()
+
+
+def test_the_confluent_lister_names_what_it_could_not_find(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    lister = ConfluentTopicLister(KafkaConfig(bootstrap_servers=(kafka_bootstrap,)))
+    assert lister.partitions_for_topic(f"nosuch{unique}") is None
+    with pytest.raises(KafkaUnavailable, match=rf"no offsets for nosuch{unique}\[0\]"):
+        list_offsets(lister, [TopicPartition(f"nosuch{unique}", 0)])
 
 
 def test_a_sink_of_plain_topic_names_watches_those_names_only() -> None:
