@@ -112,6 +112,8 @@ class ReplicationConnection:
         dsn = make_conninfo(conninfo, replication="database", connect_timeout=str(timeout_s))
         self._pgconn = pq.PGconn.connect(dsn.encode())
         self._password = password
+        self.waited = False
+        """Whether the last :meth:`read` found nothing there and waited for the server."""
         if self._pgconn.status != pq.ConnStatus.OK:
             error = self._error()
             self._pgconn.finish()
@@ -165,9 +167,11 @@ class ReplicationConnection:
 
     def read(self, timeout_s: float, limit: int = 1000) -> list[bytes]:
         """The messages that arrive within ``timeout_s``: all that are buffered, up to ``limit``,
-        waiting only when none is. Raw, for :func:`parse_message` (or :func:`xlog_start`)."""
+        waiting only when none is. Raw, for :func:`parse_message` (or :func:`xlog_start`).
+        Afterwards :attr:`waited` says whether none was there and the read waited for them."""
         pgconn = self._pgconn
         out: list[bytes] = []
+        self.waited = False
         while len(out) < limit:
             n, data = pgconn.get_copy_data(1)
             if n > 0:
@@ -176,7 +180,11 @@ class ReplicationConnection:
             if n == 0:
                 if out:
                     return out
-                ready, _, _ = select.select([pgconn.socket], [], [], timeout_s)
+                sock = [pgconn.socket]
+                ready, _, _ = select.select(sock, [], [], 0)
+                if not ready and timeout_s:
+                    self.waited = True
+                    ready, _, _ = select.select(sock, [], [], timeout_s)
                 if not ready:
                     return out
                 pgconn.consume_input()
