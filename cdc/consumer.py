@@ -39,6 +39,7 @@ from kafka.errors import KafkaError, LeaderNotAvailableError, TopicAlreadyExists
 from cdc.config import KafkaConfig
 from cdc.errors import CdcError, KafkaUnavailable, describe
 from cdc.findings import Finding
+from cdc.globs import is_plain
 from cdc.kafka import (
     SINK_SESSION_TIMEOUT_MS,
     ConfluentConsumer,
@@ -54,7 +55,6 @@ DLQ_SUFFIX = ".dlq"
 BACKOFF_MAX_S = 30.0
 TOPIC_LOOK_S = 5.0
 STALL_S = 30.0
-_GLOB_CHARS = frozenset("*?[")
 Partition = tuple[str, int]
 
 
@@ -247,7 +247,7 @@ class SinkRuntime:
         self.subject = f"sink {name}"
         self.group_id = group_id
         self.pattern = subscription_pattern(topics)
-        self.names = None if any(_GLOB_CHARS & set(t) for t in topics) else list(topics)
+        self.names = list(topics) if all(map(is_plain, topics)) else None
         """The topics, when they are plain names rather than globs."""
         self.kafka = kafka
         self.target_factory = target_factory

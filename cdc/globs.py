@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-__all__ = ["TableSelector", "compile_globs"]
+__all__ = ["TableSelector", "compile_globs", "is_plain"]
 
 import fnmatch
 import re
 from collections.abc import Iterable
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def is_plain(glob: str) -> bool:
+    """Whether ``glob`` has no wildcard, so that it matches only the name it spells."""
+    return _GLOB_CHARS.isdisjoint(glob)
 
 
 def compile_globs(globs: Iterable[str]) -> re.Pattern[str]:
