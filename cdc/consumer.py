@@ -154,12 +154,16 @@ class _TopicWatch:
             self._closed.wait(TOPIC_LOOK_S)
 
     def _look(self) -> None:
+        client = self._client
         if self._names is not None:
-            found = {t for t in self._names if self._client.partitions_for_topic(t)}
+            # Each name's partitions asked once: the lookup is what tells that it exists.
+            known = {t: client.partitions_for_topic(t) for t in self._names}
+            found = {t for t, p in known.items() if p}
+            partitions = [TopicPartition(t, p) for t in sorted(found) for p in known[t] or ()]
         else:
-            found = {t for t in self._client.topics() if self._pattern.match(t)}
+            found = {t for t in client.topics() if self._pattern.match(t)}
+            partitions = _partitions(client, found)
         self.found = found  # the subscription needs no offsets: a new topic is read at once
-        partitions = _partitions(self._client, found)
         first = list_offsets(self._client, partitions)
         end = list_offsets(self._client, partitions, end=True)
         self.ranges = {(tp.topic, tp.partition): (first[tp], end[tp]) for tp in partitions}
