@@ -63,7 +63,11 @@ def rate_cell(run: Result | None, rate_key: str, ratio_key: str) -> str:
 def ms(s: Result | None) -> str:
     if not s:
         return "—"
-    return " / ".join(f"{s[k]:.0f}" for k in ("p50_ms", "p99_ms", "max_ms"))
+    text = " / ".join(f"{s[k]:.0f}" for k in ("p50_ms", "p99_ms", "max_ms"))
+    slices = s.get("p99_by_slice_ms")
+    if slices:
+        text += f" ({min(slices):.0f}-{max(slices):.0f})"
+    return text
 
 
 # -- the table --------------------------------------------------------------------------------
@@ -178,7 +182,8 @@ def latency_table(found: dict[str, tuple[str, Result]]) -> list[str]:
         f"Latency at a fixed offered load held for {r['window_s']:.0f} s (small transactions of"
         " the OLTP mix), ms p50 / p99 / max, from the source commit (`source.ts_ms`) to the"
         " record on Kafka (its LogAppendTime) and to the row visible in the PostgreSQL sink"
-        f" (its `cdc.offsets`, committed with the rows). cdc with {plugin} and confluent-kafka."
+        " (its `cdc.offsets`, committed with the rows); in parentheses the lowest and highest"
+        f" p99 of the window's 10 s slices. cdc with {plugin} and confluent-kafka."
         f"{debezium}",
         "",
         *head(

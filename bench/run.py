@@ -68,7 +68,7 @@ from bench.common import (
 )
 from bench.debezium_engine import DebeziumEngine, build
 from bench.workloads import DOCS_DDL, OLTP_PROCEDURE, ORDERS_DDL, Written, bulk, oltp, wide
-from cdc.config import parse_config
+from cdc.config import LINGER_MS, parse_config
 from connectors.postgres.pgoutput import pgoutput_options
 from connectors.postgres.source import wal2json_table_options
 from connectors.postgres.wal2json import WAL2JSON_OPTIONS
@@ -86,9 +86,9 @@ LOADS = (1000, 5000)
 WARM_UP_S = 5
 """Seconds of the offered load written and delivered before each latency window, so that the
 window measures neither start-up nor a JIT compiler's first seconds."""
-DEBEZIUM_POLL_MS = 5
+DEBEZIUM_POLL_MS = LINGER_MS
 """Debezium's ``poll.interval.ms`` in the latency runs (its default, 500, holds a batch that
-long unless 2 048 records fill it first): cdc's producer lingers 5 ms (``linger_ms``)."""
+long unless 2 048 records fill it first): as long as cdc's producer lingers (``linger_ms``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -570,6 +570,29 @@ def stats(values_ms: Sequence[float]) -> dict[str, float]:
     }
 
 
+SLICE_S = 10
+"""The latency window is also cut into slices this long, each with its own p99: one window's
+p99 hides whether it came from one stall or from the whole window."""
+
+
+def window_stats(pairs: Sequence[tuple[int, float]]) -> dict[str, Any]:
+    """:func:`stats` of the latencies of ``(commit time ms, latency ms)`` pairs, and the p99 of
+    each :data:`SLICE_S` slice of commit time (``p99_by_slice_ms``; a last slice of less than
+    half a slice's records joins the one before)."""
+    result: dict[str, Any] = stats([latency for _, latency in pairs])
+    start = min(ts for ts, _ in pairs)
+    slices: dict[int, list[float]] = {}
+    for ts, latency in pairs:
+        slices.setdefault(int((ts - start) / 1000 / SLICE_S), []).append(latency)
+    ordered = [slices[k] for k in sorted(slices)]
+    if len(ordered) > 1 and len(ordered[-1]) < len(ordered[-2]) / 2:
+        last = ordered.pop()
+        ordered[-1] = ordered[-1] + last
+    result["slice_s"] = SLICE_S
+    result["p99_by_slice_ms"] = [stats(values)["p99_ms"] for values in ordered]
+    return result
+
+
 def commit_times(records: Sequence[Any]) -> list[tuple[Any, int]]:
     """(record, source commit time in ms) of the records that are not tombstones."""
     return [(r, orjson.loads(r.value)["source"]["ts_ms"]) for r in records if r.value is not None]
@@ -648,8 +671,10 @@ def latency_cdc(b: Bench, rate: int) -> dict[str, Any]:
         "load": offered(rate, written),
         "client": LATENCY_CLIENT,
         "plugin": LATENCY_PLUGIN,
-        "commit_to_kafka": stats([r.timestamp_ms - ts for r, ts in events]),
-        "commit_to_sink": stats([poller.visible_at(r.offset) * 1000 - ts for r, ts in events]),
+        "commit_to_kafka": window_stats([(ts, r.timestamp_ms - ts) for r, ts in events]),
+        "commit_to_sink": window_stats(
+            [(ts, poller.visible_at(r.offset) * 1000 - ts) for r, ts in events]
+        ),
         "peak_rss_mb": rss,
     }
 
@@ -688,7 +713,7 @@ def latency_debezium(b: Bench, rate: int) -> dict[str, Any]:
     return {
         "load": offered(rate, written),
         "settings": extra,
-        "commit_to_kafka": stats([r.timestamp_ms - ts for r, ts in events]),
+        "commit_to_kafka": window_stats([(ts, r.timestamp_ms - ts) for r, ts in events]),
         "peak_rss_mb": rss,
     }
 
@@ -712,9 +737,11 @@ def latency_summary(run: dict[str, Any]) -> str:
     for path in ("commit_to_kafka", "commit_to_sink"):
         if path in run:
             s = run[path]
+            slices = s.get("p99_by_slice_ms") or [s["p99_ms"]]
             parts.append(
                 f"{path.replace('_', ' ')} p50/p99/max"
                 f" {s['p50_ms']:.0f}/{s['p99_ms']:.0f}/{s['max_ms']:.0f} ms"
+                f" (p99 by slice {min(slices):.0f}-{max(slices):.0f})"
             )
     return ", ".join(parts)
 

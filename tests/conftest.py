@@ -3,7 +3,9 @@
 They come from ``CDC_TEST_PG_DSN`` / ``CDC_TEST_KAFKA`` when set (``eval "$(scripts/devstack
 env)"``), else from testcontainers when a Docker engine answers, else the test fails with a message
 naming ``scripts/devstack up``. Under ``CI=true`` a test that would skip fails instead. Every test
-gets its own database and its own topic names, so tests never see each other's data.
+gets its own database and its own topic names, so tests never see each other's data. The
+databases are dropped after each test; the topics whose names hold a test's :func:`unique` token
+are deleted when the session ends (on the devstack's broker they added up to tens of gigabytes).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from kafka import KafkaAdminClient
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
@@ -53,12 +56,17 @@ def pg_dsn() -> Iterator[str]:
         yield container.get_connection_url(driver=None)
 
 
+_TOKENS: set[str] = set()
+"""Every :func:`unique` token handed out in this session."""
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """``host:port`` of a Kafka broker."""
     servers = os.environ.get("CDC_TEST_KAFKA")
     if servers:
         yield servers
+        delete_test_topics(servers, _TOKENS)
         return
     if not _docker_answers():
         pytest.fail(NO_SERVICES.format(what="Kafka", var="CDC_TEST_KAFKA"))
@@ -71,7 +79,23 @@ def kafka_bootstrap() -> Iterator[str]:
 @pytest.fixture
 def unique() -> str:
     """A short token unique to this test, for database, topic and slot names."""
-    return secrets.token_hex(4)
+    token = secrets.token_hex(4)
+    _TOKENS.add(token)
+    return token
+
+
+def delete_test_topics(servers: str, tokens: set[str]) -> list[str]:
+    """Delete the topics whose names hold one of ``tokens``; return their names."""
+    if not tokens:
+        return []
+    admin = KafkaAdminClient(bootstrap_servers=servers)
+    try:
+        doomed = [t for t in admin.list_topics() if any(token in t for token in tokens)]
+        for i in range(0, len(doomed), 100):
+            admin.delete_topics(doomed[i : i + 100])
+    finally:
+        admin.close()
+    return doomed
 
 
 @pytest.fixture

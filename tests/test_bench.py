@@ -10,7 +10,7 @@ import pytest
 
 from bench import report
 from bench.common import cdc_config
-from bench.run import OffsetPoller, stats
+from bench.run import OffsetPoller, stats, window_stats
 from cdc.config import parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +45,16 @@ def test_stats_are_nearest_rank() -> None:
         50.5,
     )
     assert stats([7.0])["p99_ms"] == 7.0
+
+
+def test_the_window_has_a_p99_per_10_s_slice() -> None:
+    # 25 s of commits, one per 100 ms: latency 5 ms, but 500 ms for the records of second 12;
+    # the 3 records at 30 s are too few for a slice of their own and join the last one.
+    pairs = [(1_000 + i * 100, 500.0 if 12_000 <= i * 100 < 13_000 else 5.0) for i in range(250)]
+    pairs += [(31_000 + i, 900.0) for i in range(3)]
+    s = window_stats(pairs)
+    assert (s["count"], s["p99_ms"], s["max_ms"]) == (253, 900.0, 900.0)
+    assert (s["slice_s"], s["p99_by_slice_ms"]) == (10, [5.0, 500.0, 900.0])
 
 
 def test_a_record_is_visible_at_the_first_sample_past_its_offset() -> None:

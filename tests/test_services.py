@@ -4,6 +4,7 @@ wal2json. If these fail, every other integration test would fail for reasons of 
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Any
 
@@ -11,6 +12,8 @@ import orjson
 import psycopg
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
+
+from tests.conftest import delete_test_topics
 
 
 def test_kafka_message_round_trip(kafka_bootstrap: str, unique: str) -> None:
@@ -62,3 +65,24 @@ def test_wal2json_slot_decodes_a_change(database: str, unique: str) -> None:
     assert (insert["schema"], insert["table"]) == ("public", "t")
     assert {c["name"]: c["value"] for c in insert["columns"]} == {"id": 1, "v": "héllo"}
     assert "lsn" in messages[0]
+
+
+def test_session_deletes_only_the_topics_of_its_tokens(kafka_bootstrap: str) -> None:
+    """The suite's own clean-up (conftest): a topic holding a test's token goes, others stay."""
+    token, other = secrets.token_hex(4), secrets.token_hex(4)
+    mine, dlq, theirs = f"gc{token}.public.t", f"gc{token}.public.t.dlq", f"gc{other}.public.t"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        admin.create_topics(
+            [NewTopic(t, num_partitions=1, replication_factor=1) for t in (mine, dlq, theirs)]
+        )
+        assert sorted(delete_test_topics(kafka_bootstrap, {token})) == sorted([mine, dlq])
+        deadline = time.monotonic() + 30
+        while {mine, dlq} & set(admin.list_topics()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = set(admin.list_topics())
+        assert not {mine, dlq} & left
+        assert theirs in left
+        admin.delete_topics([theirs])
+    finally:
+        admin.close()
