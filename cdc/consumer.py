@@ -164,8 +164,8 @@ class _TopicWatch:
             found = {t for t in client.topics() if self._pattern.match(t)}
             partitions = _partitions(client, found)
         self.found = found  # the subscription needs no offsets: a new topic is read at once
-        first = list_offsets(self._client, partitions)
-        end = list_offsets(self._client, partitions, end=True)
+        first = list_offsets(client, partitions)
+        end = list_offsets(client, partitions, end=True)
         self.ranges = {(tp.topic, tp.partition): (first[tp], end[tp]) for tp in partitions}
 
     def close(self) -> None:
