@@ -3,8 +3,11 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-BENCH_STAMP := $(VENV)/.installed-bench-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# What the install is made of: redone when any of it changes (the C extension is built by it).
+BUILT_FROM := pyproject.toml setup.py connectors/postgres/_tuples.c
+BUILD_SUM := $(shell cat $(BUILT_FROM) | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(BUILD_SUM)
+BENCH_STAMP := $(VENV)/.installed-bench-$(BUILD_SUM)
 BENCH_SCALE ?= 1.0
 
 .PHONY: test test-full unit lint install stack-up stack-down demo bench clean
@@ -35,7 +38,7 @@ lint: install
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): $(BUILT_FROM)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
@@ -57,10 +60,10 @@ demo: install stack-up
 bench: $(BENCH_STAMP) stack-up
 	eval "$$(scripts/devstack env)" && $(PY) -m bench.run --scale $(BENCH_SCALE) $(BENCH_ARGS)
 
-# The bench extra (matplotlib) on top of what `install` puts in; redone when pyproject.toml changes.
+# The bench extra (matplotlib) on top of what `install` puts in; redone with it.
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build connectors/postgres/*.so

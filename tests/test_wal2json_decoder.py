@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from cdc.events import (
     Change,
     SourceInfo,
     encode,
+    envelope,
 )
 from connectors.postgres.replication import parse_lsn
 from connectors.postgres.wal2json import Begin, Commit, TableInfo, Wal2JsonDecoder
@@ -302,3 +304,21 @@ def test_a_moved_row_carries_its_unchanged_toasted_values() -> None:
             assert create.after["big"] == UNAVAILABLE
             assert create.unavailable == ("big",)
     assert catalog.looked_up == [("t", {"id": 7}, ("big",)), ("t", {"id": 404}, ("big",))]
+
+
+NAMES = ["shop", 'sh"op', "100%", "%d%b", "ünï\\code", "tab\tle"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_envelope_is_written_as_its_dict_would_be(name: str) -> None:
+    """:func:`encode` fills a per-table template instead of dumping :func:`envelope`'s dict:
+    byte for byte the same JSON, whatever the names hold (quotes, ``%``, escapes)."""
+    source = SourceInfo(name, f"{name}db", f"{name}prefix")
+    for change in changes():
+        for variant in (
+            change,
+            dataclasses.replace(change, schema=name, table=name, snapshot="incremental"),
+            dataclasses.replace(change, snapshot="last", total_order=7, data_collection_order=3),
+        ):
+            record = encode(variant, source, now_ms=1_795_000_000_123)
+            assert record.value == orjson.dumps(envelope(variant, source, 1_795_000_000_123))

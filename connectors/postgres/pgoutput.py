@@ -27,7 +27,7 @@ writes ``null``), as snapshot reads carry them.
 
 from __future__ import annotations
 
-__all__ = ["PgOutputDecoder", "pgoutput_options"]
+__all__ = ["PgOutputDecoder", "has_c_tuples", "pgoutput_options"]
 
 import struct
 from collections.abc import Callable
@@ -36,6 +36,11 @@ from dataclasses import dataclass
 from cdc.errors import CdcError
 from cdc.events import UNAVAILABLE, Change, Row
 from connectors.postgres.decoding import JSON_KINDS, Begin, Catalog, Commit, RowDecoder
+
+try:
+    from connectors.postgres._tuples import row as _native_row
+except ImportError:  # built where no C compiler was: the Python loop of _tuple does the same
+    _native_row = None  # type: ignore[assignment]
 
 _PG_EPOCH_MS = 946_684_800_000
 _BEGIN = struct.Struct(">Qqi")  # final (commit) LSN, commit time (µs since 2000), xid
@@ -47,6 +52,11 @@ _RELATION_COLUMN = struct.Struct(">Ii")  # type oid, type modifier
 _IGNORED = frozenset(b"OYM")  # origin, type, logical message
 
 Convert = Callable[[bytes], object] | None
+
+
+def has_c_tuples() -> bool:
+    """Whether tuples are decoded in C (:mod:`connectors.postgres._tuples` was built)."""
+    return _native_row is not None
 
 
 def pgoutput_options(publication: str) -> dict[str, str]:
@@ -79,6 +89,8 @@ class _Relation:
     wanted: bool
     names: tuple[str, ...]
     converts: tuple[Convert, ...]
+    kinds: bytes
+    """Per column, its :data:`JSON_KINDS` letter (``s`` for text): the converts, for C."""
     types: tuple[tuple[str, str], ...]
     identity: tuple[bool, ...]
     """Per column: part of the replica identity (what a ``K`` old tuple holds)."""
@@ -168,6 +180,25 @@ class PgOutputDecoder(RowDecoder):
     ) -> tuple[Row, tuple[str, ...], int]:
         """The row at ``pos`` (TupleData), the columns whose unchanged TOASTed value it lacks,
         and where the row ends. ``old`` ``K``: only the replica identity's columns are real."""
+        decoded = (
+            None
+            if _native_row is None
+            else _native_row(payload, pos, rel.names, rel.kinds, UNAVAILABLE)
+        )
+        if decoded is None:  # no C, or a tuple it leaves to Python (which says what is wrong)
+            decoded = PgOutputDecoder._python_tuple(payload, pos, rel)
+        row, unavailable, pos = decoded
+        if old == 75:  # K: the other columns are nulls standing for "not logged"
+            row = {
+                n: v
+                for n, v, ident in zip(rel.names, row.values(), rel.identity, strict=True)
+                if ident
+            }
+        return row, unavailable, pos
+
+    @staticmethod
+    def _python_tuple(payload: bytes, pos: int, rel: _Relation) -> tuple[Row, tuple[str, ...], int]:
+        """What :func:`~connectors.postgres._tuples.row` does, in Python."""
         count = _H16.unpack_from(payload, pos)[0]
         if count != len(rel.names):
             raise CdcError(
@@ -199,14 +230,7 @@ class PgOutputDecoder(RowDecoder):
                     f".{rel.names[len(values)]} (only text values are asked for)"
                 )
         # One dict from two lists: a third faster than setting the columns one by one.
-        row: Row = dict(zip(rel.names, values, strict=True))
-        if old == 75:  # K: the other columns are nulls standing for "not logged"
-            row = {
-                n: v
-                for n, v, ident in zip(rel.names, row.values(), rel.identity, strict=True)
-                if ident
-            }
-        return row, tuple(unavailable), pos
+        return dict(zip(rel.names, values, strict=True)), tuple(unavailable), pos
 
     def _describe(self, payload: bytes) -> None:
         relid = _U32.unpack_from(payload, 1)[0]
@@ -244,6 +268,7 @@ class PgOutputDecoder(RowDecoder):
             wanted=wanted,
             names=tuple(names),
             converts=tuple(_CONVERT.get(JSON_KINDS.get(oid, "s")) for oid, _ in columns),
+            kinds="".join(JSON_KINDS.get(oid, "s") for oid, _ in columns).encode(),
             types=types,
             identity=tuple(identity),
             key=key,
