@@ -174,9 +174,14 @@ def encode(change: Change, source: SourceInfo, now_ms: int | None = None) -> Rec
         change.total_order or change.index + 1,
         change.data_collection_order or change.index + 1,
     )
-    headers = [(EVENT_ID_HEADER, f"{change.commit_lsn}:{change.index}".encode())]
-    if change.types:
-        headers.append((TYPES_HEADER, _types_header(change.types)))
+    headers = [(EVENT_ID_HEADER, b"%d:%d" % (change.commit_lsn, change.index))]
+    if types := change.types:
+        cached = _TYPES_HEADERS.get(id(types))
+        if cached is None or cached[0] is not types:
+            if len(_TYPES_HEADERS) >= 4096:
+                _TYPES_HEADERS.clear()
+            cached = _TYPES_HEADERS[id(types)] = (types, orjson.dumps(dict(types)))
+        headers.append((TYPES_HEADER, cached[1]))
     if change.whole_row_key:
         headers.append((IDENTITY_HEADER, b"full"))
     if change.unavailable:
@@ -214,10 +219,11 @@ def _value_template(name: str, db: str, schema: str, table: str, op: str, snapsh
     )
 
 
-@functools.lru_cache(maxsize=4096)
-def _types_header(types: tuple[tuple[str, str], ...]) -> bytes:
-    # Tables have few column sets, so the encoded header is computed once per set.
-    return orjson.dumps(dict(types))
+_TYPES_HEADERS: dict[int, tuple[tuple[tuple[str, str], ...], bytes]] = {}
+"""The ``cdc-types`` header of each ``types`` tuple, by the tuple's identity: a decoder hands
+every change of a table the same tuple, and hashing its pairs for every event (an lru_cache
+key) cost more than the rest of the headers. The entry holds the tuple, so its id is not
+reused while the entry lives."""
 
 
 def tombstone(record: Record) -> Record:

@@ -212,6 +212,9 @@ class PostgresSource:
                 if repl.waited and 0 < len(messages) < GATHER_BELOW:
                     time.sleep(GATHER_S)
                     messages += repl.read(timeout_s=0)
+            # The envelope's ts_ms (when the connector handled the event): one clock read per
+            # read, not per event; a read's messages are handled within a few milliseconds.
+            now_ms = int(time.time() * 1000)
             for buf in messages:
                 if buf[0] != XLOGDATA:
                     msg = parse_message(buf)
@@ -241,7 +244,7 @@ class PostgresSource:
                                 self.published += 1
                             continue
                         snapshots.observe(change)
-                        record = encode(change, source)
+                        record = encode(change, source, now_ms)
                         publish(record, txn)
                         if tombstones and change.op == "d":
                             publish(tombstone(record), txn)
