@@ -257,12 +257,34 @@ def test_initial_snapshot_with_writes_all_through_equals_the_source(
 def test_initial_snapshot_killed_midway_is_redone(
     tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str
 ) -> None:
+    """SIGKILLed with ``big`` wholly read and published but the snapshot not over: the next
+    start reads a new snapshot. A lock on ``zz_gate`` (read after ``big``) holds the snapshot
+    there, so the kill lands midway however fast the machine reads. The lock is taken once the
+    snapshot reads ``big``: an ACCESS EXCLUSIVE lock takes an xid, and the slot's creation
+    waits for every transaction with one."""
     p = SnapshotPipeline(tmp_path, pg_dsn, database, kafka_bootstrap, unique)
+    gate = psycopg.connect(database, autocommit=True)
     try:
+        gate.execute("CREATE TABLE zz_gate (id int PRIMARY KEY)")
         cdc = p.start()
+        wait_for(
+            lambda: p.state("initial", "public.big") is not None,
+            60,
+            "the snapshot to start",
+            interval_s=0.01,
+        )
+        gate.execute("BEGIN")
+        gate.execute("LOCK TABLE zz_gate IN ACCESS EXCLUSIVE MODE")
         p.writes.start()
-        wait_for(lambda: p.rows_done() > 0, 120, "the snapshot to progress")
+        wait_for(
+            lambda: (p.state("initial", "public.big") or ("",))[0] == "done",
+            120 * SCALE,
+            "the snapshot to read big",
+        )
+        wait_for(lambda: waiting_on(database, "zz_gate"), 60, "the snapshot to wait for zz_gate")
+        assert p.initial_state() == "running"
         cdc.kill()
+        gate.execute("ROLLBACK")
         assert p.initial_state() == "running"
         cdc = p.start()
         try:
@@ -274,7 +296,18 @@ def test_initial_snapshot_killed_midway_is_redone(
         assert "reading a new snapshot" in cdc.output()
         p.assert_equal()
     finally:
+        gate.close()
         p.close()
+
+
+def waiting_on(dsn: str, table: str) -> bool:
+    """Whether a session waits for a lock on ``table``."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = %s::regclass",
+            (table,),
+        ).fetchone()
+    return bool(row and row[0])
 
 
 @big_timeout
