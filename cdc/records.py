@@ -13,6 +13,7 @@ __all__ = [
     "Version",
     "by_shape",
     "collapse",
+    "key_id",
     "parse_record",
     "row_hash",
 ]
@@ -64,6 +65,10 @@ class SinkEvent:
     Shared between the events of a batch that carry the same header: read only."""
     whole_row_key: bool = False
     """The key is the whole row (``cdc-identity: full``): the table is a multiset of rows."""
+    key_id: bytes | None = None
+    """The key as JSON with sorted names (:func:`key_id`): equal for equal keys, whatever order
+    a producer wrote their columns in. Made when the record is parsed, on the consuming thread,
+    so that the sink's applying thread does not (a seventh of its time)."""
 
 
 def parse_record(
@@ -121,7 +126,15 @@ def parse_record(
         _unavailable(found.get(UNAVAILABLE_HEADER)),
         _types(found.get(TYPES_HEADER)),
         found.get(IDENTITY_HEADER) == b"full",
+        None if parsed_key is None else orjson.dumps(parsed_key, option=orjson.OPT_SORT_KEYS),
     )
+
+
+def key_id(event: SinkEvent) -> bytes:
+    """What tells ``event``'s key from others: its JSON with the names sorted."""
+    if event.key_id is not None:
+        return event.key_id
+    return orjson.dumps(event.key, option=orjson.OPT_SORT_KEYS)
 
 
 def _version(raw: bytes | None) -> Version:
@@ -174,7 +187,7 @@ def collapse(events: list[SinkEvent]) -> tuple[list[SinkEvent], list[SinkEvent]]
     older events of the same batch where they have them."""
     newest: dict[bytes, SinkEvent] = {}
     for event in sorted(events, key=lambda e: e.version):
-        k = orjson.dumps(event.key, option=orjson.OPT_SORT_KEYS)
+        k = key_id(event)
         newest[k] = _fill_unavailable(event, newest.get(k))
     upserts = [e for e in newest.values() if e.op in ("c", "u", "r")]
     deletes = [e for e in newest.values() if e.op == "d"]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import orjson
 import pytest
 
-from cdc.records import BadRecord, parse_record
+from cdc.records import BadRecord, collapse, key_id, parse_record
 
 TYPES = b'{"id":"bigint","v":"text"}'
 GOOD_HEADERS = [("cdc-event-id", b"12345:7"), ("cdc-types", TYPES)]
@@ -38,6 +39,25 @@ def test_a_good_record() -> None:
     assert event.unavailable == frozenset({"big"})
     assert dict(event.types) == {"id": "bigint", "v": "text"}
     assert event.whole_row_key
+
+
+def test_keys_written_in_another_column_order_are_one_key() -> None:
+    """Parsing names each key by its JSON with sorted names; collapsing goes by that name, so
+    two producers' spellings of one key collapse to the newer event, and an event made without
+    parsing (``key_id`` unset) is named the same way."""
+    older = parse_record("t", 0, 0, b'{"a":1,"b":"x"}', value(), GOOD_HEADERS)
+    newer = parse_record(
+        "t", 0, 1, b'{"b":"x","a":1}', value(op="u"), [("cdc-event-id", b"12346:0")]
+    )
+    other = parse_record("t", 0, 2, b'{"a":2,"b":"x"}', value(), [("cdc-event-id", b"1:0")])
+    assert older is not None and newer is not None and other is not None
+    assert older.key_id == newer.key_id == b'{"a":1,"b":"x"}' != other.key_id
+    unparsed = dataclasses.replace(newer, key_id=None)
+    assert key_id(unparsed) == key_id(newer) == newer.key_id
+    upserts, deletes = collapse([newer, other, older])
+    assert (upserts, deletes) == ([other, newer], [])
+    upserts, _ = collapse([unparsed, older])
+    assert upserts == [unparsed]
 
 
 def test_defaults_and_a_tombstone() -> None:
