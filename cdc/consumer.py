@@ -65,6 +65,8 @@ class _Prepared(NamedTuple):
     events: list[SinkEvent]
     bad: list[Rejected]
     offsets: dict[Partition, int]
+    plan: Any
+    """What the target's ``plan`` made of the events, if it has one (see :class:`Target`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +100,14 @@ class Target(Protocol):
         events: Sequence[SinkEvent],
         offsets: dict[Partition, int],
         before_commit: Callable[[list[tuple[SinkEvent, str]]], None],
+        plan: Any = None,
     ) -> None:
         """Apply ``events``, store ``offsets``; call ``before_commit`` with the events the store
-        rejected (and their reasons) just before committing, inside the transaction."""
+        rejected (and their reasons) just before committing, inside the transaction.
+
+        A target may also have ``plan(events)``, which the runtime then calls on its consuming
+        thread, while the batch before is applied, and passes its result here as ``plan``: work
+        done there is off the applying thread. Whatever ``plan`` assumed, ``apply`` checks."""
         ...
 
     def close(self) -> None: ...
@@ -519,11 +526,13 @@ class SinkRuntime:
                     if event is not None:
                         events.append(event)
             offsets[(tp.topic, tp.partition)] = records[-1].offset + 1
-        return _Prepared(batch, events, bad, offsets)
+        planner = getattr(self.target, "plan", None)
+        plan = planner(events) if planner is not None and events else None
+        return _Prepared(batch, events, bad, offsets, plan)
 
     def _apply(self, held: list[_Prepared], stop: threading.Event) -> None:
         """Apply a batch with its offsets, retrying while the target or the DLQ is away."""
-        batch, events, bad, offsets = held[0]
+        batch, events, bad, offsets, plan = held[0]
 
         def before_commit(rejected: list[tuple[SinkEvent, str]]) -> None:
             dead = list(bad)
@@ -553,7 +562,7 @@ class SinkRuntime:
         while True:
             assert self.target is not None
             try:
-                self.target.apply(self.group_id, events, offsets, before_commit)
+                self.target.apply(self.group_id, events, offsets, before_commit, plan)
                 break
             except (TargetUnavailable, KafkaUnavailable) as e:
                 # The store (or the DLQ) is down, not the records: the same batch again, later.

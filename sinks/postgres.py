@@ -139,6 +139,9 @@ class PostgresTarget:
             self.conn.execute("SET enable_hashjoin = off")
             self.conn.execute("SET enable_mergejoin = off")
         self.tables: dict[str, _Table] = {}
+        self.floors: dict[str, Version] = {}
+        """Each target table's truncate floor (``cdc.truncates``) as last read or written: what
+        :meth:`plan` assumes."""
 
     def close(self) -> None:
         self.conn.close()
@@ -156,22 +159,35 @@ class PostgresTarget:
 
     # -- applying -------------------------------------------------------------------------------
 
+    def plan(self, events: Sequence[SinkEvent]) -> _BatchPlan:
+        """Sort a batch out per table, as :meth:`apply` would, for the truncate floors last seen
+        (:meth:`apply` checks them, and sorts a table out again when one moved meanwhile). Pure
+        Python, no I/O: the runtime calls it on its consuming thread, so the applying thread is
+        left with the SQL (its Python was the target's idle time)."""
+        plans: _BatchPlan = {}
+        for (schema, table), table_events in _by_table(events).items():
+            floor = self.floors.get(self._target_name(schema, table))
+            plans[(schema, table)] = (
+                table_events,
+                None if floor is None else _plan(table_events, floor),
+            )
+        return plans
+
     def apply(
         self,
         group: str,
         events: Sequence[SinkEvent],
         offsets: dict[Partition, int],
         before_commit: Callable[[list[tuple[SinkEvent, str]]], None],
+        plan: _BatchPlan | None = None,
     ) -> None:
         rejected: list[tuple[SinkEvent, str]] = []
-        by_table: dict[tuple[str, str], list[SinkEvent]] = {}
-        for e in events:
-            by_table.setdefault((e.schema, e.table), []).append(e)
+        tables = plan if plan is not None else {k: (v, None) for k, v in _by_table(events).items()}
         with self._translated():
             try:
                 with self.conn.transaction():
-                    for (schema, table), table_events in by_table.items():
-                        rejected += self._apply_table(schema, table, table_events)
+                    for (schema, table), (table_events, table_plan) in tables.items():
+                        rejected += self._apply_table(schema, table, table_events, table_plan)
                     self._store_offsets(group, offsets)
                     before_commit(rejected)
             except (psycopg.errors.DataError, psycopg.errors.IntegrityError):
@@ -216,56 +232,41 @@ class PostgresTarget:
         )
 
     def _apply_table(
-        self, schema: str, table: str, events: list[SinkEvent]
+        self, schema: str, table: str, events: list[SinkEvent], plan: _Plan | None = None
     ) -> list[tuple[SinkEvent, str]]:
-        keyed = [e for e in events if e.key and not e.whole_row_key]
-        rejected = [
-            (
-                e,
-                f"table {schema}.{table} has no primary key or replica identity: its {e.op!r}"
-                " events cannot be matched to a row",
-            )
-            for e in events
-            if not e.key and e.op not in ("c", "r", "t")
-        ]
-        target = self._table(schema, table, events)
-        truncates = [e for e in events if e.op == "t"]
-        floor = self._truncated_at(target)
-        if truncates:
-            newest = max(e.version for e in truncates)
-            self._truncate(target, newest)
-            floor = max(floor, newest)
-        live = [e for e in keyed if e.op != "t" and e.version > floor]
-        upserts, deletes = collapse(live)
-        if deletes:
-            self._delete(target, deletes)
-        for columns, unavailable, group in by_shape(upserts):
-            self._upsert(target, columns, unavailable, group)
-        keyless = [e for e in events if not e.key and e.op in ("c", "r") and e.version > floor]
-        if keyless:
-            self._insert_keyless(target, keyless)
-        whole = [e for e in events if e.whole_row_key and e.version > floor]
-        if whole:
-            self._apply_whole_rows(target, whole)
-        return rejected
+        stored = self._truncated_at(self._target_name(schema, table))
+        if plan is None or plan.stored_floor != stored:
+            plan = _plan(events, stored)
+        self.floors[self._target_name(schema, table)] = stored
+        target = self._table(schema, table, plan.columns, plan.key)
+        if plan.truncate is not None:
+            self._truncate(target, plan.truncate)
+            self.floors[target.label] = plan.floor
+        if plan.deletes:
+            self._delete(target, plan.deletes)
+        for columns, unavailable, rows in plan.upserts:
+            self._upsert(target, columns, unavailable, rows)
+        if plan.keyless:
+            self._insert_keyless(target, plan.keyless)
+        if plan.whole:
+            self._apply_whole_rows(target, plan.whole)
+        return plan.rejected
 
     # -- DDL ------------------------------------------------------------------------------------
 
-    def _table(self, schema: str, table: str, events: Iterable[SinkEvent]) -> _Table:
+    def _target_name(self, schema: str, table: str) -> str:
+        """The target table of a source table: ``schema.name`` (:attr:`_Table.label`)."""
         name = self.config.table.format(schema=schema, table=table)
-        target_schema, dot, target_name = name.partition(".")
-        if not dot:
-            target_schema, target_name = "public", name
+        return name if "." in name else f"public.{name}"
+
+    def _table(
+        self, schema: str, table: str, wanted: dict[str, str], key: tuple[str, ...]
+    ) -> _Table:
+        """The target table of ``schema.table``, made or widened to hold the ``wanted``
+        columns (name -> source type)."""
+        name = self._target_name(schema, table)
+        target_schema, _, target_name = name.partition(".")
         known = self.tables.get(name)
-        wanted: dict[str, str] = {}
-        key: tuple[str, ...] = ()
-        for e in events:
-            for image in (e.after, e.before):
-                for column in image or ():
-                    if column not in wanted:
-                        wanted[column] = e.types.get(column, "")
-            if e.key and not key and not e.whole_row_key:
-                key = tuple(e.key)
         if known is not None and all(c in known.columns for c in wanted):
             return known
         self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('cdc-sink-ddl'))")
@@ -350,9 +351,9 @@ class PostgresTarget:
 
     # -- DML ------------------------------------------------------------------------------------
 
-    def _truncated_at(self, target: _Table) -> Version:
+    def _truncated_at(self, label: str) -> Version:
         row = self.conn.execute(
-            "SELECT lsn, idx FROM cdc.truncates WHERE target = %s", (target.label,)
+            "SELECT lsn, idx FROM cdc.truncates WHERE target = %s", (label,)
         ).fetchone()
         return (int(row[0]), int(row[1])) if row else (0, 0)
 
@@ -372,19 +373,6 @@ class PostgresTarget:
             (target.label, *version),
         )
 
-    @staticmethod
-    def _rows(events: Iterable[SinkEvent], key: bool, image: bool) -> str:
-        """Each event's ``[key, lsn, index, after image]`` (key and image null when not wanted),
-        as one JSON array: the parameter of :data:`ROWS`. A batch travels in the statement that
-        applies it: no stage table to fill, analyze and empty for every batch (five statements
-        whose cost, in the small batches of a steady load, was most of the apply's)."""
-        return orjson.dumps(
-            [
-                (e.key if key else None, e.version[0], e.version[1], e.after if image else None)
-                for e in events
-            ]
-        ).decode()
-
     def _statement(
         self, target: _Table, kind: tuple[Any, ...], make: Callable[[], sql.Composable]
     ) -> bytes:
@@ -396,7 +384,7 @@ class PostgresTarget:
 
     def _delete(self, target: _Table, deletes: list[SinkEvent]) -> None:
         key = target.key or tuple(deletes[0].key or ())
-        rows = self._rows(deletes, key=True, image=False)
+        rows = _rows(deletes, key=True, image=False)
 
         def delete() -> sql.Composable:
             match = sql.SQL(" AND ").join(
@@ -431,12 +419,9 @@ class PostgresTarget:
         target: _Table,
         columns: tuple[str, ...],
         unavailable: frozenset[str],
-        events: list[SinkEvent],
+        rows: str,
     ) -> None:
-        # Rows travel as their JSON image and PostgreSQL takes each value out as text
-        # (``->>``, the text its input function reads: what _text makes in Python, for every
-        # value of every row). One orjson call per row instead of a Python call per value.
-        rows = self._rows(events, key=True, image=True)
+        """Upsert ``rows`` (:func:`_rows` of events that carry ``columns``)."""
 
         def upsert() -> sql.Composable:
             written = [c for c in columns if c not in unavailable]
@@ -521,7 +506,7 @@ class PostgresTarget:
 
     def _insert_keyless(self, target: _Table, events: list[SinkEvent]) -> None:
         for columns, _, group in by_shape(events):
-            rows = self._rows(group, key=False, image=True)
+            rows = _rows(group, key=False, image=True)
 
             def insert(columns: tuple[str, ...] = columns) -> sql.Composable:
                 cols, values = _columns_and_values(target, columns)
@@ -552,6 +537,101 @@ class _Translate:
             raise TargetUnavailable(
                 f"{self.config.dsn}: {describe(error, self.config.dsn.password)}"
             ) from error
+
+
+def _by_table(events: Iterable[SinkEvent]) -> dict[tuple[str, str], list[SinkEvent]]:
+    by_table: dict[tuple[str, str], list[SinkEvent]] = {}
+    for e in events:
+        by_table.setdefault((e.schema, e.table), []).append(e)
+    return by_table
+
+
+@dataclass(slots=True)
+class _Plan:
+    """A table's events of a batch, sorted out for a truncate floor: what to apply."""
+
+    stored_floor: Version
+    """The floor stored in ``cdc.truncates`` that this plan assumed."""
+    floor: Version
+    """Events at or below it are gone (the stored floor, or the batch's newest truncate)."""
+    truncate: Version | None
+    """The batch's newest truncate, if it has one."""
+    columns: dict[str, str]
+    """Every column the events carry -> its source type, for :meth:`PostgresTarget._table`."""
+    key: tuple[str, ...]
+    rejected: list[tuple[SinkEvent, str]]
+    deletes: list[SinkEvent]
+    upserts: list[tuple[tuple[str, ...], frozenset[str], str]]
+    """Per shape (columns carried, columns unavailable): the rows' JSON (:func:`_rows`)."""
+    keyless: list[SinkEvent]
+    whole: list[SinkEvent]
+
+
+_BatchPlan = dict[tuple[str, str], tuple[list[SinkEvent], "_Plan | None"]]
+"""What :meth:`PostgresTarget.plan` makes of a batch: per source table, its events and their
+plan (None when the table's truncate floor is not known yet)."""
+
+
+def _rows(events: Iterable[SinkEvent], key: bool, image: bool) -> str:
+    """Each event's ``[key, lsn, index, after image]`` (key and image null when not wanted), as
+    one JSON array: the parameter of :data:`ROWS`. A batch travels in the statement that applies
+    it: no stage table to fill, analyze and empty for every batch (five statements whose cost, in
+    the small batches of a steady load, was most of the apply's). PostgreSQL takes each value
+    out as text (``->>``, the text its input function reads: what :func:`_text` makes in
+    Python): one orjson call per batch instead of a Python call per value."""
+    return orjson.dumps(
+        [
+            (e.key if key else None, e.version[0], e.version[1], e.after if image else None)
+            for e in events
+        ]
+    ).decode()
+
+
+def _plan(events: list[SinkEvent], stored_floor: Version) -> _Plan:
+    columns: dict[str, str] = {}
+    key: tuple[str, ...] = ()
+    shapes: set[tuple[str, ...]] = set()
+    for e in events:
+        for image in (e.after, e.before):
+            if image:
+                shape = tuple(image)
+                if shape not in shapes:  # a table has few: look at each once
+                    shapes.add(shape)
+                    for column in shape:
+                        if column not in columns:
+                            columns[column] = e.types.get(column, "")
+        if e.key and not key and not e.whole_row_key:
+            key = tuple(e.key)
+    truncates = [e.version for e in events if e.op == "t"]
+    truncate = max(truncates) if truncates else None
+    floor = stored_floor if truncate is None else max(stored_floor, truncate)
+    live = [
+        e for e in events if e.key and not e.whole_row_key and e.op != "t" and e.version > floor
+    ]
+    upserts, deletes = collapse(live)
+    return _Plan(
+        stored_floor,
+        floor,
+        truncate,
+        columns,
+        key,
+        [
+            (
+                e,
+                f"table {e.schema}.{e.table} has no primary key or replica identity: its"
+                f" {e.op!r} events cannot be matched to a row",
+            )
+            for e in events
+            if not e.key and e.op not in ("c", "r", "t")
+        ],
+        deletes,
+        [
+            (columns_, unavailable, _rows(group, key=True, image=True))
+            for columns_, unavailable, group in by_shape(upserts)
+        ],
+        [e for e in events if not e.key and e.op in ("c", "r") and e.version > floor],
+        [e for e in events if e.whole_row_key and e.version > floor],
+    )
 
 
 def _columns_and_values(

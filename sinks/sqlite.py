@@ -133,7 +133,9 @@ class SqliteTarget:
         events: Sequence[SinkEvent],
         offsets: dict[Partition, int],
         before_commit: Callable[[list[tuple[SinkEvent, str]]], None],
+        plan: Any = None,
     ) -> None:
+        del plan  # no plan(): everything is done here
         try:
             self._transaction(group, events, offsets, before_commit, one_by_one=False)
         except sqlite3.IntegrityError:

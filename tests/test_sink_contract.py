@@ -111,9 +111,16 @@ def batches(events: list[SinkEvent], size: int) -> Iterator[list[SinkEvent]]:
 def apply(
     target: Target, events: list[SinkEvent], watch: Callable[[], None] | None = None, size: int = 37
 ) -> None:
-    for batch in batches(events, size):
+    """As the runtime does: a target's ``plan`` of a batch is made before the batch ahead of it
+    is applied, so with the truncate floors of before that one."""
+    planner = getattr(target, "plan", None)
+    chunks = list(batches(events, size))
+    plan = planner(chunks[0]) if planner and chunks else None
+    for i, batch in enumerate(chunks):
         offsets = {("src.public.items", 0): batch[-1].offset + 1}
-        target.apply(GROUP, batch, offsets, lambda rejected: None)
+        following = planner(chunks[i + 1]) if planner and i + 1 < len(chunks) else None
+        target.apply(GROUP, batch, offsets, lambda rejected: None, plan)
+        plan = following
         if watch:
             watch()
 
@@ -428,3 +435,24 @@ def test_a_column_that_appears_later_is_added(harness: Harness) -> None:
         with psycopg.connect(harness.target.config.dsn.conninfo) as conn:
             rows = conn.execute(query.format("public.items")).fetchall()
     assert [tuple(r) for r in rows] == [(1, "d", None), (2, "c", "new")]
+
+
+def test_a_plan_made_before_a_truncate_is_made_again(database: str) -> None:
+    """The PostgreSQL target's ``plan`` is made on the consuming thread while the batch ahead
+    is applied. When that batch truncates, the plan's floor is stale: an old event planned to be
+    applied (here one that arrives late, older than the truncate) must not bring its row back."""
+    harness = postgres_harness(database)
+    target = harness.target
+    assert isinstance(target, PostgresTarget)
+    row = {"id": 1, "v": "a", "n": "1.5", "big": "b"}
+    offsets = {("src.public.items", 0): 1}
+    target.apply(GROUP, [event("c", (100, 0), 1, row)], offsets, lambda rejected: None)
+    late = [event("c", (150, 0), 2, dict(row, id=2))]
+    plan = target.plan(late)
+    assert plan, "the target knows its floor after a batch: it plans"
+    target.apply(GROUP, [event("t", (200, 0), 0, None)], offsets, lambda rejected: None)
+    target.apply(GROUP, late, offsets, lambda rejected: None, plan)
+    assert harness.rows() == {}
+    target.apply(GROUP, [event("c", (250, 0), 3, dict(row, id=3))], offsets, lambda r: None)
+    assert set(harness.rows()) == {3}
+    target.close()
