@@ -234,14 +234,15 @@ class PostgresTarget:
     def _apply_table(
         self, schema: str, table: str, events: list[SinkEvent], plan: _Plan | None = None
     ) -> list[tuple[SinkEvent, str]]:
-        stored = self._truncated_at(self._target_name(schema, table))
+        label = self._target_name(schema, table)
+        stored = self._truncated_at(label)
         if plan is None or plan.stored_floor != stored:
-            plan = _plan(events, stored)
-        self.floors[self._target_name(schema, table)] = stored
+            plan = _plan(events, stored)  # none yet, or a truncate moved the floor since
+        self.floors[label] = stored
         target = self._table(schema, table, plan.columns, plan.key)
         if plan.truncate is not None:
             self._truncate(target, plan.truncate)
-            self.floors[target.label] = plan.floor
+            self.floors[label] = plan.floor
         if plan.deletes:
             self._delete(target, plan.deletes)
         for columns, unavailable, rows in plan.upserts:
