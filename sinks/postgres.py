@@ -235,11 +235,25 @@ class PostgresTarget:
         self, schema: str, table: str, events: list[SinkEvent], plan: _Plan | None = None
     ) -> list[tuple[SinkEvent, str]]:
         label = self._target_name(schema, table)
-        stored = self._truncated_at(label)
-        if plan is None or plan.stored_floor != stored:
-            plan = _plan(events, stored)  # none yet, or a truncate moved the floor since
-        self.floors[label] = stored
+        if plan is None:
+            plan = _plan(events, self.floors.get(label, (0, 0)))
         target = self._table(schema, table, plan.columns, plan.key)
+        # A truncate has no key, so it may come on any partition: another process of the group
+        # may be applying one to this table right now. The floor is read only once this
+        # transaction holds a lock that waits for such a one to commit (and that makes a
+        # truncating one wait for ours): read before, a stale floor let older rows outlive it.
+        mode = "EXCLUSIVE" if plan.truncate is not None else "ROW EXCLUSIVE"
+        self.conn.execute(
+            self._statement(
+                target,
+                ("lock", mode),
+                lambda: sql.SQL("LOCK TABLE {} IN {} MODE").format(target.ident, sql.SQL(mode)),
+            )
+        )
+        stored = self._truncated_at(label)
+        if plan.stored_floor != stored:
+            plan = _plan(events, stored)  # a truncate moved the floor since it was planned
+        self.floors[label] = stored
         if plan.truncate is not None:
             self._truncate(target, plan.truncate)
             self.floors[label] = plan.floor

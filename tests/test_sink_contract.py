@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -456,3 +458,48 @@ def test_a_plan_made_before_a_truncate_is_made_again(database: str) -> None:
     target.apply(GROUP, [event("c", (250, 0), 3, dict(row, id=3))], offsets, lambda r: None)
     assert set(harness.rows()) == {3}
     target.close()
+
+
+def test_a_truncate_applied_meanwhile_by_another_process_is_seen(database: str) -> None:
+    """Two sink processes share a topic's partitions, and a truncate (no key: any partition)
+    is applied by one while the other applies older rows of the same table. The older rows must
+    not outlive the truncate: the second waits for the first's transaction, then reads the
+    floor. Here the first is held inside its transaction (``before_commit``) until the second
+    has either finished or is waiting for it."""
+    first, second = postgres_harness(database), postgres_harness(database)
+    row = {"id": 1, "v": "a", "n": "1.5", "big": "b"}
+    offsets = {("src.public.items", 0): 1}
+    first.target.apply(GROUP, [event("c", (50, 0), 1, row)], offsets, lambda rejected: None)
+    held, release = threading.Event(), threading.Event()
+
+    def hold(rejected: Any) -> None:
+        held.set()
+        assert release.wait(60)
+
+    truncating = threading.Thread(
+        target=first.target.apply,
+        args=(GROUP, [event("t", (200, 0), 0, None)], offsets, hold),
+    )
+    truncating.start()
+    assert held.wait(30)
+    older = threading.Thread(
+        target=second.target.apply,
+        args=(GROUP, [event("c", (100, 0), 5, dict(row, id=5))], offsets, lambda r: None),
+    )
+    older.start()
+    deadline = time.monotonic() + 30
+    while older.is_alive() and not lock_waits(database) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    truncating.join(30)
+    older.join(30)
+    assert not truncating.is_alive() and not older.is_alive()
+    assert first.rows() == {}
+    first.target.close()
+    second.target.close()
+
+
+def lock_waits(database: str) -> int:
+    with psycopg.connect(database) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()
+    return int(row[0]) if row else 0
