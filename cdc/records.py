@@ -12,6 +12,7 @@ __all__ = [
     "SinkEvent",
     "Version",
     "by_shape",
+    "by_table",
     "collapse",
     "key_id",
     "parse_record",
@@ -21,7 +22,7 @@ __all__ = [
 import dataclasses
 import functools
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -202,6 +203,14 @@ def _fill_unavailable(event: SinkEvent, previous: SinkEvent | None) -> SinkEvent
         return event
     after = {**(event.after or {}), **{c: previous.after[c] for c in known}}
     return dataclasses.replace(event, after=after, unavailable=event.unavailable - known)
+
+
+def by_table(events: Iterable[SinkEvent]) -> dict[tuple[str, str], list[SinkEvent]]:
+    """Events grouped by their source table, ``(schema, table)``, in the batch's order."""
+    grouped: dict[tuple[str, str], list[SinkEvent]] = {}
+    for e in events:
+        grouped.setdefault((e.schema, e.table), []).append(e)
+    return grouped
 
 
 def by_shape(

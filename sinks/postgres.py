@@ -30,7 +30,7 @@ from cdc.config import KafkaConfig, PostgresSinkConfig
 from cdc.consumer import Partition, SinkRuntime, TargetUnavailable, consumer_lag
 from cdc.errors import describe
 from cdc.findings import Finding
-from cdc.records import SinkEvent, Version, by_shape, collapse, row_hash
+from cdc.records import SinkEvent, Version, by_shape, by_table, collapse, row_hash
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class PostgresTarget:
         Python, no I/O: the runtime calls it on its consuming thread, so the applying thread is
         left with the SQL (its Python was the target's idle time)."""
         plans: _BatchPlan = {}
-        for (schema, table), table_events in _by_table(events).items():
+        for (schema, table), table_events in by_table(events).items():
             floor = self.floors.get(self._target_name(schema, table))
             plans[(schema, table)] = (
                 table_events,
@@ -182,7 +182,7 @@ class PostgresTarget:
         plan: _BatchPlan | None = None,
     ) -> None:
         rejected: list[tuple[SinkEvent, str]] = []
-        tables = plan if plan is not None else {k: (v, None) for k, v in _by_table(events).items()}
+        tables = plan if plan is not None else {k: (v, None) for k, v in by_table(events).items()}
         with self._translated():
             try:
                 with self.conn.transaction():
@@ -552,13 +552,6 @@ class _Translate:
             raise TargetUnavailable(
                 f"{self.config.dsn}: {describe(error, self.config.dsn.password)}"
             ) from error
-
-
-def _by_table(events: Iterable[SinkEvent]) -> dict[tuple[str, str], list[SinkEvent]]:
-    by_table: dict[tuple[str, str], list[SinkEvent]] = {}
-    for e in events:
-        by_table.setdefault((e.schema, e.table), []).append(e)
-    return by_table
 
 
 @dataclass(slots=True)

@@ -27,7 +27,7 @@ import orjson
 from cdc.config import KafkaConfig, SqliteSinkConfig
 from cdc.consumer import Partition, SinkRuntime, TargetUnavailable, consumer_lag
 from cdc.findings import Finding
-from cdc.records import SinkEvent, Version, by_shape, collapse, row_hash
+from cdc.records import SinkEvent, Version, by_shape, by_table, collapse, row_hash
 
 log = logging.getLogger(__name__)
 
@@ -167,10 +167,7 @@ class SqliteTarget:
                         self.db.execute("RELEASE event")
                         rejected.append((event, f"the target refused it: {error}"))
             else:
-                by_table: dict[tuple[str, str], list[SinkEvent]] = {}
-                for event in events:
-                    by_table.setdefault((event.schema, event.table), []).append(event)
-                for (schema, table), table_events in by_table.items():
+                for (schema, table), table_events in by_table(events).items():
                     rejected += self._apply_table(schema, table, table_events)
             self.db.executemany(
                 "INSERT INTO _cdc_offsets (group_id, topic, partition, next_offset)"

@@ -155,6 +155,18 @@ def wait_for(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.
         time.sleep(interval_s)
 
 
+def waiting_on(dsn: str, table: str | None = None) -> bool:
+    """Whether a session waits for a lock (on ``table``, when it is given)."""
+    query = "SELECT count(*) FROM pg_locks WHERE NOT granted"
+    params: tuple[str, ...] = ()
+    if table is not None:
+        query += " AND relation = %s::regclass"
+        params = (table,)
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(query, params).fetchone()
+    return bool(row and row[0])
+
+
 def create_reference_slot(dsn: str, slot: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SELECT pg_create_logical_replication_slot(%s, 'wal2json')", (slot,))

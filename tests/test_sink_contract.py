@@ -26,6 +26,7 @@ from cdc.events import UNAVAILABLE
 from cdc.records import SinkEvent
 from sinks.postgres import PostgresTarget
 from sinks.sqlite import SqliteTarget
+from tests.harness import waiting_on
 
 TYPES = {"id": "bigint", "v": "text", "n": "numeric", "big": "text"}
 AWKWARD = ["", "\\", "\\N", "a\tb", "line\nbreak\r", 'quo"te', "back\\slash\\n", "é☃𝄞", "\x01\x1f"]
@@ -488,7 +489,7 @@ def test_a_truncate_applied_meanwhile_by_another_process_is_seen(database: str) 
     )
     older.start()
     deadline = time.monotonic() + 30
-    while older.is_alive() and not lock_waits(database) and time.monotonic() < deadline:
+    while older.is_alive() and not waiting_on(database) and time.monotonic() < deadline:
         time.sleep(0.01)
     release.set()
     truncating.join(30)
@@ -497,9 +498,3 @@ def test_a_truncate_applied_meanwhile_by_another_process_is_seen(database: str) 
     assert first.rows() == {}
     first.target.close()
     second.target.close()
-
-
-def lock_waits(database: str) -> int:
-    with psycopg.connect(database) as conn:
-        row = conn.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()
-    return int(row[0]) if row else 0

@@ -29,6 +29,7 @@ from tests.harness import (
     read_topics,
     slot_confirmed_lsn,
     wait_for,
+    waiting_on,
     write_config,
 )
 from tests.test_sink_e2e import pg_rows
@@ -298,16 +299,6 @@ def test_initial_snapshot_killed_midway_is_redone(
     finally:
         gate.close()
         p.close()
-
-
-def waiting_on(dsn: str, table: str) -> bool:
-    """Whether a session waits for a lock on ``table``."""
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = %s::regclass",
-            (table,),
-        ).fetchone()
-    return bool(row and row[0])
 
 
 @big_timeout
