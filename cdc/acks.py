@@ -12,12 +12,13 @@ from __future__ import annotations
 __all__ = ["AckTracker", "Txn"]
 
 from collections import deque
+from typing import Any
 
 
 class Txn:
     """One source transaction's delivery state."""
 
-    __slots__ = ("closed", "end", "pending")
+    __slots__ = ("callback", "closed", "end", "pending")
 
     def __init__(self, end: int) -> None:
         self.end = end
@@ -26,6 +27,8 @@ class Txn:
         """Records sent and not yet acked."""
         self.closed = False
         """Its commit was read: no more records will come."""
+        self.callback: Any = None
+        """The publisher's callback for its records (:meth:`ConfluentPublisher.callback`)."""
 
 
 class AckTracker:

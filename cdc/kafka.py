@@ -209,6 +209,22 @@ class Publisher:
         *args: Any,
     ) -> None:
         """Queue ``record``; later, on the I/O thread, ``on_ack(*args)`` or ``on_error(e)``."""
+        self.send_with(record, self.callback(on_ack, on_error, *args))
+
+    @staticmethod
+    def callback(
+        on_ack: Callable[..., None], on_error: Callable[[Exception], None], *args: Any
+    ) -> tuple[Callable[..., None], Callable[[Exception], None], tuple[Any, ...]]:
+        """What :meth:`send_with` needs to call back, made once for many records."""
+        return on_ack, on_error, args
+
+    def send_with(
+        self,
+        record: Record,
+        callback: tuple[Callable[..., None], Callable[[Exception], None], tuple[Any, ...]],
+    ) -> None:
+        """:meth:`send`, with a :meth:`callback` made beforehand."""
+        on_ack, on_error, args = callback
         partition = self._only_partition.get(record.topic, -1)
         if partition == -1:
             self.ensure_topic(record.topic)
@@ -224,7 +240,7 @@ class Publisher:
         except KafkaError as e:
             raise KafkaUnavailable(f"cannot send to {record.topic}: {_reason(e)}") from e
         future.add_callback(_call_with, on_ack, args)
-        future.add_errback(on_error)
+        future.add_errback(_refused, record.topic, on_error)
 
     @staticmethod
     def poll(timeout_s: float = 0.0) -> None:
@@ -245,6 +261,10 @@ class Publisher:
 
 def _call_with(fn: Callable[..., None], args: tuple[Any, ...], _metadata: object) -> None:
     fn(*args)
+
+
+def _refused(topic: str, on_error: Callable[[Exception], None], e: BaseException) -> None:
+    on_error(KafkaUnavailable(f"{topic}: {_reason(e)}"))
 
 
 def librdkafka_options(config: KafkaConfig) -> dict[str, Any]:
@@ -340,15 +360,27 @@ class ConfluentPublisher:
         on_error: Callable[[Exception], None],
         *args: Any,
     ) -> None:
-        if record.topic not in self._known:
-            self.ensure_topic(record.topic)
+        self.send_with(record, self.callback(on_ack, on_error, *args))
 
-        def delivered(err: Any, _msg: Any) -> None:
+    @staticmethod
+    def callback(
+        on_ack: Callable[..., None], on_error: Callable[[Exception], None], *args: Any
+    ) -> Callable[[Any, Any], None]:
+        """What :meth:`send_with` calls back with, made once for many records (a transaction's):
+        making one for every record was a tenth of the time :meth:`send` took."""
+
+        def delivered(err: Any, msg: Any) -> None:
             if err is None:
                 on_ack(*args)
             else:
-                on_error(KafkaUnavailable(f"{record.topic}: {err.str()}"))
+                on_error(KafkaUnavailable(f"{msg.topic()}: {err.str()}"))
 
+        return delivered
+
+    def send_with(self, record: Record, callback: Callable[[Any, Any], None]) -> None:
+        """:meth:`send`, with a :meth:`callback` made beforehand."""
+        if record.topic not in self._known:
+            self.ensure_topic(record.topic)
         while True:
             try:
                 self._producer.produce(
@@ -356,7 +388,7 @@ class ConfluentPublisher:
                     value=record.value,
                     key=record.key,
                     headers=record.headers,  # librdkafka copies them
-                    on_delivery=delivered,
+                    on_delivery=callback,
                 )
                 return
             except BufferError:

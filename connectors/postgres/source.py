@@ -193,12 +193,16 @@ class PostgresSource:
 
         max_unacked = self.kafka.producer.max_unacked_records
 
-        sent, acked, failed, send = tracker.sent, tracker.acked, errors.append, publisher.send
+        sent, acked, failed = tracker.sent, tracker.acked, errors.append
+        make_callback, send_with = publisher.callback, publisher.send_with
 
         def publish(record: Record, txn: Txn) -> None:
             sent(txn)
             # The callback only queues the ack: counting happens on this thread (cdc.acks).
-            send(record, acked, failed, txn)
+            callback = txn.callback
+            if callback is None:
+                callback = txn.callback = make_callback(acked, failed, txn)
+            send_with(record, callback)
 
         while not stop.is_set():
             reply_now = False
