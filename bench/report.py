@@ -83,13 +83,17 @@ def source_table(found: dict[str, tuple[str, Result]]) -> list[str]:
         "Source → Kafka: changes/s from the first record on Kafka until the slot confirms the"
         " workload's end (every change acked, `acks=all`); in brackets the ratio to the read"
         " limit of the run's plugin (`pg_recvlogical` with the same plugin options, same WAL, to"
-        " /dev/null); peak RSS. Debezium decodes pgoutput.",
+        " /dev/null); peak RSS. Debezium decodes pgoutput. The Kafka write limit is cdc's own"
+        " producer sending the records cdc published again, read back beforehand, to the same"
+        " broker: as fast as this Kafka takes them from Python; in brackets the ratio of cdc on"
+        " pgoutput to it.",
         "",
         *head(
             "workload",
             "changes",
             "read limit, wal2json",
             "read limit, pgoutput",
+            "Kafka write limit",
             "cdc, wal2json, kafka-python",
             "cdc, wal2json, confluent-kafka",
             "cdc, pgoutput, confluent-kafka",
@@ -104,9 +108,15 @@ def source_table(found: dict[str, tuple[str, Result]]) -> list[str]:
         pgo, dbz = r.get("cdc_pgo"), r.get("debezium")
         versus = ratio(pgo["changes_per_s"] / dbz["changes_per_s"]) if pgo and dbz else "—"
         limit_pgo = r.get("read_limit_pgoutput", {}).get("changes_per_s")
+        kafka = r.get("kafka_write_limit")
+        kafka_cell = (
+            f"{num(kafka['changes_per_s'])} ({ratio(pgo['ratio_to_kafka_write_limit'])})"
+            if kafka and pgo and "ratio_to_kafka_write_limit" in pgo
+            else "—"
+        )
         lines.append(
             f"| {TITLES[name]} | {num(r['workload']['changes'])}"
-            f" | {num(r['read_limit']['changes_per_s'])} | {num(limit_pgo)}"
+            f" | {num(r['read_limit']['changes_per_s'])} | {num(limit_pgo)} | {kafka_cell}"
             f" | {rate_cell(r.get('cdc_kp'), 'changes_per_s', 'ratio_to_read_limit')}"
             f" | {rate_cell(r.get('cdc_ck'), 'changes_per_s', 'ratio_to_read_limit')}"
             f" | {rate_cell(pgo, 'changes_per_s', 'ratio_to_read_limit')}"

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import confluent_kafka
 import orjson
 import psycopg
 from kafka.errors import KafkaError
@@ -68,7 +69,9 @@ from bench.common import (
 )
 from bench.debezium_engine import DebeziumEngine, build
 from bench.workloads import DOCS_DDL, OLTP_PROCEDURE, ORDERS_DDL, Written, bulk, oltp, wide
-from cdc.config import LINGER_MS, parse_config
+from cdc.config import LINGER_MS, KafkaConfig, parse_config
+from cdc.events import Record
+from cdc.kafka import ConfluentPublisher
 from connectors.postgres.pgoutput import pgoutput_options
 from connectors.postgres.source import wal2json_table_options
 from connectors.postgres.wal2json import WAL2JSON_OPTIONS
@@ -202,6 +205,11 @@ def run_workload(b: Bench, w: Workload) -> dict[str, Any]:
         }
         result.update(read_limits(b, w, dsn, written))
         result.update(run_sources(b, w, dsn, written, result))
+        result["kafka_write_limit"] = kafka_write_limit(
+            b, w, f"{b.prefix(w.name, PGOUTPUT)}.public.{w.table}", written
+        )
+        pgo = result["cdc_pgo"]
+        pgo["ratio_to_kafka_write_limit"] = result["kafka_write_limit"]["seconds"] / pgo["seconds"]
         topic = f"{b.prefix(w.name, CLIENTS[LATENCY_CLIENT])}.public.{w.table}"
         result["sinks"] = run_sinks(b, w, dsn, topic, written)
         if w.name == "bulk":
@@ -322,6 +330,74 @@ def source_result(
         "first_to_last_record_s": b.kafka.timestamp_s(topic, end - 1) - first,
         "records": end,
     }
+
+
+def kafka_write_limit(b: Bench, w: Workload, source: str, written: Written) -> dict[str, Any]:
+    """cdc's own producer (:class:`~cdc.kafka.ConfluentPublisher`, cdc's settings) sending the
+    records cdc published on ``source`` again, keys, values and headers, to a new topic of the
+    same broker: read back first, so only the sending is timed, from the first record sent to
+    the last acked. As fast as this Kafka takes these records from Python: where it is below the
+    read limit, Kafka is the ceiling, not PostgreSQL."""
+    topic = f"{b.prefix(w.name, 'kw')}.public.{w.table}"
+    records = read_back(b.stack.kafka, source, topic)
+    b.kafka.create_topics([topic])
+    publisher = ConfluentPublisher(
+        KafkaConfig.model_validate(
+            {"bootstrap_servers": b.stack.kafka, "producer": {"client": "confluent-kafka"}}
+        )
+    )
+    acked = 0
+    errors: list[Exception] = []
+
+    def on_ack() -> None:
+        nonlocal acked
+        acked += 1
+
+    callback = publisher.callback(on_ack, errors.append)
+    publisher.ensure_topic(topic)
+    started = time.monotonic()
+    for i, record in enumerate(records):
+        publisher.send_with(record, callback)
+        if i % 1000 == 0:
+            publisher.poll()
+    while acked + len(errors) < len(records):
+        publisher.poll(0.01)
+    seconds = time.monotonic() - started
+    publisher.close()
+    if errors:
+        raise RuntimeError(f"the Kafka write limit's producer failed: {errors[0]}")
+    result = {
+        "records": len(records),
+        "seconds": seconds,
+        "records_per_s": len(records) / seconds,
+        "changes_per_s": written.changes / seconds,
+        "megabytes_per_s": sum(len(r.value or b"") for r in records) / seconds / 1e6,
+    }
+    say(
+        f"{w.name}: Kafka write limit {result['changes_per_s']:,.0f} changes/s"
+        f" ({result['records_per_s']:,.0f} records/s, {result['megabytes_per_s']:.0f} MB/s)"
+    )
+    return result
+
+
+def read_back(bootstrap: str, source: str, topic: str) -> list[Record]:
+    """Every record of ``source`` (partition 0), addressed to ``topic``."""
+    consumer = confluent_kafka.Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "bench-read-back", "enable.auto.commit": False}
+    )
+    try:
+        end = consumer.get_watermark_offsets(confluent_kafka.TopicPartition(source, 0))[1]
+        consumer.assign([confluent_kafka.TopicPartition(source, 0, 0)])
+        records: list[Record] = []
+        while len(records) < end:
+            for m in consumer.consume(10_000, timeout=1.0):
+                if m.error():
+                    raise RuntimeError(f"reading {source} back: {m.error()}")
+                headers: Any = m.headers() or []  # a list of (str, bytes), as cdc sent them
+                records.append(Record(topic, m.key(), m.value(), headers))
+        return records
+    finally:
+        consumer.close()
 
 
 def summary(run: dict[str, Any]) -> str:

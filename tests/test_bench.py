@@ -90,3 +90,19 @@ def test_the_bench_configuration_is_one_cdc_accepts() -> None:
     assert config.kafka.producer.client == config.kafka.consumer.client == "confluent-kafka"
     assert [c.slot for c in config.connectors] == ["bench_oltp"]
     assert [s.name for s in config.sinks] == ["pg", "lite"]
+
+
+def test_the_source_table_gives_the_kafka_write_limit_and_cdcs_ratio_to_it() -> None:
+    run = {"changes_per_s": 50_000.0, "ratio_to_read_limit": 0.5, "peak_rss_mb": 90.0}
+    result = {
+        "workload": {"changes": 100_000},
+        "read_limit": {"changes_per_s": 60_000.0},
+        "read_limit_pgoutput": {"changes_per_s": 100_000.0},
+        "kafka_write_limit": {"changes_per_s": 62_500.0},
+        "cdc_pgo": {**run, "ratio_to_kafka_write_limit": 0.8},
+    }
+    row = report.source_table({"wide": ("2026-12-06", result)})[-1]
+    assert row.startswith("| wide rows | 100 000 | 60 000 | 100 000 | 62 500 (0.80) | — | — |")
+    del result["kafka_write_limit"]  # results of runs before it was measured
+    row = report.source_table({"wide": ("2026-12-06", result)})[-1]
+    assert row.startswith("| wide rows | 100 000 | 60 000 | 100 000 | — | — | — |")
