@@ -31,7 +31,7 @@ __all__ = ["PgOutputDecoder", "has_c_tuples", "pgoutput_options"]
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cdc.errors import CdcError
 from cdc.events import UNAVAILABLE, Change, Row
@@ -97,6 +97,13 @@ class _Relation:
     key: tuple[str, ...] | None
     """The event key's columns (the catalog's); None when the table has none."""
     whole_row_key: bool
+    identity_types: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
+    """``types`` of the replica identity's columns: a delete's with a ``K`` old tuple. One tuple
+    for all of them, so the ``cdc-types`` header made of it is made once (cached by identity)."""
+
+    def __post_init__(self) -> None:
+        kept = tuple(t for t, ident in zip(self.types, self.identity, strict=False) if ident)
+        object.__setattr__(self, "identity_types", kept)
 
 
 class PgOutputDecoder(RowDecoder):
@@ -130,7 +137,7 @@ class PgOutputDecoder(RowDecoder):
             identity, _, _ = self._tuple(payload, 6, rel, old=payload[5])
             self._whole_row_key = rel.whole_row_key
             key = self._key(rel.schema, rel.table, identity, rel.key)
-            types = tuple(t for t in rel.types if t[0] in identity)
+            types = rel.identity_types if payload[5] == 75 else rel.types  # K: the identity's
             return self._change("d", rel.schema, rel.table, key, identity, None, lsn, (), types)
         if kind == 66:  # B
             commit_lsn, commit_us, xid = _BEGIN.unpack_from(payload, 1)
