@@ -59,6 +59,11 @@ from connectors.postgres.wal2json import WAL2JSON_OPTIONS, Wal2JsonDecoder
 log = logging.getLogger(__name__)
 
 STATUS_INTERVAL_S = 10.0
+CONFIRM_BUSY_S = 1.0
+CONFIRM_IDLE_S = 0.1
+"""How often a newly confirmed position is sent to PostgreSQL: at most once a second while
+records are in flight, and within 0.1 s once everything read is on Kafka, so that the slot shows
+a burst delivered (and lets its WAL go) when it is, not up to a second later."""
 STOP_FLUSH_S = 5.0
 BACKOFF_MAX_S = 30.0
 PROGRESS_LOG_S = 30.0
@@ -273,7 +278,10 @@ class PostgresSource:
             if (
                 reply_now
                 or now - last_status >= status_every
-                or (self.confirmed > sent_flush and now - last_status >= 1.0)
+                or (
+                    self.confirmed > sent_flush
+                    and now - last_status >= (CONFIRM_IDLE_S if tracker.idle else CONFIRM_BUSY_S)
+                )
             ):
                 # flushed = confirmed: the server may now forget everything before it.
                 repl.send_status(max(received, self.confirmed), self.confirmed, self.confirmed)

@@ -1,0 +1,138 @@
+"""The connector's streaming loop (``PostgresSource._stream``) on captured pgoutput messages, with
+a publisher whose acks the test holds back and then lets go: no server needed.
+
+Nothing is confirmed to PostgreSQL before Kafka acked it; once every record is acked, the slot
+hears so within a fraction of a second (it hears at most once a second while records are in
+flight), so that a burst shows delivered when it is.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+from typing import Any
+
+from cdc.config import parse_config
+from cdc.events import Change, Record, SourceInfo
+from connectors.postgres.decoding import Commit
+from connectors.postgres.pgoutput import PgOutputDecoder
+from connectors.postgres.source import CONFIRM_BUSY_S, PostgresSource
+from tests.harness import wait_for
+from tests.test_pgoutput_decoder import messages
+from tests.test_wal2json_decoder import FakeCatalog
+
+CONFIG = """
+[kafka]
+bootstrap_servers = "127.0.0.1:1"
+[[connectors]]
+name = "fake"
+dsn = "host=127.0.0.1 dbname=fake"
+plugin = "pgoutput"
+snapshot = "never"
+"""
+
+
+class FakeRepl:
+    """Serves the fixture's messages as XLogData once, then nothing; keeps the statuses sent."""
+
+    waited = False
+
+    def __init__(self, payloads: list[tuple[bytes, int]]) -> None:
+        header = struct.Struct(">QQq")
+        self.pending = [b"w" + header.pack(lsn, lsn, 0) + data for data, lsn in payloads]
+        self.statuses: list[tuple[float, int]] = []  # (when, flushed)
+
+    def read(self, timeout_s: float = 0.2) -> list[bytes]:
+        if not self.pending:
+            time.sleep(min(timeout_s, 0.01))
+            return []
+        out, self.pending = self.pending, []
+        return out
+
+    def send_status(self, written: int, flushed: int, applied: int) -> None:
+        self.statuses.append((time.monotonic(), flushed))
+
+
+class HeldPublisher:
+    """Takes records; acks them only once ``release`` is set, in :meth:`poll`."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.waiting: list[Any] = []
+        self.sent = 0
+
+    @staticmethod
+    def callback(on_ack: Any, on_error: Any, *args: Any) -> Any:
+        return lambda: on_ack(*args)
+
+    def send_with(self, record: Record, callback: Any) -> None:
+        self.waiting.append(callback)
+        self.sent += 1
+
+    def poll(self, timeout_s: float = 0.0) -> None:
+        if self.release.is_set():
+            waiting, self.waiting = self.waiting, []
+            for callback in waiting:
+                callback()
+        elif timeout_s:
+            time.sleep(timeout_s)
+
+    def flush(self, timeout_s: float) -> None:
+        self.poll()
+
+
+class NoSnapshots:
+    def on_signal(self, change: Change, txn_end: int) -> list[Change]:
+        return []
+
+    def observe(self, change: Change) -> None:
+        pass
+
+    def tick(self, confirmed: int) -> None:
+        pass
+
+
+def test_confirmed_only_once_acked_and_at_once_when_all_is() -> None:
+    config = parse_config(CONFIG)
+    source = PostgresSource(config.connectors[0], config.kafka)
+    payloads = messages()
+    decoder = PgOutputDecoder(FakeCatalog(), lambda s, t: True)
+    last_commit = [
+        item for data, lsn in payloads if isinstance(item := decoder.decode(data, lsn), Commit)
+    ][-1]
+    repl, publisher, stop = FakeRepl(payloads), HeldPublisher(), threading.Event()
+    streaming = threading.Thread(
+        target=source._stream,
+        args=(
+            stop,
+            repl,
+            PgOutputDecoder(FakeCatalog(), lambda s, t: True),
+            SourceInfo("fake", "fake", "fake"),
+            publisher,
+            None,
+            NoSnapshots(),
+        ),
+    )
+    streaming.start()
+    try:
+        wait_for(lambda: not repl.pending and publisher.sent, 10, "the messages to be read")
+        time.sleep(0.2)
+        assert publisher.sent >= 10
+        assert all(flushed == 0 for _, flushed in repl.statuses), "confirmed before any ack"
+        released = time.monotonic()
+        publisher.release.set()
+        wait_for(
+            lambda: any(f == last_commit.end_lsn for _, f in repl.statuses),
+            10,
+            "the last commit's end to be confirmed",
+            interval_s=0.01,
+        )
+        when = next(t for t, f in repl.statuses if f == last_commit.end_lsn)
+        # Idle, it is sent within CONFIRM_IDLE_S (0.1 s); the busy cadence would wait until a
+        # second after the stream started, 0.8 s after the release.
+        assert when - released < CONFIRM_BUSY_S / 2, when - released
+    finally:
+        stop.set()
+        streaming.join(10)
+    assert source.confirmed == last_commit.end_lsn
