@@ -350,6 +350,8 @@ class SqliteTarget:
 
     def _value(self, value: Any, table: str, column: str) -> Any:
         if value is None or isinstance(value, (int, float)):
+            if type(value) is int and not _INT64_MIN <= value <= _INT64_MAX:
+                return str(value)  # beyond SQLite's INTEGER: kept exact, as text
             return value  # bool is an int: True -> 1
         kind = self.columns[table].get(column)
         if kind == "BLOB":
@@ -357,6 +359,9 @@ class SqliteTarget:
         if isinstance(value, (dict, list)):
             return orjson.dumps(value).decode()
         return value
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _key_text(event: SinkEvent) -> str:

@@ -17,13 +17,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 
 from cdc.config import PostgresSinkConfig, SqliteSinkConfig
 from cdc.consumer import Target
 from cdc.events import UNAVAILABLE
-from cdc.records import SinkEvent
+from cdc.records import SinkEvent, parse_record
 from sinks.postgres import PostgresTarget
 from sinks.sqlite import SqliteTarget
 from tests.harness import waiting_on
@@ -498,3 +499,19 @@ def test_a_truncate_applied_meanwhile_by_another_process_is_seen(database: str) 
     assert first.rows() == {}
     first.target.close()
     second.target.close()
+
+
+def test_a_number_beyond_64_bits_is_kept_exactly(harness: Harness) -> None:
+    big = 123456789012345678901234567890
+    value = orjson.dumps(
+        {
+            "op": "c",
+            "source": {"schema": "public", "table": "items"},
+            "after": {"id": 1, "v": "a", "n": 0, "big": "b"},
+        }
+    ).replace(b'"n":0', b'"n":%d' % big)  # orjson writes no integer beyond 64 bits
+    parsed = parse_record("src.public.items", 0, 0, b'{"id":1}', value, [("cdc-event-id", b"10:0")])
+    assert parsed is not None and parsed.after is not None and parsed.after["n"] == big
+    parsed.types = TYPES
+    apply(harness.target, [parsed])
+    assert str(harness.rows()[1]["n"]) == str(big)
