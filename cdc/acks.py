@@ -65,7 +65,9 @@ class AckTracker:
         position = None
         open_ = self._open
         while open_ and open_[0].closed and open_[0].pending == 0:
-            position = open_.popleft().end
+            done = open_.popleft()
+            done.callback = None  # it refers to the transaction: no cycle left for the cyclic GC
+            position = done.end
         return position
 
     @property

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import random
 
 from cdc.acks import AckTracker
+from cdc.kafka import ConfluentPublisher
 
 
 def test_confirms_only_the_fully_acked_prefix() -> None:
@@ -64,3 +66,22 @@ def test_random_ack_order_never_confirms_an_unacked_record() -> None:
         assert all(remaining[e] == 0 for e in range(1, confirmed + 1))
     assert t.confirmable() in (None, 199)
     assert confirmed == 199
+
+
+def test_a_delivered_transaction_is_freed_without_the_cyclic_gc() -> None:
+    """The publisher's callback, made once per transaction and kept on it, refers back to it:
+    once delivered, the transaction lets go of it, so reference counting frees both."""
+    gc.collect()
+    gc.disable()
+    try:
+        t = AckTracker()
+        txn = t.begin(10)
+        txn.callback = ConfluentPublisher.callback(t.acked, lambda e: None, txn)
+        t.sent(txn)
+        t.commit(txn)
+        txn.callback(None, None)  # Kafka acked the record
+        assert t.confirmable() == 10
+        del txn
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
