@@ -449,7 +449,11 @@ def run_sinks(b: Bench, w: Workload, dsn: str, topic: str, written: Written) -> 
     end = b.kafka.end_offset(topic)
     with scratch_database(b.stack, b.name(w.name, "sink")) as target:
         copy = copy_baseline(w, dsn, target)
-        say(f"{w.name}: COPY of the table's {copy['rows']:,} rows {copy['rows_per_s']:,.0f} rows/s")
+        say(
+            f"{w.name}: COPY of the table's {copy['rows']:,} rows {copy['rows_per_s']:,.0f} rows/s;"
+            f" version-guarded upsert of them {copy['upsert_rows_per_s']:,.0f} rows/s"
+            f" ({copy['upsert_ratio_to_copy']:.2f} of COPY)"
+        )
         result: dict[str, Any] = {"backlog_topic": topic, "records": end, "copy": copy}
         groups: list[str] = []
         with psycopg.connect(target, autocommit=True) as conn:
@@ -513,8 +517,68 @@ def copy_baseline(w: Workload, source: str, target: str) -> dict[str, Any]:
                 into.write(chunk)
         conn.commit()
         seconds = time.monotonic() - started
+        upsert_s = upsert_baseline(conn, w, chunks)
     rows = int(row[0]) if row else 0
-    return {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds}
+    return {
+        "rows": rows,
+        "seconds": seconds,
+        "rows_per_s": rows / seconds,
+        "upsert_seconds": upsert_s,
+        "upsert_rows_per_s": rows / upsert_s,
+        "upsert_ratio_to_copy": seconds / upsert_s,
+    }
+
+
+def upsert_baseline(conn: psycopg.Connection[Any], w: Workload, chunks: list[bytes]) -> float:
+    """Seconds to apply the same rows as an idempotent sink must, with no Python and no Kafka:
+    ``COPY`` into a temporary table, then one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` the
+    stored version is older, into a fresh table with version columns. What PostgreSQL itself
+    takes to apply them with the guarantees: a ceiling for every sink, below ``COPY``'s."""
+    table = sql.Identifier(w.table)
+    conn.execute("CREATE SCHEMA upsert")
+    conn.execute("SET search_path = upsert")
+    conn.execute(w.ddl[0])
+    conn.execute(sql.SQL("ALTER TABLE {} ADD _cdc_lsn bigint, ADD _cdc_index int").format(table))
+    conn.commit()
+    relation = f"upsert.{w.table}"
+    columns = [
+        r[0]
+        for r in conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0"
+            " AND NOT attisdropped AND attname NOT IN ('_cdc_lsn', '_cdc_index') ORDER BY attnum",
+            (relation,),
+        )
+    ]
+    key = [
+        r[0]
+        for r in conn.execute(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+            " AND a.attnum = ANY (i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary",
+            (relation,),
+        )
+    ]
+    names = sql.SQL(", ").join(map(sql.Identifier, columns))
+    updates = sql.SQL(", ").join(
+        sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
+        for c in [*columns, "_cdc_lsn", "_cdc_index"]
+        if c not in key
+    )
+    started = time.monotonic()
+    conn.execute(sql.SQL("CREATE TEMP TABLE stage (LIKE baseline.{}) ON COMMIT DROP").format(table))
+    with conn.cursor().copy("COPY stage FROM STDIN") as into:
+        for chunk in chunks:
+            into.write(chunk)
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {t} AS t ({names}, _cdc_lsn, _cdc_index) SELECT {names}, 1, 0 FROM stage"
+            " ON CONFLICT ({key}) DO UPDATE SET {updates}"
+            " WHERE (t._cdc_lsn, t._cdc_index) < (EXCLUDED._cdc_lsn, EXCLUDED._cdc_index)"
+        ).format(
+            t=table, names=names, key=sql.SQL(", ").join(map(sql.Identifier, key)), updates=updates
+        )
+    )
+    conn.commit()
+    return time.monotonic() - started
 
 
 def drain_sink(

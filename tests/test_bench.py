@@ -106,3 +106,16 @@ def test_the_source_table_gives_the_kafka_write_limit_and_cdcs_ratio_to_it() -> 
     del result["kafka_write_limit"]  # results of runs before it was measured
     row = report.source_table({"wide": ("2026-12-06", result)})[-1]
     assert row.startswith("| wide rows | 100 000 | 60 000 | 100 000 | — | — | — |")
+
+
+def test_the_sink_table_gives_the_upsert_baseline_beside_copy() -> None:
+    copy = {"rows": 1000, "rows_per_s": 400_000.0}
+    sinks = {"records": 1100, "copy": copy}
+    result = {"workload": {"changes": 1000}, "sinks": sinks}
+    assert report.sink_table({"oltp": ("2026-12-06", result)})[-1].startswith(
+        "| OLTP | 1 000 (1 100) | 400 000 (1 000 rows) | — |"
+    )  # results of runs before it was measured
+    copy.update(upsert_rows_per_s=220_000.0, upsert_ratio_to_copy=0.55)
+    assert report.sink_table({"oltp": ("2026-12-06", result)})[-1].startswith(
+        "| OLTP | 1 000 (1 100) | 400 000 (1 000 rows) | 220 000 (0.55) |"
+    )
