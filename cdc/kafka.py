@@ -255,8 +255,19 @@ class Publisher:
             raise KafkaUnavailable(f"flush failed: {_reason(e)}") from e
 
     def close(self, timeout_s: float = 5.0) -> None:
-        self._producer.close(timeout=timeout_s)
-        self._admin.close()
+        """Give records in flight ``timeout_s``; what is still undelivered then is dropped (it was
+        never confirmed at the source, so a later session publishes it again)."""
+        try:
+            self._producer.close(timeout=timeout_s)
+        except KafkaError as e:
+            # kafka-python's close() flushes first and, when records are left (one the broker
+            # refuses, say), raises without stopping its I/O thread: stop it without waiting.
+            log.warning("closing the Kafka producer with records undelivered: %s", _reason(e))
+            sender = getattr(self._producer, "_sender", None)
+            if sender is not None:
+                sender.force_close()
+        finally:
+            self._admin.close()
 
 
 def _call_with(fn: Callable[..., None], args: tuple[Any, ...], _metadata: object) -> None:

@@ -83,3 +83,57 @@ def test_a_refused_record_is_never_confirmed_and_arrives_later(
         assert cdc.stop() == 0, cdc.output()[-3000:]
     ids = [e.key["id"] for e in read_topics(kafka_bootstrap, [topic]) if e.value is not None]
     assert set(ids) == {1, 2, 3, 4, 5}
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+def test_a_refused_snapshot_record_keeps_the_snapshot_unfinished(
+    tmp_path: Path, database: str, kafka_bootstrap: str, unique: str, client: str
+) -> None:
+    name = f"refusedsnap{unique}"
+    topic = f"{name}.public.docs"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": str(SMALL)})])
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE docs (id int PRIMARY KEY, body text)")
+        conn.execute("INSERT INTO docs SELECT g, 'small' FROM generate_series(1, 50) g")
+        conn.execute(
+            "UPDATE docs SET body = (SELECT string_agg(md5(g::text), '')"
+            " FROM generate_series(1, %s) g) WHERE id = 25",
+            (SMALL * 3 // 32,),
+        )
+    config = write_config(
+        tmp_path / "cdc.toml",
+        database,
+        kafka_bootstrap,
+        name=name,
+        kafka_client=client,
+        snapshot="initial",
+    )
+    cdc = CdcProcess(config, tmp_path / "cdc.log")
+
+    def state() -> str | None:
+        with psycopg.connect(database) as conn:
+            row = conn.execute(
+                "SELECT state FROM cdc.snapshots WHERE connector = %s AND kind = 'initial'",
+                (name,),
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    try:
+        wait_for(
+            lambda: "Kafka did not take a snapshot record" in cdc.output(),
+            60,
+            "the snapshot's delivery error in the connector's log",
+        )
+        assert topic in cdc.output()  # the error names the topic
+        assert state() != "done"
+        assert cdc.alive()
+        admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": "1048588"})]
+        )
+        wait_for(lambda: state() == "done", 90, "the snapshot to finish")
+    finally:
+        admin.close()
+        assert cdc.stop() == 0, cdc.output()[-3000:]
+    ids = {e.key["id"] for e in read_topics(kafka_bootstrap, [topic]) if e.value is not None}
+    assert ids == set(range(1, 51))

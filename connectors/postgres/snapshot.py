@@ -262,6 +262,8 @@ class InitialSnapshot:
         tracker = AckTracker()
         txn = tracker.begin(position)
         errors: deque[Exception] = deque()
+        # One callback for all the snapshot's records (they are one transaction's).
+        callback: Any = publisher.callback(tracker.acked, errors.append, txn)
         held: Change | None = None  # one record behind, so the very last can say "last"
         n = 0
         with psycopg.connect(c.dsn.conninfo, application_name=f"cdc-{c.name}-snapshot") as conn:
@@ -288,7 +290,7 @@ class InitialSnapshot:
                     n += 1
                     if held is not None:
                         tracker.sent(txn)
-                        publisher.send(encode(held, source), tracker.acked, errors.append, txn)
+                        publisher.send_with(encode(held, source), callback)
                     held = change
                     if n % 1000 == 0:
                         progress.add(1000)
@@ -305,14 +307,9 @@ class InitialSnapshot:
         if held is not None:
             tracker.sent(txn)
             last = encode(dataclasses.replace(held, snapshot="last"), source)
-            publisher.send(last, tracker.acked, errors.append, txn)
+            publisher.send_with(last, callback)
         tracker.commit(txn)
-        while not stop.is_set():
-            _raise_on(errors)
-            if tracker.confirmable() is not None:
-                break
-            publisher.flush(1.0)
-        _raise_on(errors)
+        _await_delivery(stop, publisher, tracker, errors)
         log.info("%s: snapshot of %d row(s) is on Kafka", self.subject, n)
         return n
 
@@ -389,6 +386,27 @@ def _drain(
         _raise_on(errors)
         publisher.poll(0.005)
         tracker.confirmable()
+
+
+def _await_delivery(
+    stop: threading.Event, publisher: AnyPublisher, tracker: AckTracker, errors: deque[Exception]
+) -> None:
+    """Until every record sent is acked (or ``stop``); raise the first delivery error."""
+    while not stop.is_set():
+        _raise_on(errors)
+        if tracker.confirmable() is not None:
+            break
+        try:
+            publisher.flush(1.0)
+        except KafkaUnavailable:
+            # kafka-python's flush() fails ("Future not done") before the error of a record
+            # the broker refused is reported: give that error a moment, it says what failed.
+            deadline = time.monotonic() + 1.0
+            while not errors and time.monotonic() < deadline:
+                time.sleep(0.01)
+            _raise_on(errors)
+            raise
+    _raise_on(errors)
 
 
 def _raise_on(errors: deque[Exception]) -> None:
