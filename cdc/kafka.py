@@ -201,16 +201,6 @@ class Publisher:
         partitions = self._producer.partitions_for(topic) or set()
         self._only_partition[topic] = 0 if partitions == {0} else None
 
-    def send(
-        self,
-        record: Record,
-        on_ack: Callable[..., None],
-        on_error: Callable[[Exception], None],
-        *args: Any,
-    ) -> None:
-        """Queue ``record``; later, on the I/O thread, ``on_ack(*args)`` or ``on_error(e)``."""
-        self.send_with(record, self.callback(on_ack, on_error, *args))
-
     @staticmethod
     def callback(
         on_ack: Callable[..., None], on_error: Callable[[Exception], None], *args: Any
@@ -223,7 +213,8 @@ class Publisher:
         record: Record,
         callback: tuple[Callable[..., None], Callable[[Exception], None], tuple[Any, ...]],
     ) -> None:
-        """:meth:`send`, with a :meth:`callback` made beforehand."""
+        """Queue ``record``; later, on the I/O thread, ``on_ack(*args)`` or ``on_error(e)``, as
+        :meth:`callback` was given them."""
         on_ack, on_error, args = callback
         partition = self._only_partition.get(record.topic, -1)
         if partition == -1:
@@ -364,21 +355,12 @@ class ConfluentPublisher:
                 raise KafkaUnavailable(f"cannot create topic {topic}: {e.args[0].str()}") from e
         self._known.add(topic)
 
-    def send(
-        self,
-        record: Record,
-        on_ack: Callable[..., None],
-        on_error: Callable[[Exception], None],
-        *args: Any,
-    ) -> None:
-        self.send_with(record, self.callback(on_ack, on_error, *args))
-
     @staticmethod
     def callback(
         on_ack: Callable[..., None], on_error: Callable[[Exception], None], *args: Any
     ) -> Callable[[Any, Any], None]:
         """What :meth:`send_with` calls back with, made once for many records (a transaction's):
-        making one for every record was a tenth of the time :meth:`send` took."""
+        making one for every record was a tenth of the time sending took."""
 
         def delivered(err: Any, msg: Any) -> None:
             if err is None:
@@ -389,7 +371,8 @@ class ConfluentPublisher:
         return delivered
 
     def send_with(self, record: Record, callback: Callable[[Any, Any], None]) -> None:
-        """:meth:`send`, with a :meth:`callback` made beforehand."""
+        """Queue ``record``; later, in :meth:`poll`, ``on_ack(*args)`` or ``on_error(e)``, as
+        :meth:`callback` was given them."""
         if record.topic not in self._known:
             self.ensure_topic(record.topic)
         while True:
