@@ -30,6 +30,23 @@ pytestmark = pytest.mark.devstack
 
 SMALL = 20_000
 """The topic's ``max.message.bytes`` at first; the big row's record is about 3 times that."""
+BIG_BODY = "(SELECT string_agg(md5(g::text), '') FROM generate_series(1, %s) g)"
+"""A text about 3 x ``SMALL`` long, of md5 hex digits, which PostgreSQL's compression cannot
+shrink much either (its parameter: ``BIG_ROWS``)."""
+BIG_ROWS = SMALL * 3 // 32
+
+
+def small_topic(kafka: str, topic: str) -> KafkaAdminClient:
+    """``topic``, made to refuse records over ``SMALL`` bytes; the admin client that made it."""
+    admin = KafkaAdminClient(bootstrap_servers=kafka)
+    admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": str(SMALL)})])
+    return admin
+
+
+def take_large_records(admin: KafkaAdminClient, topic: str) -> None:
+    admin.alter_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": "1048588"})]
+    )
 
 
 @pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
@@ -38,8 +55,7 @@ def test_a_refused_record_is_never_confirmed_and_arrives_later(
 ) -> None:
     name = f"refused{unique}"
     topic = f"{name}.public.docs"
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": str(SMALL)})])
+    admin = small_topic(kafka_bootstrap, topic)
     with psycopg.connect(database, autocommit=True) as conn:
         conn.execute("CREATE TABLE docs (id int PRIMARY KEY, body text)")
     config = write_config(
@@ -54,12 +70,7 @@ def test_a_refused_record_is_never_confirmed_and_arrives_later(
             before = current_wal_lsn(database)
             with conn.transaction():
                 conn.execute("INSERT INTO docs VALUES (2, 'small')")
-                # md5 hex digits: PostgreSQL's compression cannot shrink them much either
-                conn.execute(
-                    "INSERT INTO docs SELECT 3, string_agg(md5(g::text), '')"
-                    " FROM generate_series(1, %s) g",
-                    (SMALL * 3 // 32,),
-                )
+                conn.execute(f"INSERT INTO docs VALUES (3, {BIG_BODY})", (BIG_ROWS,))
                 conn.execute("INSERT INTO docs VALUES (4, 'after, same transaction')")
             conn.execute("INSERT INTO docs VALUES (5, 'after')")
         end = current_wal_lsn(database)
@@ -74,9 +85,7 @@ def test_a_refused_record_is_never_confirmed_and_arrives_later(
         assert topic in cdc.output()  # the error names the topic
         assert cdc.alive()  # a refused record is retried, not the end of the process
 
-        admin.alter_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": "1048588"})]
-        )
+        take_large_records(admin, topic)
         wait_for(lambda: slot_confirmed_lsn(database, slot) >= end, 90, "the whole workload")
     finally:
         admin.close()
@@ -91,16 +100,11 @@ def test_a_refused_snapshot_record_keeps_the_snapshot_unfinished(
 ) -> None:
     name = f"refusedsnap{unique}"
     topic = f"{name}.public.docs"
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": str(SMALL)})])
+    admin = small_topic(kafka_bootstrap, topic)
     with psycopg.connect(database, autocommit=True) as conn:
         conn.execute("CREATE TABLE docs (id int PRIMARY KEY, body text)")
         conn.execute("INSERT INTO docs SELECT g, 'small' FROM generate_series(1, 50) g")
-        conn.execute(
-            "UPDATE docs SET body = (SELECT string_agg(md5(g::text), '')"
-            " FROM generate_series(1, %s) g) WHERE id = 25",
-            (SMALL * 3 // 32,),
-        )
+        conn.execute(f"UPDATE docs SET body = {BIG_BODY} WHERE id = 25", (BIG_ROWS,))
     config = write_config(
         tmp_path / "cdc.toml",
         database,
@@ -128,9 +132,7 @@ def test_a_refused_snapshot_record_keeps_the_snapshot_unfinished(
         assert topic in cdc.output()  # the error names the topic
         assert state() != "done"
         assert cdc.alive()
-        admin.alter_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": "1048588"})]
-        )
+        take_large_records(admin, topic)
         wait_for(lambda: state() == "done", 90, "the snapshot to finish")
     finally:
         admin.close()
