@@ -8,13 +8,16 @@ they are compared with PostgreSQL's commit times or Kafka's LogAppendTime, all o
 from __future__ import annotations
 
 __all__ = [
+    "CLOCK_TICKS",
     "RESULTS",
     "ROOT",
     "CdcProcess",
+    "CpuMeter",
     "Kafka",
     "KafkaRecord",
     "Stack",
     "alive",
+    "busy_cpu_s",
     "cdc_config",
     "confirmed_lsn",
     "create_pgoutput_slot",
@@ -28,6 +31,7 @@ __all__ = [
     "write_result",
 ]
 
+import bisect
 import contextlib
 import datetime
 import json
@@ -36,6 +40,7 @@ import platform
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -159,6 +164,78 @@ def recvlogical(
         check=True,
     )
     return time.monotonic() - started
+
+
+# -- the machine's CPU -------------------------------------------------------------------------
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def busy_cpu_s(stat: str) -> float:
+    """CPU-seconds the machine has been busy since boot, every core and process (PostgreSQL's,
+    Kafka's, the reader's, the kernel's), from ``/proc/stat``'s first line: all but idle and
+    iowait (guest time is within user time already)."""
+    fields = stat.split("\n", 1)[0].split()
+    if fields[0] != "cpu":
+        raise ValueError(f"not /proc/stat: {stat[:40]!r}")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
+class CpuMeter:
+    """The machine's busy CPU time, sampled on a thread every ``period_s``, so that a run's
+    figures can be asked for afterwards over the very interval its rate is timed on: the
+    readers are timed from their first record on Kafka, known only once they are done.
+
+    On a machine whose every core is busy, a pipeline can only go faster by taking less CPU
+    per change: cores busy (of ``os.cpu_count()``) and CPU-µs per change tell that apart from
+    one that waits."""
+
+    def __init__(self, period_s: float = 0.05, stat: Path = Path("/proc/stat")) -> None:
+        self.period_s = period_s
+        self._stat = stat
+        self._times: list[float] = []
+        self._busy: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-meter", daemon=True)
+
+    def __enter__(self) -> CpuMeter:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            self.sample()
+
+    def sample(self, at: float | None = None, busy: float | None = None) -> None:
+        """Record the busy CPU-seconds now (or ``busy`` at ``at``, for tests)."""
+        self._times.append(time.time() if at is None else at)
+        self._busy.append(busy_cpu_s(self._stat.read_text()) if busy is None else busy)
+
+    def _at(self, t: float) -> float:
+        """Busy CPU-seconds at wall-clock time ``t``, interpolated between the samples around
+        it (held at the first or last sample outside them)."""
+        times, busy = self._times, self._busy
+        i = bisect.bisect_left(times, t)
+        if i == 0:
+            return busy[0]
+        if i == len(times):
+            return busy[-1]
+        t0, t1 = times[i - 1], times[i]
+        return busy[i - 1] + (busy[i] - busy[i - 1]) * (t - t0) / (t1 - t0)
+
+    def use(self, start: float, end: float, changes: int) -> dict[str, float]:
+        """From wall-clock ``start`` to ``end``: cores busy on average, and CPU-µs per change."""
+        if not self._times or end <= start:
+            raise ValueError(f"no CPU samples for {start:.3f}..{end:.3f}")
+        busy = self._at(end) - self._at(start)
+        return {"cores_busy": busy / (end - start), "cpu_us_per_change": busy / changes * 1e6}
 
 
 # -- processes --------------------------------------------------------------------------------

@@ -183,6 +183,54 @@ def sink_table(found: dict[str, tuple[str, Result]]) -> list[str]:
     return lines
 
 
+def cpu_cell(run: Result | None) -> str:
+    """``21 (0.98)``: CPU-µs per change of the whole machine, and cores busy."""
+    cpu = (run or {}).get("cpu")
+    if not cpu:
+        return "—"
+    return f"{num(cpu['cpu_us_per_change'])} ({cpu['cores_busy']:.2f})"
+
+
+def cpu_table(found: dict[str, tuple[str, Result]]) -> list[str]:
+    cpus = next(iter(found.values()))[1]["machine"]["cpus"]
+    lines = [
+        "CPU of the whole machine (every process: PostgreSQL, Kafka, the reader or sink, the"
+        " kernel) per change while each run above is timed, in µs; in brackets the cores busy on"
+        f" average, of {cpus}. A run whose cores are all busy goes faster only by taking less CPU"
+        f" per change: {cpus} cores divided by cdc's CPU per change is the most cdc can do on"
+        " this machine.",
+        "",
+        *head(
+            "workload",
+            "read limit, pgoutput",
+            "cdc, pgoutput, confluent-kafka",
+            f"{cpus} cores / cdc's CPU per change, changes/s",
+            "Kafka write limit",
+            "Debezium (pgoutput)",
+            "`COPY`",
+            "version-guarded upsert",
+            "PostgreSQL sink, confluent-kafka",
+        ),
+    ]
+    for name in WORKLOADS:
+        if name not in found:
+            continue
+        r = found[name][1]
+        pgo = r.get("cdc_pgo")
+        if not (pgo and "cpu" in pgo):
+            continue
+        sinks = r.get("sinks", {})
+        copy = sinks.get("copy", {})
+        upsert = {"cpu": copy["upsert_cpu"]} if "upsert_cpu" in copy else None
+        lines.append(
+            f"| {TITLES[name]} | {cpu_cell(r.get('read_limit_pgoutput'))} | {cpu_cell(pgo)}"
+            f" | {num(cpus * 1e6 / pgo['cpu']['cpu_us_per_change'])}"
+            f" | {cpu_cell(r.get('kafka_write_limit'))} | {cpu_cell(r.get('debezium'))}"
+            f" | {cpu_cell(copy)} | {cpu_cell(upsert)} | {cpu_cell(sinks.get('postgres_ck'))} |"
+        )
+    return lines
+
+
 def latency_table(found: dict[str, tuple[str, Result]]) -> list[str]:
     if "latency" not in found:
         return []
@@ -266,7 +314,7 @@ def machine_line(found: dict[str, tuple[str, Result]]) -> str:
 
 
 def table(found: dict[str, tuple[str, Result]]) -> str:
-    parts = [source_table(found), sink_table(found), latency_table(found)]
+    parts = [source_table(found), sink_table(found), cpu_table(found), latency_table(found)]
     lines: list[str] = []
     for part in parts:
         if len(part) > 4:  # a header and no row: leave it out

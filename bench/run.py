@@ -54,6 +54,7 @@ from bench.common import (
     RESULTS,
     ROOT,
     CdcProcess,
+    CpuMeter,
     Kafka,
     Stack,
     cdc_config,
@@ -130,7 +131,7 @@ WORKLOADS = {
             "wide",
             "docs",
             (DOCS_DDL,),
-            lambda dsn, s: wide(dsn, sized(30_000, s), sized(10_000, s)),
+            lambda dsn, s: wide(dsn, sized(90_000, s), sized(30_000, s)),
             "rows of 8-16 kB incompressible text (TOASTed), 100 a transaction, then updates"
             " leaving it unchanged",
         ),
@@ -148,6 +149,7 @@ class Bench:
     latency_s: float
     debezium: bool
     workdir: Path
+    cpu: CpuMeter
     id: str = field(default_factory=lambda: f"bench{int(time.time())}")
 
     def name(self, *parts: str) -> str:
@@ -230,10 +232,12 @@ def read_limits(b: Bench, w: Workload, dsn: str, written: Written) -> dict[str, 
     }
     result = {}
     for key, (slot, options) in plugins.items():
+        started = time.time()
         seconds = recvlogical(b.stack, dsn, b.name(w.name, slot), written.end_lsn, options)
         result[key] = {
             "seconds": seconds,
             "changes_per_s": written.changes / seconds,
+            "cpu": b.cpu.use(started, started + seconds, written.changes),
             "options": options,
         }
         say(f"{w.name}: {key.replace('_', ' ')} {written.changes / seconds:,.0f} changes/s")
@@ -326,6 +330,7 @@ def source_result(
         "changes_per_s": written.changes / seconds,
         "ratio_to_read_limit": recv / seconds,
         "peak_rss_mb": rss,
+        "cpu": b.cpu.use(first, done, written.changes),
         "startup_s": first - launched,
         "first_to_last_record_s": b.kafka.timestamp_s(topic, end - 1) - first,
         "records": end,
@@ -355,6 +360,7 @@ def kafka_write_limit(b: Bench, w: Workload, source: str, written: Written) -> d
 
     callback = publisher.callback(on_ack, errors.append)
     publisher.ensure_topic(topic)
+    wall = time.time()
     started = time.monotonic()
     for i, record in enumerate(records):
         publisher.send_with(record, callback)
@@ -372,6 +378,7 @@ def kafka_write_limit(b: Bench, w: Workload, source: str, written: Written) -> d
         "records_per_s": len(records) / seconds,
         "changes_per_s": written.changes / seconds,
         "megabytes_per_s": sum(len(r.value or b"") for r in records) / seconds / 1e6,
+        "cpu": b.cpu.use(wall, wall + seconds, written.changes),
     }
     say(
         f"{w.name}: Kafka write limit {result['changes_per_s']:,.0f} changes/s"
@@ -448,7 +455,7 @@ def run_sinks(b: Bench, w: Workload, dsn: str, topic: str, written: Written) -> 
     """Both sinks drain ``topic`` (the backlog cdc published); a COPY of the rows beside them."""
     end = b.kafka.end_offset(topic)
     with scratch_database(b.stack, b.name(w.name, "sink")) as target:
-        copy = copy_baseline(w, dsn, target)
+        copy = copy_baseline(b, w, dsn, target)
         say(
             f"{w.name}: COPY of the table's {copy['rows']:,} rows {copy['rows_per_s']:,.0f} rows/s;"
             f" version-guarded upsert of them {copy['upsert_rows_per_s']:,.0f} rows/s"
@@ -498,7 +505,7 @@ def run_sinks(b: Bench, w: Workload, dsn: str, topic: str, written: Written) -> 
     return result
 
 
-def copy_baseline(w: Workload, source: str, target: str) -> dict[str, Any]:
+def copy_baseline(b: Bench, w: Workload, source: str, target: str) -> dict[str, Any]:
     """``COPY ... FROM STDIN`` of the source table's rows into a fresh table of the target
     database (the rows read beforehand, so only the load is timed)."""
     table = sql.Identifier(w.table)
@@ -511,21 +518,25 @@ def copy_baseline(w: Workload, source: str, target: str) -> dict[str, Any]:
         conn.execute("SET search_path = baseline")
         conn.execute(w.ddl[0])
         conn.commit()
+        wall = time.time()
         started = time.monotonic()
         with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(table)) as into:
             for chunk in chunks:
                 into.write(chunk)
         conn.commit()
         seconds = time.monotonic() - started
+        upsert_wall = time.time()
         upsert_s = upsert_baseline(conn, w, chunks)
     rows = int(row[0]) if row else 0
     return {
         "rows": rows,
         "seconds": seconds,
         "rows_per_s": rows / seconds,
+        "cpu": b.cpu.use(wall, wall + seconds, rows),
         "upsert_seconds": upsert_s,
         "upsert_rows_per_s": rows / upsert_s,
         "upsert_ratio_to_copy": seconds / upsert_s,
+        "upsert_cpu": b.cpu.use(upsert_wall, upsert_wall + upsert_s, rows),
     }
 
 
@@ -593,11 +604,13 @@ def drain_sink(
     if first_offset >= end:  # one batch took it all: time it from the launch instead
         first, first_offset = sink.started, 0
     seconds = done - first
+    timed = changes * (end - first_offset) / end
     return {
         "seconds": seconds,
-        "changes_per_s": changes * (end - first_offset) / end / seconds,
+        "changes_per_s": timed / seconds,
         "timed_records": end - first_offset,
         "peak_rss_mb": rss,
+        "cpu": b.cpu.use(first, done, round(timed)),
         "startup_s": first - sink.started,
     }
 
@@ -944,7 +957,7 @@ def main() -> None:
         say(f"Debezium engine built ({time.monotonic() - started:.1f} s)")
     kafka = Kafka(stack.kafka)
     described = {"machine": machine(stack), "scale": args.scale}
-    with tempfile.TemporaryDirectory(prefix="cdc-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="cdc-bench-") as tmp, CpuMeter() as cpu:
         b = Bench(
             stack=stack,
             kafka=kafka,
@@ -952,6 +965,7 @@ def main() -> None:
             latency_s=args.latency_seconds or max(10.0, 60 * args.scale),
             debezium=not args.no_debezium,
             workdir=Path(tmp),
+            cpu=cpu,
         )
         say(f"run {b.id}: scale {args.scale}, {', '.join(only)}; work files in {tmp}")
         try:

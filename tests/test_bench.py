@@ -4,12 +4,14 @@ record's visibility, and the configurations the bench writes are ones cdc accept
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bench import report
-from bench.common import cdc_config
+from bench.common import CLOCK_TICKS, CpuMeter, busy_cpu_s, cdc_config
 from bench.run import OffsetPoller, stats, window_stats
 from cdc.config import parse_config
 
@@ -119,3 +121,52 @@ def test_the_sink_table_gives_the_upsert_baseline_beside_copy() -> None:
     assert report.sink_table({"oltp": ("2026-12-06", result)})[-1].startswith(
         "| OLTP | 1 000 (1 100) | 400 000 (1 000 rows) | 220 000 (0.55) |"
     )
+
+
+def test_busy_cpu_counts_all_but_idle_and_iowait() -> None:
+    stat = "cpu  100 20 30 5000 400 6 7 8 90 0\ncpu0 1 2 3 4 5 6 7 8 9 0\n"
+    assert busy_cpu_s(stat) == (100 + 20 + 30 + 6 + 7 + 8) / CLOCK_TICKS
+    with pytest.raises(ValueError, match="not /proc/stat"):
+        busy_cpu_s("intr 1 2 3")
+
+
+def test_the_cpu_meter_interpolates_between_samples(tmp_path: Path) -> None:
+    meter = CpuMeter(stat=tmp_path / "unused")
+    for at, busy in ((100.0, 10.0), (101.0, 12.0), (103.0, 12.0)):
+        meter.sample(at, busy)
+    # 100.5 -> 11.0 and 101.0 -> 12.0: 1 CPU-second in 0.5 s, for 4 changes.
+    assert meter.use(100.5, 101.0, 4) == {"cores_busy": 2.0, "cpu_us_per_change": 250_000.0}
+    # Nothing more after 101.0; outside the samples the ends hold.
+    assert meter.use(101.0, 104.0, 1)["cores_busy"] == 0.0
+    assert meter.use(99.0, 100.5, 1)["cpu_us_per_change"] == 1e6
+    with pytest.raises(ValueError, match="no CPU samples"):
+        meter.use(101.0, 101.0, 1)
+
+
+def test_the_cpu_meter_samples_this_machine() -> None:
+    with CpuMeter(period_s=0.01) as meter:
+        start = time.time()
+        deadline = time.process_time() + 0.2
+        while time.process_time() < deadline:  # keep one core busy
+            pass
+        end = time.time()
+    assert meter.use(start, end, 1)["cores_busy"] > 0.5
+
+
+def test_the_cpu_table_gives_cdcs_ceiling_on_the_machines_cores() -> None:
+    def cpu(us: float, cores: float) -> dict[str, Any]:
+        return {"cpu": {"cpu_us_per_change": us, "cores_busy": cores}}
+
+    result = {
+        "machine": {"cpus": 2},
+        "read_limit_pgoutput": cpu(20.0, 1.0),
+        "cdc_pgo": cpu(80.0, 1.96),
+        "kafka_write_limit": cpu(50.0, 1.5),
+        "sinks": {"copy": {**cpu(3.0, 1.1), "upsert_cpu": cpu(6.0, 1.0)["cpu"]}},
+    }
+    row = report.cpu_table({"wide": ("2026-12-06", result)})[-1]
+    assert row == (
+        "| wide rows | 20 (1.00) | 80 (1.96) | 25 000 | 50 (1.50) | — | 3 (1.10) | 6 (1.00) | — |"
+    )
+    del result["cdc_pgo"]["cpu"]  # results of runs before it was measured: no row
+    assert report.cpu_table({"wide": ("2026-12-06", result)})[-1].startswith("|---")
