@@ -195,8 +195,7 @@ class CpuMeter:
     def __init__(self, period_s: float = 0.05, stat: Path = Path("/proc/stat")) -> None:
         self.period_s = period_s
         self._stat = stat
-        self._times: list[float] = []
-        self._busy: list[float] = []
+        self._samples: list[tuple[float, float]] = []  # (time.time(), busy CPU-seconds)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cpu-meter", daemon=True)
 
@@ -215,24 +214,25 @@ class CpuMeter:
 
     def sample(self, at: float | None = None, busy: float | None = None) -> None:
         """Record the busy CPU-seconds now (or ``busy`` at ``at``, for tests)."""
-        self._times.append(time.time() if at is None else at)
-        self._busy.append(busy_cpu_s(self._stat.read_text()) if busy is None else busy)
+        at = time.time() if at is None else at
+        busy = busy_cpu_s(self._stat.read_text()) if busy is None else busy
+        self._samples.append((at, busy))  # one append: the sampling thread's are atomic
 
     def _at(self, t: float) -> float:
         """Busy CPU-seconds at wall-clock time ``t``, interpolated between the samples around
         it (held at the first or last sample outside them)."""
-        times, busy = self._times, self._busy
-        i = bisect.bisect_left(times, t)
+        samples = self._samples[:]  # the thread may append meanwhile
+        i = bisect.bisect_left(samples, t, key=lambda sample: sample[0])
         if i == 0:
-            return busy[0]
-        if i == len(times):
-            return busy[-1]
-        t0, t1 = times[i - 1], times[i]
-        return busy[i - 1] + (busy[i] - busy[i - 1]) * (t - t0) / (t1 - t0)
+            return samples[0][1]
+        if i == len(samples):
+            return samples[-1][1]
+        (t0, busy0), (t1, busy1) = samples[i - 1], samples[i]
+        return busy0 + (busy1 - busy0) * (t - t0) / (t1 - t0)
 
     def use(self, start: float, end: float, changes: int) -> dict[str, float]:
         """From wall-clock ``start`` to ``end``: cores busy on average, and CPU-µs per change."""
-        if not self._times or end <= start:
+        if not self._samples or end <= start:
             raise ValueError(f"no CPU samples for {start:.3f}..{end:.3f}")
         busy = self._at(end) - self._at(start)
         return {"cores_busy": busy / (end - start), "cpu_us_per_change": busy / changes * 1e6}
