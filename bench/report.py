@@ -195,10 +195,10 @@ def cpu_table(found: dict[str, tuple[str, Result]]) -> list[str]:
     cpus = next(iter(found.values()))[1]["machine"]["cpus"]
     lines = [
         "CPU of the whole machine (every process: PostgreSQL, Kafka, the reader or sink, the"
-        " kernel) per change while each run above is timed, in µs; in brackets the cores busy on"
-        f" average, of {cpus}. A run whose cores are all busy goes faster only by taking less CPU"
-        f" per change: {cpus} cores divided by cdc's CPU per change is the most cdc can do on"
-        " this machine.",
+        " kernel) per change while each run above is timed, in µs (per row for `COPY` and the"
+        f" upsert); in brackets the cores busy on average, of {cpus}. A run whose cores are all"
+        " busy goes faster only by taking less CPU per change: the machine's cores divided by"
+        " cdc's CPU per change is the most cdc can do on this machine as it is.",
         "",
         *head(
             "workload",
