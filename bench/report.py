@@ -60,6 +60,19 @@ def rate_cell(run: Result | None, rate_key: str, ratio_key: str) -> str:
     return f"{num(run[rate_key])} ({ratio(run[ratio_key])}){rss}"
 
 
+def pairs_cell(run: Result | None) -> str:
+    """cdc on pgoutput: ``84 022 (0.97; 0.78-0.99 in 3 pairs), 72 MB``, the pair of median
+    ratio and the range of all (:data:`bench.run.PGOUTPUT_PAIRS`); as :func:`rate_cell` for
+    results from before the pairs."""
+    cell = rate_cell(run, "changes_per_s", "ratio_to_read_limit")
+    if not run or not run.get("pairs"):
+        return cell
+    ratios = [p["ratio_to_read_limit"] for p in run["pairs"]]
+    spread = f"; {ratio(min(ratios))}-{ratio(max(ratios))} in {len(ratios)} pairs"
+    head, _, tail = cell.partition(")")
+    return f"{head}{spread}){tail}"
+
+
 def ms(s: Result | None) -> str:
     if not s:
         return "—"
@@ -86,7 +99,10 @@ def source_table(found: dict[str, tuple[str, Result]]) -> list[str]:
         " /dev/null); peak RSS. Debezium decodes pgoutput. The Kafka write limit is cdc's own"
         " producer sending the records cdc published again, read back beforehand, to the same"
         " broker: as fast as this Kafka takes them from Python; in brackets the ratio of cdc on"
-        " pgoutput to it.",
+        " pgoutput to it. cdc on pgoutput and its read limit are measured in pairs, alternately"
+        " (read limit, cdc, read limit, cdc, ...), each on a slot of its own: shown is the pair"
+        " of median ratio, then the lowest and highest ratio of all pairs; the read limit,"
+        " pgoutput column is that pair's.",
         "",
         *head(
             "workload",
@@ -119,7 +135,7 @@ def source_table(found: dict[str, tuple[str, Result]]) -> list[str]:
             f" | {num(r['read_limit']['changes_per_s'])} | {num(limit_pgo)} | {kafka_cell}"
             f" | {rate_cell(r.get('cdc_kp'), 'changes_per_s', 'ratio_to_read_limit')}"
             f" | {rate_cell(r.get('cdc_ck'), 'changes_per_s', 'ratio_to_read_limit')}"
-            f" | {rate_cell(pgo, 'changes_per_s', 'ratio_to_read_limit')}"
+            f" | {pairs_cell(pgo)}"
             f" | {rate_cell(dbz, 'changes_per_s', 'ratio_to_read_limit')} | {versus} |"
         )
     return lines

@@ -12,7 +12,7 @@ import pytest
 
 from bench import report
 from bench.common import CLOCK_TICKS, CpuMeter, busy_cpu_s, cdc_config
-from bench.run import OffsetPoller, stats, window_stats
+from bench.run import OffsetPoller, median_pair, stats, window_stats
 from cdc.config import parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,3 +170,25 @@ def test_the_cpu_table_gives_cdcs_ceiling_on_the_machines_cores() -> None:
     )
     del result["cdc_pgo"]["cpu"]  # results of runs before it was measured: no row
     assert report.cpu_table({"wide": ("2026-12-06", result)})[-1].startswith("|---")
+
+
+def test_the_pgoutput_pair_reported_is_the_median_one() -> None:
+    def pair(limit: float, ratio: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        return {"changes_per_s": limit}, {"ratio_to_read_limit": ratio}
+
+    pairs = [pair(90_000, 0.97), pair(110_000, 0.78), pair(100_000, 0.91)]
+    assert median_pair(pairs) == pair(100_000, 0.91)
+    assert median_pair(pairs[:2]) == pair(110_000, 0.78)  # an even count: the lower middle
+    assert median_pair(pairs[:1]) == pair(90_000, 0.97)
+
+
+def test_the_pgoutput_cell_gives_the_range_of_the_pairs() -> None:
+    run: dict[str, Any] = {
+        "changes_per_s": 84_022.0,
+        "ratio_to_read_limit": 0.97,
+        "peak_rss_mb": 72.0,
+    }
+    assert report.pairs_cell(run) == "84 022 (0.97), 72 MB"  # results from before the pairs
+    run["pairs"] = [{"ratio_to_read_limit": r} for r in (0.97, 0.78, 0.99)]
+    assert report.pairs_cell(run) == "84 022 (0.97; 0.78-0.99 in 3 pairs), 72 MB"
+    assert report.pairs_cell(None) == "—"
