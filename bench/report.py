@@ -52,25 +52,21 @@ def ratio(x: float | None) -> str:
     return f"{x:.3f}" if x < 0.1 else f"{x:.2f}"
 
 
-def rate_cell(run: Result | None, rate_key: str, ratio_key: str) -> str:
-    """``6 776 (0.13), 73 MB``."""
+def rate_cell(run: Result | None, rate_key: str, ratio_key: str, aside: str = "") -> str:
+    """``6 776 (0.13), 73 MB``; ``aside`` goes in the brackets after the ratio."""
     if not run:
         return "—"
     rss = f", {run['peak_rss_mb']:.0f} MB" if "peak_rss_mb" in run else ""
-    return f"{num(run[rate_key])} ({ratio(run[ratio_key])}){rss}"
+    return f"{num(run[rate_key])} ({ratio(run[ratio_key])}{aside}){rss}"
 
 
 def pairs_cell(run: Result | None) -> str:
     """cdc on pgoutput: ``84 022 (0.97; 0.78-0.99 in 3 pairs), 72 MB``, the pair of median
     ratio and the range of all (:data:`bench.run.PGOUTPUT_PAIRS`); as :func:`rate_cell` for
     results from before the pairs."""
-    cell = rate_cell(run, "changes_per_s", "ratio_to_read_limit")
-    if not run or not run.get("pairs"):
-        return cell
-    ratios = [p["ratio_to_read_limit"] for p in run["pairs"]]
-    spread = f"; {ratio(min(ratios))}-{ratio(max(ratios))} in {len(ratios)} pairs"
-    head, _, tail = cell.partition(")")
-    return f"{head}{spread}){tail}"
+    ratios = [p["ratio_to_read_limit"] for p in (run or {}).get("pairs", [])]
+    aside = f"; {ratio(min(ratios))}-{ratio(max(ratios))} in {len(ratios)} pairs" if ratios else ""
+    return rate_cell(run, "changes_per_s", "ratio_to_read_limit", aside)
 
 
 def ms(s: Result | None) -> str:

@@ -86,19 +86,16 @@ PGOUTPUT = "pgo"
 """The short name of cdc's pgoutput run (its slot, publication, topics)."""
 PGOUTPUT_PAIRS = 3
 """cdc on pgoutput and its read limit are measured this many times, alternately (read limit,
-cdc, read limit, cdc, ...), each on a slot of its own: the pair with the median ratio is the
-one reported, with the others beside it. Two cores shared by PostgreSQL, Kafka and the reader
+cdc, read limit, cdc, ...; the first read limit is :func:`read_limits`'s, so cdc's wal2json runs
+come between it and its cdc run), each on a slot of its own: the pair with the median ratio is
+the one reported, with the others beside it. Two cores shared by PostgreSQL, Kafka and the reader
 move a single run's ratio by a tenth or more."""
 
 
-def pgo_short(i: int) -> str:
-    """The short name of cdc's ``i``-th pgoutput run: ``pgo``, ``pgo2``, ..."""
-    return PGOUTPUT if i == 0 else f"{PGOUTPUT}{i + 1}"
-
-
-def recv_pgo_short(i: int) -> str:
-    """The short name of the slot of the ``i``-th pgoutput read limit."""
-    return "recvpgo" if i == 0 else f"recvpgo{i + 1}"
+def nth(short: str, i: int) -> str:
+    """The short name of the ``i``-th of the pgoutput pairs' runs named ``short`` (``pgo``,
+    cdc's; ``recvpgo``, the read limit's): ``short``, ``short2``, ..."""
+    return short if i == 0 else f"{short}{i + 1}"
 
 
 PGOUTPUT_CLIENT = "confluent-kafka"
@@ -204,8 +201,8 @@ def run_workload(b: Bench, w: Workload) -> dict[str, Any]:
             pgo = b.name(w.name, PGOUTPUT)
             create_pgoutput_slot(conn, pgo, pgo, [w.table])
             for slot in [
-                *(pgo_short(i) for i in range(1, PGOUTPUT_PAIRS)),
-                *(recv_pgo_short(i) for i in range(PGOUTPUT_PAIRS)),
+                *(nth(PGOUTPUT, i) for i in range(1, PGOUTPUT_PAIRS)),
+                *(nth("recvpgo", i) for i in range(PGOUTPUT_PAIRS)),
             ]:
                 conn.execute(
                     "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')",
@@ -216,7 +213,7 @@ def run_workload(b: Bench, w: Workload) -> dict[str, Any]:
                 create_pgoutput_slot(conn, dbz, dbz, [w.table])
         readers = [
             *CLIENTS.values(),
-            *(pgo_short(i) for i in range(PGOUTPUT_PAIRS)),
+            *(nth(PGOUTPUT, i) for i in range(PGOUTPUT_PAIRS)),
             *(["dbz"] if b.debezium else []),
         ]
         b.kafka.create_topics([f"{b.prefix(w.name, r)}.public.{w.table}" for r in readers])
@@ -302,9 +299,9 @@ def run_sources(
         if i == 0:
             limit = limits["read_limit_pgoutput"]
         else:
-            limit = read_limit(b, dsn, b.name(w.name, recv_pgo_short(i)), written, options)
+            limit = read_limit(b, dsn, b.name(w.name, nth("recvpgo", i)), written, options)
             say(f"{w.name}: read limit pgoutput {limit['changes_per_s']:,.0f} changes/s")
-        run = cdc_run(PGOUTPUT_CLIENT, "pgoutput", pgo_short(i), limit["seconds"])
+        run = cdc_run(PGOUTPUT_CLIENT, "pgoutput", nth(PGOUTPUT, i), limit["seconds"])
         pairs.append((limit, run))
     limit, run = median_pair(pairs)
     result["read_limit_pgoutput"] = limit
