@@ -17,12 +17,14 @@ test: lint stack-up
 	eval "$$(scripts/devstack env)" && $(PY) -m pytest $(PYTEST_ARGS)
 
 # The proofs at full size (12 SIGKILLs around a 100k-row COPY, a 2M-row transaction, 100 MB of
-# foreign WAL, 1M-row tables snapshotted). `make test` runs the same tests smaller.
+# foreign WAL, 1M-row tables snapshotted, 8 SIGKILLs inside an initial snapshot). `make test`
+# runs the same tests smaller.
 test-full: export CDC_TEST_KILLS = 12
 test-full: export CDC_TEST_COPY_ROWS = 100000
 test-full: export CDC_TEST_BIG_TXN_ROWS = 2000000
 test-full: export CDC_TEST_HEARTBEAT_MB = 100
 test-full: export CDC_TEST_SNAPSHOT_ROWS = 1000000
+test-full: export CDC_TEST_SNAPSHOT_KILLS = 8
 test-full: test
 
 # Tests that need no services.

@@ -294,7 +294,8 @@ def test_initial_snapshot_killed_midway_is_redone(
             p.settle()
         finally:
             assert cdc.stop() == 0, cdc.output()[-3000:]
-        assert "reading a new snapshot" in cdc.output()
+        assert "dropped slot" in cdc.output()
+        assert "(the slot's exported snapshot)" in cdc.output()
         p.assert_equal()
     finally:
         gate.close()

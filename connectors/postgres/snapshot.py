@@ -254,10 +254,12 @@ class InitialSnapshot:
         source: SourceInfo,
         publisher: AnyPublisher,
         sql_conn: psycopg.Connection[Any],
+        supersede: bool = False,
     ) -> int:
         """Publish the snapshot; return when every record is on Kafka (or ``stop`` is set, or
         raise). ``exported``: the slot's exported snapshot, else a new one is taken.
-        ``position``: where the stream will start; reads sort just before it."""
+        ``position``: where the stream will start; reads sort just before it. ``supersede``:
+        each table's reads follow a truncate marker (:func:`truncate_marker`)."""
         c = self.config
         tracker = AckTracker()
         txn = tracker.begin(position)
@@ -280,7 +282,11 @@ class InitialSnapshot:
                 " (the slot's exported snapshot)" if exported else "",
             )
             reads = _TableReads(conn, position, int(time.time() * 1000))
-            for schema, table in tables:
+            for ordinal, (schema, table) in enumerate(tables):
+                if supersede:
+                    tracker.sent(txn)
+                    marker = truncate_marker(schema, table, position, ordinal, reads.started_ms)
+                    publisher.send_with(encode(marker, source), callback)
                 label = f"{schema}.{table}"
                 total = estimated_rows(conn, schema, table)
                 progress = Progress(self.subject, label, total)
@@ -324,6 +330,34 @@ class InitialSnapshot:
         record_progress(
             sql_conn, self.config.name, "initial", table, state, rows, total, restart=rows == 0
         )
+
+
+def truncate_marker(
+    schema: str, table: str, position: int, ordinal: int, started_ms: int
+) -> Change:
+    """The truncate that precedes a table's reads when a snapshot supersedes an earlier one.
+
+    Rows that an interrupted snapshot, or the stream before an ``always`` snapshot, published
+    may be gone from the table by now, and a keyless table's reads would count its rows again:
+    the marker tells consumers to drop everything of the table before it. Its id,
+    ``{position - 2}:{ordinal}``, sorts after everything published before the slot (made again
+    for this snapshot) got its position, and before the reads (``{position - 1}:{n}``)."""
+    return Change(
+        op="t",
+        schema=schema,
+        table=table,
+        key=None,
+        before=None,
+        after=None,
+        commit_lsn=position - 2,
+        index=ordinal,
+        lsn=position,
+        xid=0,
+        commit_ts_ms=started_ms,
+        snapshot="true",
+        total_order=ordinal + 1,
+        data_collection_order=1,
+    )
 
 
 class _TableReads:

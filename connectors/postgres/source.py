@@ -65,6 +65,9 @@ CONFIRM_IDLE_S = 0.1
 records are in flight, and within 0.1 s once everything read is on Kafka, so that the slot shows
 a burst delivered (and lets its WAL go) when it is, not up to a second later."""
 STOP_FLUSH_S = 5.0
+SLOT_RELEASE_S = 30.0
+"""How long a slot to be dropped for a new snapshot may stay held: the server process of a
+connector that was killed lets it go once it sees its client gone."""
 BACKOFF_MAX_S = 30.0
 PROGRESS_LOG_S = 30.0
 GATHER_S = 0.001
@@ -134,6 +137,8 @@ class PostgresSource:
                 own_tables = self._own_tables(sql)
                 if c.plugin == "pgoutput":
                     self._ensure_publication(sql)
+                # Read before the slot is looked at, which may mark a new initial snapshot owed.
+                before = self._initial_state(sql) if own_tables else None
                 created = self._ensure_slot(sql, export=c.snapshot != "never")
                 opened.callback(created.close)
                 selector = TableSelector(c.tables, c.exclude_tables)
@@ -156,7 +161,13 @@ class PostgresSource:
                 publisher = open_publisher(self.kafka)
                 opened.callback(publisher.close, 1.0)
                 if self._initial_snapshot_owed(sql):
-                    self._initial_snapshot(stop, sql, created, selector, source, publisher)
+                    if created.snapshot is None:
+                        created = self._new_slot_for_snapshot(sql)
+                        opened.callback(created.close)
+                    supersede = before in ("running", "done")
+                    self._initial_snapshot(
+                        stop, sql, created, selector, source, publisher, supersede
+                    )
                     if stop.is_set():
                         return
                 created.close()  # the exported snapshot is no longer needed
@@ -397,6 +408,50 @@ class PostgresSource:
         log.info("%s: created slot %s at %s", self.subject, c.slot, format_lsn(lsn))
         return CreatedSlot(repl, lsn, snapshot, created=True)
 
+    def _new_slot_for_snapshot(self, sql: psycopg.Connection[Any]) -> CreatedSlot:
+        """Drop the slot and create it again, for its exported snapshot.
+
+        A snapshot is exact only at the position the stream starts from, and only a slot's
+        creation exports a snapshot at a known position. The old slot is held by no change that
+        matters: streaming never started (an interrupted initial snapshot), or a snapshot of
+        everything is wanted anyway (``always``); what it held is in the new snapshot, and the
+        snapshot's truncate markers retract what an earlier attempt published."""
+        slot = self.config.slot
+        deadline = time.monotonic() + SLOT_RELEASE_S
+        while True:
+            row = sql.execute(
+                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+            ).fetchone()
+            if row is None:
+                break
+            if row[0] is None:
+                try:
+                    sql.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                    break
+                except psycopg.errors.ObjectInUse:
+                    pass  # taken again meanwhile: look again
+            elif time.monotonic() > deadline:
+                raise SourceUnavailable(
+                    f"{self.subject}: slot {slot} is in use by server process {row[0]}, so the"
+                    " snapshot cannot start again; is another cdc running this connector?"
+                )
+            time.sleep(0.1)
+        log.info("%s: dropped slot %s for a snapshot at a known position", self.subject, slot)
+        created = self._ensure_slot(sql, export=True)
+        if created.snapshot is None:  # another process made the slot between drop and create
+            created.close()
+            raise SourceUnavailable(f"{self.subject}: slot {slot} was made again by another client")
+        return created
+
+    def _initial_state(self, sql: psycopg.Connection[Any]) -> str | None:
+        """``cdc.snapshots``' state of this connector's initial snapshot, if it has one."""
+        row = sql.execute(
+            "SELECT state FROM cdc.snapshots WHERE connector = %s AND kind = 'initial'"
+            " AND table_name = '*'",
+            (self.config.name,),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     def _mark_initial(self, sql: psycopg.Connection[Any], state: str) -> None:
         sql.execute(
             "INSERT INTO cdc.snapshots (connector, kind, table_name, state) VALUES (%s, 'initial',"
@@ -413,12 +468,8 @@ class PostgresSource:
             return False
         if mode == "always":
             return not self._always_done
-        row = sql.execute(
-            "SELECT state FROM cdc.snapshots WHERE connector = %s AND kind = 'initial'"
-            " AND table_name = '*'",
-            (self.config.name,),
-        ).fetchone()
-        return row is not None and row[0] != "done"
+        state = self._initial_state(sql)
+        return state is not None and state != "done"
 
     def _initial_snapshot(
         self,
@@ -428,16 +479,18 @@ class PostgresSource:
         selector: TableSelector,
         source: SourceInfo,
         publisher: AnyPublisher,
+        supersede: bool,
     ) -> None:
+        """``supersede``: an earlier snapshot (interrupted, or ``always``'s last) may have
+        published rows that this one does not show: each table's reads are preceded by a
+        truncate marker below them, so consumers drop what came before."""
         c = self.config
         self._mark_initial(sql, "running")
-        if slot.snapshot is None:
-            log.warning(
-                "%s: the slot's exported snapshot is gone (an interrupted snapshot, or"
-                " snapshot = 'always'): reading a new snapshot; the stream then replays"
-                " changes from %s, which the snapshot may already show",
+        if supersede:
+            log.info(
+                "%s: taking a new snapshot; each table's rows are preceded by a truncate"
+                " marker that retracts what earlier snapshots and streams published",
                 self.subject,
-                format_lsn(slot.lsn),
             )
         reader = InitialSnapshot(
             c,
@@ -445,7 +498,7 @@ class PostgresSource:
             lambda s, t: s != OWN_SCHEMA and selector(s, t),
             self.subject,
         )
-        rows = reader.run(stop, slot.snapshot, slot.lsn, source, publisher, sql)
+        rows = reader.run(stop, slot.snapshot, slot.lsn, source, publisher, sql, supersede)
         if stop.is_set():
             return
         self._mark_initial(sql, "done")
