@@ -14,6 +14,7 @@ __all__ = [
     "by_shape",
     "by_table",
     "collapse",
+    "incomplete",
     "key_id",
     "parse_record",
     "row_hash",
@@ -22,6 +23,7 @@ __all__ = [
 import dataclasses
 import functools
 import hashlib
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -31,7 +33,15 @@ import msgspec
 import orjson
 
 from cdc.errors import CdcError
-from cdc.events import EVENT_ID_HEADER, IDENTITY_HEADER, TYPES_HEADER, UNAVAILABLE_HEADER
+from cdc.events import (
+    EVENT_ID_HEADER,
+    IDENTITY_HEADER,
+    TYPES_HEADER,
+    UNAVAILABLE,
+    UNAVAILABLE_HEADER,
+)
+
+log = logging.getLogger(__name__)
 
 Version = tuple[int, int]
 """``(commit_lsn, index)``: the order of changes at the source, from ``cdc-event-id``."""
@@ -61,7 +71,8 @@ class SinkEvent:
     after: dict[str, Any] | None
     version: Version
     unavailable: frozenset[str]
-    """Columns of ``after`` whose unchanged value the source did not send: keep the stored one."""
+    """Columns of ``after`` whose unchanged value the source did not send: keep the stored one,
+    never store ``after``'s placeholder (:func:`incomplete`)."""
     types: Mapping[str, str]
     """Source column types (``cdc-types`` header); may be empty for events of other producers.
     Shared between the events of a batch that carry the same header: read only."""
@@ -115,6 +126,13 @@ def parse_record(
             raise BadRecord(f"key is not JSON: {e}") from None
         if parsed_key is not None and type(parsed_key) is not dict:
             raise BadRecord("key is not a JSON object")
+    raw_types = found.get(TYPES_HEADER)
+    raw_unavailable = found.get(UNAVAILABLE_HEADER)
+    unavailable = (
+        _unavailable(raw_unavailable)
+        if raw_unavailable is not None or raw_types is not None or not after
+        else _placeholders(after)
+    )
     # Positional: a dozen keyword arguments cost a tenth of the whole parse.
     return SinkEvent(
         topic,
@@ -127,8 +145,8 @@ def parse_record(
         before,
         after,
         _version(found.get(EVENT_ID_HEADER)),
-        _unavailable(found.get(UNAVAILABLE_HEADER)),
-        _types(found.get(TYPES_HEADER)),
+        unavailable,
+        _types(raw_types),
         found.get(IDENTITY_HEADER) == b"full",
         None if parsed_key is None else orjson.dumps(parsed_key, option=orjson.OPT_SORT_KEYS),
     )
@@ -191,6 +209,16 @@ def _unavailable(raw: bytes | None) -> frozenset[str]:
     return frozenset(value)
 
 
+def _placeholders(after: dict[str, Any]) -> frozenset[str]:
+    """The columns of ``after`` that hold the placeholder, for an event that is not cdc's (cdc's
+    always say their types, and their unavailable columns by name, so that a real value is never
+    taken for the placeholder): another producer, Debezium's own connector for one, marks them
+    by the placeholder alone."""
+    if UNAVAILABLE not in after.values():
+        return _NONE
+    return frozenset(c for c, v in after.items() if v == UNAVAILABLE)
+
+
 @functools.lru_cache(maxsize=1024)
 def _types(raw: bytes | None) -> Mapping[str, str]:
     if raw is None:
@@ -209,7 +237,8 @@ def _types(raw: bytes | None) -> Mapping[str, str]:
 
 def collapse(events: list[SinkEvent]) -> tuple[list[SinkEvent], list[SinkEvent]]:
     """The newest event per key (upserts and deletes), with unchanged-TOAST values filled from
-    older events of the same batch where they have them."""
+    older events of the same batch where they have them; a new row's that no event has are null
+    (see :func:`_fill_unavailable`)."""
     newest: dict[bytes, SinkEvent] = {}
     for event in sorted(events, key=lambda e: e.version):
         k = key_id(event)
@@ -220,13 +249,52 @@ def collapse(events: list[SinkEvent]) -> tuple[list[SinkEvent], list[SinkEvent]]
 
 
 def _fill_unavailable(event: SinkEvent, previous: SinkEvent | None) -> SinkEvent:
-    if not event.unavailable or previous is None or previous.after is None:
+    """``event`` with the values of its unavailable columns that ``previous`` (the batch's last
+    event of the same key) has. An update keeps the stored value of the others. A create or read
+    is a new row at its key (what a target holds there belonged to a row deleted before it): the
+    others are null, never the placeholder nor a deleted row's value, and a warning says so. Only
+    a key change whose row moved on before cdc could read it back makes such an event, and the
+    stream then deletes the row or brings the value."""
+    missing = event.unavailable
+    if not missing:
         return event
-    known = {c for c in event.unavailable if c in previous.after and c not in previous.unavailable}
-    if not known:
+    after = dict(event.after or {})
+    if previous is not None and previous.after is not None:
+        known = {c for c in missing if c in previous.after and c not in previous.unavailable}
+        after.update((c, previous.after[c]) for c in known)
+        missing = missing - known
+    if missing and event.op != "u":
+        log.warning(
+            "%s.%s: the %r event %d:%d (key %s) lacks the unchanged TOASTed value of %s: stored"
+            " as null",
+            event.schema,
+            event.table,
+            event.op,
+            *event.version,
+            key_id(event).decode(),
+            ", ".join(sorted(missing)),
+        )
+        after.update(dict.fromkeys(missing))
+        missing = _NONE
+    if missing == event.unavailable:
         return event
-    after = {**(event.after or {}), **{c: previous.after[c] for c in known}}
-    return dataclasses.replace(event, after=after, unavailable=event.unavailable - known)
+    return dataclasses.replace(event, after=after, unavailable=missing)
+
+
+def incomplete(event: SinkEvent) -> str | None:
+    """Why ``event`` cannot be stored in a table without a key, or None. Such a table's rows are
+    told apart by their content: a row inserted without a value its producer did not send (an
+    unchanged TOASTed value) would be a row the source never had, which its later delete would
+    not find. Rejected instead, the row is missing (the reason says so), and so is it once the
+    source deletes it. cdc itself never sends such an event: a keyless table it can follow has
+    REPLICA IDENTITY FULL, whose old row holds the value."""
+    if not event.unavailable or event.op not in ("c", "r"):
+        return None
+    return (
+        f"table {event.schema}.{event.table} has no primary key, and this {event.op!r} event"
+        f" lacks the value of {', '.join(sorted(event.unavailable))} (an unchanged TOASTed value"
+        " its producer did not send): a row without it would be a row the source never had"
+    )
 
 
 def by_table(events: Iterable[SinkEvent]) -> dict[tuple[str, str], list[SinkEvent]]:

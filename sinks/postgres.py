@@ -31,7 +31,7 @@ from cdc.config import KafkaConfig, PostgresSinkConfig
 from cdc.consumer import Partition, SinkRuntime, TargetUnavailable, consumer_lag
 from cdc.errors import describe
 from cdc.findings import Finding
-from cdc.records import SinkEvent, Version, by_shape, by_table, collapse, row_hash
+from cdc.records import SinkEvent, Version, by_shape, by_table, collapse, incomplete, row_hash
 
 log = logging.getLogger(__name__)
 
@@ -623,28 +623,37 @@ def _plan(events: list[SinkEvent], stored_floor: Version) -> _Plan:
         e for e in events if e.key and not e.whole_row_key and e.op != "t" and e.version > floor
     ]
     upserts, deletes = collapse(live)
+    rejected = [
+        (
+            e,
+            f"table {e.schema}.{e.table} has no primary key or replica identity: its"
+            f" {e.op!r} events cannot be matched to a row",
+        )
+        for e in events
+        if not e.key and e.op not in ("c", "r", "t")
+    ]
+    keyless = [e for e in events if not e.key and e.op in ("c", "r") and e.version > floor]
+    whole = [e for e in events if e.whole_row_key and e.version > floor]
+    if any(e.unavailable for e in keyless) or any(e.unavailable for e in whole):
+        refused = {id(e): reason for e in (*keyless, *whole) if (reason := incomplete(e))}
+        if refused:
+            rejected += [(e, refused[id(e)]) for e in (*keyless, *whole) if id(e) in refused]
+            keyless = [e for e in keyless if id(e) not in refused]
+            whole = [e for e in whole if id(e) not in refused]
     return _Plan(
         stored_floor,
         floor,
         truncate,
         columns,
         key,
-        [
-            (
-                e,
-                f"table {e.schema}.{e.table} has no primary key or replica identity: its"
-                f" {e.op!r} events cannot be matched to a row",
-            )
-            for e in events
-            if not e.key and e.op not in ("c", "r", "t")
-        ],
+        rejected,
         deletes,
         [
             (columns_, unavailable, _rows(group, key=True, image=True))
             for columns_, unavailable, group in by_shape(upserts)
         ],
-        [e for e in events if not e.key and e.op in ("c", "r") and e.version > floor],
-        [e for e in events if e.whole_row_key and e.version > floor],
+        keyless,
+        whole,
     )
 
 

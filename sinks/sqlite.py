@@ -27,7 +27,7 @@ import orjson
 from cdc.config import KafkaConfig, SqliteSinkConfig
 from cdc.consumer import Partition, SinkRuntime, TargetUnavailable, consumer_lag
 from cdc.findings import Finding
-from cdc.records import SinkEvent, Version, by_shape, by_table, collapse, row_hash
+from cdc.records import SinkEvent, Version, by_shape, by_table, collapse, incomplete, row_hash
 
 log = logging.getLogger(__name__)
 
@@ -253,6 +253,9 @@ class SqliteTarget:
             )
         for e in events:
             if not e.key and e.op in ("c", "r") and e.version > floor:
+                if e.unavailable and (reason := incomplete(e)):
+                    rejected.append((e, reason))
+                    continue
                 names = list(e.after or ())
                 cols = ", ".join(quote(c) for c in [*names, "_cdc_lsn", "_cdc_index"])
                 marks = ", ".join("?" for _ in range(len(names) + 2))
@@ -265,6 +268,9 @@ class SqliteTarget:
             (e for e in events if e.whole_row_key and e.version > floor), key=lambda e: e.version
         )
         for e in whole:
+            if e.unavailable and (reason := incomplete(e)):
+                rejected.append((e, reason))
+                continue
             self._apply_whole_row(name, e)
         return rejected
 

@@ -22,7 +22,14 @@ from connectors.postgres.decoding import Begin, Commit
 from connectors.postgres.pgoutput import PgOutputDecoder
 from connectors.postgres.replication import parse_lsn
 from connectors.postgres.wal2json import Wal2JsonDecoder
-from tests.test_wal2json_decoder import FIXTURE, PGOUTPUT_FIXTURE, FakeCatalog
+from tests.test_wal2json_decoder import (
+    BODY,
+    FIXTURE,
+    PGOUTPUT_FIXTURE,
+    FakeCatalog,
+    assert_whole,
+    full_identity_update,
+)
 
 Item = Begin | Change | Commit
 
@@ -154,6 +161,75 @@ def test_a_minimal_insert_decodes() -> None:
     assert isinstance(change, Change)
     assert (change.op, change.after, change.key, change.lsn) == ("c", {"id": 42}, {"id": 42}, 0x70)
     assert change.event_id == f"{0x100}:0"
+
+
+FULL_TABLES = {"doc": ("id", "n", "body"), "bag_doc": ("n", "body")}
+"""REPLICA IDENTITY FULL tables with a TOASTed ``body`` (FakeCatalog's ``doc`` and ``bag_doc``)."""
+
+
+def full_relation(relid: int, table: str) -> bytes:
+    """A ``R`` message of a REPLICA IDENTITY FULL table: every column flagged as identity."""
+    oids = {"id": 23, "n": 23, "body": 25}
+    names = FULL_TABLES[table]
+    columns = b"".join(
+        b"\x01" + c.encode() + b"\x00" + struct.pack(">Ii", oids[c], -1) for c in names
+    )
+    return (
+        b"R" + struct.pack(">I", relid) + b"public\x00" + table.encode() + b"\x00f"
+        + struct.pack(">H", len(names)) + columns
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize(
+    ("table", "new", "old"),
+    [
+        ("doc", {"id": 1, "n": 2}, {"id": 1, "n": 1, "body": BODY}),  # an update
+        ("doc", {"id": 404, "n": 1}, {"id": 1, "n": 1, "body": BODY}),  # a key change
+        ("bag_doc", {"n": 2}, {"n": 1, "body": BODY}),  # no primary key: the key is the row
+    ],
+)
+def test_full_identity_unchanged_toast_comes_from_the_old_row(
+    monkeypatch: pytest.MonkeyPatch,
+    table: str,
+    new: dict[str, Any],
+    old: dict[str, Any],
+    native: bool,
+) -> None:
+    # pgoutput marks the unchanged value "u" in the new row, and sends the old row ("O") whole:
+    # the event carries the value, as wal2json's (the same WAL, hand-made here) does.
+    if not native:
+        monkeypatch.setattr(pgoutput, "_native_row", None)
+    catalog = FakeCatalog()
+    decoder = PgOutputDecoder(catalog, lambda s, t: True)
+    decoder.decode(begin(), 0x50)
+    decoder.decode(full_relation(3, table), 0x60)
+
+    def values(row: dict[str, Any]) -> list[tuple[str, bytes | None]]:
+        return [
+            ("u", None) if c not in row else ("t", str(row[c]).encode()) for c in FULL_TABLES[table]
+        ]
+
+    message = b"U" + struct.pack(">I", 3) + b"O" + tuple_data(values(old))
+    message += b"N" + tuple_data(values(new))
+    ours = [c for c in flatten([decoder.decode(message, 0x70)]) if isinstance(c, Change)]
+    assert catalog.looked_up == []  # nothing read back: the WAL had it
+    whole = {c: ({**old, **new})[c] for c in FULL_TABLES[table]}
+    assert ours[-1].after == whole
+    for change in ours:
+        if change.op != "d":
+            assert_whole(change, whole)
+    w2j = Wal2JsonDecoder(FakeCatalog(), lambda s, t: True)
+    w2j.decode(
+        b'{"action":"B","xid":7,"lsn":"0/100","nextlsn":"0/101",'
+        b'"timestamp":"2000-01-01 00:00:00+00"}'
+    )
+    decoded = flatten([w2j.decode(full_identity_update(table, new, old))])
+    theirs = [c for c in decoded if isinstance(c, Change)]
+    assert len(theirs) == len(decoded) == len(ours)
+    assert [(c.op, c.key, c.before, c.after, c.unavailable) for c in ours] == [
+        (c.op, c.key, c.before, c.after, c.unavailable) for c in theirs
+    ]
 
 
 # -- the C loop (connectors/postgres/_tuples.c) against the Python one --------------------------

@@ -98,3 +98,33 @@ def test_bad_records_name_the_problem(
 ) -> None:
     with pytest.raises(BadRecord, match=reason.replace("(", r"\(")):
         parse_record("t", 0, 0, key, raw, headers)
+
+
+def test_a_placeholder_from_another_producer_is_taken_as_unavailable() -> None:
+    # Debezium's own connector marks an unchanged TOASTed value by the placeholder alone; cdc's
+    # events say their types and name the unavailable columns, so their values are taken as sent.
+    after = {"id": 1, "v": "__debezium_unavailable_value"}
+    theirs = parse_record("t", 0, 0, b'{"id":1}', value(after=after), [("cdc-event-id", b"1:0")])
+    ours = parse_record("t", 0, 0, b'{"id":1}', value(after=after), GOOD_HEADERS)
+    assert theirs is not None and ours is not None
+    assert theirs.unavailable == frozenset({"v"})
+    assert ours.unavailable == frozenset()
+
+
+def test_a_new_row_without_its_toasted_value_is_null_never_the_placeholder() -> None:
+    # A create at a key whose row moved on before cdc could read its value back: an update
+    # keeps what the target has, a new row has nothing to keep (what the target holds at that
+    # key belonged to a row deleted before), so null, not the placeholder nor the deleted row's.
+    def event(op: str, index: int, after: dict[str, Any] | None) -> Any:
+        headers = [("cdc-event-id", b"5:%d" % index), ("cdc-types", TYPES)]
+        if after and after.get("v") == "__debezium_unavailable_value":
+            headers.append(("cdc-unavailable", b'["v"]'))
+        return parse_record("t", 0, index, b'{"id":1}', value(op=op, after=after), headers)
+
+    placeholder = {"id": 1, "v": "__debezium_unavailable_value"}
+    upserts, _ = collapse([event("c", 0, {"id": 1, "v": "x"}), event("u", 1, placeholder)])
+    assert [(e.after, e.unavailable) for e in upserts] == [({"id": 1, "v": "x"}, frozenset())]
+    upserts, _ = collapse([event("d", 0, None), event("c", 1, placeholder)])
+    assert [(e.after, e.unavailable) for e in upserts] == [({"id": 1, "v": None}, frozenset())]
+    upserts, _ = collapse([event("u", 1, placeholder)])
+    assert [(e.after, e.unavailable) for e in upserts] == [(placeholder, frozenset({"v"}))]

@@ -206,8 +206,12 @@ def source_columns(dsn: str, table: str) -> tuple[list[str], dict[str, str]]:
     return [r[0] for r in rows], {r[0]: r[1] for r in rows}
 
 
-def assert_tables_equal(source: str, replica: str, lite: Path) -> None:
-    for table, order in TABLES.items():
+def assert_tables_equal(
+    source: str, replica: str, lite: Path, tables: dict[str, str] = TABLES
+) -> None:
+    """Every one of ``tables`` (name -> the ORDER BY that makes its rows comparable) equal in
+    both sinks to the source, row for row."""
+    for table, order in tables.items():
         columns, types = source_columns(source, table)
         want = pg_rows(source, table, columns, order)
         assert pg_rows(replica, table, columns, order) == want, f"postgres sink: {table}"
@@ -281,9 +285,13 @@ class Pipeline:
         unique: str,
         partitions: int = 1,
         consumer: str = "kafka-python",
+        schema: str = SCHEMA,
+        tables: int = len(TABLES),
+        plugin: str = "wal2json",
     ) -> None:
         with psycopg.connect(database, autocommit=True) as conn:
-            conn.execute(SCHEMA)
+            conn.execute(schema)
+        self.tables = tables
         self.replica_name = f"cdct_replica_{unique}"
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.replica_name)))
@@ -297,6 +305,7 @@ class Pipeline:
             f'[kafka]\nbootstrap_servers = "{kafka}"\n[kafka.topics]\npartitions = {partitions}\n'
             f'[kafka.consumer]\nclient = "{consumer}"\n'
             f'[[connectors]]\nname = "{self.prefix}"\ndsn = "{database}"\nsnapshot = "never"\n'
+            f'plugin = "{plugin}"\n'
             f'[[sinks]]\nname = "pg"\ntype = "postgres"\ntopics = ["{self.prefix}.public.*"]\n'
             f'dsn = "{self.replica}"\ngroup_id = "g-{self.prefix}-pg"\n'
             f'[[sinks]]\nname = "lite"\ntype = "sqlite"\ntopics = ["{self.prefix}.*"]\n'
@@ -322,7 +331,7 @@ class Pipeline:
         end = current_wal_lsn(self.source)
         wait_for(lambda: slot_confirmed_lsn(self.source, self.slot) >= end, 240, "the connector")
         deadline = time.monotonic() + 240
-        while behind := sinks_behind(self.kafka, self.replica, self.lite, self.prefix):
+        while behind := sinks_behind(self.kafka, self.replica, self.lite, self.prefix, self.tables):
             died = [p for p in self.processes if p.proc.poll() not in (None, -9)]
             if time.monotonic() > deadline or died:
                 tail = self.log.read_text(errors="replace")[-6000:]

@@ -62,6 +62,9 @@ class FakeCatalog:
         self.tables = {
             ("public", "t"): TableInfo(tuple(T_COLUMNS), ("id",), "default"),
             ("public", "full_ident"): TableInfo(("a", "b"), ("a", "b"), "full", False),
+            # REPLICA IDENTITY FULL with a TOASTed column, with and without a primary key.
+            ("public", "doc"): TableInfo(("id", "n", "body"), ("id",), "full", True),
+            ("public", "bag_doc"): TableInfo(("n", "body"), ("n", "body"), "full", False),
         }
         self.refreshed: list[tuple[str, str]] = []
         self.looked_up: list[tuple[str, dict[str, Any], tuple[str, ...]]] = []
@@ -304,6 +307,92 @@ def test_a_moved_row_carries_its_unchanged_toasted_values() -> None:
             assert create.after["big"] == UNAVAILABLE
             assert create.unavailable == ("big",)
     assert catalog.looked_up == [("t", {"id": 7}, ("big",)), ("t", {"id": 404}, ("big",))]
+
+
+BODY = "ab12" * 2048
+"""A TOASTed value: what the old row of a REPLICA IDENTITY FULL update holds whole."""
+
+
+def full_identity_update(table: str, new: dict[str, Any], old: dict[str, Any]) -> bytes:
+    """wal2json's update of a REPLICA IDENTITY FULL table that left ``body`` unchanged: left out
+    of ``columns``, whole in ``identity`` (as PostgreSQL 15 and wal2json 2.5 write it)."""
+
+    def columns(row: dict[str, Any]) -> list[dict[str, Any]]:
+        types = {"id": "integer", "n": "integer", "body": "text"}
+        return [{"name": c, "type": types[c], "value": v} for c, v in row.items()]
+
+    pk = [{"name": "id", "type": "integer"}] if "id" in old else []
+    return orjson.dumps(
+        {
+            "action": "U",
+            "lsn": "0/8",
+            "schema": "public",
+            "table": table,
+            "columns": columns(new),
+            "identity": columns(old),
+            "pk": pk,
+        }
+    )
+
+
+def full_identity_decoder() -> tuple[Wal2JsonDecoder, FakeCatalog]:
+    catalog = FakeCatalog()
+    decoder = Wal2JsonDecoder(catalog, lambda s, t: True)
+    decoder.decode(
+        b'{"action":"B","xid":1,"lsn":"0/10","nextlsn":"0/20",'
+        b'"timestamp":"2026-11-27 05:30:18.979158+00"}'
+    )
+    return decoder, catalog
+
+
+def assert_whole(change: Change, row: dict[str, Any]) -> None:
+    """``change`` carries ``row``, its TOASTed value too, and no column is said unavailable."""
+    assert change.after == row
+    assert change.unavailable == ()
+    assert ("body", "text") in change.types
+    headers = dict(encode(change, SourceInfo("shop", "db", "shop")).headers)
+    assert UNAVAILABLE_HEADER not in headers
+    assert orjson.loads(headers["cdc-types"])["body"] == "text"
+
+
+def test_full_identity_update_carries_the_unchanged_toasted_value() -> None:
+    # Debezium fills after from the old row; a consumer reading after as the row (Flink's
+    # debezium-json) took the placeholder for the value.
+    decoder, catalog = full_identity_decoder()
+    old = {"id": 1, "n": 1, "body": BODY}
+    update = decoder.decode(full_identity_update("doc", {"id": 1, "n": 2}, old))
+    assert isinstance(update, Change)
+    assert (update.op, update.key, update.before) == ("u", {"id": 1}, old)
+    assert_whole(update, {"id": 1, "n": 2, "body": BODY})
+    assert catalog.looked_up == []
+
+
+def test_full_identity_key_change_needs_no_read_back() -> None:
+    # The row may have moved on before the connector could read it back at its new key: the old
+    # row in the WAL has the value, so the create carries it without a read.
+    decoder, catalog = full_identity_decoder()
+    old = {"id": 1, "n": 1, "body": BODY}
+    moved = decoder.decode(full_identity_update("doc", {"id": 404, "n": 1}, old))
+    assert isinstance(moved, tuple)
+    delete, create = moved
+    assert (delete.op, delete.key, delete.before) == ("d", {"id": 1}, old)
+    assert (create.op, create.key) == ("c", {"id": 404})
+    assert_whole(create, {"id": 404, "n": 1, "body": BODY})
+    assert catalog.looked_up == []
+
+
+def test_full_identity_keyless_update_is_a_whole_delete_and_create() -> None:
+    # A table without a primary key: the key is the whole row, so the create's key holds the
+    # value too, and a later delete (whose old row is whole) finds the row the create made.
+    decoder, _ = full_identity_decoder()
+    old = {"n": 1, "body": BODY}
+    moved = decoder.decode(full_identity_update("bag_doc", {"n": 2}, old))
+    assert isinstance(moved, tuple)
+    delete, create = moved
+    assert (delete.op, delete.key, delete.before) == ("d", old, old)
+    assert (create.op, create.key) == ("c", {"n": 2, "body": BODY})
+    assert create.whole_row_key
+    assert_whole(create, {"n": 2, "body": BODY})
 
 
 NAMES = ["shop", 'sh"op', "100%", "%d%b", "ünï\\code", "tab\tle"]

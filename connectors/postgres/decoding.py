@@ -151,6 +151,11 @@ class RowDecoder:
                     unavailable = tuple(c for c in info.columns if c not in after)
                     for column in unavailable:
                         after[column] = UNAVAILABLE
+        if unavailable and identity:
+            # The old row holds the value (REPLICA IDENTITY FULL: PostgreSQL logs it whole,
+            # TOASTed values included), and an unchanged value is the old one: publish it, as
+            # Debezium does. Filled before the keys are made: a whole-row key holds it too.
+            unavailable = _fill(after, identity, unavailable)
         new_key = self._key(schema, table, after, pk)
         old_key = self._key(schema, table, identity, pk) if identity is not None else new_key
         full = info is not None and info.identity == "full"
@@ -233,3 +238,17 @@ class RowDecoder:
             index + 1,  # total_order
             per_table,  # data_collection_order
         )
+
+
+def _fill(after: Row, old: Row, unavailable: tuple[str, ...]) -> tuple[str, ...]:
+    """Put into ``after`` the ``unavailable`` columns' values that the ``old`` row holds; return
+    the columns still unavailable. A value the old row lacks too (``UNAVAILABLE`` itself, as a
+    plugin marks it, or left out) stays unavailable."""
+    missing = []
+    for column in unavailable:
+        value = old.get(column, UNAVAILABLE)
+        if value is UNAVAILABLE:
+            missing.append(column)
+        else:
+            after[column] = value
+    return tuple(missing)

@@ -86,10 +86,23 @@ class Wal2JsonDecoder(RowDecoder):
                 "c", schema, table, key, None, after, lsn, (), _types(msg["columns"])
             )
         if action == "U":
-            identity = _row(msg["identity"]) if "identity" in msg else None
+            old = msg.get("identity")
             columns = msg["columns"]
+            typed = columns
+            if old is not None and len(old) > len(columns):
+                # REPLICA IDENTITY FULL: the old row has every column, the unchanged TOASTed
+                # ones left out of ``columns`` too, whose values the event will carry.
+                names = frozenset(map(_NAME, old))
+                if all(c["name"] in names for c in columns):
+                    typed = old
             return self._update(
-                schema, table, _row(columns), _types(columns), identity, lsn, pk_names
+                schema,
+                table,
+                _row(columns),
+                _types(typed),
+                None if old is None else _row(old),
+                lsn,
+                pk_names,
             )
         if action == "D":
             identity = _row(msg.get("identity", ()))
