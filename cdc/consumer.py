@@ -645,9 +645,13 @@ def _lag(
     try:
         consumer = KafkaConsumer(**client_options(kafka), request_timeout_ms=10_000)
         try:
-            names = [t for t in consumer.topics() if pattern.match(t)]
+            every = consumer.topics()
+            names = [t for t in every if pattern.match(t)]
             partitions = _partitions(consumer, names)
             end = list_offsets(consumer, partitions, end=True)
+            dead = _partitions(consumer, [t + DLQ_SUFFIX for t in names if t + DLQ_SUFFIX in every])
+            dead_end = list_offsets(consumer, dead, end=True)
+            dead_start = list_offsets(consumer, dead)
         finally:
             consumer.close()
     except LeaderNotAvailableError as e:  # a topic created a moment ago
@@ -657,7 +661,7 @@ def _lag(
     stored = target.stored_offsets(group_id, [(tp.topic, tp.partition) for tp in partitions])
     lag = {tp: max(0, end[tp] - stored.get((tp.topic, tp.partition), 0)) for tp in partitions}
     behind = sorted(f"{tp.topic}[{tp.partition}] {n}" for tp, n in lag.items() if n)
-    return [
+    findings = [
         Finding.ok(
             subject,
             f"group {group_id}: {len(names)} topic(s), {len(partitions)} partition(s),"
@@ -665,6 +669,19 @@ def _lag(
             + (f" ({', '.join(behind[:10])})" if behind else ""),
         )
     ]
+    held: dict[str, int] = {}
+    for tp in dead:
+        held[tp.topic] = held.get(tp.topic, 0) + dead_end[tp] - dead_start[tp]
+    findings += [
+        Finding.warn(
+            subject,
+            f"{n} record(s) it could not apply are in {topic} (why: each one's cdc-dlq-reason"
+            " header)",
+        )
+        for topic, n in sorted(held.items())
+        if n
+    ]
+    return findings
 
 
 def _partitions(

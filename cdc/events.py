@@ -31,6 +31,10 @@ import orjson
 EVENT_ID_HEADER = "cdc-event-id"
 UNAVAILABLE_HEADER = "cdc-unavailable"
 TYPES_HEADER = "cdc-types"
+MISSING_HEADER = "cdc-missing"
+"""Header holding ``{"column": "value as text"}`` for columns added with a default: the value
+that rows written before the column was added hold, though no event says it (PostgreSQL does
+not rewrite them). Sinks give a column they add this default."""
 IDENTITY_HEADER = "cdc-identity"
 """``full`` on events of a table without a primary key whose REPLICA IDENTITY FULL makes the whole
 row its key: sinks keep such a table as a multiset of rows."""
@@ -90,6 +94,9 @@ class Change:
     """1-based position of the change in its transaction, across tables."""
     data_collection_order: int = field(default=0)
     """1-based position of the change among its transaction's changes to the same table."""
+    missing: tuple[tuple[str, str], ...] = ()
+    """``(column, text)``: the value rows written before the column was added hold, for columns
+    added with a default (the ``cdc-missing`` header; PostgreSQL's ``attmissingval``)."""
 
     @property
     def event_id(self) -> str:
@@ -182,6 +189,13 @@ def encode(change: Change, source: SourceInfo, now_ms: int | None = None) -> Rec
                 _TYPES_HEADERS.clear()
             cached = _TYPES_HEADERS[id(types)] = (types, orjson.dumps(dict(types)))
         headers.append((TYPES_HEADER, cached[1]))
+    if missing := change.missing:
+        cached = _MISSING_HEADERS.get(id(missing))
+        if cached is None or cached[0] is not missing:
+            if len(_MISSING_HEADERS) >= 4096:
+                _MISSING_HEADERS.clear()
+            cached = _MISSING_HEADERS[id(missing)] = (missing, orjson.dumps(dict(missing)))
+        headers.append((MISSING_HEADER, cached[1]))
     if change.whole_row_key:
         headers.append((IDENTITY_HEADER, b"full"))
     if change.unavailable:
@@ -224,6 +238,10 @@ _TYPES_HEADERS: dict[int, tuple[tuple[tuple[str, str], ...], bytes]] = {}
 every change of a table the same tuple, and hashing its pairs for every event (an lru_cache
 key) cost more than the rest of the headers. The entry holds the tuple, so its id is not
 reused while the entry lives."""
+
+
+_MISSING_HEADERS: dict[int, tuple[tuple[tuple[str, str], ...], bytes]] = {}
+"""The ``cdc-missing`` header of each ``missing`` tuple, by identity, as :data:`_TYPES_HEADERS`."""
 
 
 def tombstone(record: Record) -> Record:

@@ -36,12 +36,15 @@ from cdc.errors import CdcError
 from cdc.events import (
     EVENT_ID_HEADER,
     IDENTITY_HEADER,
+    MISSING_HEADER,
     TYPES_HEADER,
     UNAVAILABLE,
     UNAVAILABLE_HEADER,
 )
 
 log = logging.getLogger(__name__)
+
+_NO_MISSING: Mapping[str, str] = MappingProxyType({})
 
 Version = tuple[int, int]
 """``(commit_lsn, index)``: the order of changes at the source, from ``cdc-event-id``."""
@@ -82,6 +85,9 @@ class SinkEvent:
     """The key as JSON with sorted names (:func:`key_id`): equal for equal keys, whatever order
     a producer wrote their columns in. Made when the record is parsed, on the consuming thread:
     made while collapsing, on the applying thread, it was a quarter of that thread's time."""
+    missing: Mapping[str, str] = dataclasses.field(default_factory=lambda: _NO_MISSING)
+    """Column -> the value (as text) that rows written before the column was added hold
+    (``cdc-missing`` header): the default of a column a sink adds."""
 
 
 def parse_record(
@@ -149,6 +155,7 @@ def parse_record(
         _types(raw_types),
         found.get(IDENTITY_HEADER) == b"full",
         None if parsed_key is None else orjson.dumps(parsed_key, option=orjson.OPT_SORT_KEYS),
+        _NO_MISSING if (raw := found.get(MISSING_HEADER)) is None else _missing(raw),
     )
 
 
@@ -223,13 +230,26 @@ def _placeholders(after: dict[str, Any]) -> frozenset[str]:
 def _types(raw: bytes | None) -> Mapping[str, str]:
     if raw is None:
         return _NO_TYPES
+    value = _object(raw, TYPES_HEADER)
+    return MappingProxyType({str(k): str(v) for k, v in value.items()})
+
+
+@functools.lru_cache(maxsize=1024)
+def _missing(raw: bytes) -> Mapping[str, str]:
+    value = _object(raw, MISSING_HEADER)
+    if not all(isinstance(v, str) for v in value.values()):
+        raise BadRecord(f"bad {MISSING_HEADER} header: its values must be texts")
+    return MappingProxyType(value)
+
+
+def _object(raw: bytes, header: str) -> dict[str, Any]:
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise BadRecord(f"bad {TYPES_HEADER} header") from None
+        raise BadRecord(f"bad {header} header") from None
     if not isinstance(value, dict):
-        raise BadRecord(f"bad {TYPES_HEADER} header")
-    return MappingProxyType({str(k): str(v) for k, v in value.items()})
+        raise BadRecord(f"bad {header} header")
+    return value
 
 
 # Batching helpers shared by the sinks.

@@ -17,6 +17,7 @@ from __future__ import annotations
 __all__ = ["PostgresSink", "PostgresTarget"]
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -101,6 +102,8 @@ class _Table:
     statements: dict[tuple[Any, ...], bytes] = field(default_factory=dict)
     """Its DML as rendered, by kind and columns: a batch does not compose its SQL again
     (composing took a tenth of a small batch's apply)."""
+    checked: set[tuple[str, str]] = field(default_factory=set)
+    """``(column, source type)`` pairs the table already holds or was widened for."""
 
     @property
     def ident(self) -> sql.Identifier:
@@ -140,6 +143,8 @@ class PostgresTarget:
             self.conn.execute("SET enable_hashjoin = off")
             self.conn.execute("SET enable_mergejoin = off")
         self.tables: dict[str, _Table] = {}
+        self.types: dict[str, str] = {}
+        """Source type -> the target's type for it (:meth:`_type_for`)."""
         self.floors: dict[str, Version] = {}
         """Each target table's truncate floor (``cdc.truncates``) as last read or written: what
         :meth:`plan` assumes."""
@@ -238,7 +243,7 @@ class PostgresTarget:
         label = self._target_name(schema, table)
         if plan is None:
             plan = _plan(events, self.floors.get(label, (0, 0)))
-        target = self._table(schema, table, plan.columns, plan.key)
+        target = self._table(schema, table, plan.columns, plan.key, plan.defaults)
         # A truncate has no key, so it may come on any partition: another process of the group
         # may be applying one to this table right now. The floor is read only once this
         # transaction holds a lock that waits for such a one to commit (and that makes a
@@ -276,29 +281,54 @@ class PostgresTarget:
         return name if "." in name else f"public.{name}"
 
     def _table(
-        self, schema: str, table: str, wanted: dict[str, str], key: tuple[str, ...]
+        self,
+        schema: str,
+        table: str,
+        wanted: dict[str, str],
+        key: tuple[str, ...],
+        defaults: dict[str, str],
     ) -> _Table:
         """The target table of ``schema.table``, made or widened to hold the ``wanted``
-        columns (name -> source type)."""
+        columns (name -> source type); a column it adds takes its default from ``defaults``
+        (the value rows that predate it hold at the source)."""
         name = self._target_name(schema, table)
         target_schema, _, target_name = name.partition(".")
         known = self.tables.get(name)
-        if known is not None and all(c in known.columns for c in wanted):
+        if known is not None and all((c, t) in known.checked for c, t in wanted.items()):
             return known
         self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('cdc-sink-ddl'))")
         found = self._describe(target_schema, target_name)
         if found is None:
-            found = self._create(target_schema, target_name, wanted, key)
-        missing = {c: t for c, t in wanted.items() if c not in found.columns}
-        for column, source_type in missing.items():
+            found = self._create(target_schema, target_name, wanted, key, defaults)
+        for column, source_type in wanted.items():
             pg_type = self._type_for(source_type)
-            self.conn.execute(
-                sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
-                    found.ident, sql.Identifier(column), sql.SQL(pg_type)
+            current = found.columns.get(column)
+            if current is None:
+                # Rows that predate the column hold its default at the source, though no event
+                # says so (PostgreSQL does not rewrite them): so do they here, and so do rows
+                # that older events still to come insert.
+                self.conn.execute(
+                    sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {}").format(
+                        found.ident, _column(column, pg_type, defaults.get(column))
+                    )
                 )
-            )
-            found.columns[column] = pg_type
-            log.info("added column %s %s to %s", column, pg_type, found.label)
+                found.columns[column] = pg_type
+                log.info("added column %s %s to %s", column, pg_type, found.label)
+            elif wider := widened(current, pg_type):
+                # The source's column was altered to a type that holds more: follow it, or
+                # its new values would not fit. Never the other way: an older event still
+                # carrying the old type must not narrow the column back.
+                self.conn.execute(
+                    sql.SQL("ALTER TABLE {} ALTER COLUMN {c} TYPE {t} USING {c}::{t}").format(
+                        found.ident, c=sql.Identifier(column), t=sql.SQL(wider)
+                    )
+                )
+                found.columns[column] = wider
+                found.statements.clear()  # they cast values to the old type
+                log.info(
+                    "changed column %s of %s from %s to %s", column, found.label, current, wider
+                )
+            found.checked.add((column, source_type))
         self.tables[name] = found
         return found
 
@@ -323,12 +353,15 @@ class PostgresTarget:
         )
 
     def _create(
-        self, schema: str, name: str, columns: dict[str, str], key: tuple[str, ...]
+        self,
+        schema: str,
+        name: str,
+        columns: dict[str, str],
+        key: tuple[str, ...],
+        defaults: dict[str, str],
     ) -> _Table:
         types = {c: self._type_for(t) for c, t in columns.items()}
-        parts: list[sql.Composable] = [
-            sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in types.items()
-        ]
+        parts: list[sql.Composable] = [_column(c, t, defaults.get(c)) for c, t in types.items()]
         parts += [sql.SQL("_cdc_lsn bigint NOT NULL"), sql.SQL("_cdc_index int NOT NULL")]
         if key:
             parts.append(
@@ -360,10 +393,13 @@ class PostgresTarget:
         """The source's type if the target knows it, else text (enums, domains, extensions)."""
         if not source_type:
             return "text"
-        row = self.conn.execute("SELECT to_regtype(%s)", (source_type,)).fetchone()
-        if row is None or row[0] is None:
-            return "text"
-        return source_type
+        known = self.types.get(source_type)
+        if known is None:
+            row = self.conn.execute("SELECT to_regtype(%s)", (source_type,)).fetchone()
+            known = self.types[source_type] = (
+                "text" if row is None or row[0] is None else source_type
+            )
+        return known
 
     # -- DML ------------------------------------------------------------------------------------
 
@@ -574,6 +610,9 @@ class _Plan:
     """Per shape (columns carried, columns unavailable): the rows' JSON (:func:`_rows`)."""
     keyless: list[SinkEvent]
     whole: list[SinkEvent]
+    defaults: dict[str, str] = field(default_factory=dict)
+    """Column -> the value rows that predate it hold (``cdc-missing``): a column's default when
+    the target adds it."""
 
 
 _BatchPlan = dict[tuple[str, str], tuple[list[SinkEvent], "_Plan | None"]]
@@ -603,6 +642,7 @@ _encode = msgspec.json.Encoder().encode
 
 def _plan(events: list[SinkEvent], stored_floor: Version) -> _Plan:
     columns: dict[str, str] = {}
+    defaults: dict[str, str] = {}
     key: tuple[str, ...] = ()
     shapes: set[tuple[str, ...]] = set()
     for e in events:
@@ -614,6 +654,8 @@ def _plan(events: list[SinkEvent], stored_floor: Version) -> _Plan:
                     for column in shape:
                         if column not in columns:
                             columns[column] = e.types.get(column, "")
+                    if e.missing:
+                        defaults.update((c, v) for c, v in e.missing.items() if c in image)
         if e.key and not key and not e.whole_row_key:
             key = tuple(e.key)
     truncates = [e.version for e in events if e.op == "t"]
@@ -654,7 +696,73 @@ def _plan(events: list[SinkEvent], stored_floor: Version) -> _Plan:
         ],
         keyless,
         whole,
+        defaults,
     )
+
+
+_WIDER_BASES = {
+    "smallint": ("integer", "bigint", "numeric"),
+    "integer": ("bigint", "numeric"),
+    "bigint": ("numeric",),
+    "real": ("double precision",),
+    "character": ("character varying", "text"),
+    "character varying": ("text",),
+    "bit": ("bit varying",),
+}
+"""Types whose values each type after them holds exactly: an ``ALTER COLUMN ... TYPE`` at the
+source from one to the other is followed."""
+_INTEGER_DIGITS = {"smallint": 5, "integer": 10, "bigint": 19}
+_MODIFIER = re.compile(r"\((\d+)(?:,(\d+))?\)")
+
+
+def widened(target: str, source: str) -> str | None:
+    """The type a target column of type ``target`` must take to hold values of the source's
+    ``source`` type, when that holds more (``integer`` to ``bigint``, ``varchar(5)`` to
+    ``text``, ``numeric(6,2)`` to ``numeric(12,4)``); None when the target's holds them already,
+    or the change would narrow or convert it (then the target keeps its type, and a value that
+    does not fit goes to the dead-letter topic with the reason)."""
+    if target in (source, "text"):
+        return None
+    if target.endswith("[]") and source.endswith("[]"):
+        element = widened(target[:-2], source[:-2])
+        return None if element is None else element + "[]"
+    target_base, source_base = _MODIFIER.sub("", target), _MODIFIER.sub("", source)
+    held = _modifier(target)
+    if target_base == source_base:
+        wanted = _modifier(source)
+        if held is None or (wanted is not None and _holds(held, wanted)):
+            return None
+        if wanted is None or _holds(wanted, held):
+            return source
+        return target_base  # neither holds the other: no modifier holds both
+    if source_base not in _WIDER_BASES.get(target_base, ()):
+        return None
+    wanted = _modifier(source)
+    digits = _INTEGER_DIGITS.get(target_base)
+    if digits is not None and wanted is not None and wanted[0] - wanted[1] < digits:
+        return source_base  # a numeric too narrow for the integers it must hold
+    return source
+
+
+def _modifier(type_name: str) -> tuple[int, int] | None:
+    """``(precision, scale)`` of ``numeric(p,s)``, ``(n, 0)`` of ``varchar(n)``,
+    ``timestamp(p)``...; None without a modifier."""
+    found = _MODIFIER.search(type_name)
+    return None if found is None else (int(found[1]), int(found[2] or 0))
+
+
+def _holds(wide: tuple[int, int], narrow: tuple[int, int]) -> bool:
+    """Whether values within modifier ``narrow`` fit within ``wide`` (integer digits, scale)."""
+    return wide[0] - wide[1] >= narrow[0] - narrow[1] and wide[1] >= narrow[1]
+
+
+def _column(name: str, pg_type: str, default: str | None) -> sql.Composable:
+    """A column definition: ``default`` is the text of a value of ``pg_type``. A bytea's is
+    its hex output (``\\x...``), as PostgreSQL prints it, not an event's bare hex digits."""
+    column = sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(pg_type))
+    if default is None:
+        return column
+    return sql.SQL("{} DEFAULT {}::{}").format(column, sql.Literal(default), sql.SQL(pg_type))
 
 
 def _columns_and_values(

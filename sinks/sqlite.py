@@ -14,7 +14,9 @@ from __future__ import annotations
 
 __all__ = ["SqliteSink", "SqliteTarget"]
 
+import contextlib
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -314,19 +316,12 @@ class SqliteTarget:
         )
 
     def _ensure_table(self, name: str, events: list[SinkEvent]) -> None:
-        wanted: dict[str, str] = {}
-        key: tuple[str, ...] = ()
-        for e in events:
-            for image in (e.after, e.before):
-                for column in image or ():
-                    wanted.setdefault(column, affinity(e.types.get(column, "")))
-            if e.key and not key and not e.whole_row_key:
-                key = tuple(e.key)
+        wanted, defaults, key = _wanted(events)
         known = self.columns.get(name)
         if known is None:
             rows = self.db.execute(f"PRAGMA table_info({quote(name)})").fetchall()
             if not rows:
-                defs = [f"{quote(c)} {t}" for c, t in wanted.items()]
+                defs = [_column(c, t, defaults.get(c)) for c, t in wanted.items()]
                 defs += ["_cdc_lsn INTEGER NOT NULL", "_cdc_index INTEGER NOT NULL"]
                 if key:
                     defs.append(f"PRIMARY KEY ({', '.join(quote(k) for k in key)})")
@@ -344,7 +339,9 @@ class SqliteTarget:
             self.columns[name] = known
         for column, kind in wanted.items():
             if column not in known:
-                self.db.execute(f"ALTER TABLE {quote(name)} ADD COLUMN {quote(column)} {kind}")
+                # Rows that predate the column hold its default at the source (cdc-missing).
+                definition = _column(column, kind, defaults.get(column))
+                self.db.execute(f"ALTER TABLE {quote(name)} ADD COLUMN {definition}")
                 known[column] = kind
                 log.info("added column %s %s to %s", column, kind, name)
 
@@ -368,6 +365,53 @@ class SqliteTarget:
 
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _wanted(
+    events: list[SinkEvent],
+) -> tuple[dict[str, str], dict[str, str], tuple[str, ...]]:
+    """The columns the events carry (name -> affinity), the defaults of those that have one
+    (``cdc-missing``, as SQL literals), and the key's columns."""
+    wanted: dict[str, str] = {}
+    defaults: dict[str, str] = {}
+    key: tuple[str, ...] = ()
+    for e in events:
+        for image in (e.after, e.before):
+            for column in image or ():
+                if column not in wanted:
+                    source_type = e.types.get(column, "")
+                    wanted[column] = affinity(source_type)
+                    if column in e.missing:
+                        defaults[column] = _literal(e.missing[column], wanted[column], source_type)
+        if e.key and not key and not e.whole_row_key:
+            key = tuple(e.key)
+    return wanted, defaults, key
+
+
+def _column(name: str, kind: str, default: str | None) -> str:
+    """A column definition; ``default`` an SQL literal (:func:`_literal`)."""
+    column = f"{quote(name)} {kind}"
+    return column if default is None else f"{column} DEFAULT {default}"
+
+
+def _literal(text: str, kind: str, source_type: str) -> str:
+    """The SQL literal of a value given as its PostgreSQL text, stored as :meth:`_value`
+    stores the events' values (DDL takes no parameters)."""
+    if source_type == "boolean":
+        return "1" if text == "t" else "0"
+    if kind == "BLOB" and text.startswith("\\x"):
+        return "X'" + bytes.fromhex(text[2:]).hex() + "'"
+    if kind == "INTEGER":
+        with contextlib.suppress(ValueError):
+            value = int(text)
+            if _INT64_MIN <= value <= _INT64_MAX:
+                return str(value)
+    if kind == "REAL":
+        with contextlib.suppress(ValueError):
+            number = float(text)
+            if math.isfinite(number):
+                return repr(number)
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _key_text(event: SinkEvent) -> str:

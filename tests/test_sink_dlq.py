@@ -3,6 +3,7 @@ are applied, and the sink goes on. Integration test on the devstack's Kafka and 
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from tests.conftest import drop_database
-from tests.harness import CdcProcess, wait_for
+from tests.harness import CDC, CdcProcess, wait_for
 
 TYPES = orjson.dumps({"id": "bigint", "n": "numeric", "note": "text"})
 
@@ -139,6 +140,13 @@ def test_garbage_goes_to_the_dlq_and_the_rest_is_applied(
 
     dead = dlq_count(kafka_bootstrap, topic + ".dlq")
     assert dead == 9  # four bad records for each sink, one value only PostgreSQL refuses
+    status = subprocess.run(
+        [CDC, "status", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert f"WARN  sink lite: 9 record(s) it could not apply are in {topic}.dlq" in status.stdout
     consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
     tp = TopicPartition(topic + ".dlq", 0)
     consumer.assign([tp])

@@ -68,6 +68,9 @@ class FakeCatalog:
         }
         self.refreshed: list[tuple[str, str]] = []
         self.looked_up: list[tuple[str, dict[str, Any], tuple[str, ...]]] = []
+        self.shapes: dict[int, tuple[str, dict[str, str]]] = {}
+        self.altered: dict[tuple[str, str], TableInfo] = {}
+        """What the database now says of a table, which a cached view shows once refreshed."""
 
     def table(
         self, schema: str, table: str, refresh: bool = False, xid: int = 0
@@ -75,10 +78,18 @@ class FakeCatalog:
         assert xid > 0, "the decoder must say which transaction the read has to see"
         if refresh:
             self.refreshed.append((schema, table))
+            if (schema, table) in self.altered:
+                self.tables[(schema, table)] = self.altered.pop((schema, table))
         return self.tables.get((schema, table))
 
     def type_name(self, oid: int, typmod: int) -> str:
         return TYPE_NAMES[(oid, typmod)]
+
+    def known_shape(self, relid: int) -> tuple[str, dict[str, str]] | None:
+        return self.shapes.get(relid)
+
+    def remember_shape(self, relid: int, name: str, columns: dict[str, str]) -> None:
+        self.shapes[relid] = (name, columns)
 
     def current_values(
         self,
@@ -411,3 +422,94 @@ def test_the_envelope_is_written_as_its_dict_would_be(name: str) -> None:
         ):
             record = encode(variant, source, now_ms=1_795_000_000_123)
             assert record.value == orjson.dumps(envelope(variant, source, 1_795_000_000_123))
+
+
+def wal2json_row(action: str, table: str, row: dict[str, Any], types: dict[str, str]) -> bytes:
+    columns = [{"name": n, "type": types[n], "value": v} for n, v in row.items()]
+    return orjson.dumps(
+        {"action": action, "schema": "public", "table": table, "lsn": "0/18", "columns": columns}
+    )
+
+
+def test_columns_added_with_a_default_say_so_in_a_header() -> None:
+    """Rows that predate a column added with a default hold it at the source, though no event
+    says so: every event of the table carries the values (``cdc-missing``) for sinks."""
+    decoder, catalog = full_identity_decoder()
+    types = {"id": "integer", "x": "integer"}
+    catalog.tables[("public", "added")] = TableInfo(
+        ("id", "x"), ("id",), "default", missing=(("x", "42"),)
+    )
+    insert = decoder.decode(wal2json_row("I", "added", {"id": 1, "x": 7}, types))
+    assert isinstance(insert, Change)
+    headers = dict(encode(insert, SourceInfo("shop", "db", "shop")).headers)
+    assert orjson.loads(headers["cdc-missing"]) == {"x": "42"}
+    assert ("public", "added") in catalog.refreshed  # the cached view may predate the column
+    plain = decoder.decode(wal2json_row("I", "t", {"id": 1}, {"id": "integer"}))
+    assert isinstance(plain, Change)
+    assert "cdc-missing" not in dict(encode(plain, SourceInfo("shop", "db", "shop")).headers)
+
+
+def test_a_dropped_column_is_not_taken_for_an_unchanged_toasted_value() -> None:
+    """An update lacking a column that cannot be TOASTed (an integer) means the cached columns
+    predate a DROP COLUMN: the catalog is read again, and the column is not published."""
+    decoder, catalog = full_identity_decoder()
+    old = TableInfo(("id", "z", "body"), ("id",), "default", toastable=frozenset({"body"}))
+    catalog.tables[("public", "dropped")] = old
+    decoder.decode(
+        wal2json_row(
+            "I",
+            "dropped",
+            {"id": 1, "z": 1, "body": "b"},
+            {"id": "integer", "z": "integer", "body": "text"},
+        )
+    )
+    catalog.altered[("public", "dropped")] = TableInfo(
+        ("id", "body"), ("id",), "default", toastable=frozenset({"body"})
+    )
+    catalog.refreshed.clear()
+    update = decoder.decode(wal2json_row("U", "dropped", {"id": 1}, {"id": "integer"}))
+    assert isinstance(update, Change)
+    assert ("public", "dropped") in catalog.refreshed
+    assert update.after == {"id": 1, "body": UNAVAILABLE}  # the text may be TOASTed: kept
+    assert update.unavailable == ("body",)
+
+
+def test_schema_changes_that_rows_may_not_show_ask_for_a_reread() -> None:
+    """The columns a table was last published with are compared with a change's: a type
+    change, a rename or a column added with a default the catalog cannot tell mean its rows may
+    hold values no change carries, so the connector is asked to read it again; a column added
+    with a default the catalog keeps (``attmissingval``) or none does not."""
+    decoder, catalog = full_identity_decoder()
+    types = {"id": "integer", "a": "integer"}
+
+    def insert(row: dict[str, Any], info: TableInfo) -> list[tuple[str, str, str]]:
+        catalog.tables[("public", "s")] = info
+        decoder.decode(wal2json_row("I", "s", row, types))
+        asked = list(decoder.rereads)
+        decoder.rereads.clear()
+        return asked
+
+    base = TableInfo(("id", "a"), ("id",), "default", relid=7)
+    assert insert({"id": 1, "a": 1}, base) == []  # first seen: remembered, nothing asked
+    assert catalog.shapes[7] == ("public.s", {"id": "integer", "a": "integer"})
+    types["x"] = "integer"
+    added = dataclasses.replace(base, columns=("id", "a", "x"), missing=(("x", "42"),))
+    assert insert({"id": 2, "a": 1, "x": 7}, added) == []
+    types["y"] = "integer"
+    volatile = dataclasses.replace(added, columns=("id", "a", "x", "y"), unknown=frozenset("y"))
+    assert insert({"id": 3, "a": 1, "x": 7, "y": 1}, volatile) == [
+        ("public", "s", "column y added with a value the catalog no longer tells")
+    ]
+    types["a"] = "bigint"
+    assert insert({"id": 4, "a": 1, "x": 7, "y": 1}, volatile) == [
+        ("public", "s", "column a changed from integer to bigint")
+    ]
+    del types["y"]
+    types["y2"] = "integer"
+    renamed = dataclasses.replace(volatile, columns=("id", "a", "x", "y2"), unknown=frozenset())
+    assert insert({"id": 5, "a": 1, "x": 7, "y2": 1}, renamed) == [
+        ("public", "s", "column(s) y gone and y2 new (renamed?)")
+    ]
+    keyless = dataclasses.replace(renamed, key=(), has_primary_key=False)
+    types["a"] = "numeric"
+    assert insert({"id": 6, "a": 1, "x": 7, "y2": 1}, keyless) == []  # cannot: logged instead

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+import orjson
 import psycopg
 from psycopg import sql
 
@@ -52,17 +53,34 @@ SELECT c.oid, c.relreplident,
        array(SELECT a.attname::text FROM pg_index i
              JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
-             WHERE i.indrelid = c.oid AND i.indisreplident ORDER BY k.ord) AS ident
+             WHERE i.indrelid = c.oid AND i.indisreplident ORDER BY k.ord) AS ident,
+       array(SELECT array[a.attname::text, (a.attmissingval::text::text[])[1]]
+             FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
+             AND NOT a.attisdropped AND a.atthasmissing ORDER BY a.attnum) AS missing,
+       array(SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+             AND a.attlen = -1 AND a.attstorage <> 'p') AS toastable,
+       array(SELECT array[a.attname::text, format_type(a.atttypid, a.atttypmod)]
+             FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
+             AND NOT a.attisdropped ORDER BY a.attnum) AS shape,
+       array(SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+             AND NOT a.atthasmissing AND (a.atthasdef OR a.attnotnull)) AS unknown
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = %s AND c.relname = %s
+WHERE n.nspname = %(schema)s AND c.relname = %(table)s
 """
+"""``unknown``: columns whose value in rows that predate them the catalog cannot tell (a
+default or NOT NULL, but no ``attmissingval``: a volatile default, or the table was rewritten)."""
 
 
 class PostgresCatalog:
     """:class:`~connectors.postgres.decoding.Catalog` over an open connection."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], connector: str | None = None) -> None:
+        """``connector``: whose shapes :meth:`known_shape` and :meth:`remember_shape` keep in
+        ``cdc.shapes``; None: none are kept."""
         self._conn = conn
+        self.connector = connector
         self._cache: dict[tuple[str, str], TableInfo | None] = {}
         self._type_names: dict[tuple[int, int], str] = {}
         self._seen = 0
@@ -75,6 +93,31 @@ class PostgresCatalog:
             self._see(xid)
             self._cache[key] = self._load(schema, table)
         return self._cache[key]
+
+    def known_shape(self, relid: int) -> tuple[str, dict[str, str]] | None:
+        """The name and columns (name -> type) the connector last published table ``relid``
+        with, if it ever did."""
+        if self.connector is None:
+            return None
+        try:
+            row = self._conn.execute(
+                "SELECT table_name, columns FROM cdc.shapes WHERE connector = %s AND relid = %s",
+                (self.connector, relid),
+            ).fetchone()
+        except psycopg.errors.UndefinedTable:  # not made (ensure_source_tables): do without
+            self.connector = None
+            return None
+        return None if row is None else (str(row[0]), dict(row[1]))
+
+    def remember_shape(self, relid: int, name: str, columns: dict[str, str]) -> None:
+        if self.connector is None:
+            return
+        self._conn.execute(
+            "INSERT INTO cdc.shapes (connector, relid, table_name, columns) VALUES (%s, %s, %s,"
+            " %s::jsonb) ON CONFLICT (connector, relid) DO UPDATE SET table_name ="
+            " EXCLUDED.table_name, columns = EXCLUDED.columns, updated_at = now()",
+            (self.connector, relid, name, orjson.dumps(columns).decode()),
+        )
 
     def type_name(self, oid: int, typmod: int) -> str:
         key = (oid, typmod)
@@ -145,10 +188,10 @@ class PostgresCatalog:
         return {str(n): str(t) for n, t in rows}
 
     def _load(self, schema: str, table: str) -> TableInfo | None:
-        row = self._conn.execute(_TABLE, (schema, table)).fetchone()
+        row = self._conn.execute(_TABLE, {"schema": schema, "table": table}).fetchone()
         if row is None:
             return None
-        _, replident, columns, pk, ident = row
+        relid, replident, columns, pk, ident, missing, toastable, shape, unknown = row
         identity = _IDENTITY.get(replident, "default")
         if pk:
             key = tuple(pk)
@@ -158,7 +201,17 @@ class PostgresCatalog:
             key = tuple(columns)
         else:
             key = ()
-        return TableInfo(tuple(columns), key, identity, has_primary_key=bool(pk))
+        return TableInfo(
+            tuple(columns),
+            key,
+            identity,
+            has_primary_key=bool(pk),
+            missing=tuple((str(name), str(value)) for name, value in missing if value is not None),
+            toastable=frozenset(toastable),
+            shape=frozenset((str(name), str(type_name)) for name, type_name in shape),
+            unknown=frozenset(unknown),
+            relid=int(relid),
+        )
 
 
 def key_text(value: Any) -> str | None:

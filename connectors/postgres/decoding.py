@@ -11,11 +11,14 @@ from __future__ import annotations
 
 __all__ = ["JSON_KINDS", "NOT_NUMBERS", "Begin", "Catalog", "Commit", "RowDecoder", "TableInfo"]
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from cdc.events import UNAVAILABLE, Change, Row
+
+log = logging.getLogger(__name__)
 
 JSON_KINDS = {20: "i", 21: "i", 23: "i", 26: "i", 700: "f", 701: "f", 16: "b", 17: "x"}
 """Type oid -> how an event carries a value given as its type's text output, as wal2json does:
@@ -36,6 +39,18 @@ class TableInfo:
     column, else nothing."""
     identity: Literal["default", "full", "index", "nothing"]
     has_primary_key: bool = True
+    missing: tuple[tuple[str, str], ...] = ()
+    """``(column, text)`` of columns added with a default that rows written before hold
+    (PostgreSQL's ``attmissingval``): the ``cdc-missing`` header."""
+    toastable: frozenset[str] | None = None
+    """Columns whose values may be TOASTed (variable length, not ``PLAIN``); None: any."""
+    shape: frozenset[tuple[str, str]] | None = None
+    """``(column, format_type)`` of every column, as the catalog says now; None: unknown."""
+    unknown: frozenset[str] = frozenset()
+    """Columns with a default (or NOT NULL) whose value in rows that predate them the catalog
+    cannot tell (no ``attmissingval``: a volatile default, or the table was rewritten)."""
+    relid: int = 0
+    """The table's OID: what :meth:`Catalog.known_shape` is keyed by (it survives renames)."""
     column_set: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -67,6 +82,13 @@ class Catalog(Protocol):
     def type_name(self, oid: int, typmod: int) -> str:
         """``format_type(oid, typmod)``: the name the ``cdc-types`` header gives the type."""
         ...
+
+    def known_shape(self, relid: int) -> tuple[str, dict[str, str]] | None:
+        """``("schema.table", {column: type})`` the connector last published table ``relid``
+        with (kept across restarts), or None."""
+        ...
+
+    def remember_shape(self, relid: int, name: str, columns: dict[str, str]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -105,6 +127,13 @@ class RowDecoder:
         self._per_table: dict[tuple[str, str], int] = {}
         self._whole_row_key = False
         self._is_selected: dict[tuple[str, str], bool] = {}
+        self._shapes: dict[tuple[str, str], tuple[int, tuple[tuple[str, str], ...]]] = {}
+        """Per table: how many columns its rows last had in the stream, and its columns'
+        missing values (:attr:`TableInfo.missing`) as the catalog said then."""
+        self.rereads: list[tuple[str, str, str]] = []
+        """``(schema, table, why)`` of keyed tables whose rows may hold values that no change
+        in the stream carries (a column added or altered in a way the catalog cannot tell
+        apart): the connector reads them again (an incremental snapshot) and clears this."""
 
     def _begin(self, xid: int, commit_lsn: int, end_lsn: int, commit_ts_ms: int) -> Begin:
         self._xid = xid
@@ -144,7 +173,7 @@ class RowDecoder:
             if info is not None and (
                 len(after) < len(info.columns) or not after.keys() <= info.column_set
             ):
-                if not after.keys() <= info.column_set:
+                if not after.keys() <= info.column_set or _dropped(after, info):
                     info = self._catalog.table(schema, table, refresh=True, xid=self._xid)
                 if info is not None:
                     # An unchanged TOASTed value left out: never publish it as null.
@@ -216,6 +245,14 @@ class RowDecoder:
         self._index = index + 1
         per_table = self._per_table.get((schema, table), 0) + 1
         self._per_table[(schema, table)] = per_table
+        missing: tuple[tuple[str, str], ...] = ()
+        if after is not None:
+            shape = self._shapes.get((schema, table))
+            if shape is None or len(after) > shape[0] or (op == "c" and len(after) < shape[0]):
+                # New, or its columns changed (an insert carries them all; an update may leave
+                # unchanged TOASTed values out): the catalog says which hold missing values.
+                shape = self._learn(schema, table, len(after), types, complete=not unavailable)
+            missing = shape[1]
         # Positional, in the order of Change's fields: a third of the time of keywords, for
         # every row change.
         return Change(
@@ -237,7 +274,88 @@ class RowDecoder:
             self._last_commit_lsn,
             index + 1,  # total_order
             per_table,  # data_collection_order
+            missing,
         )
+
+    def _learn(
+        self,
+        schema: str,
+        table: str,
+        width: int,
+        types: tuple[tuple[str, str], ...],
+        complete: bool,
+    ) -> tuple[int, tuple[tuple[str, str], ...]]:
+        """What the catalog says of the table now, for a change whose columns (and their types)
+        are ``types``, all of the table's if ``complete``; compared with the columns the
+        connector last published it with, so that a schema change is noticed."""
+        # Read again: what the catalog said before this change may predate a column's addition.
+        info = self._catalog.table(schema, table, refresh=True, xid=self._xid)
+        if info is None:
+            self._shapes[(schema, table)] = (width, ())
+            return (width, ())
+        if complete and types:
+            self._compare(schema, table, info, {n: t.replace('"', "") for n, t in types})
+        shape = self._shapes[(schema, table)] = (width, info.missing)
+        return shape
+
+    def _compare(self, schema: str, table: str, info: TableInfo, columns: dict[str, str]) -> None:
+        """Compare ``columns`` (a change's, all of them) with those the table was last published
+        with; ask for it to be read again where its rows may hold values no change carries."""
+        name = f"{schema}.{table}"
+        known = self._catalog.known_shape(info.relid)
+        if known is not None and known == (name, columns):
+            return
+        self._catalog.remember_shape(info.relid, name, columns)
+        if known is None:
+            return  # first seen: what came before is a snapshot's, or the table is new
+        old_name, old = known
+        why = []
+        if old_name != name:
+            why.append(f"renamed from {old_name}")
+        added = [c for c in columns if c not in old]
+        removed = [c for c in old if c not in columns]
+        if added and removed:
+            why.append(f"column(s) {', '.join(removed)} gone and {', '.join(added)} new (renamed?)")
+        else:
+            catalog = {(n, t.replace('"', "")) for n, t in info.shape or ()}
+            ahead = info.shape is not None and not set(columns.items()) <= catalog
+            for c in added:
+                if ahead or c in info.unknown:
+                    why.append(f"column {c} added with a value the catalog no longer tells")
+            if ahead and not added:
+                why.append("altered again since this change")
+        why += [
+            f"column {c} changed from {old[c]} to {t}"
+            for c, t in columns.items()
+            if c in old and old[c] != t
+        ]
+        if why:
+            self._reread(schema, table, info, "; ".join(why))
+
+    def _reread(self, schema: str, table: str, info: TableInfo, reason: str) -> None:
+        """Ask for the table to be read again (:attr:`rereads`)."""
+        if info.has_primary_key:
+            self.rereads.append((schema, table, reason))
+        else:
+            log.warning(
+                "%s.%s: %s; its rows may hold values no change carries, and a table without a"
+                " primary key cannot be read again while streaming: its targets may differ",
+                schema,
+                table,
+                reason,
+            )
+
+    def _forget_shape(self, schema: str, table: str) -> None:
+        """The plugin says the table changed: learn its shape again at its next change."""
+        self._shapes.pop((schema, table), None)
+
+
+def _dropped(after: Row, info: TableInfo) -> bool:
+    """Whether ``after`` lacks a column that cannot be an unchanged TOASTed value: the
+    catalog's view predates a ``DROP COLUMN``."""
+    if info.toastable is None:
+        return False
+    return any(c not in after and c not in info.toastable for c in info.columns)
 
 
 def _fill(after: Row, old: Row, unavailable: tuple[str, ...]) -> tuple[str, ...]:

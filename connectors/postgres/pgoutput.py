@@ -257,6 +257,7 @@ class PgOutputDecoder(RowDecoder):
             names.append(name)
             identity.append(bool(flags & 1))
         wanted = self._is_wanted(schema, table)
+        self._forget_shape(schema, table)
         key: tuple[str, ...] | None = None
         whole_row_key = False
         types: tuple[tuple[str, str], ...] = ()

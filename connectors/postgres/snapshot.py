@@ -91,19 +91,38 @@ CREATE TABLE IF NOT EXISTS cdc.snapshots (
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (connector, kind, table_name)
 );
+CREATE TABLE IF NOT EXISTS cdc.shapes (
+    connector text NOT NULL,
+    relid oid NOT NULL,
+    table_name text NOT NULL,
+    columns jsonb NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (connector, relid)
+);
 """
 
 
 def ensure_source_tables(conn: psycopg.Connection[Any]) -> None:
-    """Create the connector's ``cdc.signal`` and ``cdc.snapshots`` tables when missing."""
-    exists = conn.execute(
-        "SELECT to_regclass('cdc.signal') IS NOT NULL AND to_regclass('cdc.snapshots') IS NOT NULL"
+    """Create the connector's tables (``cdc.signal``, ``cdc.snapshots``, ``cdc.shapes``) when
+    missing. ``cdc.shapes`` came later: where the first two exist and the role may not create
+    it, the connector goes on without it (it then notices fewer schema changes)."""
+    found = conn.execute(
+        "SELECT to_regclass('cdc.signal') IS NOT NULL AND to_regclass('cdc.snapshots') IS NOT"
+        " NULL, to_regclass('cdc.shapes') IS NOT NULL"
     ).fetchone()
-    if exists and exists[0]:
+    if found and found[0] and found[1]:
         return
     conn.execute("SELECT pg_advisory_lock(hashtext('cdc-source-ddl'))")
     try:
         conn.execute(SOURCE_DDL)
+    except psycopg.errors.InsufficientPrivilege as e:
+        if not (found and found[0]):
+            raise
+        log.warning(
+            "cannot create cdc.shapes (%s): schema changes made while the connector is down"
+            " are not noticed; create it as connectors/postgres/snapshot.py's SOURCE_DDL says",
+            describe(e),
+        )
     finally:
         conn.execute("SELECT pg_advisory_unlock(hashtext('cdc-source-ddl'))")
 
@@ -554,6 +573,22 @@ class IncrementalSnapshots:
             elif kind == WINDOW_CLOSE and self.chunk.open:
                 return self._close_window(change, txn_end)
         return []
+
+    def reread(self, schema: str, table: str, why: str) -> None:
+        """Read a table again because its rows may hold values no change carries (a schema
+        change; see :attr:`~connectors.postgres.decoding.RowDecoder.rereads`)."""
+        if not self.enabled:
+            log.warning(
+                "%s: %s.%s: %s; it should be read again, but incremental snapshots are"
+                " unavailable: its targets may differ from it",
+                self.subject,
+                schema,
+                table,
+                why,
+            )
+            return
+        log.info("%s: %s.%s: %s: reading it again", self.subject, schema, table, why)
+        self._request([f"{schema}.{table}"])
 
     def observe(self, change: Change) -> None:
         """A decoded change of a captured table: inside the window, it beats the chunk's row."""

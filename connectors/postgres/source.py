@@ -142,7 +142,7 @@ class PostgresSource:
                 created = self._ensure_slot(sql, export=c.snapshot != "never")
                 opened.callback(created.close)
                 selector = TableSelector(c.tables, c.exclude_tables)
-                catalog = PostgresCatalog(sql)
+                catalog = PostgresCatalog(sql, c.name if own_tables else None)
                 self._warn_about_tables(sql, selector, catalog)
                 decoder: Wal2JsonDecoder | PgOutputDecoder
                 if c.plugin == "pgoutput":
@@ -270,6 +270,10 @@ class PostgresSource:
                             publish(tombstone(record), txn)
                         self.published += 1
 
+            if decoder.rereads:
+                for schema, table, why in decoder.rereads:
+                    snapshots.reread(schema, table, why)
+                decoder.rereads.clear()
             publisher.poll()
             if errors:
                 raise _delivery_failed(errors[0])
