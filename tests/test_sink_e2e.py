@@ -29,7 +29,15 @@ from psycopg.conninfo import make_conninfo
 
 from cdc.kafka import list_offsets
 from tests.conftest import drop_database
-from tests.harness import CDC, CdcProcess, current_wal_lsn, slot_confirmed_lsn, wait_for
+from tests.harness import (
+    CDC,
+    CdcProcess,
+    current_wal_lsn,
+    read_topics,
+    slot_confirmed_lsn,
+    wait_for,
+)
+from tests.test_wal2json_decoder import FLOAT_TEXTS
 
 OPS = int(os.environ.get("CDC_TEST_E2E_OPS", "1500"))
 
@@ -220,7 +228,9 @@ def assert_tables_equal(source: str, replica: str, lite: Path) -> None:
         assert got == want, f"sqlite sink: {table}"
 
 
-def sinks_behind(kafka: str, dsn: str, lite: Path, prefix: str) -> list[str]:
+def sinks_behind(
+    kafka: str, dsn: str, lite: Path, prefix: str, tables: int = len(TABLES)
+) -> list[str]:
     """What the sinks have not applied yet (empty when both hold every table's last record)."""
     consumer = KafkaConsumer(bootstrap_servers=kafka)
     try:
@@ -257,7 +267,7 @@ def sinks_behind(kafka: str, dsn: str, lite: Path, prefix: str) -> list[str]:
     finally:
         db.close()
     behind = []
-    if len({topic for topic, _ in end}) != len(TABLES):
+    if len({topic for topic, _ in end}) != tables:
         behind.append(f"topics so far: {sorted(topic for topic, _ in end)}")
     for (topic, partition), o in sorted(end.items()):
         for sink, offsets in (("pg", stored), ("lite", stored_lite)):
@@ -278,9 +288,14 @@ class Pipeline:
         unique: str,
         partitions: int = 1,
         consumer: str = "kafka-python",
+        schema: str = SCHEMA,
+        tables: int = len(TABLES),
+        plugin: str = "wal2json",
+        snapshot: str = "never",
     ) -> None:
         with psycopg.connect(database, autocommit=True) as conn:
-            conn.execute(SCHEMA)
+            conn.execute(schema)
+        self.tables = tables
         self.replica_name = f"cdct_replica_{unique}"
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.replica_name)))
@@ -293,7 +308,8 @@ class Pipeline:
         self.config.write_text(
             f'[kafka]\nbootstrap_servers = "{kafka}"\n[kafka.topics]\npartitions = {partitions}\n'
             f'[kafka.consumer]\nclient = "{consumer}"\n'
-            f'[[connectors]]\nname = "{self.prefix}"\ndsn = "{database}"\nsnapshot = "never"\n'
+            f'[[connectors]]\nname = "{self.prefix}"\ndsn = "{database}"\n'
+            f'snapshot = "{snapshot}"\nplugin = "{plugin}"\n'
             f'[[sinks]]\nname = "pg"\ntype = "postgres"\ntopics = ["{self.prefix}.public.*"]\n'
             f'dsn = "{self.replica}"\ngroup_id = "g-{self.prefix}-pg"\n'
             f'[[sinks]]\nname = "lite"\ntype = "sqlite"\ntopics = ["{self.prefix}.*"]\n'
@@ -319,7 +335,7 @@ class Pipeline:
         end = current_wal_lsn(self.source)
         wait_for(lambda: slot_confirmed_lsn(self.source, self.slot) >= end, 240, "the connector")
         deadline = time.monotonic() + 240
-        while behind := sinks_behind(self.kafka, self.replica, self.lite, self.prefix):
+        while behind := sinks_behind(self.kafka, self.replica, self.lite, self.prefix, self.tables):
             died = [p for p in self.processes if p.proc.poll() not in (None, -9)]
             if time.monotonic() > deadline or died:
                 tail = self.log.read_text(errors="replace")[-6000:]
@@ -456,3 +472,102 @@ def test_target_database_outage_is_retried_never_skipped(pipeline: Pipeline, uni
     finally:
         assert cdc.stop() == 0, cdc.output()[-3000:]
     assert_tables_equal(pipeline.source, pipeline.replica, pipeline.lite)
+
+
+FLOAT_SCHEMA = """
+CREATE TABLE floats (id int PRIMARY KEY, r real, d double precision);
+ALTER TABLE floats REPLICA IDENTITY FULL;
+"""
+FLOAT_ROWS = [(text, None) if t == "real" else (None, text) for t, text in FLOAT_TEXTS] + [
+    (s, s) for s in ("NaN", "Infinity", "-Infinity")
+]
+"""``(r, d)`` as PostgreSQL's text: signed zeros, integral values, both types' extremes, and
+the values JSON has no number for."""
+STREAMED = 100
+"""Rows ``1..`` are in the table before the connector starts (snapshot reads); rows
+``STREAMED + 1..`` hold the same values and are inserted while it streams."""
+
+
+def float_json(row_id: int, r: str | None, d: str | None, wal2json: bool) -> bytes:
+    """The image every producer must write for a row of ``floats``, from PostgreSQL's text."""
+
+    def value(text: str | None) -> Any:
+        if text is None or (wal2json and text in ("NaN", "Infinity", "-Infinity")):
+            return None  # wal2json 2.5 writes null for these (documented)
+        return text if text in ("NaN", "Infinity", "-Infinity") else float(text)
+
+    return orjson.dumps({"id": row_id, "r": value(r), "d": value(d)})
+
+
+@pytest.mark.parametrize("plugin", ["wal2json", "pgoutput"])
+def test_floats_keep_their_value_and_sign_from_source_to_targets(
+    tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str, plugin: str
+) -> None:
+    """The same value is the same JSON text from snapshot reads and the stream of either plugin,
+    and both sinks hold the source's value and sign (PostgreSQL: the same text; SQLite: the same
+    double)."""
+    p = Pipeline(
+        tmp_path, pg_dsn, database, kafka_bootstrap, unique,
+        schema=FLOAT_SCHEMA, tables=1, plugin=plugin, snapshot="initial",
+    )  # fmt: skip
+    wal2json = plugin == "wal2json"
+    inserts = "INSERT INTO floats VALUES (%s, %s::real, %s::float8)"
+    try:
+        with psycopg.connect(database, autocommit=True) as conn:
+            for i, (r, d) in enumerate(FLOAT_ROWS, 1):
+                conn.execute(inserts, (i, r, d))
+        cdc = p.start()
+        try:
+            wait_for(lambda: slot_confirmed_lsn(p.source, p.slot), 60, "the slot")
+            with psycopg.connect(database, autocommit=True) as conn:
+                for i, (r, d) in enumerate(FLOAT_ROWS, STREAMED + 1):
+                    if not (wal2json and r in ("NaN", "Infinity", "-Infinity")):
+                        conn.execute(inserts, (i, r, d))  # wal2json would make them nulls
+                # Zeros change sign (updates whose before images hold them too), and rows go.
+                conn.execute("UPDATE floats SET r = -r, d = -d WHERE r = 0 OR d = 0")
+                conn.execute("DELETE FROM floats WHERE d = '5e-324' OR r = '1e-45'")
+            p.settle()
+        finally:
+            assert cdc.stop() == 0, cdc.output()[-3000:]
+
+        events = read_topics(kafka_bootstrap, [f"{p.prefix}.public.floats"])
+        first: dict[int, Any] = {}
+        for e in events:
+            if e.value is not None:
+                first.setdefault(e.key["id"], e.value)
+        for i, (r, d) in enumerate(FLOAT_ROWS, 1):
+            read = first[i]
+            assert read["op"] == "r"
+            assert orjson.dumps(read["after"]) == float_json(i, r, d, wal2json=False)
+            if STREAMED + i in first:
+                created = first[STREAMED + i]
+                assert created["op"] == "c"
+                assert orjson.dumps(created["after"]) == float_json(STREAMED + i, r, d, wal2json)
+        # The zeros' updates (before images under FULL identity) and the deletes.
+        rows = {i: row for i, row in enumerate(FLOAT_ROWS, 1)}
+        rows |= {STREAMED + i: row for i, row in rows.items()}
+        changed = [e for e in events if e.op in ("u", "d")]
+        assert [e.op for e in changed].count("u") == 4 * 2
+        assert [e.op for e in changed].count("d") == 2 * 2
+        for e in changed:
+            assert e.value is not None
+            r, d = rows[e.key["id"]]
+            assert orjson.dumps(e.value["before"]) == float_json(e.key["id"], r, d, wal2json)
+            if e.op == "u":
+                r, d = (None if t is None else "0" if t == "-0" else "-0" for t in (r, d))
+                assert orjson.dumps(e.value["after"]) == float_json(e.key["id"], r, d, wal2json)
+
+        columns, types = source_columns(p.source, "floats")
+        want = pg_rows(p.source, "floats", columns, "id")
+        assert len(want) == 2 * len(FLOAT_ROWS) - 2 * 2 - (3 if wal2json else 0)
+        assert "-0" in {r for row in want for r in row}
+        assert pg_rows(p.replica, "floats", columns, "id") == want  # "-0" is not "0"
+        got = sqlite_rows(p.lite, "floats", columns, types, "id")
+        for row in want:  # SQLite's doubles by repr, which shows a zero's sign; NaN: a string
+            for c in (1, 2):
+                text = row[c]
+                if text is not None and text not in ("NaN", "Infinity", "-Infinity"):
+                    row[c] = repr(float(text))
+        assert got == want
+    finally:
+        p.close()
