@@ -477,7 +477,10 @@ def test_target_database_outage_is_retried_never_skipped(pipeline: Pipeline, uni
 FLOAT_SCHEMA = """
 CREATE TABLE floats (id int PRIMARY KEY, r real, d double precision);
 ALTER TABLE floats REPLICA IDENTITY FULL;
+CREATE TABLE floats_bag (id int, r real, d double precision);
+ALTER TABLE floats_bag REPLICA IDENTITY FULL;
 """
+"""``floats_bag`` has no primary key: its rows are their own keys, its targets multisets."""
 FLOAT_ROWS = [(text, None) if t == "real" else (None, text) for t, text in FLOAT_TEXTS] + [
     (s, s) for s in ("NaN", "Infinity", "-Infinity")
 ]
@@ -508,24 +511,34 @@ def test_floats_keep_their_value_and_sign_from_source_to_targets(
     double)."""
     p = Pipeline(
         tmp_path, pg_dsn, database, kafka_bootstrap, unique,
-        schema=FLOAT_SCHEMA, tables=1, plugin=plugin, snapshot="initial",
+        schema=FLOAT_SCHEMA, tables=2, plugin=plugin, snapshot="initial",
     )  # fmt: skip
     wal2json = plugin == "wal2json"
-    inserts = "INSERT INTO floats VALUES (%s, %s::real, %s::float8)"
+    inserts = "INSERT INTO {} VALUES (%s, %s::real, %s::float8)"
+    tables = ("floats", "floats_bag")
     try:
         with psycopg.connect(database, autocommit=True) as conn:
-            for i, (r, d) in enumerate(FLOAT_ROWS, 1):
-                conn.execute(inserts, (i, r, d))
+            for table in tables:
+                for i, (r, d) in enumerate(FLOAT_ROWS, 1):
+                    conn.execute(sql.SQL(inserts).format(sql.Identifier(table)), (i, r, d))
         cdc = p.start()
         try:
             wait_for(lambda: slot_confirmed_lsn(p.source, p.slot), 60, "the slot")
             with psycopg.connect(database, autocommit=True) as conn:
-                for i, (r, d) in enumerate(FLOAT_ROWS, STREAMED + 1):
-                    if not (wal2json and r in ("NaN", "Infinity", "-Infinity")):
-                        conn.execute(inserts, (i, r, d))  # wal2json would make them nulls
-                # Zeros change sign (updates whose before images hold them too), and rows go.
-                conn.execute("UPDATE floats SET r = -r, d = -d WHERE r = 0 OR d = 0")
-                conn.execute("DELETE FROM floats WHERE d = '5e-324' OR r = '1e-45'")
+                for table in tables:
+                    ident = sql.Identifier(table)
+                    for i, (r, d) in enumerate(FLOAT_ROWS, STREAMED + 1):
+                        if not (wal2json and r in ("NaN", "Infinity", "-Infinity")):
+                            # (wal2json would make them nulls)
+                            conn.execute(sql.SQL(inserts).format(ident), (i, r, d))
+                    # Zeros change sign (updates whose before images hold them too; without a
+                    # key, a delete and a create), and rows go.
+                    conn.execute(
+                        sql.SQL("UPDATE {} SET r = -r, d = -d WHERE r = 0 OR d = 0").format(ident)
+                    )
+                    conn.execute(
+                        sql.SQL("DELETE FROM {} WHERE d = '5e-324' OR r = '1e-45'").format(ident)
+                    )
             p.settle()
         finally:
             assert cdc.stop() == 0, cdc.output()[-3000:]
@@ -557,17 +570,19 @@ def test_floats_keep_their_value_and_sign_from_source_to_targets(
                 r, d = (None if t is None else "0" if t == "-0" else "-0" for t in (r, d))
                 assert orjson.dumps(e.value["after"]) == float_json(e.key["id"], r, d, wal2json)
 
-        columns, types = source_columns(p.source, "floats")
-        want = pg_rows(p.source, "floats", columns, "id")
-        assert len(want) == 2 * len(FLOAT_ROWS) - 2 * 2 - (3 if wal2json else 0)
-        assert "-0" in {r for row in want for r in row}
-        assert pg_rows(p.replica, "floats", columns, "id") == want  # "-0" is not "0"
-        got = sqlite_rows(p.lite, "floats", columns, types, "id")
-        for row in want:  # SQLite's doubles by repr, which shows a zero's sign; NaN: a string
-            for c in (1, 2):
-                text = row[c]
-                if text is not None and text not in ("NaN", "Infinity", "-Infinity"):
-                    row[c] = repr(float(text))
-        assert got == want
+        for table in tables:
+            columns, types = source_columns(p.source, table)
+            want = pg_rows(p.source, table, columns, "id, r, d")
+            assert len(want) == 2 * len(FLOAT_ROWS) - 2 * 2 - (3 if wal2json else 0)
+            assert "-0" in {r for row in want for r in row}
+            # "-0" is not "0"
+            assert pg_rows(p.replica, table, columns, "id, r, d") == want, table
+            got = sqlite_rows(p.lite, table, columns, types, "id")
+            for row in want:  # SQLite's doubles by repr, which shows a zero's sign; NaN: text
+                for c in (1, 2):
+                    text = row[c]
+                    if text is not None and text not in ("NaN", "Infinity", "-Infinity"):
+                        row[c] = repr(float(text))
+            assert got == want, table
     finally:
         p.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = ["JSON_KINDS", "NOT_NUMBERS", "Begin", "Catalog", "Commit", "RowDecoder", "TableInfo"]
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -155,7 +156,15 @@ class RowDecoder:
         old_key = self._key(schema, table, identity, pk) if identity is not None else new_key
         full = info is not None and info.identity == "full"
         before = identity if full else None
-        if old_key is not None and new_key is not None and old_key != new_key:
+        if (
+            old_key is not None
+            and new_key is not None
+            and (
+                old_key != new_key
+                # Python's -0.0 == 0.0: a whole-row key must still tell the rows apart
+                or (self._whole_row_key and _negative_zeros(old_key) != _negative_zeros(new_key))
+            )
+        ):
             # The row moved to another key: as Debezium does, a delete of the old key and a
             # create of the new one, so each key's partition sees its own history in order.
             if unavailable:
@@ -233,3 +242,7 @@ class RowDecoder:
             index + 1,  # total_order
             per_table,  # data_collection_order
         )
+
+
+def _negative_zeros(row: Row) -> list[str]:
+    return [c for c, v in row.items() if type(v) is float and not v and math.copysign(1.0, v) < 0]
