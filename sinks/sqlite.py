@@ -6,8 +6,8 @@ forward; deletes and truncates leave markers (``_cdc_deletes``, ``_cdc_truncates
 events arriving later change nothing. The file runs in WAL journal mode; ``synchronous=NORMAL``
 is enough because offsets and rows commit together: a commit lost to a power cut is read again.
 
-Column affinities: integers and booleans INTEGER, floats REAL, ``bytea`` BLOB, everything else
-TEXT, including numeric, which stays exact as its decimal text.
+Column affinities: integers and booleans INTEGER, ``bytea`` BLOB, floats none (see
+:func:`affinity`), everything else TEXT, including numeric, which stays exact as its decimal text.
 """
 
 from __future__ import annotations
@@ -55,11 +55,13 @@ _REAL = ("real", "double precision")
 
 
 def affinity(source_type: str) -> str:
-    """The SQLite column type for a PostgreSQL type name."""
+    """The SQLite column type for a PostgreSQL type name. Floats get no declared type (so BLOB
+    affinity: values are kept as given): a REAL column stores a float with an integral value as
+    an integer, and -0.0 comes back as 0.0. Without one, a double is stored as its 8 bytes."""
     if source_type in _INTEGER:
         return "INTEGER"
     if source_type in _REAL:
-        return "REAL"
+        return ""
     if source_type == "bytea":
         return "BLOB"
     return "TEXT"

@@ -25,8 +25,11 @@ from connectors.postgres.wal2json import Wal2JsonDecoder
 from tests.test_wal2json_decoder import (
     BODY,
     FIXTURE,
+    FLOAT_JSON,
+    FLOAT_TEXTS,
     PGOUTPUT_FIXTURE,
     FakeCatalog,
+    after_json,
     assert_whole,
     full_identity_update,
 )
@@ -288,7 +291,12 @@ def relation_of(kinds: str) -> Any:
 
 def typed(decoded: tuple[dict[str, Any], tuple[str, ...], int]) -> Any:
     row, unavailable, end = decoded
-    return [(k, type(v), v) for k, v in row.items()], unavailable, end
+    # A float by its repr: -0.0 == 0.0, but the sign must be the same too.
+    return (
+        [(k, type(v), repr(v) if type(v) is float else v) for k, v in row.items()],
+        unavailable,
+        end,
+    )
 
 
 def python_tuple(payload: bytes, rel: Any) -> Any:
@@ -365,3 +373,25 @@ def test_c_and_python_decode_the_fixture_alike(monkeypatch: pytest.MonkeyPatch) 
     assert calls and all(calls), "C left tuples of the fixture to Python"
     monkeypatch.setattr(pgoutput, "_native_row", None)
     assert pgoutput_items() == with_c
+
+
+@pytest.mark.parametrize("in_c", [True, False])
+def test_floats_keep_their_sign_and_are_written_as_wal2json_and_snapshots_write_them(
+    monkeypatch: pytest.MonkeyPatch, in_c: bool
+) -> None:
+    if not in_c:
+        monkeypatch.setattr(pgoutput, "_native_row", None)
+    decoder = PgOutputDecoder(FakeCatalog(), lambda s, t: True)
+    decoder.decode(begin(), 0x50)
+    columns = b"".join(
+        b"\x00f%d\x00" % i + struct.pack(">Ii", 700 if t == "real" else 701, -1)
+        for i, (t, _) in enumerate(FLOAT_TEXTS)
+    )
+    decoder.decode(
+        b"R" + struct.pack(">I", 2) + b"public\x00fl\x00f"
+        + struct.pack(">H", len(FLOAT_TEXTS)) + columns,
+        0x60,
+    )  # fmt: skip
+    values = tuple_data([("t", text.encode()) for _, text in FLOAT_TEXTS])
+    change = decoder.decode(b"I" + struct.pack(">I", 2) + b"N" + values, 0x70)
+    assert after_json(change) == FLOAT_JSON

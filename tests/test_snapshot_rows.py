@@ -5,9 +5,11 @@ The lines are as PostgreSQL 15's ``COPY ... TO STDOUT`` wrote them (captured fro
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from connectors.postgres.snapshot import Column, RowReader
+from tests.test_wal2json_decoder import FLOAT_JSON, FLOAT_TEXTS
 
 COLUMNS = [
     Column("id", 20, "bigint"),
@@ -69,3 +71,11 @@ def test_a_row_of_the_wrong_width_is_an_error_not_a_guess() -> None:
 
 def test_types_are_what_wal2json_prints() -> None:
     assert dict(RowReader(COLUMNS).types)["n2"] == "numeric(12,2)"
+
+
+def test_floats_keep_their_sign_and_are_written_as_both_plugins_write_them() -> None:
+    columns = [
+        Column(f"f{i}", 700 if t == "real" else 701, t) for i, (t, _) in enumerate(FLOAT_TEXTS)
+    ]
+    line = "\t".join(text for _, text in FLOAT_TEXTS).encode() + b"\n"
+    assert orjson.dumps(RowReader(columns).row(line)) == FLOAT_JSON

@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = ["JSON_KINDS", "NOT_NUMBERS", "Begin", "Catalog", "Commit", "RowDecoder", "TableInfo"]
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -189,7 +190,15 @@ class RowDecoder:
         old_key = self._key(schema, table, identity, pk) if identity is not None else new_key
         full = info is not None and info.identity == "full"
         before = identity if full else None
-        if old_key is not None and new_key is not None and old_key != new_key:
+        if (
+            old_key is not None
+            and new_key is not None
+            and (
+                old_key != new_key
+                # Python's -0.0 == 0.0: a whole-row key must still tell the rows apart
+                or (self._whole_row_key and _negative_zeros(old_key) != _negative_zeros(new_key))
+            )
+        ):
             # The row moved to another key: as Debezium does, a delete of the old key and a
             # create of the new one, so each key's partition sees its own history in order.
             if unavailable:
@@ -370,3 +379,7 @@ def _fill(after: Row, old: Row, unavailable: tuple[str, ...]) -> tuple[str, ...]
         else:
             after[column] = value
     return tuple(missing)
+
+
+def _negative_zeros(row: Row) -> list[str]:
+    return [c for c, v in row.items() if type(v) is float and not v and math.copysign(1.0, v) < 0]

@@ -621,7 +621,15 @@ class IncrementalSnapshots:
             if done:
                 self.queue.popleft()
         if self.chunk is None and self.queue:
-            self._next_chunk(self.queue[0])
+            try:
+                self._next_chunk(self.queue[0])
+            except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable) as e:
+                # The table was altered between reading its columns and reading its rows:
+                # this chunk is dropped (its low watermark matches no chunk); the next tick
+                # reads the columns again.
+                log.info("%s: a snapshot chunk met a schema change (%s)", self.subject, e)
+                self.catalog.table(self.queue[0].schema, self.queue[0].table, refresh=True)
+                return
             self.chunk_started = time.monotonic()
         elif self.chunk is not None and time.monotonic() - self.chunk_started > WATERMARK_WAIT_S:
             self.chunk_started = time.monotonic()

@@ -10,8 +10,14 @@ parser would turn into floats (``numeric-data-types-as-string`` arrived only in 
 parsing, the bare number after every ``"type":"numeric","value":`` (or ``"numeric(12,2)"``,
 whose modifier wal2json prints whatever ``include-typmod`` says) is wrapped in quotes and stays
 its exact decimal text. That sequence cannot occur inside a JSON string, where quotes are escaped.
-Integers (up to 64 bits) and floats parse exactly as they are: PostgreSQL prints floats in their
-shortest exact form, and orjson reads them back to the same double.
+Integers (up to 64 bits) parse exactly as they are, and so do floats (PostgreSQL prints them in
+their shortest exact form, which orjson reads back to the same double), except those printed
+without a point or an exponent (``-0``, ``1``): a JSON parser reads them as integers, ``-0`` as
+the integer 0. So the integers a message's ``real`` and ``double precision`` columns hold (the
+message's types say which, see :meth:`Wal2JsonDecoder._layout`) become floats again; a zero that
+may have been ``-0`` makes the decoder parse the message again, with a ``.0`` after each such
+value. The values are then the floats pgoutput and snapshot reads give, and are written as the
+same JSON text (``-0.0``, ``1.0``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ __all__ = ["WAL2JSON_OPTIONS", "Begin", "Catalog", "Commit", "TableInfo", "Wal2J
 
 import operator
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -42,13 +49,23 @@ WAL2JSON_OPTIONS = {
 
 # wal2json prints a numeric's modifier even with include-typmod off: "numeric(12,2)".
 _BARE_NUMERIC = re.compile(rb'"type":"numeric(?:\([0-9,]+\))?","value":(-?[0-9][0-9.eE+-]*)')
+# A float printed as an integer ("-0", "1"); the look-ahead leaves "1e+20" and "0.5" alone.
+_INTEGRAL_FLOAT = re.compile(rb'"type":"(?:real|double precision)","value":-?[0-9]+(?=[,}])')
+_FLOAT_TYPES = frozenset({"real", "double precision"})
 _NAME = operator.itemgetter("name")
 _NAME_VALUE = operator.itemgetter("name", "value")
 _NAME_TYPE = operator.itemgetter("name", "type")
+Types = tuple[tuple[str, str], ...]
 
 
 class Wal2JsonDecoder(RowDecoder):
     """Turns a slot's wal2json messages into :class:`Begin`, :class:`Change`, :class:`Commit`."""
+
+    def __init__(self, catalog: Catalog, selected: Callable[[str, str], bool]) -> None:
+        super().__init__(catalog, selected)
+        self._layouts: dict[tuple[str, str, bool], tuple[Types, tuple[str, ...]]] = {}
+        self._pairs: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        """Every ``(column, type)`` each table's changes have shown."""
 
     def decode(
         self, payload: bytes, lsn: int = 0
@@ -76,40 +93,60 @@ class Wal2JsonDecoder(RowDecoder):
         if action == "T":
             self._whole_row_key = False
             return self._change("t", schema, table, None, None, None, lsn)
+        if action not in ("I", "U", "D"):
+            raise CdcError(f"wal2json sent an unknown action {action!r}")
+        deleted = action == "D"
+        columns = msg.get("identity" if deleted else "columns", ())
+        types, floats = self._layout(schema, table, deleted, columns)
+        after = None if deleted else _row(columns)
+        identity = _row(msg["identity"]) if "identity" in msg else None
+        if floats and not (_floats(after, floats, payload) and _floats(identity, floats, payload)):
+            # A zero that may be -0, whose sign the parser dropped: parse it again, pointed.
+            msg = orjson.loads(_point_floats(payload))
+            after = None if deleted else _row(msg["columns"])
+            identity = _row(msg["identity"]) if "identity" in msg else None
         pk = msg.get("pk")
         pk_names = tuple(map(_NAME, pk)) if pk else None
         self._whole_row_key = self._whole_row(schema, table, pk_names)
-        if action == "I":
-            after = _row(msg["columns"])
-            key = self._key(schema, table, after, pk_names)
-            return self._change(
-                "c", schema, table, key, None, after, lsn, (), _types(msg["columns"])
-            )
-        if action == "U":
-            old = msg.get("identity")
-            columns = msg["columns"]
-            typed = columns
-            if old is not None and len(old) > len(columns):
-                # REPLICA IDENTITY FULL: the old row has every column, the unchanged TOASTed
-                # ones left out of ``columns`` too, whose values the event will carry.
-                names = frozenset(map(_NAME, old))
-                if all(c["name"] in names for c in columns):
-                    typed = old
-            return self._update(
-                schema,
-                table,
-                _row(columns),
-                _types(typed),
-                None if old is None else _row(old),
-                lsn,
-                pk_names,
-            )
-        if action == "D":
-            identity = _row(msg.get("identity", ()))
+        if after is None:
+            identity = identity or {}
             key = self._key(schema, table, identity, pk_names)
-            types = _types(msg.get("identity", ()))
             return self._change("d", schema, table, key, identity, None, lsn, (), types)
-        raise CdcError(f"wal2json sent an unknown action {action!r}")
+        if action == "I":
+            key = self._key(schema, table, after, pk_names)
+            return self._change("c", schema, table, key, None, after, lsn, (), types)
+        old = msg.get("identity")
+        if old is not None and len(old) > len(columns):
+            # REPLICA IDENTITY FULL: the old row has every column, the unchanged TOASTed ones
+            # left out of ``columns`` too, whose values the event will carry: its types.
+            names = frozenset(map(_NAME, old))
+            if all(c["name"] in names for c in columns):
+                types = self._layout(schema, table, True, old)[0]
+        return self._update(schema, table, after, types, identity, lsn, pk_names)
+
+    def _layout(
+        self, schema: str, table: str, deleted: bool, columns: Any
+    ) -> tuple[Types, tuple[str, ...]]:
+        """The columns' ``(name, type)`` pairs, and the float columns' names. The same tuple while
+        a table's columns stay the same, so the ``cdc-types`` header made of it is made once
+        (:func:`cdc.events.encode` caches it by identity); a delete's identity columns are
+        apart. A float column may appear at any change (``ALTER COLUMN ... TYPE``): the pairs
+        are compared every time, which costs less than searching the payload for float types."""
+        types = tuple(map(_NAME_TYPE, columns))
+        known = self._layouts.get((schema, table, deleted))
+        if known is None or known[0] != types:
+            if len(self._layouts) >= 4096:  # tables dropped long ago
+                self._layouts.clear()
+                self._pairs.clear()
+            seen = self._pairs.setdefault((schema, table), set())
+            if not seen.issuperset(types):
+                # A column or a type not seen before (not an update leaving a TOASTed value
+                # out): the table may have changed; its next change learns its shape again.
+                seen.update(types)
+                self._forget_shape(schema, table)
+            floats = tuple(n for n, t in types if t in _FLOAT_TYPES)
+            known = self._layouts[(schema, table, deleted)] = (types, floats)
+        return known
 
 
 def _quote_numerics(payload: bytes) -> bytes:
@@ -126,12 +163,37 @@ def _quote_numerics(payload: bytes) -> bytes:
     return b"".join(parts)
 
 
+def _floats(row: Row | None, floats: tuple[str, ...], payload: bytes) -> bool:
+    """Float columns' values that the parser read as integers made floats again: False, and
+    ``row`` half done, when one is a zero that may have been ``-0``."""
+    if row is None:
+        return True
+    for name in floats:
+        value = row.get(name)
+        if type(value) is int:
+            if not value and (b":-0," in payload or b":-0}" in payload):
+                return False
+            row[name] = float(value)  # the double float(text) gives: both round alike
+    return True
+
+
+def _point_floats(payload: bytes) -> bytes:
+    """``.0`` after every float value printed as an integer, so it parses as a float; the payload
+    itself when there is none."""
+    parts: list[bytes] = []
+    last = 0
+    for match in _INTEGRAL_FLOAT.finditer(payload):
+        end = match.end()
+        parts += (payload[last:end], b".0")
+        last = end
+    if not parts:
+        return payload
+    parts.append(payload[last:])
+    return b"".join(parts)
+
+
 def _row(columns: Any) -> Row:
     return dict(map(_NAME_VALUE, columns))
-
-
-def _types(columns: Any) -> tuple[tuple[str, str], ...]:
-    return tuple(map(_NAME_TYPE, columns))
 
 
 def _ts_ms(text: str) -> int:
