@@ -49,6 +49,9 @@ STEPS = [
     "UPDATE t SET a = a + 10 WHERE id IN (5, 6)",
     "INSERT INTO t (id, a, v, d) VALUES (104, 7, 'after drop', 1)",
     "DELETE FROM t WHERE id = 7",
+    # A renamed table: its events go to the new name's topic, which must hold all its rows.
+    "ALTER TABLE u RENAME TO u2",
+    "UPDATE u2 SET v = 'renamed' WHERE id = 1",
 ]
 
 
@@ -74,6 +77,8 @@ def test_schema_changes_are_followed_by_both_sinks(
         conn.execute(
             "INSERT INTO t SELECT g, g, 'v' || g, g + 0.5, 'b' || g FROM generate_series(1, 20) g"
         )
+        conn.execute("CREATE TABLE u (id int PRIMARY KEY, v text)")
+        conn.execute("INSERT INTO u SELECT g, 'u' || g FROM generate_series(1, 10) g")
     replica_name = f"cdct_replica_{unique}"
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(replica_name)))
@@ -100,6 +105,7 @@ def test_schema_changes_are_followed_by_both_sinks(
                 conn.execute(step)
         if while_down:
             cdc = settle.cdc = CdcProcess(config, tmp_path / "cdc.log")
+        settle.topics = 3
         settle()
     finally:
         assert cdc.stop() == 0, cdc.output()[-3000:]
@@ -117,6 +123,10 @@ def test_schema_changes_are_followed_by_both_sinks(
                 row[i] = None if value is None else str(Decimal(value).normalize())
         assert got == want
         assert dlq_count(kafka_bootstrap, f"{prefix}.public.t.dlq") == 0
+        want = pg_rows(database, "u2", ["id", "v"], "id")
+        assert len(want) == 10
+        assert pg_rows(replica, "u2", ["id", "v"], "id") == want
+        assert sqlite_rows(lite, "u2", ["id", "v"], {"id": "integer", "v": "text"}, "id") == want
         events = read_topics(kafka_bootstrap, [f"{prefix}.public.t"])
         after_drop = [e for e in events if e.value and e.value["after"] and e.key["id"] in (5, 6)]
         last = after_drop[-1].value
@@ -139,13 +149,14 @@ class _Settler:
     ) -> None:
         self.source, self.replica, self.lite = source, replica, lite
         self.kafka, self.prefix, self.cdc = kafka, prefix, cdc
+        self.topics = 2
 
     def __call__(self) -> None:
         wait_for(self._read_again, 120, "the tables read again")
         wait_for(
             lambda: (
                 self.cdc.alive()
-                and not sinks_behind(self.kafka, self.replica, self.lite, self.prefix, 1)
+                and not sinks_behind(self.kafka, self.replica, self.lite, self.prefix, self.topics)
             ),
             60,
             "the sinks",

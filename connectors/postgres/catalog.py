@@ -112,6 +112,8 @@ class PostgresCatalog:
     def remember_shape(self, relid: int, name: str, columns: dict[str, str]) -> None:
         if self.connector is None:
             return
+        # As the decoder compares them: wal2json writes "char" without format_type's quotes.
+        columns = {c: t.replace('"', "") for c, t in columns.items()}
         self._conn.execute(
             "INSERT INTO cdc.shapes (connector, relid, table_name, columns) VALUES (%s, %s, %s,"
             " %s::jsonb) ON CONFLICT (connector, relid) DO UPDATE SET table_name ="

@@ -301,6 +301,7 @@ class InitialSnapshot:
                 " (the slot's exported snapshot)" if exported else "",
             )
             reads = _TableReads(conn, position, int(time.time() * 1000))
+            shapes = PostgresCatalog(sql_conn, c.name)
             for ordinal, (schema, table) in enumerate(tables):
                 if supersede:
                     tracker.sent(txn)
@@ -325,9 +326,7 @@ class InitialSnapshot:
                         if time.monotonic() - last_note > 5:
                             last_note = time.monotonic()
                             self._record(sql_conn, label, "running", progress.done, total)
-                progress.add(reads.count - progress.done)
-                progress.close()
-                self._record(sql_conn, label, "done", reads.count, total)
+                self._table_done(sql_conn, shapes, reads, progress, total)
             conn.rollback()
         if held is not None:
             tracker.sent(txn)
@@ -337,6 +336,20 @@ class InitialSnapshot:
         _await_delivery(stop, publisher, tracker, errors)
         log.info("%s: snapshot of %d row(s) is on Kafka", self.subject, n)
         return n
+
+    def _table_done(
+        self,
+        sql_conn: psycopg.Connection[Any],
+        shapes: PostgresCatalog,
+        reads: _TableReads,
+        progress: Progress,
+        total: int | None,
+    ) -> None:
+        progress.add(reads.count - progress.done)
+        progress.close()
+        self._record(sql_conn, progress.label, "done", reads.count, total)
+        if reads.shape is not None:  # what later schema changes are compared with
+            shapes.remember_shape(reads.shape[0], progress.label, reads.shape[1])
 
     def _record(
         self,
@@ -388,14 +401,18 @@ class _TableReads:
         self.started_ms = started_ms
         self.catalog = PostgresCatalog(conn)
         self.count = 0
+        self.shape: tuple[int, dict[str, str]] | None = None
+        """The last table's OID and columns (name -> type), as read."""
 
     def table(self, schema: str, table: str, first_index: int) -> Iterator[Change]:
         self.count = 0
+        self.shape = None
         info = self.catalog.table(schema, table)
         columns = table_columns(self.conn, schema, table)
         if info is None or not columns:
             return
         reader = RowReader(columns)
+        self.shape = (info.relid, dict(reader.types))
         query = sql.SQL("SELECT {} FROM {}").format(
             sql.SQL(", ").join(sql.Identifier(col.name) for col in columns),
             sql.Identifier(schema, table),
