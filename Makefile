@@ -34,13 +34,23 @@ test-full: PG_VERSIONS = $(PG_VERSIONS_ALL)
 test-full: test
 
 # The version matrix whole: every PostgreSQL major from 13 (refused) to 18, at full size (5 000
-# rows written, 6 SIGKILLs per major), and nothing else. About 4 minutes.
+# rows written, 6 SIGKILLs per major); then, on each other major than the default server's,
+# the suite's own pgoutput tests of exact values, incremental snapshots under a SIGKILL and
+# `cdc check`, with CDC_TEST_PG_DSN pointed at it. About 7 minutes.
+PG_SUITE_ON_EACH := tests/test_source_exact.py tests/test_snapshot.py tests/test_check.py -k pgoutput
 test-pg-matrix: export CDC_TEST_PG_MATRIX_ROWS = 5000
 test-pg-matrix: export CDC_TEST_PG_MATRIX_KILLS = 6
 test-pg-matrix: PG_VERSIONS = $(PG_VERSIONS_ALL)
 test-pg-matrix: install stack-up
 	eval "$$(scripts/devstack env)" && CDC_TEST_PG_VERSIONS="$(PG_VERSIONS)" $(PY) -m pytest \
 		tests/test_pg_versions.py tests/test_pg_versions_unit.py $(PYTEST_ARGS)
+	default=$$(scripts/devstack status | sed -n 's/^postgres:.* version=\([0-9]*\) .*/\1/p'); \
+	for v in $(PG_VERSIONS); do \
+		[ "$$v" -ge 14 ] && [ "$$v" != "$$default" ] || continue; \
+		echo "== the suite's pgoutput tests on PostgreSQL $$v"; \
+		eval "$$(CDC_DEV_PG_VERSION=$$v scripts/devstack env)" && \
+			$(PY) -m pytest $(PG_SUITE_ON_EACH) $(PYTEST_ARGS) || exit 1; \
+	done
 
 # Tests that need no services.
 unit: install
