@@ -9,12 +9,17 @@ BUILD_SUM := $(shell cat $(BUILT_FROM) | cksum | cut -d' ' -f1)
 STAMP := $(VENV)/.installed-$(BUILD_SUM)
 BENCH_STAMP := $(VENV)/.installed-bench-$(BUILD_SUM)
 BENCH_SCALE ?= 1.0
+# PostgreSQL majors of the version matrix (tests/test_pg_versions.py): `make test` runs a few
+# (13 is only refused), `make test-pg-matrix` every one. Each major other than the default
+# server's runs on a server of its own (CDC_DEV_PG_VERSION=NN scripts/devstack up).
+PG_VERSIONS ?= 13 14 15 18
+PG_VERSIONS_ALL := 13 14 15 16 17 18
 
-.PHONY: test test-full unit lint install stack-up stack-down demo bench clean
+.PHONY: test test-full test-pg-matrix unit lint install stack-up stack-down demo bench clean
 
 # Create .venv when missing, install the project, bring up the local stack, run every test.
 test: lint stack-up
-	eval "$$(scripts/devstack env)" && $(PY) -m pytest $(PYTEST_ARGS)
+	eval "$$(scripts/devstack env)" && CDC_TEST_PG_VERSIONS="$(PG_VERSIONS)" $(PY) -m pytest $(PYTEST_ARGS)
 
 # The proofs at full size (12 SIGKILLs around a 100k-row COPY, a 2M-row transaction, 100 MB of
 # foreign WAL, 1M-row tables snapshotted, 8 SIGKILLs inside an initial snapshot). `make test`
@@ -25,13 +30,36 @@ test-full: export CDC_TEST_BIG_TXN_ROWS = 2000000
 test-full: export CDC_TEST_HEARTBEAT_MB = 100
 test-full: export CDC_TEST_SNAPSHOT_ROWS = 1000000
 test-full: export CDC_TEST_SNAPSHOT_KILLS = 8
+test-full: export CDC_TEST_PG_MATRIX_ROWS = 5000
+test-full: export CDC_TEST_PG_MATRIX_KILLS = 6
+test-full: PG_VERSIONS = $(PG_VERSIONS_ALL)
 test-full: test
+
+# The version matrix whole: every PostgreSQL major from 13 (refused) to 18, at full size (5 000
+# rows written, 6 SIGKILLs per major); then, on each other major than the default server's,
+# the suite's own pgoutput tests of exact values, incremental snapshots under a SIGKILL and
+# `cdc check`, with CDC_TEST_PG_DSN pointed at it. About 7 minutes.
+PG_SUITE_ON_EACH := tests/test_source_exact.py tests/test_snapshot.py tests/test_check.py -k pgoutput
+test-pg-matrix: export CDC_TEST_PG_MATRIX_ROWS = 5000
+test-pg-matrix: export CDC_TEST_PG_MATRIX_KILLS = 6
+test-pg-matrix: PG_VERSIONS = $(PG_VERSIONS_ALL)
+test-pg-matrix: install stack-up
+	eval "$$(scripts/devstack env)" && CDC_TEST_PG_VERSIONS="$(PG_VERSIONS)" $(PY) -m pytest \
+		tests/test_pg_versions.py tests/test_pg_versions_unit.py $(PYTEST_ARGS)
+	default=$$(scripts/devstack status | sed -n 's/^postgres:.* version=\([0-9]*\) .*/\1/p'); \
+	for v in $(PG_VERSIONS); do \
+		[ "$$v" -ge 14 ] && [ "$$v" != "$$default" ] || continue; \
+		echo "== the suite's pgoutput tests on PostgreSQL $$v"; \
+		eval "$$(CDC_DEV_PG_VERSION=$$v scripts/devstack env)" && \
+			$(PY) -m pytest $(PG_SUITE_ON_EACH) $(PYTEST_ARGS) || exit 1; \
+	done
 
 # Tests that need no services.
 unit: install
 	$(PY) -m pytest tests/test_config.py tests/test_wal2json_decoder.py tests/test_pgoutput_decoder.py \
 		tests/test_acks.py tests/test_source_stream.py \
-		tests/test_records.py tests/test_bench.py tests/test_cli.py $(PYTEST_ARGS)
+		tests/test_records.py tests/test_bench.py tests/test_cli.py tests/test_pg_versions_unit.py \
+		$(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -46,8 +74,13 @@ $(STAMP): $(BUILT_FROM)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
+# The default stack, then a server for each major of PG_VERSIONS that the default one is not.
 stack-up:
 	scripts/devstack up
+	default=$$(scripts/devstack status | sed -n 's/^postgres:.* version=\([0-9]*\) .*/\1/p'); \
+	for v in $(PG_VERSIONS); do \
+		[ "$$v" = "$$default" ] || CDC_DEV_PG_VERSION=$$v scripts/devstack up || exit 1; \
+	done
 
 stack-down:
 	scripts/devstack down

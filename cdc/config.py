@@ -314,6 +314,9 @@ class ConnectorConfig(_Spec):
     heartbeat_interval_s: float = Field(default=10.0, ge=0)
     heartbeat_query: str | None = None
     tombstones: bool = True
+    failover_slot: bool = False
+    """Create the slot as a failover slot (PostgreSQL 17 and later), kept on standbys that
+    synchronize slots so that streaming resumes on a promoted standby."""
 
     @model_validator(mode="before")
     @classmethod

@@ -52,6 +52,7 @@ def test_defaults_follow_the_spec() -> None:
     assert shop.snapshot == "initial"
     assert shop.heartbeat_interval_s == 10
     assert shop.tombstones is True
+    assert shop.failover_slot is False
     replica, local = config.sinks
     assert isinstance(replica, PostgresSinkConfig)
     assert replica.group_id == "cdc-sink-replica"
@@ -167,6 +168,11 @@ BAD_CONFIGS = [
         "wrong-type-bool",
         KAFKA + CONNECTOR + "tombstones = 1\n",
         "cfg.toml: connectors[0].tombstones: expected true or false, got an integer 1",
+    ),
+    (
+        "wrong-type-failover-slot",
+        KAFKA + CONNECTOR + 'failover_slot = "yes"\n',
+        "cfg.toml: connectors[0].failover_slot: expected true or false, got a string 'yes'",
     ),
     (
         "wrong-type-list",

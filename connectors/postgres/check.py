@@ -24,6 +24,7 @@ from cdc.findings import Finding
 from cdc.globs import TableSelector
 from connectors.postgres.catalog import PostgresCatalog, selected_tables
 from connectors.postgres.snapshot import request_snapshot
+from connectors.postgres.versions import failover_problem, too_old
 
 CONNECT_TIMEOUT_S = 5
 PROBE_TIMEOUT = "10s"
@@ -62,6 +63,13 @@ def check_source(config: ConnectorConfig) -> list[Finding]:
                 f" database {conn.info.dbname})",
             )
         ]
+        version = conn.info.server_version
+        old = too_old(version)
+        if old is not None:
+            # Nothing else is worth probing on a server the connector refuses to start on.
+            return [*findings, Finding.fail(subject, old)]
+        if config.failover_slot:
+            findings.append(_failover(conn, subject, config.slot, version))
         wal_level = _show(conn, "wal_level")
         logical = wal_level == "logical"
         if logical:
@@ -95,6 +103,29 @@ def check_source(config: ConnectorConfig) -> list[Finding]:
     if role.may_replicate:
         findings.append(_replication_connection(subject, config))
     return findings
+
+
+def _failover(
+    conn: psycopg.Connection[tuple[object, ...]], subject: str, slot: str, version: int
+) -> Finding:
+    """failover_slot = true: the server must know failover slots (17 and later)."""
+    problem = failover_problem(version)
+    if problem is not None:
+        return Finding.fail(subject, problem)
+    row = conn.execute(
+        "SELECT failover FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+    ).fetchone()
+    if row is None:
+        state = f"slot {slot} will be created as a failover slot"
+    elif row[0]:
+        state = f"slot {slot} is a failover slot"
+    else:
+        state = f"slot {slot} is not a failover slot yet: the connector makes it one at start"
+    return Finding.ok(
+        subject,
+        f"failover_slot = true: {state} (a standby keeps it with sync_replication_slots = on;"
+        " list that standby's slot in the primary's synchronized_standby_slots)",
+    )
 
 
 def _own_tables(

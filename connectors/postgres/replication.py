@@ -13,6 +13,7 @@ __all__ = [
     "Keepalive",
     "ReplicationConnection",
     "XLogData",
+    "create_slot_command",
     "format_lsn",
     "parse_lsn",
     "parse_message",
@@ -138,17 +139,27 @@ class ReplicationConnection:
             for r in range(res.ntuples)
         ]
 
-    def create_slot(self, slot: str, plugin: str, export: bool = False) -> tuple[int, str | None]:
+    @property
+    def server_version(self) -> int:
+        """The server's version number, e.g. ``170008`` for 17.8."""
+        return int(self._pgconn.server_version)
+
+    def create_slot(
+        self, slot: str, plugin: str, export: bool = False, failover: bool = False
+    ) -> tuple[int, str | None]:
         """Create a logical slot; return its consistent point (the LSN streaming starts after)
         and, with ``export``, the name of a snapshot that sees exactly what committed before it.
         The snapshot can be imported (``SET TRANSACTION SNAPSHOT``) while this connection stays
-        open and runs no other command."""
-        mode = "export" if export else "nothing"
-        query = sql.SQL("CREATE_REPLICATION_SLOT {} LOGICAL {} (SNAPSHOT {})").format(
-            sql.Identifier(slot), sql.Identifier(plugin), sql.Literal(mode)
-        )
-        rows = self.command(query.as_string(None).encode())
+        open and runs no other command. ``failover`` (PostgreSQL 17 and later) makes a slot that
+        standbys with ``sync_replication_slots`` keep in step, so it survives a failover."""
+        query = create_slot_command(slot, plugin, self.server_version, export, failover)
+        rows = self.command(query.encode())
         return parse_lsn(rows[0][1] or "0/0"), rows[0][2]
+
+    def alter_slot_failover(self, slot: str) -> None:
+        """Make an existing slot a failover slot (PostgreSQL 17 and later)."""
+        query = sql.SQL("ALTER_REPLICATION_SLOT {} (FAILOVER true)").format(sql.Identifier(slot))
+        self.command(query.as_string(None).encode())
 
     def start(self, slot: str, start_lsn: int, options: Mapping[str, str]) -> None:
         """Begin streaming ``slot`` from ``start_lsn`` (0: from the slot's confirmed position)."""
@@ -208,6 +219,33 @@ class ReplicationConnection:
 
     def close(self) -> None:
         self._pgconn.finish()
+
+
+def create_slot_command(
+    slot: str, plugin: str, server_version: int, export: bool, failover: bool = False
+) -> str:
+    """``CREATE_REPLICATION_SLOT`` as the server's version reads it: PostgreSQL 14 knows only
+    the keyword form (``EXPORT_SNAPSHOT``), 15 and later the option list (which 17 extends with
+    ``FAILOVER``)."""
+    if server_version < 150000:
+        if failover:
+            raise CdcError("a failover slot needs PostgreSQL 17 or later")
+        keyword = "EXPORT_SNAPSHOT" if export else "NOEXPORT_SNAPSHOT"
+        query = sql.SQL("CREATE_REPLICATION_SLOT {} LOGICAL {} {}").format(
+            sql.Identifier(slot), sql.Identifier(plugin), sql.SQL(keyword)
+        )
+        return query.as_string(None)
+    options: list[sql.Composable] = [
+        sql.SQL("SNAPSHOT {}").format(sql.Literal("export" if export else "nothing"))
+    ]
+    if failover:
+        if server_version < 170000:
+            raise CdcError("a failover slot needs PostgreSQL 17 or later")
+        options.append(sql.SQL("FAILOVER true"))
+    query = sql.SQL("CREATE_REPLICATION_SLOT {} LOGICAL {} ({})").format(
+        sql.Identifier(slot), sql.Identifier(plugin), sql.SQL(", ").join(options)
+    )
+    return query.as_string(None)
 
 
 class SlotInUse(SourceUnavailable):

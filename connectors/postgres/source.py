@@ -54,6 +54,7 @@ from connectors.postgres.snapshot import (
     InitialSnapshot,
     ensure_source_tables,
 )
+from connectors.postgres.versions import FAILOVER_SLOTS_SINCE, failover_problem, too_old
 from connectors.postgres.wal2json import WAL2JSON_OPTIONS, Wal2JsonDecoder
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ class PostgresSource:
                         c.dsn.conninfo, autocommit=True, application_name=f"cdc-{c.name}"
                     )
                 )
+                self._check_server(sql.info.server_version)
                 own_tables = self._own_tables(sql)
                 if c.plugin == "pgoutput":
                     self._ensure_publication(sql)
@@ -333,6 +335,14 @@ class PostgresSource:
         repl.send_status(max(received, self.confirmed), self.confirmed, self.confirmed)
         log.info("%s: stopped at confirmed LSN %s", self.subject, format_lsn(self.confirmed))
 
+    def _check_server(self, version: int) -> None:
+        """Refuse, once and for all (not retriable), a server this connector cannot run on."""
+        problem = too_old(version)
+        if problem is None and self.config.failover_slot:
+            problem = failover_problem(version)
+        if problem is not None:
+            raise CdcError(f"{self.subject}: {problem}")
+
     def _own_tables(self, sql: psycopg.Connection[Any]) -> bool:
         """Create ``cdc.signal`` and ``cdc.snapshots`` when missing. Without the privilege,
         a connector that never snapshots runs on without incremental snapshots."""
@@ -381,19 +391,25 @@ class PostgresSource:
         """Make sure the slot exists. When this creates it, the result holds the replication
         connection that created it open, with its exported snapshot, until closed."""
         c = self.config
+        # pg_replication_slots has the failover column from PostgreSQL 17 on.
+        failover = "failover" if sql.info.server_version >= FAILOVER_SLOTS_SINCE else "false"
         row = sql.execute(
-            "SELECT plugin, slot_type, database, confirmed_flush_lsn::text"
-            " FROM pg_replication_slots WHERE slot_name = %s",
+            psycopg.sql.SQL(
+                "SELECT plugin, slot_type, database, confirmed_flush_lsn::text, {}"
+                " FROM pg_replication_slots WHERE slot_name = %s"
+            ).format(psycopg.sql.SQL(failover)),
             (c.slot,),
         ).fetchone()
         if row is not None:
-            plugin, slot_type, database, confirmed = row
+            plugin, slot_type, database, confirmed, is_failover = row
             if slot_type != "logical" or plugin != c.plugin or database != sql.info.dbname:
                 raise CdcError(
                     f"{self.subject}: slot {c.slot} exists but is a {slot_type} slot of plugin"
                     f" {plugin} on database {database}; it needs a logical {c.plugin} slot on"
                     f" {sql.info.dbname}. Choose another slot name, or drop that slot."
                 )
+            if c.failover_slot and not is_failover:
+                self._make_failover(c.slot)
             return CreatedSlot(None, parse_lsn(confirmed or "0/0"), None, created=False)
         if c.snapshot in ("initial", "initial_only"):
             # Remembered before the slot exists: a crash between the two must not leave a slot
@@ -401,7 +417,9 @@ class PostgresSource:
             self._mark_initial(sql, "pending")
         repl = ReplicationConnection(c.dsn.conninfo, c.dsn.password)
         try:
-            lsn, snapshot = repl.create_slot(c.slot, c.plugin, export=export)
+            lsn, snapshot = repl.create_slot(
+                c.slot, c.plugin, export=export, failover=c.failover_slot
+            )
         except SlotExists:
             # Another process made it between our look and our create: use it as it is.
             repl.close()
@@ -409,7 +427,13 @@ class PostgresSource:
         except BaseException:
             repl.close()
             raise
-        log.info("%s: created slot %s at %s", self.subject, c.slot, format_lsn(lsn))
+        log.info(
+            "%s: created %sslot %s at %s",
+            self.subject,
+            "failover " if c.failover_slot else "",
+            c.slot,
+            format_lsn(lsn),
+        )
         return CreatedSlot(repl, lsn, snapshot, created=True)
 
     def _new_slot_for_snapshot(self, sql: psycopg.Connection[Any]) -> CreatedSlot:
@@ -455,6 +479,15 @@ class PostgresSource:
             (self.config.name,),
         ).fetchone()
         return None if row is None else str(row[0])
+
+    def _make_failover(self, slot: str) -> None:
+        """failover_slot = true on a slot made without it: turn it on, as configured."""
+        repl = ReplicationConnection(self.config.dsn.conninfo, self.config.dsn.password)
+        try:
+            repl.alter_slot_failover(slot)
+        finally:
+            repl.close()
+        log.info("%s: slot %s is now a failover slot", self.subject, slot)
 
     def _mark_initial(self, sql: psycopg.Connection[Any], state: str) -> None:
         sql.execute(
