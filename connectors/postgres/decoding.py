@@ -51,7 +51,8 @@ class TableInfo:
     """Columns with a default (or NOT NULL) whose value in rows that predate them the catalog
     cannot tell (no ``attmissingval``: a volatile default, or the table was rewritten)."""
     relid: int = 0
-    """The table's OID: what :meth:`Catalog.known_shape` is keyed by (it survives renames)."""
+    """The table's OID: what :meth:`Catalog.known_shape` is keyed by (it survives renames);
+    0: unknown, nothing is compared."""
     column_set: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -302,7 +303,7 @@ class RowDecoder:
         if info is None:
             self._shapes[(schema, table)] = (width, ())
             return (width, ())
-        if complete and types:
+        if complete and types and info.relid:
             self._compare(schema, table, info, {n: t.replace('"', "") for n, t in types})
         shape = self._shapes[(schema, table)] = (width, info.missing)
         return shape
