@@ -3,7 +3,8 @@
 The decoder asks for it when the plugin's message alone cannot say (which columns an update left
 out because their TOASTed value did not change, which columns identify a row of a table without a
 primary key). Answers are cached per table and refreshed when a message shows columns the cache
-does not know (a column was added).
+does not know (a column was added). pgoutput's relation messages are answered by the table's OID
+(:meth:`PostgresCatalog.relation`), which a rename keeps.
 """
 
 from __future__ import annotations
@@ -40,11 +41,16 @@ _IDENTITY: dict[str, Literal["default", "full", "index", "nothing"]] = {
     "n": "nothing",
 }
 
+# Generated columns are left out of events (pgoutput before 18 does not publish them), so they
+# are not among ``columns``: an update without them does not lack unchanged TOASTed values.
 _TABLE = """
 SELECT c.oid, c.relreplident,
        array(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-             ORDER BY a.attnum) AS columns,
+             AND a.attgenerated = '' ORDER BY a.attnum) AS columns,
+       array(SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+             AND a.attgenerated <> '' ORDER BY a.attnum) AS generated,
        array(SELECT a.attname::text FROM pg_index i
              JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
@@ -54,8 +60,9 @@ SELECT c.oid, c.relreplident,
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
              WHERE i.indrelid = c.oid AND i.indisreplident ORDER BY k.ord) AS ident
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = %s AND c.relname = %s
 """
+_BY_NAME = _TABLE + "WHERE n.nspname = %s AND c.relname = %s"
+_BY_OID = _TABLE + "WHERE c.oid = %s"
 
 
 class PostgresCatalog:
@@ -75,6 +82,10 @@ class PostgresCatalog:
             self._see(xid)
             self._cache[key] = self._load(schema, table)
         return self._cache[key]
+
+    def relation(self, relid: int, xid: int = 0) -> TableInfo | None:
+        self._see(xid)
+        return self._info(self._conn.execute(_BY_OID, (relid,)).fetchone())
 
     def type_name(self, oid: int, typmod: int) -> str:
         key = (oid, typmod)
@@ -145,10 +156,13 @@ class PostgresCatalog:
         return {str(n): str(t) for n, t in rows}
 
     def _load(self, schema: str, table: str) -> TableInfo | None:
-        row = self._conn.execute(_TABLE, (schema, table)).fetchone()
+        return self._info(self._conn.execute(_BY_NAME, (schema, table)).fetchone())
+
+    @staticmethod
+    def _info(row: Any) -> TableInfo | None:
         if row is None:
             return None
-        _, replident, columns, pk, ident = row
+        _, replident, columns, generated, pk, ident = row
         identity = _IDENTITY.get(replident, "default")
         if pk:
             key = tuple(pk)
@@ -158,7 +172,9 @@ class PostgresCatalog:
             key = tuple(columns)
         else:
             key = ()
-        return TableInfo(tuple(columns), key, identity, has_primary_key=bool(pk))
+        return TableInfo(
+            tuple(columns), key, identity, has_primary_key=bool(pk), generated=tuple(generated)
+        )
 
 
 def key_text(value: Any) -> str | None:

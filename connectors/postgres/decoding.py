@@ -36,6 +36,9 @@ class TableInfo:
     column, else nothing."""
     identity: Literal["default", "full", "index", "nothing"]
     has_primary_key: bool = True
+    generated: tuple[str, ...] = ()
+    """Generated columns: not in ``columns``, left out of every event (the target computes
+    them if its table defines them)."""
     column_set: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -62,6 +65,11 @@ class Catalog(Protocol):
     ) -> Row | None:
         """The row's present values of ``columns``, encoded as events carry them; None if gone.
         ``xid`` as for :meth:`table`."""
+        ...
+
+    def relation(self, relid: int, xid: int = 0) -> TableInfo | None:
+        """The table whose OID is ``relid``, as it is now (a renamed table keeps its OID); None
+        if it is gone. ``xid`` as for :meth:`table`."""
         ...
 
     def type_name(self, oid: int, typmod: int) -> str:
@@ -134,11 +142,15 @@ class RowDecoder:
         lsn: int,
         pk: Sequence[str] | None,
         unavailable: tuple[str, ...] | None = None,
+        full: bool | None = None,
     ) -> Change | tuple[Change, ...]:
         """``unavailable``: the columns whose unchanged TOASTed value the plugin did not send,
         already ``UNAVAILABLE`` in ``after`` (pgoutput says which); None when the plugin leaves
-        them out without a word (wal2json), so the catalog's column list tells."""
-        info = self._catalog.table(schema, table, xid=self._xid)
+        them out without a word (wal2json), so the catalog's column list tells. ``full``: REPLICA
+        IDENTITY FULL, when the plugin says so (pgoutput); None: the catalog tells."""
+        info = None
+        if unavailable is None or full is None:
+            info = self._catalog.table(schema, table, xid=self._xid)
         if unavailable is None:
             unavailable = ()
             if info is not None and (
@@ -153,7 +165,8 @@ class RowDecoder:
                         after[column] = UNAVAILABLE
         new_key = self._key(schema, table, after, pk)
         old_key = self._key(schema, table, identity, pk) if identity is not None else new_key
-        full = info is not None and info.identity == "full"
+        if full is None:
+            full = info is not None and info.identity == "full"
         before = identity if full else None
         if old_key is not None and new_key is not None and old_key != new_key:
             # The row moved to another key: as Debezium does, a delete of the old key and a
