@@ -75,7 +75,12 @@ def replicas(
     yield from replicas_for(request.param, tmp_path, pg_dsn, database, kafka_bootstrap, unique)
 
 
-@pytest.mark.parametrize("replicas", [("wal2json", ("pg",)), ("pgoutput", ("pg",))], indirect=True)
+@pytest.mark.parametrize(
+    "replicas",
+    [("wal2json", ("pg",)), ("pgoutput", ("pg",))],
+    indirect=True,
+    ids=["wal2json", "pgoutput"],
+)
 def test_keys_of_tables_renamed_or_dropped_while_behind(replicas: Replicas) -> None:
     with psycopg.connect(replicas.source, autocommit=True) as conn:
         conn.execute(SOURCE)
