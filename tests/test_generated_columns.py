@@ -9,6 +9,7 @@ value). Integration test on the devstack, both plugins, a snapshot then streamed
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.harness import read_topics, slot_confirmed_lsn, wait_for
+from tests.harness import CDC, Event, read_topics, slot_confirmed_lsn, wait_for
 from tests.replicas import Replicas, lite_table, pg_columns, pg_table, replicas_for
 
 SOURCE = """
@@ -43,6 +44,11 @@ INSERT INTO bag (a) VALUES (3);
 DELETE FROM bag WHERE ctid = (SELECT ctid FROM bag WHERE a = 2 LIMIT 1);
 UPDATE bag SET a = 10 WHERE a = 1;
 """
+
+
+def incremental_reads(replicas: Replicas) -> list[Event]:
+    events = read_topics(replicas.kafka, [f"{replicas.prefix}.public.g"])
+    return [e for e in events if e.value and e.value["source"]["snapshot"] == "incremental"]
 
 
 @pytest.fixture
@@ -82,6 +88,16 @@ def test_generated_columns_left_out_of_events_and_computed_by_targets(
         wait_for(lambda: slot_confirmed_lsn(replicas.source, replicas.slot), 60, "the slot")
         with psycopg.connect(replicas.source, autocommit=True) as conn:
             conn.execute(CHANGES)
+        # An incremental snapshot reads the same columns as the initial one.
+        command = [CDC, "snapshot", "-c", str(replicas.config), "--connector", replicas.prefix]
+        asked = subprocess.run(
+            [*command, "--table", "public.g"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert asked.returncode == 0, asked.stdout + asked.stderr
+        wait_for(lambda: len(incremental_reads(replicas)) == 7, 60, "the incremental snapshot")
         replicas.settle()
     finally:
         replicas.stop()
@@ -89,6 +105,12 @@ def test_generated_columns_left_out_of_events_and_computed_by_targets(
     events = read_topics(replicas.kafka, [f"{replicas.prefix}.public.g"])
     events += read_topics(replicas.kafka, [f"{replicas.prefix}.public.bag"])
     assert {e.op for e in events} >= {"r", "c", "u", "d"}
+    assert {e.value["source"]["snapshot"] for e in events if e.value} == {
+        "true",
+        "last",
+        "false",
+        "incremental",
+    }
     for e in events:
         for image in (e.value or {}).get("before"), (e.value or {}).get("after"):
             assert image is None or not {"b", "tu"} & image.keys(), e
