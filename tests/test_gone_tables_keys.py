@@ -10,6 +10,7 @@ devstack, both plugins.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -127,3 +128,51 @@ def test_keys_of_tables_renamed_or_dropped_while_behind(replicas: Replicas) -> N
         assert columns == pg_columns(pg, table), table
         assert sorted(lite_key) == sorted(key), table
         assert rows == expected[table], table
+
+
+@pytest.mark.parametrize(
+    "replicas",
+    [("wal2json", ("pg",)), ("pgoutput", ("pg",))],
+    indirect=True,
+    ids=["wal2json", "pgoutput"],
+)
+def test_full_identity_table_dropped_while_the_connector_lags(replicas: Replicas) -> None:
+    """A REPLICA IDENTITY FULL table with a primary key: pgoutput's relation message does not
+    say it has one. The session read it when it started; dropped before the session reaches its
+    changes, it keeps its key."""
+    with psycopg.connect(replicas.source, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE warm (id int PRIMARY KEY);"
+            "CREATE TABLE f3 (id int PRIMARY KEY, v text);"
+            "ALTER TABLE f3 REPLICA IDENTITY FULL;"
+            "INSERT INTO f3 SELECT i, 'f' || i FROM generate_series(1, 4) i;"
+        )
+    cdc = replicas.start()
+    try:
+        wait_for(lambda: slot_confirmed_lsn(replicas.source, replicas.slot), 60, "the slot")
+        with psycopg.connect(replicas.source, autocommit=True) as conn:
+            conn.execute("INSERT INTO warm VALUES (1)")  # the session describes a first table
+        replicas.settle()
+        cdc.proc.send_signal(signal.SIGSTOP)  # behind from here on
+        try:
+            with psycopg.connect(replicas.source, autocommit=True) as conn:
+                conn.execute("UPDATE f3 SET v = 'changed' WHERE id = 1")
+                conn.execute("DELETE FROM f3 WHERE id = 2")
+                expected = pg_table(replicas.source, "f3")
+                conn.execute("DROP TABLE f3")
+        finally:
+            cdc.proc.send_signal(signal.SIGCONT)
+        replicas.settle()
+    finally:
+        replicas.stop()
+
+    events = read_topics(replicas.kafka, [f"{replicas.prefix}.public.f3"])
+    assert {e.op for e in events} == {"r", "u", "d", None}
+    for e in events:
+        assert e.key is not None and list(e.key) == ["id"], e
+        assert not e.headers.get("cdc-identity"), e
+    assert replicas.dead_letters() == {}
+    pg = replicas.replicas["pg"]
+    assert pg_primary_key(pg, "f3") == ["id"]
+    assert pg_table(pg, "f3") == expected
+    assert lite_table(replicas.lite, "f3")[2] == expected

@@ -410,6 +410,23 @@ def test_full_identity_of_a_dropped_table_uses_what_was_known_of_its_oid() -> No
     assert (change.key, change.whole_row_key) == ({"id": 1}, False)
 
 
+def test_a_table_dropped_while_the_session_lags_is_known_from_its_start() -> None:
+    # The session's first relation message reads every table; "f" is dropped later, before
+    # the session reaches its changes: its primary key is still known.
+    catalog = GoneCatalog()
+    catalog.tables[("public", "f")] = TableInfo(("id", "v"), ("id",), "full")
+    catalog.tables[("public", "other")] = TableInfo(("id", "v"), ("id",), "default")
+    catalog.relids.update({9: ("public", "f"), 4: ("public", "other")})
+    decoder = PgOutputDecoder(catalog, lambda s, t: True)
+    decoder.decode(begin(), 0x50)
+    decoder.decode(relation_message(4, "other", b"d", FULL_COLUMNS), 0x60)
+    del catalog.relids[9]
+    decoder.decode(relation_message(9, "f", b"f", FULL_COLUMNS), 0x61)
+    change = decoder.decode(insert(9, "1", "a"), 0x70)
+    assert isinstance(change, Change)
+    assert (change.key, change.whole_row_key) == ({"id": 1}, False)
+
+
 def test_full_identity_without_any_primary_key_is_the_whole_row() -> None:
     catalog = GoneCatalog()
     delete = b"D" + struct.pack(">I", 9) + b"O" + text_tuple("1", "a")

@@ -86,6 +86,14 @@ class FakeCatalog:
         name = self.relids.get(relid)
         return None if name is None else self.tables.get(name)
 
+    def relations(self, xid: int = 0) -> dict[int, TableInfo]:
+        assert xid > 0, "the decoder must say which transaction the read has to see"
+        return {
+            relid: info
+            for relid, name in self.relids.items()
+            if (info := self.tables.get(name)) is not None
+        }
+
     def type_name(self, oid: int, typmod: int) -> str:
         return TYPE_NAMES[(oid, typmod)]
 

@@ -63,6 +63,10 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 """
 _BY_NAME = _TABLE + "WHERE n.nspname = %s AND c.relname = %s"
 _BY_OID = _TABLE + "WHERE c.oid = %s"
+_ALL = (
+    _TABLE
+    + "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+)
 
 
 class PostgresCatalog:
@@ -86,6 +90,11 @@ class PostgresCatalog:
     def relation(self, relid: int, xid: int = 0) -> TableInfo | None:
         self._see(xid)
         return self._info(self._conn.execute(_BY_OID, (relid,)).fetchone())
+
+    def relations(self, xid: int = 0) -> dict[int, TableInfo]:
+        self._see(xid)
+        rows = self._conn.execute(_ALL).fetchall()
+        return {int(row[0]): info for row in rows if (info := self._info(row)) is not None}
 
     def type_name(self, oid: int, typmod: int) -> str:
         key = (oid, typmod)

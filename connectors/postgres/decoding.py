@@ -72,6 +72,10 @@ class Catalog(Protocol):
         if it is gone. ``xid`` as for :meth:`table`."""
         ...
 
+    def relations(self, xid: int = 0) -> dict[int, TableInfo]:
+        """Every table there is now, by OID. ``xid`` as for :meth:`table`."""
+        ...
+
     def type_name(self, oid: int, typmod: int) -> str:
         """``format_type(oid, typmod)``: the name the ``cdc-types`` header gives the type."""
         ...

@@ -127,6 +127,7 @@ class PgOutputDecoder(RowDecoder):
         self._relations: dict[int, _Relation] = {}
         self._known: dict[int, TableInfo] = {}
         """The catalog's last answer per relation OID: a table's key after it was dropped."""
+        self._read_all = False
 
     def decode(
         self, payload: bytes, lsn: int
@@ -313,7 +314,13 @@ class PgOutputDecoder(RowDecoder):
         identity's columns, even of a table renamed or dropped since. What it does not say, the
         primary key's column order (the key's JSON, which picks its partition, follows it) and
         whether a table of REPLICA IDENTITY FULL has one, is read by the table's OID, which a
-        rename keeps; for a table dropped since, what this session read of the OID before."""
+        rename keeps; for a table dropped since, what this session read of the OID before (it
+        reads every table's when it describes its first)."""
+        if not self._read_all:
+            # Every table's, once a session: a table dropped while the session lags behind
+            # is then still known when its changes come.
+            self._known.update(self._catalog.relations(xid=self._xid))
+            self._read_all = True
         now = self._catalog.relation(relid, xid=self._xid)
         if now is not None:
             self._known[relid] = now
