@@ -18,7 +18,7 @@ import pytest
 from cdc.errors import CdcError
 from cdc.events import UNAVAILABLE, Change
 from connectors.postgres import _tuples, pgoutput
-from connectors.postgres.decoding import Begin, Commit
+from connectors.postgres.decoding import Begin, Commit, TableInfo
 from connectors.postgres.pgoutput import PgOutputDecoder
 from connectors.postgres.replication import parse_lsn
 from connectors.postgres.wal2json import Wal2JsonDecoder
@@ -122,11 +122,12 @@ def test_unselected_tables_produce_nothing_and_cost_no_catalog_read() -> None:
     assert ("public", "t") not in catalog.refreshed
 
 
-def test_relation_message_refreshes_the_catalog() -> None:
+def test_relation_message_reads_the_catalog_by_oid_not_by_name() -> None:
     catalog = FakeCatalog()
     pgoutput_items(catalog)
-    assert ("public", "t") in catalog.refreshed
-    assert ("public", "full_ident") in catalog.refreshed
+    # The name may be another table's by now; the OID is the relation's for its life.
+    assert catalog.relations_read == [931720, 931727, 931720]
+    assert catalog.refreshed == []
 
 
 def begin() -> bytes:
@@ -204,6 +205,7 @@ def test_full_identity_unchanged_toast_comes_from_the_old_row(
     if not native:
         monkeypatch.setattr(pgoutput, "_native_row", None)
     catalog = FakeCatalog()
+    catalog.relids[3] = ("public", table)  # the key is read by the relation's OID
     decoder = PgOutputDecoder(catalog, lambda s, t: True)
     decoder.decode(begin(), 0x50)
     decoder.decode(full_relation(3, table), 0x60)
@@ -395,3 +397,188 @@ def test_floats_keep_their_sign_and_are_written_as_wal2json_and_snapshots_write_
     values = tuple_data([("t", text.encode()) for _, text in FLOAT_TEXTS])
     change = decoder.decode(b"I" + struct.pack(">I", 2) + b"N" + values, 0x70)
     assert after_json(change) == FLOAT_JSON
+
+
+# -- keys from the relation message (tables renamed or dropped since) -----------------------------
+
+INT4, TEXT = 23, 25
+
+
+def relation_message(
+    relid: int, table: str, replident: bytes, columns: list[tuple[str, bool, int]]
+) -> bytes:
+    """A hand-made ``R`` message: ``columns`` are (name, part of the replica identity, type)."""
+    out = b"R" + struct.pack(">I", relid) + b"public\x00" + table.encode() + b"\x00" + replident
+    out += struct.pack(">H", len(columns))
+    for name, flagged, oid in columns:
+        out += bytes([flagged]) + name.encode() + b"\x00" + struct.pack(">Ii", oid, -1)
+    return out
+
+
+def text_tuple(*values: str | None) -> bytes:
+    return tuple_data([("n", None) if v is None else ("t", v.encode()) for v in values])
+
+
+class GoneCatalog(FakeCatalog):
+    """A catalog that knows only what ``tables`` and ``relids`` say, and counts name reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables = {}
+        self.relids = {}
+        self.by_name: list[tuple[str, str]] = []
+        self.types = {(INT4, -1): "integer", (TEXT, -1): "text"}
+
+    def table(
+        self, schema: str, table: str, refresh: bool = False, xid: int = 0
+    ) -> TableInfo | None:
+        self.by_name.append((schema, table))
+        return super().table(schema, table, refresh, xid)
+
+    def type_name(self, oid: int, typmod: int) -> str:
+        return self.types[(oid, typmod)]
+
+
+def decoded(catalog: FakeCatalog, *messages: bytes) -> list[Change]:
+    decoder = PgOutputDecoder(catalog, lambda s, t: True)
+    decoder.decode(begin(), 0x50)
+    return [c for c in flatten(decoder.decode(m, 0x70) for m in messages) if isinstance(c, Change)]
+
+
+def insert(relid: int, *values: str | None) -> bytes:
+    return b"I" + struct.pack(">I", relid) + b"N" + text_tuple(*values)
+
+
+COMPOSITE = [("a", True, INT4), ("b", True, TEXT), ("v", False, TEXT)]
+
+
+def test_default_identity_key_comes_from_the_flags_when_the_table_is_gone() -> None:
+    # Dropped since (no table has OID 7 now): the flagged columns are the primary key.
+    catalog = GoneCatalog()
+    delete = b"D" + struct.pack(">I", 7) + b"K" + text_tuple("1", "x", None)
+    create, gone = decoded(
+        catalog, relation_message(7, "old", b"d", COMPOSITE), insert(7, "1", "x", "v"), delete
+    )
+    assert create.key == {"a": 1, "b": "x"} and gone.key == {"a": 1, "b": "x"}
+    assert gone.before == {"a": 1, "b": "x"}
+    assert not create.whole_row_key
+    assert catalog.by_name == []  # never by name: "old" may be another table by now
+
+
+def test_primary_key_order_is_read_by_oid_after_a_rename() -> None:
+    # Renamed since: the name in the message finds nothing, the OID finds the table.
+    catalog = GoneCatalog()
+    catalog.tables[("public", "new_name")] = TableInfo(("a", "b", "v"), ("b", "a"), "default")
+    catalog.relids[7] = ("public", "new_name")
+    (create,) = decoded(
+        catalog, relation_message(7, "old", b"d", COMPOSITE), insert(7, "1", "x", "v")
+    )
+    assert list(create.key or ()) == ["b", "a"]  # the primary key's order, as snapshot reads
+    assert catalog.relations_read == [7]
+
+
+def test_a_catalog_key_the_flags_contradict_is_not_used() -> None:
+    # The table's key changed since this message: the message is the truth of its moment.
+    catalog = GoneCatalog()
+    catalog.tables[("public", "t")] = TableInfo(("a", "b", "v"), ("v",), "default")
+    catalog.relids[7] = ("public", "t")
+    (create,) = decoded(
+        catalog, relation_message(7, "t", b"d", COMPOSITE), insert(7, "1", "x", "v")
+    )
+    assert create.key == {"a": 1, "b": "x"}
+
+
+FULL_COLUMNS = [("id", True, INT4), ("v", True, TEXT)]
+
+
+def test_full_identity_keeps_the_primary_key_the_oid_gives() -> None:
+    catalog = GoneCatalog()
+    catalog.tables[("public", "f2")] = TableInfo(("id", "v"), ("id",), "full")
+    catalog.relids[9] = ("public", "f2")
+    update = b"U" + struct.pack(">I", 9) + b"O" + text_tuple("1", "a") + b"N" + text_tuple("1", "b")
+    (change,) = decoded(catalog, relation_message(9, "f", b"f", FULL_COLUMNS), update)
+    assert (change.op, change.key, change.whole_row_key) == ("u", {"id": 1}, False)
+    # The message says FULL: the old row is the before image, whatever the catalog says now.
+    assert change.before == {"id": 1, "v": "a"}
+
+
+def test_full_identity_of_a_dropped_table_uses_what_was_known_of_its_oid() -> None:
+    catalog = GoneCatalog()
+    catalog.tables[("public", "f")] = TableInfo(("id", "v"), ("id",), "full")
+    catalog.relids[9] = ("public", "f")
+    decoder = PgOutputDecoder(catalog, lambda s, t: True)
+    decoder.decode(begin(), 0x50)
+    decoder.decode(relation_message(9, "f", b"f", FULL_COLUMNS), 0x60)
+    # Dropped since; the walsender describes it again (as after a change of its schema).
+    catalog.relids.clear()
+    decoder.decode(relation_message(9, "f", b"f", FULL_COLUMNS), 0x61)
+    change = decoder.decode(insert(9, "1", "a"), 0x70)
+    assert isinstance(change, Change)
+    assert (change.key, change.whole_row_key) == ({"id": 1}, False)
+
+
+def test_a_table_dropped_while_the_session_lags_is_known_from_its_start() -> None:
+    # The session's first relation message reads every table; "f" is dropped later, before
+    # the session reaches its changes: its primary key is still known.
+    catalog = GoneCatalog()
+    catalog.tables[("public", "f")] = TableInfo(("id", "v"), ("id",), "full")
+    catalog.tables[("public", "other")] = TableInfo(("id", "v"), ("id",), "default")
+    catalog.relids.update({9: ("public", "f"), 4: ("public", "other")})
+    decoder = PgOutputDecoder(catalog, lambda s, t: True)
+    decoder.decode(begin(), 0x50)
+    decoder.decode(relation_message(4, "other", b"d", FULL_COLUMNS), 0x60)
+    del catalog.relids[9]
+    decoder.decode(relation_message(9, "f", b"f", FULL_COLUMNS), 0x61)
+    change = decoder.decode(insert(9, "1", "a"), 0x70)
+    assert isinstance(change, Change)
+    assert (change.key, change.whole_row_key) == ({"id": 1}, False)
+
+
+def test_full_identity_without_any_primary_key_is_the_whole_row() -> None:
+    catalog = GoneCatalog()
+    delete = b"D" + struct.pack(">I", 9) + b"O" + text_tuple("1", "a")
+    (gone,) = decoded(catalog, relation_message(9, "bag", b"f", FULL_COLUMNS), delete)
+    assert (gone.key, gone.whole_row_key, gone.before) == (
+        {"id": 1, "v": "a"},
+        True,
+        {"id": 1, "v": "a"},
+    )
+
+
+def test_index_identity_key_is_the_flagged_columns_or_the_primary_key() -> None:
+    columns = [("id", False, INT4), ("code", True, TEXT)]
+    catalog = GoneCatalog()
+    (create,) = decoded(catalog, relation_message(5, "t", b"i", columns), insert(5, "1", "c"))
+    assert create.key == {"code": "c"}  # gone: the unique index the message names
+    catalog.tables[("public", "t")] = TableInfo(("id", "code"), ("id",), "index")
+    catalog.relids[5] = ("public", "t")
+    (create,) = decoded(catalog, relation_message(5, "t", b"i", columns), insert(5, "1", "c"))
+    assert create.key == {"id": 1}  # a primary key there is the key, as in snapshot reads
+
+
+def test_nothing_identity_has_no_key_and_reads_no_catalog_by_name() -> None:
+    catalog = GoneCatalog()
+    (create,) = decoded(catalog, relation_message(5, "t", b"n", FULL_COLUMNS), insert(5, "1", "c"))
+    assert create.key is None
+    assert catalog.by_name == []
+
+
+def test_generated_columns_a_publication_sends_are_left_out() -> None:
+    # PostgreSQL 18 publishes them when the publication says so; events never carry them.
+    columns = [("id", True, INT4), ("a", False, INT4), ("b", False, INT4), ("t", False, TEXT)]
+    catalog = GoneCatalog()
+    catalog.tables[("public", "g")] = TableInfo(("id", "a", "t"), ("id",), "default", True, ("b",))
+    catalog.relids[3] = ("public", "g")
+    update = (
+        b"U"
+        + struct.pack(">I", 3)
+        + b"N"
+        + tuple_data([("t", b"1"), ("t", b"5"), ("t", b"10"), ("u", None)])
+    )
+    create, change = decoded(
+        catalog, relation_message(3, "g", b"d", columns), insert(3, "1", "2", "4", "x"), update
+    )
+    assert create.after == {"id": 1, "a": 2, "t": "x"}
+    assert change.after == {"id": 1, "a": 5, "t": UNAVAILABLE}
+    assert change.unavailable == ("t",)
+    assert [n for n, _ in change.types] == ["id", "a", "t"]

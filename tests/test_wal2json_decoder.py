@@ -67,7 +67,13 @@ class FakeCatalog:
             ("public", "doc"): TableInfo(("id", "n", "body"), ("id",), "full", True),
             ("public", "bag_doc"): TableInfo(("n", "body"), ("n", "body"), "full", False),
         }
+        self.relids: dict[int, tuple[str, str]] = {
+            931720: ("public", "t"),
+            931727: ("public", "full_ident"),
+        }
+        """The OIDs of the fixture's tables (tests/fixtures/pgoutput.jsonl's R messages)."""
         self.refreshed: list[tuple[str, str]] = []
+        self.relations_read: list[int] = []
         self.looked_up: list[tuple[str, dict[str, Any], tuple[str, ...]]] = []
         self.shapes: dict[int, tuple[str, dict[str, str]]] = {}
         self.altered: dict[tuple[str, str], TableInfo] = {}
@@ -82,6 +88,20 @@ class FakeCatalog:
             if (schema, table) in self.altered:
                 self.tables[(schema, table)] = self.altered.pop((schema, table))
         return self.tables.get((schema, table))
+
+    def relation(self, relid: int, xid: int = 0) -> TableInfo | None:
+        assert xid > 0, "the decoder must say which transaction the read has to see"
+        self.relations_read.append(relid)
+        name = self.relids.get(relid)
+        return None if name is None else self.tables.get(name)
+
+    def relations(self, xid: int = 0) -> dict[int, TableInfo]:
+        assert xid > 0, "the decoder must say which transaction the read has to see"
+        return {
+            relid: info
+            for relid, name in self.relids.items()
+            if (info := self.tables.get(name)) is not None
+        }
 
     def type_name(self, oid: int, typmod: int) -> str:
         return TYPE_NAMES[(oid, typmod)]
@@ -666,3 +686,86 @@ def test_a_zero_that_changes_sign_moves_a_whole_row_key() -> None:
         images = [c.before or c.after for c in changes if isinstance(c, Change)]
         texts = (old, new) if len(ops) == 2 else (old,)  # an update's image: its before
         assert [orjson.dumps(i) for i in images] == [b'{"f0":%s.0}' % t.encode() for t in texts]
+
+
+# -- generated columns and key order --------------------------------------------------------------
+
+
+PK_ID = '[{"name":"id","type":"integer"}]'
+BEGIN = (
+    b'{"action":"B","xid":9,"lsn":"0/5","nextlsn":"0/6",'
+    b'"timestamp":"2026-11-27 05:30:18.979158+00"}'
+)
+
+
+def w2j(action: str, table: str, fields: str, pk: str = PK_ID) -> bytes:
+    """A wal2json message; ``fields``: its ``columns`` / ``identity`` members."""
+    return (
+        f'{{"action":"{action}","lsn":"0/8","schema":"public","table":"{table}",{fields},'
+        f'"pk":{pk}}}'
+    ).encode()
+
+
+def col(name: str, value: object, kind: str = "integer") -> str:
+    return f'{{"name":"{name}","type":"{kind}","value":{orjson.dumps(value).decode()}}}'
+
+
+def decode_with(catalog: FakeCatalog, *messages: bytes) -> list[Change]:
+    decoder = Wal2JsonDecoder(catalog, lambda s, t: True)
+    decoder.decode(BEGIN)
+    out: list[Change] = []
+    for message in messages:
+        item = decoder.decode(message)
+        out += item if isinstance(item, tuple) else [item] if isinstance(item, Change) else []
+    return out
+
+
+def test_generated_columns_wal2json_prints_are_left_out() -> None:
+    catalog = FakeCatalog()
+    catalog.tables[("public", "g")] = TableInfo(("id", "a"), ("id",), "full", True, ("b",))
+    row = f"{col('id', 1)},{col('a', 2)},{col('b', 4)}"
+    new = f"{col('id', 1)},{col('a', 5)},{col('b', 10)}"
+    create, update, delete = decode_with(
+        catalog,
+        w2j("I", "g", f'"columns":[{row}]'),
+        w2j("U", "g", f'"columns":[{new}],"identity":[{row}]'),
+        w2j("D", "g", f'"identity":[{new}]'),
+    )
+    assert create.after == {"id": 1, "a": 2}
+    assert [n for n, _ in create.types] == ["id", "a"]
+    # Under REPLICA IDENTITY FULL the old row is the before image: without them too, and no
+    # column is taken for an unchanged TOASTed value left out.
+    assert (update.before, update.after, update.unavailable) == (
+        {"id": 1, "a": 2},
+        {"id": 1, "a": 5},
+        (),
+    )
+    assert delete.before == {"id": 1, "a": 5}
+
+
+def test_a_generated_column_added_while_streaming_is_noticed() -> None:
+    catalog = FakeCatalog()
+    catalog.tables[("public", "g")] = TableInfo(("id", "a"), ("id",), "default")
+    decoder = Wal2JsonDecoder(catalog, lambda s, t: True)
+    decoder.decode(BEGIN)
+    first = decoder.decode(w2j("I", "g", f'"columns":[{col("id", 1)},{col("a", 2)}]'))
+    assert isinstance(first, Change) and first.after == {"id": 1, "a": 2}
+    # ALTER TABLE g ADD COLUMN b int GENERATED ALWAYS AS (a * 2) STORED: a third column.
+    catalog.tables[("public", "g")] = TableInfo(("id", "a"), ("id",), "default", True, ("b",))
+    change = decoder.decode(
+        w2j("I", "g", f'"columns":[{col("id", 2)},{col("a", 3)},{col("b", 6)}]')
+    )
+    assert isinstance(change, Change) and change.after == {"id": 2, "a": 3}
+    # Once for this change (the generated columns, then the shape), not once a row.
+    assert catalog.refreshed == [("public", "g")] * 2
+
+
+def test_the_key_follows_the_primary_keys_order_not_the_columns() -> None:
+    # PRIMARY KEY (b, a): wal2json names the columns a, b (their order in the table); snapshot
+    # reads and pgoutput key them b, a. The key's JSON picks the partition: one order for all.
+    catalog = FakeCatalog()
+    catalog.tables[("public", "o")] = TableInfo(("a", "b", "v"), ("b", "a"), "default")
+    pk = '[{"name":"a","type":"integer"},{"name":"b","type":"text"}]'
+    row = f"{col('a', 1)},{col('b', 'x', 'text')},{col('v', 'v', 'text')}"
+    (create,) = decode_with(catalog, w2j("I", "o", f'"columns":[{row}]', pk))
+    assert list(create.key or ()) == ["b", "a"]

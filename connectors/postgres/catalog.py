@@ -3,7 +3,8 @@
 The decoder asks for it when the plugin's message alone cannot say (which columns an update left
 out because their TOASTed value did not change, which columns identify a row of a table without a
 primary key). Answers are cached per table and refreshed when a message shows columns the cache
-does not know (a column was added).
+does not know (a column was added). pgoutput's relation messages are answered by the table's OID
+(:meth:`PostgresCatalog.relation`), which a rename keeps.
 """
 
 from __future__ import annotations
@@ -41,11 +42,16 @@ _IDENTITY: dict[str, Literal["default", "full", "index", "nothing"]] = {
     "n": "nothing",
 }
 
+# Generated columns are left out of events (pgoutput before 18 does not publish them), so they
+# are not among ``columns``: an update without them does not lack unchanged TOASTed values.
 _TABLE = """
 SELECT c.oid, c.relreplident,
        array(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-             ORDER BY a.attnum) AS columns,
+             AND a.attgenerated = '' ORDER BY a.attnum) AS columns,
+       array(SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+             AND a.attgenerated <> '' ORDER BY a.attnum) AS generated,
        array(SELECT a.attname::text FROM pg_index i
              JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
@@ -56,21 +62,30 @@ SELECT c.oid, c.relreplident,
              WHERE i.indrelid = c.oid AND i.indisreplident ORDER BY k.ord) AS ident,
        array(SELECT array[a.attname::text, (a.attmissingval::text::text[])[1]]
              FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
-             AND NOT a.attisdropped AND a.atthasmissing ORDER BY a.attnum) AS missing,
+             AND NOT a.attisdropped AND a.attgenerated = '' AND a.atthasmissing
+             ORDER BY a.attnum) AS missing,
        array(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-             AND a.attlen = -1 AND a.attstorage <> 'p') AS toastable,
+             AND a.attgenerated = '' AND a.attlen = -1 AND a.attstorage <> 'p') AS toastable,
        array(SELECT array[a.attname::text, format_type(a.atttypid, a.atttypmod)]
              FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
-             AND NOT a.attisdropped ORDER BY a.attnum) AS shape,
+             AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum) AS shape,
        array(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-             AND NOT a.atthasmissing AND (a.atthasdef OR a.attnotnull)) AS unknown
+             AND a.attgenerated = '' AND NOT a.atthasmissing
+             AND (a.atthasdef OR a.attnotnull)) AS unknown
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = %(schema)s AND c.relname = %(table)s
 """
-"""``unknown``: columns whose value in rows that predate them the catalog cannot tell (a
-default or NOT NULL, but no ``attmissingval``: a volatile default, or the table was rewritten)."""
+"""``missing``: the value rows that predate a column added with a default hold
+(``attmissingval``). ``unknown``: columns whose value in such rows the catalog cannot tell (a
+default or NOT NULL, but no ``attmissingval``: a volatile default, or the table was rewritten).
+``shape``: every column's ``format_type``."""
+_BY_NAME = _TABLE + "WHERE n.nspname = %s AND c.relname = %s"
+_BY_OID = _TABLE + "WHERE c.oid = %s"
+_ALL = (
+    _TABLE
+    + "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+)
 
 
 class PostgresCatalog:
@@ -93,6 +108,15 @@ class PostgresCatalog:
             self._see(xid)
             self._cache[key] = self._load(schema, table)
         return self._cache[key]
+
+    def relation(self, relid: int, xid: int = 0) -> TableInfo | None:
+        self._see(xid)
+        return self._info(self._conn.execute(_BY_OID, (relid,)).fetchone())
+
+    def relations(self, xid: int = 0) -> dict[int, TableInfo]:
+        self._see(xid)
+        rows = self._conn.execute(_ALL).fetchall()
+        return {int(row[0]): info for row in rows if (info := self._info(row)) is not None}
 
     def known_shape(self, relid: int) -> tuple[str, dict[str, str]] | None:
         """The name and columns (name -> type) the connector last published table ``relid``
@@ -190,10 +214,13 @@ class PostgresCatalog:
         return {str(n): str(t) for n, t in rows}
 
     def _load(self, schema: str, table: str) -> TableInfo | None:
-        row = self._conn.execute(_TABLE, {"schema": schema, "table": table}).fetchone()
+        return self._info(self._conn.execute(_BY_NAME, (schema, table)).fetchone())
+
+    @staticmethod
+    def _info(row: Any) -> TableInfo | None:
         if row is None:
             return None
-        relid, replident, columns, pk, ident, missing, toastable, shape, unknown = row
+        relid, replident, columns, generated, pk, ident, missing, toastable, shape, unknown = row
         identity = _IDENTITY.get(replident, "default")
         if pk:
             key = tuple(pk)
@@ -208,6 +235,7 @@ class PostgresCatalog:
             key,
             identity,
             has_primary_key=bool(pk),
+            generated=tuple(generated),
             missing=tuple((str(name), str(value)) for name, value in missing if value is not None),
             toastable=frozenset(toastable),
             shape=frozenset((str(name), str(type_name)) for name, type_name in shape),

@@ -40,6 +40,9 @@ class TableInfo:
     column, else nothing."""
     identity: Literal["default", "full", "index", "nothing"]
     has_primary_key: bool = True
+    generated: tuple[str, ...] = ()
+    """Generated columns: not in ``columns``, left out of every event (the target computes
+    them if its table defines them)."""
     missing: tuple[tuple[str, str], ...] = ()
     """``(column, text)`` of columns added with a default that rows written before hold
     (PostgreSQL's ``attmissingval``): the ``cdc-missing`` header."""
@@ -79,6 +82,15 @@ class Catalog(Protocol):
     ) -> Row | None:
         """The row's present values of ``columns``, encoded as events carry them; None if gone.
         ``xid`` as for :meth:`table`."""
+        ...
+
+    def relation(self, relid: int, xid: int = 0) -> TableInfo | None:
+        """The table whose OID is ``relid``, as it is now (a renamed table keeps its OID); None
+        if it is gone. ``xid`` as for :meth:`table`."""
+        ...
+
+    def relations(self, xid: int = 0) -> dict[int, TableInfo]:
+        """Every table there is now, by OID. ``xid`` as for :meth:`table`."""
         ...
 
     def type_name(self, oid: int, typmod: int) -> str:
@@ -165,11 +177,15 @@ class RowDecoder:
         lsn: int,
         pk: Sequence[str] | None,
         unavailable: tuple[str, ...] | None = None,
+        full: bool | None = None,
     ) -> Change | tuple[Change, ...]:
         """``unavailable``: the columns whose unchanged TOASTed value the plugin did not send,
         already ``UNAVAILABLE`` in ``after`` (pgoutput says which); None when the plugin leaves
-        them out without a word (wal2json), so the catalog's column list tells."""
-        info = self._catalog.table(schema, table, xid=self._xid)
+        them out without a word (wal2json), so the catalog's column list tells. ``full``: REPLICA
+        IDENTITY FULL, when the plugin says so (pgoutput); None: the catalog tells."""
+        info = None
+        if unavailable is None or full is None:
+            info = self._catalog.table(schema, table, xid=self._xid)
         if unavailable is None:
             unavailable = ()
             if info is not None and (
@@ -189,7 +205,8 @@ class RowDecoder:
             unavailable = _fill(after, identity, unavailable)
         new_key = self._key(schema, table, after, pk)
         old_key = self._key(schema, table, identity, pk) if identity is not None else new_key
-        full = info is not None and info.identity == "full"
+        if full is None:
+            full = info is not None and info.identity == "full"
         before = identity if full else None
         if (
             old_key is not None
@@ -298,8 +315,7 @@ class RowDecoder:
         """What the catalog says of the table now, for a change whose columns (and their types)
         are ``types``, all of the table's if ``complete``; compared with the columns the
         connector last published it with, so that a schema change is noticed."""
-        # Read again: what the catalog said before this change may predate a column's addition.
-        info = self._catalog.table(schema, table, refresh=True, xid=self._xid)
+        info = self._table_info(schema, table)
         if info is None:
             self._shapes[(schema, table)] = (width, ())
             return (width, ())
@@ -307,6 +323,11 @@ class RowDecoder:
             self._compare(schema, table, info, {n: t.replace('"', "") for n, t in types})
         shape = self._shapes[(schema, table)] = (width, info.missing)
         return shape
+
+    def _table_info(self, schema: str, table: str) -> TableInfo | None:
+        """The catalog's view of a table whose shape changed in the stream, read again: what
+        it said before this change may predate a column's addition."""
+        return self._catalog.table(schema, table, refresh=True, xid=self._xid)
 
     def _compare(self, schema: str, table: str, info: TableInfo, columns: dict[str, str]) -> None:
         """Compare ``columns`` (a change's, all of them) with those the table was last published

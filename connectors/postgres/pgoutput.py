@@ -35,7 +35,14 @@ from dataclasses import dataclass, field
 
 from cdc.errors import CdcError
 from cdc.events import UNAVAILABLE, Change, Row
-from connectors.postgres.decoding import JSON_KINDS, Begin, Catalog, Commit, RowDecoder
+from connectors.postgres.decoding import (
+    JSON_KINDS,
+    Begin,
+    Catalog,
+    Commit,
+    RowDecoder,
+    TableInfo,
+)
 
 try:
     from connectors.postgres._tuples import row as _native_row
@@ -95,14 +102,20 @@ class _Relation:
     identity: tuple[bool, ...]
     """Per column: part of the replica identity (what a ``K`` old tuple holds)."""
     key: tuple[str, ...] | None
-    """The event key's columns (the catalog's); None when the table has none."""
+    """The event key's columns (see :meth:`PgOutputDecoder._identify`); None when the table
+    has none."""
     whole_row_key: bool
+    full: bool = False
+    """REPLICA IDENTITY FULL: an update's or delete's old tuple is the whole old row."""
+    drop: tuple[str, ...] = ()
+    """Generated columns the publication sends (PostgreSQL 18 can): left out, as elsewhere."""
     identity_types: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
     """``types`` of the replica identity's columns: a delete's with a ``K`` old tuple. One tuple
     for all of them, so the ``cdc-types`` header made of it is made once (cached by identity)."""
 
     def __post_init__(self) -> None:
-        kept = tuple(t for t, ident in zip(self.types, self.identity, strict=False) if ident)
+        flagged = {n for n, ident in zip(self.names, self.identity, strict=True) if ident}
+        kept = tuple(t for t in self.types if t[0] in flagged)
         object.__setattr__(self, "identity_types", kept)
 
 
@@ -112,6 +125,11 @@ class PgOutputDecoder(RowDecoder):
     def __init__(self, catalog: Catalog, selected: Callable[[str, str], bool]) -> None:
         super().__init__(catalog, selected)
         self._relations: dict[int, _Relation] = {}
+        self._known: dict[int, TableInfo] = {}
+        """The catalog's last answer per relation OID: a table's key after it was dropped."""
+        self._read_all = False
+        self._by_name: dict[tuple[str, str], TableInfo | None] = {}
+        """Per table name in the stream, what its relation's OID read (:meth:`_table_info`)."""
 
     def decode(
         self, payload: bytes, lsn: int
@@ -124,7 +142,7 @@ class PgOutputDecoder(RowDecoder):
                 return None
             after, unavailable = self._tuple(payload, 6, rel)[:2]
             self._whole_row_key = rel.whole_row_key
-            key = self._key(rel.schema, rel.table, after, rel.key)
+            key = self._key(rel.schema, rel.table, after, rel.key) if rel.key else None
             return self._change(
                 "c", rel.schema, rel.table, key, None, after, lsn, unavailable, rel.types
             )
@@ -136,7 +154,7 @@ class PgOutputDecoder(RowDecoder):
                 return None
             identity, _, _ = self._tuple(payload, 6, rel, old=payload[5])
             self._whole_row_key = rel.whole_row_key
-            key = self._key(rel.schema, rel.table, identity, rel.key)
+            key = self._key(rel.schema, rel.table, identity, rel.key) if rel.key else None
             types = rel.identity_types if payload[5] == 75 else rel.types  # K: the identity's
             return self._change("d", rel.schema, rel.table, key, identity, None, lsn, (), types)
         if kind == 66:  # B
@@ -178,7 +196,7 @@ class PgOutputDecoder(RowDecoder):
         after, unavailable, _ = self._tuple(payload, pos + 1, rel)
         self._whole_row_key = rel.whole_row_key
         return self._update(
-            rel.schema, rel.table, after, rel.types, identity, lsn, rel.key, unavailable
+            rel.schema, rel.table, after, rel.types, identity, lsn, rel.key, unavailable, rel.full
         )
 
     @staticmethod
@@ -201,6 +219,10 @@ class PgOutputDecoder(RowDecoder):
                 for n, v, ident in zip(rel.names, row.values(), rel.identity, strict=True)
                 if ident
             }
+        if rel.drop:  # rare (a publication of PostgreSQL 18 that publishes generated columns)
+            for name in rel.drop:
+                row.pop(name, None)
+            unavailable = tuple(c for c in unavailable if c not in rel.drop)
         return row, unavailable, pos
 
     @staticmethod
@@ -244,6 +266,7 @@ class PgOutputDecoder(RowDecoder):
         schema, pos = _cstring(payload, 5)
         table, pos = _cstring(payload, pos)
         schema = schema or "pg_catalog"
+        replident = payload[pos]
         count = _H16.unpack_from(payload, pos + 1)[0]
         pos += 3
         names: list[str] = []
@@ -261,14 +284,15 @@ class PgOutputDecoder(RowDecoder):
         key: tuple[str, ...] | None = None
         whole_row_key = False
         types: tuple[tuple[str, str], ...] = ()
+        drop: tuple[str, ...] = ()
         if wanted:
-            # The table may have changed (a column, its key, its replica identity): read again.
-            info = self._catalog.table(schema, table, refresh=True, xid=self._xid)
-            key = info.key if info is not None and info.key else None
-            whole_row_key = info is not None and info.whole_row_key
+            key, whole_row_key, drop = self._identify(
+                relid, replident, names, identity, schema, table
+            )
             types = tuple(
                 (n, self._catalog.type_name(oid, typmod))
                 for n, (oid, typmod) in zip(names, columns, strict=True)
+                if n not in drop
             )
         self._relations[relid] = _Relation(
             schema=schema,
@@ -281,7 +305,57 @@ class PgOutputDecoder(RowDecoder):
             identity=tuple(identity),
             key=key,
             whole_row_key=whole_row_key,
+            full=replident == 102,
+            drop=drop,
         )
+
+    def _table_info(self, schema: str, table: str) -> TableInfo | None:
+        """What :meth:`_identify` read by the relation's OID at its last ``R`` message: the
+        table may have another name now, or none."""
+        return self._by_name.get((schema, table))
+
+    def _identify(
+        self,
+        relid: int,
+        replident: int,
+        names: list[str],
+        identity: list[bool],
+        schema: str,
+        table: str,
+    ) -> tuple[tuple[str, ...] | None, bool, tuple[str, ...]]:
+        """The event key's columns, whether the key is the whole row, and the generated columns
+        to leave out, for a relation as its ``R`` message describes it.
+
+        The message is the truth of the moment the change was written: it names the replica
+        identity's columns, even of a table renamed or dropped since. What it does not say, the
+        primary key's column order (the key's JSON, which picks its partition, follows it) and
+        whether a table of REPLICA IDENTITY FULL has one, is read by the table's OID, which a
+        rename keeps; for a table dropped since, what this session read of the OID before (it
+        reads every table's when it describes its first)."""
+        if not self._read_all:
+            # Every table's, once a session: a table dropped while the session lags behind
+            # is then still known when its changes come.
+            self._known.update(self._catalog.relations(xid=self._xid))
+            self._read_all = True
+        now = self._catalog.relation(relid, xid=self._xid)
+        if now is not None:
+            self._known[relid] = now
+        info = now if now is not None else self._known.get(relid)
+        self._by_name[(schema, table)] = info
+        pk = info.key if info is not None and info.has_primary_key else ()
+        if not set(pk) <= set(names):
+            pk = ()  # the table changed since this message: its key then is not this one's
+        flagged = tuple(n for n, ident in zip(names, identity, strict=True) if ident)
+        drop = tuple(n for n in names if info is not None and n in info.generated)
+        if replident == 100:  # d: the primary key's columns are flagged
+            return (pk if set(pk) == set(flagged) else flagged) or None, False, drop
+        if replident == 105:  # i: a unique index's, flagged; the primary key is the key
+            return pk or flagged or None, False, drop
+        if replident == 102:  # f: every column flagged; without a primary key, the whole row
+            if pk:
+                return pk, False, drop
+            return tuple(n for n in names if n not in drop), True, drop
+        return pk or None, False, drop  # n: nothing identifies a row
 
     def _truncate(self, payload: bytes, lsn: int) -> tuple[Change, ...] | None:
         count = _U32.unpack_from(payload, 1)[0]

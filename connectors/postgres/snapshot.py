@@ -136,10 +136,11 @@ class Column:
 
 
 def table_columns(conn: psycopg.Connection[Any], schema: str, table: str) -> list[Column]:
+    """The columns a read carries: generated ones are left out, as the stream leaves them."""
     rows = conn.execute(
         "SELECT a.attname::text, a.atttypid::int, format_type(a.atttypid, a.atttypmod)"
         " FROM pg_attribute a WHERE a.attrelid = %s::regclass AND a.attnum > 0"
-        " AND NOT a.attisdropped ORDER BY a.attnum",
+        " AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum",
         (sql.Identifier(schema, table).as_string(conn),),
     ).fetchall()
     return [Column(str(n), int(o), str(t)) for n, o, t in rows]

@@ -58,6 +58,10 @@ _NAME_TYPE = operator.itemgetter("name", "type")
 Types = tuple[tuple[str, str], ...]
 
 
+_Shape = tuple[int, frozenset[str], tuple[tuple[str, ...], tuple[str, ...]] | None]
+_UNSEEN: _Shape = (-1, frozenset(), None)
+
+
 class Wal2JsonDecoder(RowDecoder):
     """Turns a slot's wal2json messages into :class:`Begin`, :class:`Change`, :class:`Commit`."""
 
@@ -66,8 +70,10 @@ class Wal2JsonDecoder(RowDecoder):
         self._layouts: dict[tuple[str, str, bool], tuple[Types, tuple[str, ...]]] = {}
         self._pairs: dict[tuple[str, str], set[tuple[str, str]]] = {}
         """Every ``(column, type)`` each table's changes have shown."""
+        self._tables: dict[tuple[str, str], _Shape | None] = {}
+        """Per table seen, :meth:`_table_shape`: one lookup a row, where the selection was one."""
 
-    def decode(
+    def decode(  # noqa: PLR0912  (one piece: a call more would cost every row)
         self, payload: bytes, lsn: int = 0
     ) -> Begin | Change | tuple[Change, ...] | Commit | None:
         """``lsn``, the message's position in the stream, is not needed: wal2json says it."""
@@ -87,15 +93,27 @@ class Wal2JsonDecoder(RowDecoder):
         if action == "M":
             return None
         schema, table = msg["schema"], msg["table"]
-        if not self._is_wanted(schema, table):
-            return None
+        columns = msg.get("columns", ())
+        shape = self._tables.get((schema, table), _UNSEEN)
+        if shape is _UNSEEN:
+            shape = self._table_shape(schema, table, len(columns), refresh=False)
+        if shape is None:
+            return None  # not captured
         lsn = parse_lsn(msg["lsn"])
         if action == "T":
             self._whole_row_key = False
             return self._change("t", schema, table, None, None, None, lsn)
         if action not in ("I", "U", "D"):
             raise CdcError(f"wal2json sent an unknown action {action!r}")
+        width, generated, reorder = shape
+        if len(columns) > width or (action == "I" and len(columns) != width):
+            # A column added or dropped since this table was first seen: generated or not?
+            width, generated, reorder = (
+                self._table_shape(schema, table, len(columns), True) or shape
+            )
         deleted = action == "D"
+        if generated:
+            _strip(msg, generated)
         columns = msg.get("identity" if deleted else "columns", ())
         types, floats = self._layout(schema, table, deleted, columns)
         after = None if deleted else _row(columns)
@@ -103,10 +121,14 @@ class Wal2JsonDecoder(RowDecoder):
         if floats and not (_floats(after, floats, payload) and _floats(identity, floats, payload)):
             # A zero that may be -0, whose sign the parser dropped: parse it again, pointed.
             msg = orjson.loads(_point_floats(payload))
+            if generated:
+                _strip(msg, generated)
             after = None if deleted else _row(msg["columns"])
             identity = _row(msg["identity"]) if "identity" in msg else None
         pk = msg.get("pk")
         pk_names = tuple(map(_NAME, pk)) if pk else None
+        if reorder is not None and pk_names == reorder[0]:
+            pk_names = reorder[1]
         self._whole_row_key = self._whole_row(schema, table, pk_names)
         if after is None:
             identity = identity or {}
@@ -147,6 +169,33 @@ class Wal2JsonDecoder(RowDecoder):
             floats = tuple(n for n, t in types if t in _FLOAT_TYPES)
             known = self._layouts[(schema, table, deleted)] = (types, floats)
         return known
+
+    def _table_shape(self, schema: str, table: str, seen: int, refresh: bool) -> _Shape | None:
+        """None if the table is not captured, else: how many columns wal2json prints for it;
+        which are generated (wal2json prints them; events leave them out, as pgoutput does);
+        and, when the primary key's order is not its columns' (wal2json names them in the
+        columns' order), that order (the key's JSON, which picks the partition, follows it,
+        as in snapshot reads). ``seen``: how many columns this message has, trusted when the
+        catalog disagrees (the table was dropped or renamed since), so that a mismatch costs
+        one read, not one a row; what was known before stays then."""
+        if not self._is_wanted(schema, table):
+            self._tables[(schema, table)] = None
+            return None
+        info = self._catalog.table(schema, table, refresh=refresh, xid=self._xid)
+        known = self._tables.get((schema, table))
+        shape: _Shape = (seen, frozenset(), None) if known is None else (seen, *known[1:])
+        if info is not None:
+            width = len(info.columns) + len(info.generated)
+            in_column_order = tuple(c for c in info.columns if c in info.key)
+            shape = (
+                width if width == seen or not refresh else seen,
+                frozenset(info.generated),
+                (in_column_order, info.key)
+                if info.has_primary_key and in_column_order != info.key
+                else None,
+            )
+        self._tables[(schema, table)] = shape
+        return shape
 
 
 def _quote_numerics(payload: bytes) -> bytes:
@@ -190,6 +239,13 @@ def _point_floats(payload: bytes) -> bytes:
         return payload
     parts.append(payload[last:])
     return b"".join(parts)
+
+
+def _strip(msg: dict[str, Any], generated: frozenset[str]) -> None:
+    """Leave the generated columns out of a message (pgoutput leaves them out too)."""
+    for part in ("columns", "identity"):
+        if part in msg:
+            msg[part] = [c for c in msg[part] if c["name"] not in generated]
 
 
 def _row(columns: Any) -> Row:
