@@ -8,7 +8,7 @@ does not know (a column was added).
 
 from __future__ import annotations
 
-__all__ = ["PostgresCatalog", "key_text", "selected_tables"]
+__all__ = ["PostgresCatalog", "key_text", "partition_leaves", "selected_tables"]
 
 import logging
 import time
@@ -58,6 +58,15 @@ WHERE n.nspname = %s AND c.relname = %s
 """
 
 
+_ROOT = """
+SELECT rn.nspname::text, r.relname::text FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_class r ON r.oid = pg_partition_root(c.oid)
+JOIN pg_namespace rn ON rn.oid = r.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND c.relispartition
+"""
+
+
 class PostgresCatalog:
     """:class:`~connectors.postgres.decoding.Catalog` over an open connection."""
 
@@ -75,6 +84,13 @@ class PostgresCatalog:
             self._see(xid)
             self._cache[key] = self._load(schema, table)
         return self._cache[key]
+
+    def partition_root(self, schema: str, table: str, xid: int = 0) -> tuple[str, str]:
+        """The partitioned table at the top of the tree ``schema.table`` is a partition of, as
+        the catalog says now; the table itself when it is no partition (or is gone)."""
+        self._see(xid)
+        row = self._conn.execute(_ROOT, (schema, table)).fetchone()
+        return (str(row[0]), str(row[1])) if row else (schema, table)
 
     def type_name(self, oid: int, typmod: int) -> str:
         key = (oid, typmod)
@@ -171,14 +187,41 @@ def key_text(value: Any) -> str | None:
 
 
 def selected_tables(
-    conn: psycopg.Connection[Any], selected: Callable[[str, str], bool]
+    conn: psycopg.Connection[Any],
+    selected: Callable[[str, str], bool],
+    partitions: Literal["root", "leaf"] = "root",
 ) -> list[tuple[str, str]]:
-    """The ordinary and partitioned tables that the connector's globs select, right now."""
+    """The tables that the connector's globs select, right now, as they are published: ordinary
+    tables and partitioned tables (whose partitions are published through them), or, with
+    ``partitions = "leaf"``, ordinary tables and partitions."""
+    where = (
+        "c.relkind IN ('r', 'p') AND NOT c.relispartition"
+        if partitions == "root"
+        else "c.relkind = 'r'"
+    )
     rows = conn.execute(
-        "SELECT n.nspname::text, c.relname::text FROM pg_class c"
-        " JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition"
-        " AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
-        " AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1, 2"
+        sql.SQL(
+            "SELECT n.nspname::text, c.relname::text FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE {}"
+            " AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+            " AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1, 2"
+        ).format(sql.SQL(where))
     ).fetchall()
     return [(s, t) for s, t in rows if selected(s, t)]
+
+
+def partition_leaves(conn: psycopg.Connection[Any]) -> dict[tuple[str, str], frozenset[str]]:
+    """Per partitioned table at the top of a tree, its partitions that hold rows, as
+    ``schema.table`` names."""
+    rows = conn.execute(
+        "SELECT rn.nspname::text, r.relname::text, n.nspname::text || '.' || c.relname::text"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " JOIN pg_class r ON r.oid = pg_partition_root(c.oid)"
+        " JOIN pg_namespace rn ON rn.oid = r.relnamespace"
+        " WHERE c.relispartition AND c.relkind = 'r'"
+    ).fetchall()
+    leaves: dict[tuple[str, str], set[str]] = {}
+    for schema, table, leaf in rows:
+        leaves.setdefault((schema, table), set()).add(leaf)
+    return {root: frozenset(names) for root, names in leaves.items()}

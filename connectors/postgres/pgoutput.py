@@ -109,9 +109,16 @@ class _Relation:
 class PgOutputDecoder(RowDecoder):
     """Turns a slot's pgoutput messages into :class:`Begin`, :class:`Change`, :class:`Commit`."""
 
-    def __init__(self, catalog: Catalog, selected: Callable[[str, str], bool]) -> None:
-        super().__init__(catalog, selected)
+    def __init__(
+        self,
+        catalog: Catalog,
+        selected: Callable[[str, str], bool],
+        root: Callable[[str, str, int], tuple[str, str]] | None = None,
+    ) -> None:
+        super().__init__(catalog, selected, root)
         self._relations: dict[int, _Relation] = {}
+        self._names: dict[int, tuple[str, str]] = {}
+        """Per relation id, the table's own name (``_Relation`` holds the published one)."""
 
     def decode(
         self, payload: bytes, lsn: int
@@ -244,6 +251,7 @@ class PgOutputDecoder(RowDecoder):
         schema, pos = _cstring(payload, 5)
         table, pos = _cstring(payload, pos)
         schema = schema or "pg_catalog"
+        own = (schema, table)
         count = _H16.unpack_from(payload, pos + 1)[0]
         pos += 3
         names: list[str] = []
@@ -256,7 +264,10 @@ class PgOutputDecoder(RowDecoder):
             pos += _RELATION_COLUMN.size
             names.append(name)
             identity.append(bool(flags & 1))
-        wanted = self._is_wanted(schema, table)
+        route = self._route(schema, table, fresh=True)
+        wanted = route is not None
+        if route is not None:
+            schema, table = route
         key: tuple[str, ...] | None = None
         whole_row_key = False
         types: tuple[tuple[str, str], ...] = ()
@@ -269,6 +280,7 @@ class PgOutputDecoder(RowDecoder):
                 (n, self._catalog.type_name(oid, typmod))
                 for n, (oid, typmod) in zip(names, columns, strict=True)
             )
+        self._names[relid] = own
         self._relations[relid] = _Relation(
             schema=schema,
             table=table,
@@ -290,7 +302,7 @@ class PgOutputDecoder(RowDecoder):
             rel = self._relations.get(relid)
             if rel is None:
                 raise CdcError(f"pgoutput sent a truncate of relation {relid} before its R message")
-            if rel.wanted:
+            if rel.wanted and self._truncate_once(self._names[relid], (rel.schema, rel.table)):
                 self._whole_row_key = False
                 changes.append(self._change("t", rel.schema, rel.table, None, None, None, lsn))
         return tuple(changes) or None

@@ -42,6 +42,7 @@ WAL2JSON_OPTIONS = {
 
 # wal2json prints a numeric's modifier even with include-typmod off: "numeric(12,2)".
 _BARE_NUMERIC = re.compile(rb'"type":"numeric(?:\([0-9,]+\))?","value":(-?[0-9][0-9.eE+-]*)')
+_UNKNOWN: Any = object()
 _NAME = operator.itemgetter("name")
 _NAME_VALUE = operator.itemgetter("name", "value")
 _NAME_TYPE = operator.itemgetter("name", "type")
@@ -69,11 +70,17 @@ class Wal2JsonDecoder(RowDecoder):
             return self._commit(parse_lsn(msg["nextlsn"]))
         if action == "M":
             return None
-        schema, table = msg["schema"], msg["table"]
-        if not self._is_wanted(schema, table):
+        name = (msg["schema"], msg["table"])
+        route = self._routes.get(name, _UNKNOWN)
+        if route is _UNKNOWN:
+            route = self._route(*name)
+        if route is None:
             return None
+        schema, table = route
         lsn = parse_lsn(msg["lsn"])
         if action == "T":
+            if not self._truncate_once(name, route):
+                return None
             self._whole_row_key = False
             return self._change("t", schema, table, None, None, None, lsn)
         pk = msg.get("pk")

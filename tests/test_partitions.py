@@ -1,0 +1,156 @@
+"""Partitioned tables: every change of every partition on the partitioned table's topic, with its
+key, and its PostgreSQL target equal to the source row for row, through both plugins.
+
+Rows before the start (the initial snapshot reads the partitioned table), inserts, updates,
+deletes and updates that move a row to another partition while streaming, a table with rows
+attached as a partition, a partition detached (it is then a table of its own, captured on its own
+topic), one truncated alone, one dropped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+from kafka import KafkaConsumer
+from psycopg.conninfo import make_conninfo
+
+from tests.conftest import drop_database
+from tests.harness import CdcProcess, current_wal_lsn, read_topics, slot_confirmed_lsn, wait_for
+from tests.test_sink_e2e import pg_rows
+
+SCHEMA = """
+CREATE TABLE m (id int, k int, v text, PRIMARY KEY (id, k)) PARTITION BY LIST (k);
+CREATE TABLE m1 PARTITION OF m FOR VALUES IN (1);
+CREATE TABLE m2 PARTITION OF m FOR VALUES IN (2);
+CREATE TABLE m4 PARTITION OF m FOR VALUES IN (4);
+CREATE TABLE m5 PARTITION OF m FOR VALUES IN (5);
+INSERT INTO m SELECT g, 1 + g % 2, 'before ' || g FROM generate_series(1, 40) g;
+INSERT INTO m SELECT g, 4 + g % 2, 'before ' || g FROM generate_series(41, 60) g;
+"""
+COLUMNS = ["id", "k", "v"]
+
+
+def write(dsn: str, *statements: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def topics(kafka: str, prefix: str) -> set[str]:
+    consumer = KafkaConsumer(bootstrap_servers=kafka)
+    try:
+        return {t for t in consumer.topics() if t.startswith(prefix + ".")}
+    finally:
+        consumer.close()
+
+
+def equal(source: str, replica: str, table: str) -> bool:
+    try:
+        return pg_rows(replica, table, COLUMNS, "id, k") == pg_rows(source, table, COLUMNS, "id, k")
+    except AssertionError:  # the sink has not made the target yet
+        return False
+
+
+@pytest.mark.parametrize("plugin", ["wal2json", "pgoutput"])
+def test_partitions_published_on_the_partitioned_tables_topic(
+    tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str, plugin: str
+) -> None:
+    write(database, SCHEMA)
+    replica_name = f"cdct_replica_{unique}"
+    write(pg_dsn, f"CREATE DATABASE {replica_name}")
+    replica = make_conninfo(pg_dsn, dbname=replica_name)
+    prefix = f"part{unique}"
+    config = tmp_path / "cdc.toml"
+    config.write_text(
+        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
+        f'[[connectors]]\nname = "{prefix}"\ndsn = "{database}"\nplugin = "{plugin}"\n'
+        'tables = ["public.*"]\nsnapshot = "initial"\n'
+        f'[[sinks]]\nname = "pg"\ntype = "postgres"\ntopics = ["{prefix}.public.*"]\n'
+        f'dsn = "{replica}"\ngroup_id = "g-{prefix}"\n'
+    )
+    cdc = CdcProcess(config, tmp_path / "cdc.log")
+    try:
+        wait_for(lambda: slot_confirmed_lsn(database, f"cdc_{prefix}"), 60, "the slot")
+        wait_for(lambda: equal(database, replica, "m"), 120, "the initial snapshot in the sink")
+        write(
+            database,
+            "INSERT INTO m SELECT g, 1 + g % 2, 'new ' || g FROM generate_series(100, 140) g",
+            "UPDATE m SET v = v || ' updated' WHERE id % 3 = 0",
+            "DELETE FROM m WHERE id % 7 = 0",
+            # Moved to another partition: a delete in one, an insert in the other.
+            "UPDATE m SET k = 3 - k, v = 'moved' WHERE id % 5 = 0 AND k < 3",
+        )
+        # A table loaded on its own, then attached with its rows.
+        write(
+            database,
+            "CREATE TABLE m3 (id int, k int, v text, PRIMARY KEY (id, k))",
+            "INSERT INTO m3 SELECT g, 3, 'attached ' || g FROM generate_series(200, 230) g",
+            "ALTER TABLE m ATTACH PARTITION m3 FOR VALUES IN (3)",
+            "UPDATE m SET v = 'after attach' WHERE id IN (200, 201)",
+            "DELETE FROM m WHERE id = 202",
+            "INSERT INTO m VALUES (231, 3, 'inserted after attach')",
+        )
+        wait_for(lambda: equal(database, replica, "m"), 120, "the attached rows in the sink")
+        # A partition detached: its rows leave the partitioned table. It is a table of its own
+        # now, captured on its own topic.
+        write(
+            database,
+            "ALTER TABLE m DETACH PARTITION m1",
+            "UPDATE m1 SET v = 'detached' WHERE id < 20",
+            "INSERT INTO m VALUES (300, 2, 'after detach')",
+            "UPDATE m SET v = 'still here' WHERE k = 2 AND id < 30",
+        )
+        wait_for(lambda: equal(database, replica, "m"), 120, "the detached rows gone")
+        # One partition truncated alone, then another one dropped.
+        write(
+            database,
+            "TRUNCATE m4",
+            "INSERT INTO m VALUES (400, 4, 'after truncate')",
+            "DROP TABLE m5",
+            "INSERT INTO m VALUES (401, 2, 'after drop')",
+        )
+        end = current_wal_lsn(database)
+        wait_for(lambda: slot_confirmed_lsn(database, f"cdc_{prefix}") >= end, 120, "the stream")
+        wait_for(lambda: equal(database, replica, "m"), 120, "the target equal to the source")
+        wait_for(lambda: equal(database, replica, "m1"), 120, "the detached table's target")
+    finally:
+        assert cdc.stop() == 0, cdc.output()[-3000:]
+        drop_database(pg_dsn, replica_name)
+    names = topics(kafka_bootstrap, prefix)
+    assert f"{prefix}.public.m" in names
+    for leaf in ("m2", "m4", "m5"):  # partitions all along
+        assert f"{prefix}.public.{leaf}" not in names, cdc.output()[-3000:]
+    events = read_topics(kafka_bootstrap, [f"{prefix}.public.m"])
+    assert {tuple(e.key) for e in events if e.key} == {("id", "k")}
+    assert {e.op for e in events} >= {"r", "c", "u", "d", "t"}
+    output = cdc.output()
+    assert "public.m: 1 partition(s) detached or dropped" in output
+    assert "public.m: some of its partitions were truncated" in output
+
+
+def test_partition_leaf_mode_keeps_topics_per_partition(
+    tmp_path: Path, database: str, kafka_bootstrap: str, unique: str
+) -> None:
+    write(database, SCHEMA)
+    prefix = f"leaf{unique}"
+    config = tmp_path / "cdc.toml"
+    config.write_text(
+        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
+        f'[[connectors]]\nname = "{prefix}"\ndsn = "{database}"\nplugin = "pgoutput"\n'
+        'partitions = "leaf"\nsnapshot = "initial"\n'
+    )
+    cdc = CdcProcess(config, tmp_path / "cdc.log")
+    try:
+        wait_for(lambda: slot_confirmed_lsn(database, f"cdc_{prefix}"), 60, "the slot")
+        write(database, "INSERT INTO m VALUES (500, 1, 'x'), (501, 2, 'y')")
+        end = current_wal_lsn(database)
+        wait_for(lambda: slot_confirmed_lsn(database, f"cdc_{prefix}") >= end, 60, "the stream")
+    finally:
+        assert cdc.stop() == 0, cdc.output()[-3000:]
+    names = topics(kafka_bootstrap, prefix)
+    assert f"{prefix}.public.m" not in names
+    m1 = read_topics(kafka_bootstrap, [f"{prefix}.public.m1"])
+    assert len([e for e in m1 if e.op == "r"]) == 20
+    assert [e.value["after"]["id"] for e in m1 if e.op == "c" and e.value] == [500]
