@@ -114,6 +114,7 @@ class RowDecoder:
         self._per_table: dict[tuple[str, str], int] = {}
         self._whole_row_key = False
         self._routes: dict[tuple[str, str], tuple[str, str] | None] = {}
+        self._truncated_at: dict[tuple[str, str], int] = {}
         self.truncated: dict[tuple[str, str], set[tuple[str, str]]] = {}
         """In this transaction: per published table, the tables whose truncate it stands for
         (a partitioned table's partitions). Read at the commit: a partitioned table of which
@@ -126,6 +127,7 @@ class RowDecoder:
         self._index = 0
         self._per_table.clear()
         self.truncated.clear()
+        self._truncated_at.clear()
         return Begin(xid, commit_lsn, end_lsn)
 
     def _commit(self, end_lsn: int) -> Commit:
@@ -146,16 +148,15 @@ class RowDecoder:
         """Partitions were attached or detached: look every table's root up again."""
         self._routes.clear()
 
-    def _truncate_once(self, name: tuple[str, str], route: tuple[str, str]) -> bool:
+    def _truncate_once(self, name: tuple[str, str], route: tuple[str, str], lsn: int) -> bool:
         """Whether a truncate of ``name``, published as a truncate of ``route``, is the first of
-        ``route`` in this transaction: a partitioned table's truncate names its partitions
-        too, and its target is emptied once."""
-        names = self.truncated.get(route)
-        if names is None:
-            self.truncated[route] = {name}
-            return True
-        names.add(name)
-        return False
+        ``route`` in its statement (at ``lsn``): a partitioned table's truncate names its
+        partitions too, and its target is emptied once."""
+        self.truncated.setdefault(route, set()).add(name)
+        if self._truncated_at.get(route) == lsn:
+            return False
+        self._truncated_at[route] = lsn
+        return True
 
     def _update(
         self,

@@ -302,7 +302,7 @@ class PgOutputDecoder(RowDecoder):
             rel = self._relations.get(relid)
             if rel is None:
                 raise CdcError(f"pgoutput sent a truncate of relation {relid} before its R message")
-            if rel.wanted and self._truncate_once(self._names[relid], (rel.schema, rel.table)):
+            if rel.wanted and self._truncate_once(self._names[relid], (rel.schema, rel.table), lsn):
                 self._whole_row_key = False
                 changes.append(self._change("t", rel.schema, rel.table, None, None, None, lsn))
         return tuple(changes) or None

@@ -79,7 +79,7 @@ class Wal2JsonDecoder(RowDecoder):
         schema, table = route
         lsn = parse_lsn(msg["lsn"])
         if action == "T":
-            if not self._truncate_once(name, route):
+            if not self._truncate_once(name, route, lsn):
                 return None
             self._whole_row_key = False
             return self._change("t", schema, table, None, None, None, lsn)
