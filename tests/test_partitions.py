@@ -139,7 +139,7 @@ def test_partition_leaf_mode_keeps_topics_per_partition(
     config.write_text(
         f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
         f'[[connectors]]\nname = "{prefix}"\ndsn = "{database}"\nplugin = "pgoutput"\n'
-        'partitions = "leaf"\nsnapshot = "initial"\n'
+        'partitions = "leaf"\ntables = ["public.m1", "public.m2"]\nsnapshot = "initial"\n'
     )
     cdc = CdcProcess(config, tmp_path / "cdc.log")
     try:
@@ -154,3 +154,44 @@ def test_partition_leaf_mode_keeps_topics_per_partition(
     m1 = read_topics(kafka_bootstrap, [f"{prefix}.public.m1"])
     assert len([e for e in m1 if e.op == "r"]) == 20
     assert [e.value["after"]["id"] for e in m1 if e.op == "c" and e.value] == [500]
+
+
+def test_partitions_changed_while_the_connector_was_stopped(
+    tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str
+) -> None:
+    """cdc.partitions remembers the trees: a detach and a drop made while the connector was
+    down are repaired when it starts again."""
+    write(database, SCHEMA)
+    replica_name = f"cdct_replica_{unique}"
+    write(pg_dsn, f"CREATE DATABASE {replica_name}")
+    replica = make_conninfo(pg_dsn, dbname=replica_name)
+    prefix = f"down{unique}"
+    config = tmp_path / "cdc.toml"
+    config.write_text(
+        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
+        f'[[connectors]]\nname = "{prefix}"\ndsn = "{database}"\nplugin = "pgoutput"\n'
+        'tables = ["public.m"]\nsnapshot = "initial"\n'
+        f'[[sinks]]\nname = "pg"\ntype = "postgres"\ntopics = ["{prefix}.public.*"]\n'
+        f'dsn = "{replica}"\ngroup_id = "g-{prefix}"\n'
+    )
+    try:
+        cdc = CdcProcess(config, tmp_path / "cdc.log")
+        try:
+            wait_for(lambda: equal(database, replica, "m"), 120, "the initial snapshot")
+            wait_for(lambda: "streaming slot" in cdc.output(), 30, "streaming")
+        finally:
+            assert cdc.stop() == 0, cdc.output()[-3000:]
+        write(
+            database,
+            "ALTER TABLE m DETACH PARTITION m1",
+            "DROP TABLE m5",
+            "UPDATE m SET v = 'while down' WHERE k = 2",
+        )
+        cdc = CdcProcess(config, tmp_path / "cdc.log")
+        try:
+            wait_for(lambda: equal(database, replica, "m"), 120, "the target repaired")
+        finally:
+            assert cdc.stop() == 0, cdc.output()[-3000:]
+    finally:
+        drop_database(pg_dsn, replica_name)
+    assert "public.m: 2 partition(s) detached or dropped" in cdc.output()

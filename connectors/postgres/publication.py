@@ -138,9 +138,9 @@ class Publication:
 
     def plan(self) -> Plan:
         c = self.config
-        # Partitions come through their partitioned table: PostgreSQL publishes a partitioned
-        # table's partitions, present and future, with it.
-        tables = selected_tables(self.conn, self.selected, "root")
+        # With partitions = "root", partitions come through their partitioned table: PostgreSQL
+        # publishes a partitioned table's partitions, present and future, with it.
+        tables = selected_tables(self.conn, self.selected, c.partitions)
         return plan_publication(
             c.tables,
             c.exclude_tables,
