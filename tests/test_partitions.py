@@ -195,3 +195,43 @@ def test_partitions_changed_while_the_connector_was_stopped(
     finally:
         drop_database(pg_dsn, replica_name)
     assert "public.m: 2 partition(s) detached or dropped" in cdc.output()
+
+
+def test_partition_attached_during_the_initial_snapshot(
+    tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str
+) -> None:
+    """The initial snapshot reads the partitioned table as the slot's snapshot sees it; a table
+    attached with its rows while the snapshot runs (no row event comes with it) is read too."""
+    write(
+        database,
+        SCHEMA,
+        # Read after m (tables are read in name order), and long enough to attach meanwhile.
+        "CREATE TABLE z_big (id int PRIMARY KEY, v text)",
+        "INSERT INTO z_big SELECT g, repeat('x', 200) FROM generate_series(1, 300000) g",
+        "CREATE TABLE m3 (id int, k int, v text, PRIMARY KEY (id, k))",
+        "INSERT INTO m3 SELECT g, 3, 'attached ' || g FROM generate_series(200, 230) g",
+    )
+    replica_name = f"cdct_replica_{unique}"
+    write(pg_dsn, f"CREATE DATABASE {replica_name}")
+    replica = make_conninfo(pg_dsn, dbname=replica_name)
+    prefix = f"during{unique}"
+    config = tmp_path / "cdc.toml"
+    config.write_text(
+        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
+        f'[[connectors]]\nname = "{prefix}"\ndsn = "{database}"\n'
+        'tables = ["public.z_big", "public.m"]\nsnapshot = "initial"\n'
+        f'[[sinks]]\nname = "pg"\ntype = "postgres"\ntopics = ["{prefix}.public.m"]\n'
+        f'dsn = "{replica}"\ngroup_id = "g-{prefix}"\n'
+    )
+    try:
+        cdc = CdcProcess(config, tmp_path / "cdc.log")
+        try:
+            wait_for(lambda: "snapshot of 2 table(s)" in cdc.output(), 60, "the snapshot")
+            write(database, "ALTER TABLE m ATTACH PARTITION m3 FOR VALUES IN (3)")
+            assert "streaming slot" not in cdc.output(), "attached after the snapshot"
+            wait_for(lambda: equal(database, replica, "m"), 120, "the attached rows")
+        finally:
+            assert cdc.stop() == 0, cdc.output()[-3000:]
+    finally:
+        drop_database(pg_dsn, replica_name)
+    assert "public.m: a partition with rows was attached" in cdc.output()

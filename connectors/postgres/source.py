@@ -152,7 +152,10 @@ class PostgresSource:
                 self._warn_about_tables(sql, selector, catalog)
                 watch = PartitionWatch(c, self.subject, sql, selector, enabled=own_tables)
                 if created.created:
+                    # The trees as the slot's snapshot sees them, give or take the moment since:
+                    # a partition attached or detached during the initial snapshot is repaired.
                     watch.forget()
+                    watch.look()
                 decoder, options = self._decoder(catalog, selector, watch)
                 source = SourceInfo(c.name, sql.info.dbname, c.topic_prefix)
                 publisher = open_publisher(self.kafka)
