@@ -16,6 +16,7 @@ import pytest
 from kafka import KafkaConsumer
 from psycopg.conninfo import make_conninfo
 
+from connectors.postgres.snapshot import SOURCE_DDL
 from tests.conftest import drop_database
 from tests.harness import CdcProcess, current_wal_lsn, read_topics, slot_confirmed_lsn, wait_for
 from tests.test_sink_e2e import pg_rows
@@ -235,3 +236,46 @@ def test_partition_attached_during_the_initial_snapshot(
     finally:
         drop_database(pg_dsn, replica_name)
     assert "public.m: a partition with rows was attached" in cdc.output()
+
+
+def test_connector_tables_made_before_cdc_partitions_existed(
+    tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str
+) -> None:
+    """cdc.signal and cdc.snapshots made by an administrator (the README's way), a role that may
+    not create cdc.partitions: the connector snapshots and streams on, remembering the partition
+    trees in memory."""
+    role = f"cdct_role_{unique}"
+    write(pg_dsn, f"CREATE ROLE {role} LOGIN REPLICATION PASSWORD 'pw'")
+    try:
+        write(
+            database,
+            SCHEMA,
+            SOURCE_DDL,
+            "DROP TABLE IF EXISTS cdc.partitions",  # as they were made before it existed
+            f"GRANT USAGE ON SCHEMA cdc TO {role}",
+            f"GRANT ALL ON ALL TABLES IN SCHEMA cdc TO {role}",
+            f"GRANT ALL ON ALL SEQUENCES IN SCHEMA cdc TO {role}",
+            f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}",
+            "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+        )
+        prefix = f"old{unique}"
+        config = tmp_path / "cdc.toml"
+        dsn = make_conninfo(database, user=role, password="pw")
+        config.write_text(
+            f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
+            f'[[connectors]]\nname = "{prefix}"\ndsn = "{dsn}"\nsnapshot = "initial"\n'
+        )
+        cdc = CdcProcess(config, tmp_path / "cdc.log")
+        try:
+            wait_for(lambda: "streaming slot" in cdc.output(), 60, "streaming")
+            write(database, "INSERT INTO m VALUES (500, 1, 'streamed')")
+            end = current_wal_lsn(database)
+            wait_for(lambda: slot_confirmed_lsn(database, f"cdc_{prefix}") >= end, 60, "it")
+        finally:
+            assert cdc.stop() == 0, cdc.output()[-3000:]
+        events = read_topics(kafka_bootstrap, [f"{prefix}.public.m"])
+        assert len([e for e in events if e.op == "r"]) == 60
+        assert [e.key for e in events if e.op == "c"] == [{"id": 500, "k": 1}]
+    finally:
+        drop_database(pg_dsn, f"cdct_{unique}")
+        write(pg_dsn, f"DROP ROLE IF EXISTS {role}")

@@ -62,6 +62,7 @@ class PartitionWatch:
         conn: psycopg.Connection[Any],
         selected: Callable[[str, str], bool],
         enabled: bool,
+        remembered: bool = True,
     ) -> None:
         self.config = config
         self.subject = subject
@@ -69,7 +70,9 @@ class PartitionWatch:
         self.selected = selected
         self.active = config.partitions == "root"
         self.enabled = enabled
-        """False without the connector's tables: no ``cdc.partitions``, no snapshots."""
+        """False without the connector's tables: no snapshots."""
+        self.remembered = enabled and remembered
+        """``cdc.partitions`` exists: the trees outlive the process."""
         self.catalog = PostgresCatalog(conn)
         self.snapshotted: set[tuple[str, str]] = set()
         """Detached partitions whose snapshot the last look requested."""
@@ -94,7 +97,7 @@ class PartitionWatch:
     def forget(self) -> None:
         """A new slot: what was remembered of another one's stream does not count."""
         self._memory.clear()
-        if self.enabled:
+        if self.remembered:
             self.conn.execute(
                 "DELETE FROM cdc.partitions WHERE connector = %s", (self.config.name,)
             )
@@ -189,7 +192,7 @@ class PartitionWatch:
         return bool(row and row[0])
 
     def _known(self) -> dict[str, frozenset[int]]:
-        if not self.enabled:
+        if not self.remembered:
             return dict(self._memory)
         rows = self.conn.execute(
             "SELECT table_name, partitions::bigint[] FROM cdc.partitions WHERE connector = %s",
@@ -198,7 +201,7 @@ class PartitionWatch:
         return {str(label): frozenset(int(o) for o in oids) for label, oids in rows}
 
     def _remember(self, label: str, oids: frozenset[int] | None) -> None:
-        if not self.enabled:
+        if not self.remembered:
             if oids is None:
                 self._memory.pop(label, None)
             else:

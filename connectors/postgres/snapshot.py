@@ -91,6 +91,8 @@ CREATE TABLE IF NOT EXISTS cdc.snapshots (
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (connector, kind, table_name)
 );
+"""
+PARTITIONS_DDL = """
 CREATE TABLE IF NOT EXISTS cdc.partitions (
     connector text NOT NULL,
     table_name text NOT NULL,
@@ -101,19 +103,31 @@ CREATE TABLE IF NOT EXISTS cdc.partitions (
 """
 
 
-def ensure_source_tables(conn: psycopg.Connection[Any]) -> None:
-    """Create the connector's ``cdc.signal`` and ``cdc.snapshots`` tables when missing."""
-    exists = conn.execute(
-        "SELECT to_regclass('cdc.signal') IS NOT NULL AND to_regclass('cdc.snapshots') IS NOT NULL"
-        " AND to_regclass('cdc.partitions') IS NOT NULL"
+def ensure_source_tables(conn: psycopg.Connection[Any]) -> bool:
+    """Create the connector's ``cdc.signal``, ``cdc.snapshots`` and ``cdc.partitions`` tables
+    when missing. ``cdc.partitions`` came later: where the first two exist and the role may not
+    create it, the connector goes on without it; return whether it exists."""
+    row = conn.execute(
+        "SELECT to_regclass('cdc.signal') IS NOT NULL AND to_regclass('cdc.snapshots') IS NOT NULL,"
+        " to_regclass('cdc.partitions') IS NOT NULL"
     ).fetchone()
-    if exists and exists[0]:
-        return
+    base, partitions = (bool(row[0]), bool(row[1])) if row else (False, False)
+    if base and partitions:
+        return True
     conn.execute("SELECT pg_advisory_lock(hashtext('cdc-source-ddl'))")
     try:
-        conn.execute(SOURCE_DDL)
+        if not base:
+            conn.execute(SOURCE_DDL)
+        try:
+            with conn.transaction():
+                conn.execute(PARTITIONS_DDL)
+        except psycopg.errors.InsufficientPrivilege:
+            if not base:
+                raise
+            return False
     finally:
         conn.execute("SELECT pg_advisory_unlock(hashtext('cdc-source-ddl'))")
+    return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,6 +113,8 @@ class PostgresSource:
         self.finished = False
         """Set once an ``initial_only`` connector has delivered its snapshot."""
         self._always_done = False
+        self._partitions_table = False
+        """``cdc.partitions`` exists (else the partition trees are remembered in memory)."""
 
     def run(self, stop: threading.Event) -> None:
         delay = 1.0
@@ -150,7 +152,9 @@ class PostgresSource:
                 opened.callback(created.close)
                 catalog = PostgresCatalog(sql)
                 self._warn_about_tables(sql, selector, catalog)
-                watch = PartitionWatch(c, self.subject, sql, selector, enabled=own_tables)
+                watch = PartitionWatch(
+                    c, self.subject, sql, selector, own_tables, self._partitions_table
+                )
                 if created.created:
                     # The trees as the slot's snapshot sees them, give or take the moment since:
                     # a partition attached or detached during the initial snapshot is repaired.
@@ -356,7 +360,7 @@ class PostgresSource:
         """Create ``cdc.signal`` and ``cdc.snapshots`` when missing. Without the privilege,
         a connector that never snapshots runs on without incremental snapshots."""
         try:
-            ensure_source_tables(sql)
+            self._partitions_table = ensure_source_tables(sql)
         except psycopg.errors.InsufficientPrivilege as e:
             problem = (
                 f"{self.subject}: cannot create the connector's tables cdc.signal and"
