@@ -77,6 +77,8 @@ class PartitionWatch:
         self.snapshotted: set[tuple[str, str]] = set()
         """Detached partitions whose snapshot the last look requested."""
         self._memory: dict[str, frozenset[int]] = {}
+        """The trees remembered, as in ``cdc.partitions`` once read."""
+        self._loaded = False
 
     def trees(self) -> dict[tuple[str, str], Tree]:
         found: dict[tuple[str, str], Tree] = {}
@@ -97,6 +99,7 @@ class PartitionWatch:
     def forget(self) -> None:
         """A new slot: what was remembered of another one's stream does not count."""
         self._memory.clear()
+        self._loaded = True
         if self.remembered:
             self.conn.execute(
                 "DELETE FROM cdc.partitions WHERE connector = %s", (self.config.name,)
@@ -192,20 +195,22 @@ class PartitionWatch:
         return bool(row and row[0])
 
     def _known(self) -> dict[str, frozenset[int]]:
-        if not self.remembered:
-            return dict(self._memory)
-        rows = self.conn.execute(
-            "SELECT table_name, partitions::bigint[] FROM cdc.partitions WHERE connector = %s",
-            (self.config.name,),
-        ).fetchall()
-        return {str(label): frozenset(int(o) for o in oids) for label, oids in rows}
+        if self.remembered and not self._loaded:
+            # Read once: the connector is the only writer of its rows (its slot is exclusive).
+            rows = self.conn.execute(
+                "SELECT table_name, partitions::bigint[] FROM cdc.partitions WHERE connector = %s",
+                (self.config.name,),
+            ).fetchall()
+            self._memory = {str(label): frozenset(int(o) for o in oids) for label, oids in rows}
+            self._loaded = True
+        return dict(self._memory)
 
     def _remember(self, label: str, oids: frozenset[int] | None) -> None:
+        if oids is None:
+            self._memory.pop(label, None)
+        else:
+            self._memory[label] = oids
         if not self.remembered:
-            if oids is None:
-                self._memory.pop(label, None)
-            else:
-                self._memory[label] = oids
             return
         if oids is None:
             self.conn.execute(
