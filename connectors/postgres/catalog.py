@@ -41,7 +41,7 @@ _IDENTITY: dict[str, Literal["default", "full", "index", "nothing"]] = {
 }
 
 _TABLE = """
-SELECT c.oid, c.relreplident,
+SELECT c.oid, c.relreplident, c.relkind,
        array(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum) AS columns,
@@ -160,12 +160,24 @@ class PostgresCatalog:
         ).fetchall()
         return {str(n): str(t) for n, t in rows}
 
+    def _leaves_full(self, root: int) -> bool:
+        row = self._conn.execute(
+            "SELECT count(*) > 0 AND bool_and(relreplident = 'f') FROM pg_class"
+            " WHERE relispartition AND relkind = 'r' AND pg_partition_root(oid) = %s",
+            (root,),
+        ).fetchone()
+        return bool(row and row[0])
+
     def _load(self, schema: str, table: str) -> TableInfo | None:
         row = self._conn.execute(_TABLE, (schema, table)).fetchone()
         if row is None:
             return None
-        _, replident, columns, pk, ident = row
+        oid, replident, relkind, columns, pk, ident = row
         identity = _IDENTITY.get(replident, "default")
+        if relkind == "p" and not pk and identity != "full" and self._leaves_full(oid):
+            # PostgreSQL sets a replica identity per table, and logs the partitions' old rows
+            # by theirs: FULL on every partition is FULL for the partitioned table.
+            identity = "full"
         if pk:
             key = tuple(pk)
         elif identity == "index" and ident:
