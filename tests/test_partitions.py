@@ -334,3 +334,44 @@ def test_keyless_partitioned_table_with_full_identity_on_its_partitions(
         drop_database(pg_dsn, replica_name)
     events = read_topics(kafka_bootstrap, [f"{prefix}.public.b"])
     assert all(set(e.key) == {"id", "k", "v"} for e in events if e.key)
+
+
+def test_partition_detached_during_an_incremental_snapshot(
+    tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str
+) -> None:
+    """A detach while the partitioned table's incremental snapshot is under way: the truncate
+    empties the target, and the snapshot starts again from the first key (a chunk read before
+    does not move its progress), so the target ends equal to the source."""
+    write(
+        database,
+        SCHEMA,
+        "INSERT INTO m SELECT g, 1 + g % 2, 'many ' || g FROM generate_series(1000, 40999) g",
+    )
+    replica_name = f"cdct_replica_{unique}"
+    write(pg_dsn, f"CREATE DATABASE {replica_name}")
+    replica = make_conninfo(pg_dsn, dbname=replica_name)
+    prefix = f"inc{unique}"
+    config = tmp_path / "cdc.toml"
+    config.write_text(
+        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
+        f'[[connectors]]\nname = "{prefix}"\ndsn = "{database}"\n'
+        'tables = ["public.m"]\nsnapshot = "never"\nsnapshot_chunk_rows = 200\n'
+        f'[[sinks]]\nname = "pg"\ntype = "postgres"\ntopics = ["{prefix}.public.*"]\n'
+        f'dsn = "{replica}"\ngroup_id = "g-{prefix}"\n'
+    )
+    cdc = CdcProcess(config, tmp_path / "cdc.log")
+    try:
+        wait_for(lambda: "streaming slot" in cdc.output(), 60, "streaming")
+        write(
+            database,
+            "INSERT INTO cdc.signal (connector, type, data) VALUES"
+            f" ('{prefix}', 'execute-snapshot', '{{\"data-collections\": [\"public.m\"]}}')",
+        )
+        # 40 000 rows in chunks of 200 take several times the watch's 5 s.
+        wait_for(lambda: "snapshot of public.m requested" in cdc.output(), 60, "the snapshot")
+        write(database, "ALTER TABLE m DETACH PARTITION m1")
+        wait_for(lambda: "starts again" in cdc.output(), 60, "the snapshot to start again")
+        wait_for(lambda: equal(database, replica, "m"), 240, "the target equal to the source")
+    finally:
+        assert cdc.stop() == 0, cdc.output()[-3000:]
+        drop_database(pg_dsn, replica_name)

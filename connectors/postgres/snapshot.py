@@ -662,6 +662,9 @@ class IncrementalSnapshots:
             if queued and restart:
                 job = queued[0]
                 job.last_key, job.rows_done, job.epoch = None, 0, job.epoch + 1
+                counted = self.progress.pop(job.label, None)  # counts from 0 again
+                if counted is not None and counted.bar is not None:
+                    counted.bar.close()
                 self._record(job, "pending", restart=True)
                 jobs.append(job)
                 log.info("%s: the snapshot of %s starts again", self.subject, job.label)
