@@ -10,6 +10,7 @@ reported with a switch that works.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import psycopg
@@ -190,3 +191,35 @@ def test_all_tables_publication_is_reported_and_switched(
     events = read_topics(kafka_bootstrap, [f"{name}.public.cap_1"])
     assert sorted(e.key["id"] for e in events if e.op == "c" and e.key) == [1, 2, 3]
     assert "does not exist" not in cdc.output()
+
+
+def test_a_users_publication_is_used_as_it_is_and_its_gaps_reported(
+    tmp_path: Path, database: str, kafka_bootstrap: str, unique: str
+) -> None:
+    name = f"own{unique}"
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(SCHEMA)
+        conn.execute("CREATE TABLE public.cap_2 (id int PRIMARY KEY)")
+        conn.execute(f"CREATE PUBLICATION cdc_{name} FOR TABLE public.cap_1")
+    config = tmp_path / "cdc.toml"
+    config.write_text(config_text(kafka_bootstrap, name, database, ["public.cap_*"]))
+    result = CliRunner().invoke(cli, ["check", "-c", str(config)])
+    for problem in [
+        f"publication cdc_{name} (not made by cdc, used as it is) does not hold cdc.signal",
+        f"publication cdc_{name} (not made by cdc, used as it is) does not hold 1 captured"
+        " table(s): public.cap_2;",
+    ]:
+        assert f"WARN  connector {name}: {problem}" in result.output, result.output
+    cdc = CdcProcess(config, tmp_path / "cdc.log")
+    try:
+        wait_for(lambda: slot_confirmed_lsn(database, f"cdc_{name}"), 60, "the slot")
+        wait_for(lambda: "does not hold 1 captured" in cdc.output(), 30, "the warning")
+        time.sleep(6)  # a look of the stream loop
+    finally:
+        assert cdc.stop() == 0, cdc.output()[-3000:]
+    with psycopg.connect(database) as conn:
+        published = conn.execute(
+            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
+            (f"cdc_{name}",),
+        ).fetchall()
+    assert published == [("public", "cap_1")]

@@ -195,6 +195,16 @@ class Publication:
                 f" {'.'.join(SIGNAL_TABLE)}: incremental snapshots cannot work"
                 f" (ALTER PUBLICATION {self.name} ADD TABLE {'.'.join(SIGNAL_TABLE)})"
             )
+        if not state.all_tables and state.comment != MANAGED.format(self.config.name):
+            missing = self._missing()
+            if missing:
+                shown = ", ".join(f"{s}.{t}" for s, t in missing[:10])
+                more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+                found.append(
+                    f"publication {self.name} (not made by cdc, used as it is) does not hold"
+                    f" {len(missing)} captured table(s): {shown}{more}; their changes are not"
+                    f" decoded (ALTER PUBLICATION {self.name} ADD TABLE ...)"
+                )
         if state.via_root and self.config.partitions == "root":
             found.append(
                 f"publication {self.name} has publish_via_partition_root = true: PostgreSQL"
@@ -204,6 +214,26 @@ class Publication:
                 " partitioned table's topic itself)"
             )
         return found
+
+    def _missing(self) -> list[tuple[str, str]]:
+        """Captured tables the publication does not publish (partitions count for their
+        partitioned table when cdc publishes them so)."""
+        published = {
+            (str(s), str(t))
+            for s, t in self.conn.execute(
+                "SELECT n.nspname, c.relname FROM pg_publication_tables p"
+                " JOIN pg_namespace pn ON pn.nspname = p.schemaname"
+                " JOIN pg_class pc ON pc.relnamespace = pn.oid AND pc.relname = p.tablename"
+                " JOIN pg_class c ON c.oid = CASE WHEN %s"
+                " THEN coalesce(pg_partition_root(pc.oid), pc.oid) ELSE pc.oid END"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.pubname = %s",
+                (self.config.partitions == "root", self.name),
+            ).fetchall()
+        }
+        captured = selected_tables(self.conn, self.selected, self.config.partitions)
+        return [
+            t for t in _persistent(self.conn, captured) if t not in published and t[0] != OWN_SCHEMA
+        ]
 
     def switch_statement(self) -> str:
         """The SQL that puts a filtered publication in the place of a FOR ALL TABLES one. The
