@@ -9,6 +9,7 @@ topic), one truncated alone, one dropped.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import psycopg
@@ -375,3 +376,40 @@ def test_partition_detached_during_an_incremental_snapshot(
     finally:
         assert cdc.stop() == 0, cdc.output()[-3000:]
         drop_database(pg_dsn, replica_name)
+
+
+def test_wal2json_partition_created_outside_the_schemas_it_decodes(
+    tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str
+) -> None:
+    """tables = ["public.*"] is pushed to wal2json as add-tables "public.*": a partition of
+    public.m created in another schema is skipped by wal2json. The connector notices it, asks
+    for a snapshot of m and starts the stream again without that filter: nothing is lost."""
+    write(database, SCHEMA)
+    replica_name = f"cdct_replica_{unique}"
+    write(pg_dsn, f"CREATE DATABASE {replica_name}")
+    replica = make_conninfo(pg_dsn, dbname=replica_name)
+    prefix = f"out{unique}"
+    config = tmp_path / "cdc.toml"
+    config.write_text(
+        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
+        f'[[connectors]]\nname = "{prefix}"\ndsn = "{database}"\n'
+        'tables = ["public.*"]\nsnapshot = "initial"\n'
+        f'[[sinks]]\nname = "pg"\ntype = "postgres"\ntopics = ["{prefix}.public.*"]\n'
+        f'dsn = "{replica}"\ngroup_id = "g-{prefix}"\n'
+    )
+    cdc = CdcProcess(config, tmp_path / "cdc.log")
+    try:
+        wait_for(lambda: equal(database, replica, "m"), 120, "the initial snapshot")
+        write(
+            database,
+            "CREATE SCHEMA parts",
+            "CREATE TABLE parts.m9 PARTITION OF m FOR VALUES IN (9)",
+            "INSERT INTO m SELECT g, 9, 'elsewhere' FROM generate_series(900, 920) g",
+        )
+        time.sleep(7)  # the connector's look, and a session started again
+        write(database, "UPDATE m SET v = 'later' WHERE k = 9 AND id < 905")
+        wait_for(lambda: equal(database, replica, "m"), 120, "the target equal to the source")
+    finally:
+        assert cdc.stop() == 0, cdc.output()[-3000:]
+        drop_database(pg_dsn, replica_name)
+    assert "outside the schemas wal2json decodes (public)" in cdc.output()

@@ -74,6 +74,8 @@ class PartitionWatch:
         self.remembered = enabled and remembered
         """``cdc.partitions`` exists: the trees outlive the process."""
         self.catalog = PostgresCatalog(conn)
+        self.last_trees: dict[tuple[str, str], Tree] = {}
+        """The trees the last look saw."""
         self.snapshotted: set[tuple[str, str]] = set()
         """Detached partitions whose snapshot the last look requested."""
         self._memory: dict[str, frozenset[int]] = {}
@@ -111,7 +113,7 @@ class PartitionWatch:
         self.snapshotted.clear()
         if not self.active:
             return False
-        trees = self.trees()
+        trees = self.last_trees = self.trees()
         known = self._known()
         changed = False
         for (schema, table), tree in trees.items():

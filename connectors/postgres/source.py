@@ -114,6 +114,9 @@ class PostgresSource:
         """Set once an ``initial_only`` connector has delivered its snapshot."""
         self._always_done = False
         self._partitions_table = False
+        self._pushed_schemas: frozenset[str] | None = None
+        """With partitions = "root", the schemas wal2json was told to decode (``add-tables``):
+        a partition created elsewhere is skipped by wal2json until the session starts again."""
         """``cdc.partitions`` exists (else the partition trees are remembered in memory)."""
 
     def run(self, stop: threading.Event) -> None:
@@ -206,8 +209,16 @@ class PostgresSource:
                 )
             decoder = PgOutputDecoder(catalog, self._capture(selector), root)
             return decoder, pgoutput_options(c.publication)
-        options = {**WAL2JSON_OPTIONS, **wal2json_table_options(c, watch.partition_schemas())}
-        return Wal2JsonDecoder(catalog, self._capture(selector), root), options
+        pushed = wal2json_table_options(c, watch.partition_schemas())
+        self._pushed_schemas = None
+        if "add-tables" in pushed and root is not None:
+            self._pushed_schemas = frozenset(
+                i[:-2] for i in pushed["add-tables"].split(",") if i.endswith(".*")
+            )
+        return Wal2JsonDecoder(catalog, self._capture(selector), root), {
+            **WAL2JSON_OPTIONS,
+            **pushed,
+        }
 
     def _stream(  # noqa: PLR0912, PLR0915  (the hot loop reads best in one piece)
         self,
@@ -563,6 +574,7 @@ class _Tables:
         self.looked = now
         if self.watch.look():
             self.decoder.forget_routes()
+            self._follow_partitions()
         if self.publication is not None:
             # Before the stream reads on: a snapshot the watch asked for reads its table only
             # once the stream brings the request, when the table is in the publication.
@@ -570,6 +582,31 @@ class _Tables:
             added = [t for t in added if t not in self.watch.snapshotted]
             if added:
                 self.source._snapshot_added(self.sql, self.catalog, added, self.snapshots)
+
+    def _follow_partitions(self) -> None:
+        """wal2json skips a partition outside the schemas it was told to decode: its rows since
+        it was made are read again by a snapshot, asked for before the session starts again
+        with options that decode it."""
+        pushed = self.source._pushed_schemas
+        if pushed is None:
+            return
+        outside = {
+            root: {f"{s}.{t}" for s, t in tree.values() if s not in pushed}
+            for root, tree in self.watch.last_trees.items()
+        }
+        outside = {root: names for root, names in outside.items() if names}
+        if not outside:
+            return
+        for root, names in outside.items():
+            self.watch.resync(
+                root,
+                f"partition(s) {', '.join(sorted(names))} outside the schemas wal2json decodes"
+                f" ({', '.join(sorted(pushed))})",
+            )
+        raise SourceUnavailable(
+            "partitions outside the schemas wal2json decodes:"
+            " starting the stream again to decode them"
+        )
 
     def truncated(self, truncated: dict[tuple[str, str], set[tuple[str, str]]]) -> None:
         """A transaction truncated some partitions of a partitioned table, not all: its target
