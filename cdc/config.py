@@ -305,6 +305,11 @@ class ConnectorConfig(_Spec):
     plugin: Literal["wal2json", "pgoutput"] = "wal2json"
     slot: Annotated[str, AfterValidator(_slot)] = ""
     publication: Annotated[str, AfterValidator(_identifier)] = ""
+    publication_autocreate: Literal["filtered", "all_tables", "disabled"] | None = None
+    """pgoutput only (default ``filtered``): what the connector makes of its publication."""
+    partitions: Literal["root", "leaf"] = "root"
+    """Where a partition's changes are published: on its partitioned (root) table's topic,
+    with the root's key, or on the partition's own topic."""
     tables: Annotated[TableGlobs, AfterValidator(_non_empty)] = ("*.*",)
     exclude_tables: TableGlobs = ()
     topic_prefix: Annotated[str, AfterValidator(_topic_part)] = ""
@@ -330,6 +335,7 @@ class ConnectorConfig(_Spec):
             data.setdefault("topic_prefix", name)
             if data.get("plugin", "wal2json") == "pgoutput":
                 data.setdefault("publication", _default_slot(name))
+                data.setdefault("publication_autocreate", "filtered")
         return data
 
     @model_validator(mode="after")
@@ -337,6 +343,11 @@ class ConnectorConfig(_Spec):
         if self.publication and self.plugin != "pgoutput":
             raise ValueError(
                 "publication only applies to plugin = 'pgoutput'"
+                f" (this connector uses {self.plugin!r}); remove it"
+            )
+        if self.publication_autocreate is not None and self.plugin != "pgoutput":
+            raise ValueError(
+                "publication_autocreate only applies to plugin = 'pgoutput'"
                 f" (this connector uses {self.plugin!r}); remove it"
             )
         return self

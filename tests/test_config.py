@@ -46,6 +46,8 @@ def test_defaults_follow_the_spec() -> None:
     assert shop.plugin == "wal2json"
     assert shop.slot == "cdc_shop"
     assert shop.publication == ""
+    assert shop.publication_autocreate is None
+    assert shop.partitions == "root"
     assert shop.tables == ("*.*",)
     assert shop.exclude_tables == ()
     assert shop.topic_prefix == "shop"
@@ -70,6 +72,7 @@ def test_derived_defaults_for_odd_names_and_pgoutput() -> None:
     (c,) = config.connectors
     assert c.slot == "cdc_my_shop_2"
     assert c.publication == "cdc_my_shop_2"
+    assert c.publication_autocreate == "filtered"
     assert c.topic_prefix == "My-Shop_2"
 
 
@@ -304,6 +307,21 @@ BAD_CONFIGS = [
         "publication-with-wal2json",
         KAFKA + CONNECTOR + 'publication = "pub"\n',
         "cfg.toml: connectors[0]: publication only applies to plugin = 'pgoutput'",
+    ),
+    (
+        "publication-autocreate-with-wal2json",
+        KAFKA + CONNECTOR + 'publication_autocreate = "all_tables"\n',
+        "cfg.toml: connectors[0]: publication_autocreate only applies to plugin = 'pgoutput'",
+    ),
+    (
+        "bad-publication-autocreate",
+        KAFKA + CONNECTOR + 'plugin = "pgoutput"\npublication_autocreate = "all"\n',
+        "cfg.toml: connectors[0].publication_autocreate: bad value 'all'",
+    ),
+    (
+        "bad-partitions",
+        KAFKA + CONNECTOR + 'partitions = "parent"\n',
+        "cfg.toml: connectors[0].partitions: bad value 'parent'",
     ),
     (
         "sasl-without-mechanism",

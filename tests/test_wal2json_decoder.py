@@ -769,3 +769,40 @@ def test_the_key_follows_the_primary_keys_order_not_the_columns() -> None:
     row = f"{col('a', 1)},{col('b', 'x', 'text')},{col('v', 'v', 'text')}"
     (create,) = decode_with(catalog, w2j("I", "o", f'"columns":[{row}]', pk))
     assert list(create.key or ()) == ["b", "a"]
+
+
+def test_partitions_are_published_under_their_partitioned_table() -> None:
+    """wal2json names the partition: the decoder publishes the change under its root's name
+    and key, and a statement's truncate of a partitioned table (named with each partition)
+    once, while a later truncate in the same transaction is published again."""
+    catalog = FakeCatalog()
+    catalog.tables[("public", "m")] = TableInfo(("id", "k", "v"), ("id", "k"), "default")
+    roots = {("public", "m1"): ("public", "m"), ("public", "m2"): ("public", "m")}
+    decoder = Wal2JsonDecoder(
+        catalog, lambda s, t: t == "m", lambda s, t, xid: roots.get((s, t), (s, t))
+    )
+
+    def msg(**fields: Any) -> bytes:
+        return orjson.dumps({"schema": "public", "lsn": "0/10", **fields})
+
+    def cols(id_: int, k: int) -> list[dict[str, Any]]:
+        return [
+            {"name": "id", "type": "integer", "value": id_},
+            {"name": "k", "type": "integer", "value": k},
+            {"name": "v", "type": "text", "value": "x"},
+        ]
+
+    begin = {"action": "B", "xid": 7, "lsn": "0/10", "nextlsn": "0/20"}
+    begin["timestamp"] = "2026-11-27 05:30:18.979158+00"
+    decoder.decode(orjson.dumps(begin))
+    insert = decoder.decode(msg(action="I", table="m1", columns=cols(1, 1), pk=[]))
+    assert isinstance(insert, Change)
+    assert (insert.schema, insert.table, insert.key) == ("public", "m", {"id": 1, "k": 1})
+    truncates = [decoder.decode(msg(action="T", table=t, lsn="0/11")) for t in ("m", "m1", "m2")]
+    assert [c.table if isinstance(c, Change) else c for c in truncates] == ["m", None, None]
+    assert decoder.truncated == {("public", "m"): {("public", t) for t in ("m", "m1", "m2")}}
+    again = decoder.decode(msg(action="T", table="m2", lsn="0/12"))
+    assert isinstance(again, Change)
+    assert (again.op, again.table) == ("t", "m")
+    # Another table is not captured, whatever its name.
+    assert decoder.decode(msg(action="I", table="other", columns=cols(1, 1))) is None

@@ -9,7 +9,7 @@ does not know (a column was added). pgoutput's relation messages are answered by
 
 from __future__ import annotations
 
-__all__ = ["PostgresCatalog", "key_text", "selected_tables"]
+__all__ = ["PostgresCatalog", "key_text", "partition_leaves", "selected_tables"]
 
 import logging
 import time
@@ -45,7 +45,7 @@ _IDENTITY: dict[str, Literal["default", "full", "index", "nothing"]] = {
 # Generated columns are left out of events (pgoutput before 18 does not publish them), so they
 # are not among ``columns``: an update without them does not lack unchanged TOASTed values.
 _TABLE = """
-SELECT c.oid, c.relreplident,
+SELECT c.oid, c.relreplident, c.relkind,
        array(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
              AND a.attgenerated = '' ORDER BY a.attnum) AS columns,
@@ -86,6 +86,15 @@ _ALL = (
     _TABLE
     + "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
 )
+
+
+_ROOT = """
+SELECT rn.nspname::text, r.relname::text FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_class r ON r.oid = pg_partition_root(c.oid)
+JOIN pg_namespace rn ON rn.oid = r.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND c.relispartition
+"""
 
 
 class PostgresCatalog:
@@ -138,12 +147,22 @@ class PostgresCatalog:
             return
         # As the decoder compares them: wal2json writes "char" without format_type's quotes.
         columns = {c: t.replace('"', "") for c, t in columns.items()}
-        self._conn.execute(
-            "INSERT INTO cdc.shapes (connector, relid, table_name, columns) VALUES (%s, %s, %s,"
-            " %s::jsonb) ON CONFLICT (connector, relid) DO UPDATE SET table_name ="
-            " EXCLUDED.table_name, columns = EXCLUDED.columns, updated_at = now()",
-            (self.connector, relid, name, orjson.dumps(columns).decode()),
-        )
+        try:
+            self._conn.execute(
+                "INSERT INTO cdc.shapes (connector, relid, table_name, columns) VALUES (%s, %s,"
+                " %s, %s::jsonb) ON CONFLICT (connector, relid) DO UPDATE SET table_name ="
+                " EXCLUDED.table_name, columns = EXCLUDED.columns, updated_at = now()",
+                (self.connector, relid, name, orjson.dumps(columns).decode()),
+            )
+        except psycopg.errors.UndefinedTable:  # not made (ensure_source_tables): do without
+            self.connector = None
+
+    def partition_root(self, schema: str, table: str, xid: int = 0) -> tuple[str, str]:
+        """The partitioned table at the top of the tree ``schema.table`` is a partition of, as
+        the catalog says now; the table itself when it is no partition (or is gone)."""
+        self._see(xid)
+        row = self._conn.execute(_ROOT, (schema, table)).fetchone()
+        return (str(row[0]), str(row[1])) if row else (schema, table)
 
     def type_name(self, oid: int, typmod: int) -> str:
         key = (oid, typmod)
@@ -213,15 +232,27 @@ class PostgresCatalog:
         ).fetchall()
         return {str(n): str(t) for n, t in rows}
 
+    def _leaves_full(self, root: int) -> bool:
+        row = self._conn.execute(
+            "SELECT count(*) > 0 AND bool_and(relreplident = 'f') FROM pg_class"
+            " WHERE relispartition AND relkind = 'r' AND pg_partition_root(oid) = %s",
+            (root,),
+        ).fetchone()
+        return bool(row and row[0])
+
     def _load(self, schema: str, table: str) -> TableInfo | None:
         return self._info(self._conn.execute(_BY_NAME, (schema, table)).fetchone())
 
-    @staticmethod
-    def _info(row: Any) -> TableInfo | None:
+    def _info(self, row: Any) -> TableInfo | None:
         if row is None:
             return None
-        relid, replident, columns, generated, pk, ident, missing, toastable, shape, unknown = row
+        relid, replident, relkind, columns, generated, pk, ident = row[:7]
+        missing, toastable, shape, unknown = row[7:]
         identity = _IDENTITY.get(replident, "default")
+        if relkind == "p" and not pk and identity != "full" and self._leaves_full(relid):
+            # PostgreSQL sets a replica identity per table, and logs the partitions' old rows
+            # by theirs: FULL on every partition is FULL for the partitioned table.
+            identity = "full"
         if pk:
             key = tuple(pk)
         elif identity == "index" and ident:
@@ -254,14 +285,41 @@ def key_text(value: Any) -> str | None:
 
 
 def selected_tables(
-    conn: psycopg.Connection[Any], selected: Callable[[str, str], bool]
+    conn: psycopg.Connection[Any],
+    selected: Callable[[str, str], bool],
+    partitions: Literal["root", "leaf"] = "root",
 ) -> list[tuple[str, str]]:
-    """The ordinary and partitioned tables that the connector's globs select, right now."""
+    """The tables that the connector's globs select, right now, as they are published: ordinary
+    tables and partitioned tables (whose partitions are published through them), or, with
+    ``partitions = "leaf"``, ordinary tables and partitions."""
+    where = (
+        "c.relkind IN ('r', 'p') AND NOT c.relispartition"
+        if partitions == "root"
+        else "c.relkind = 'r'"
+    )
     rows = conn.execute(
-        "SELECT n.nspname::text, c.relname::text FROM pg_class c"
-        " JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition"
-        " AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
-        " AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1, 2"
+        sql.SQL(
+            "SELECT n.nspname::text, c.relname::text FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE {}"
+            " AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+            " AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1, 2"
+        ).format(sql.SQL(where))
     ).fetchall()
     return [(s, t) for s, t in rows if selected(s, t)]
+
+
+def partition_leaves(conn: psycopg.Connection[Any]) -> dict[tuple[str, str], frozenset[str]]:
+    """Per partitioned table at the top of a tree, its partitions that hold rows, as
+    ``schema.table`` names."""
+    rows = conn.execute(
+        "SELECT rn.nspname::text, r.relname::text, n.nspname::text || '.' || c.relname::text"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " JOIN pg_class r ON r.oid = pg_partition_root(c.oid)"
+        " JOIN pg_namespace rn ON rn.oid = r.relnamespace"
+        " WHERE c.relispartition AND c.relkind = 'r'"
+    ).fetchall()
+    leaves: dict[tuple[str, str], set[str]] = {}
+    for schema, table, leaf in rows:
+        leaves.setdefault((schema, table), set()).add(leaf)
+    return {root: frozenset(names) for root, names in leaves.items()}

@@ -23,6 +23,7 @@ from cdc.errors import describe
 from cdc.findings import Finding
 from cdc.globs import TableSelector
 from connectors.postgres.catalog import PostgresCatalog, selected_tables
+from connectors.postgres.publication import MANAGED, Publication
 from connectors.postgres.snapshot import request_snapshot
 from connectors.postgres.versions import failover_problem, too_old
 
@@ -97,7 +98,7 @@ def check_source(config: ConnectorConfig) -> list[Finding]:
                 )
             )
         if config.plugin == "pgoutput":
-            findings.append(_publication(conn, subject, config.publication))
+            findings += _publication(conn, subject, config)
         findings.append(_tables(conn, subject, config))
         findings.append(_own_tables(conn, subject, config))
     if role.may_replicate:
@@ -289,20 +290,61 @@ def _probe_plugin(
 
 
 def _publication(
-    conn: psycopg.Connection[tuple[object, ...]], subject: str, publication: str
-) -> Finding:
+    conn: psycopg.Connection[tuple[object, ...]], subject: str, config: ConnectorConfig
+) -> list[Finding]:
+    """The publication the connector will use, or create, and what is wrong with it."""
+    selector = TableSelector(config.tables, config.exclude_tables)
+    publication = Publication(config, subject, conn, selector)
+    name = config.publication
+    exists = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)).fetchone()
+    if exists is None:
+        if publication.mode == "disabled":
+            return [
+                Finding.fail(
+                    subject,
+                    f"publication {name} does not exist, and publication_autocreate ="
+                    " 'disabled' uses an existing one: create it with the captured tables and"
+                    " cdc.signal",
+                )
+            ]
+        if publication.mode == "all_tables":
+            return [
+                Finding.warn(
+                    subject,
+                    f"publication {name} will be created FOR ALL TABLES on first run"
+                    " (publication_autocreate = 'all_tables'): PostgreSQL then refuses UPDATE"
+                    " and DELETE on every table of the database without a primary key or"
+                    " replica identity, captured or not",
+                )
+            ]
+        plan = publication.plan()
+        schemas = f" and schema(s) {', '.join(plan.schemas)}" if plan.schemas else ""
+        return [
+            Finding.ok(
+                subject,
+                f"publication {name} will be created on first run for {len(plan.tables)}"
+                f" table(s){schemas} (cdc.signal among them), kept in step with the captured"
+                " tables",
+            )
+        ]
+    problems = publication.problems()
+    if problems:
+        return [Finding.warn(subject, problem) for problem in problems]
     row = conn.execute(
-        "SELECT puballtables FROM pg_publication WHERE pubname = %s", (publication,)
+        "SELECT obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = %s",
+        (name,),
     ).fetchone()
-    if row is None:
-        return Finding.ok(subject, f"publication {publication} will be created on first run")
-    return Finding.ok(subject, f"publication {publication} exists")
+    if row is not None and row[0] == MANAGED.format(config.name):
+        return [Finding.ok(subject, f"publication {name} exists, kept in step by the connector")]
+    return [Finding.ok(subject, f"publication {name} exists, used as it is")]
 
 
 def _tables(
     conn: psycopg.Connection[tuple[object, ...]], subject: str, config: ConnectorConfig
 ) -> Finding:
-    chosen = selected_tables(conn, TableSelector(config.tables, config.exclude_tables))
+    chosen = selected_tables(
+        conn, TableSelector(config.tables, config.exclude_tables), config.partitions
+    )
     if not chosen:
         return Finding.warn(
             subject,

@@ -130,9 +130,18 @@ class Commit:
 class RowDecoder:
     """Transaction state, and the making of events from one change's decoded rows."""
 
-    def __init__(self, catalog: Catalog, selected: Callable[[str, str], bool]) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        selected: Callable[[str, str], bool],
+        root: Callable[[str, str, int], tuple[str, str]] | None = None,
+    ) -> None:
+        """``selected``: whether a table (by the name its changes are published under) is
+        captured. ``root``: the name a table's changes are published under, given the xid being
+        decoded (a partition's partitioned table); None publishes every table under its own."""
         self._catalog = catalog
         self._selected = selected
+        self._root = root
         self._xid = 0
         self._commit_lsn = 0
         self._last_commit_lsn = 0
@@ -148,6 +157,12 @@ class RowDecoder:
         """``(schema, table, why)`` of keyed tables whose rows may hold values that no change
         in the stream carries (a column added or altered in a way the catalog cannot tell
         apart): the connector reads them again (an incremental snapshot) and clears this."""
+        self._routes: dict[tuple[str, str], tuple[str, str] | None] = {}
+        self._truncated_at: dict[tuple[str, str], int] = {}
+        self.truncated: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        """In this transaction: per published table, the tables whose truncate it stands for
+        (a partitioned table's partitions). Read at the commit: a partitioned table of which
+        some partitions, not all, were truncated needs its other rows again."""
 
     def _begin(self, xid: int, commit_lsn: int, end_lsn: int, commit_ts_ms: int) -> Begin:
         self._xid = xid
@@ -155,17 +170,37 @@ class RowDecoder:
         self._commit_ts_ms = commit_ts_ms
         self._index = 0
         self._per_table.clear()
+        self.truncated.clear()
+        self._truncated_at.clear()
         return Begin(xid, commit_lsn, end_lsn)
 
     def _commit(self, end_lsn: int) -> Commit:
         self._last_commit_lsn = self._commit_lsn
         return Commit(self._xid, self._commit_lsn, end_lsn)
 
-    def _is_wanted(self, schema: str, table: str) -> bool:
-        selected = self._is_selected.get((schema, table))
-        if selected is None:
-            selected = self._is_selected[(schema, table)] = self._selected(schema, table)
-        return selected
+    def _route(self, schema: str, table: str, fresh: bool = False) -> tuple[str, str] | None:
+        """The name ``schema.table``'s changes are published under, None when not captured.
+        Cached per name; ``fresh`` asks the catalog again (pgoutput's relation messages)."""
+        key = (schema, table)
+        if not fresh and key in self._routes:
+            return self._routes[key]
+        published = key if self._root is None else self._root(schema, table, self._xid)
+        route = self._routes[key] = published if self._selected(*published) else None
+        return route
+
+    def forget_routes(self) -> None:
+        """Partitions were attached or detached: look every table's root up again."""
+        self._routes.clear()
+
+    def _truncate_once(self, name: tuple[str, str], route: tuple[str, str], lsn: int) -> bool:
+        """Whether a truncate of ``name``, published as a truncate of ``route``, is the first of
+        ``route`` in its statement (at ``lsn``): a partitioned table's truncate names its
+        partitions too, and its target is emptied once."""
+        self.truncated.setdefault(route, set()).add(name)
+        if self._truncated_at.get(route) == lsn:
+            return False
+        self._truncated_at[route] = lsn
+        return True
 
     def _update(
         self,

@@ -122,14 +122,21 @@ class _Relation:
 class PgOutputDecoder(RowDecoder):
     """Turns a slot's pgoutput messages into :class:`Begin`, :class:`Change`, :class:`Commit`."""
 
-    def __init__(self, catalog: Catalog, selected: Callable[[str, str], bool]) -> None:
-        super().__init__(catalog, selected)
+    def __init__(
+        self,
+        catalog: Catalog,
+        selected: Callable[[str, str], bool],
+        root: Callable[[str, str, int], tuple[str, str]] | None = None,
+    ) -> None:
+        super().__init__(catalog, selected, root)
         self._relations: dict[int, _Relation] = {}
         self._known: dict[int, TableInfo] = {}
         """The catalog's last answer per relation OID: a table's key after it was dropped."""
         self._read_all = False
         self._by_name: dict[tuple[str, str], TableInfo | None] = {}
         """Per table name in the stream, what its relation's OID read (:meth:`_table_info`)."""
+        self._names: dict[int, tuple[str, str]] = {}
+        """Per relation id, the table's own name (``_Relation`` holds the published one)."""
 
     def decode(
         self, payload: bytes, lsn: int
@@ -267,6 +274,7 @@ class PgOutputDecoder(RowDecoder):
         table, pos = _cstring(payload, pos)
         schema = schema or "pg_catalog"
         replident = payload[pos]
+        own = (schema, table)
         count = _H16.unpack_from(payload, pos + 1)[0]
         pos += 3
         names: list[str] = []
@@ -279,7 +287,10 @@ class PgOutputDecoder(RowDecoder):
             pos += _RELATION_COLUMN.size
             names.append(name)
             identity.append(bool(flags & 1))
-        wanted = self._is_wanted(schema, table)
+        route = self._route(schema, table, fresh=True)
+        wanted = route is not None
+        if route is not None:
+            schema, table = route
         self._forget_shape(schema, table)
         key: tuple[str, ...] | None = None
         whole_row_key = False
@@ -294,6 +305,7 @@ class PgOutputDecoder(RowDecoder):
                 for n, (oid, typmod) in zip(names, columns, strict=True)
                 if n not in drop
             )
+        self._names[relid] = own
         self._relations[relid] = _Relation(
             schema=schema,
             table=table,
@@ -365,7 +377,7 @@ class PgOutputDecoder(RowDecoder):
             rel = self._relations.get(relid)
             if rel is None:
                 raise CdcError(f"pgoutput sent a truncate of relation {relid} before its R message")
-            if rel.wanted:
+            if rel.wanted and self._truncate_once(self._names[relid], (rel.schema, rel.table), lsn):
                 self._whole_row_key = False
                 changes.append(self._change("t", rel.schema, rel.table, None, None, None, lsn))
         return tuple(changes) or None

@@ -91,6 +91,8 @@ CREATE TABLE IF NOT EXISTS cdc.snapshots (
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (connector, kind, table_name)
 );
+"""
+SHAPES_DDL = """
 CREATE TABLE IF NOT EXISTS cdc.shapes (
     connector text NOT NULL,
     relid oid NOT NULL,
@@ -100,31 +102,51 @@ CREATE TABLE IF NOT EXISTS cdc.shapes (
     PRIMARY KEY (connector, relid)
 );
 """
+PARTITIONS_DDL = """
+CREATE TABLE IF NOT EXISTS cdc.partitions (
+    connector text NOT NULL,
+    table_name text NOT NULL,
+    partitions oid[] NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (connector, table_name)
+);
+"""
 
 
-def ensure_source_tables(conn: psycopg.Connection[Any]) -> None:
-    """Create the connector's tables (``cdc.signal``, ``cdc.snapshots``, ``cdc.shapes``) when
-    missing. ``cdc.shapes`` came later: where the first two exist and the role may not create
-    it, the connector goes on without it (it then notices fewer schema changes)."""
-    found = conn.execute(
-        "SELECT to_regclass('cdc.signal') IS NOT NULL AND to_regclass('cdc.snapshots') IS NOT"
-        " NULL, to_regclass('cdc.shapes') IS NOT NULL"
+def ensure_source_tables(conn: psycopg.Connection[Any]) -> bool:
+    """Create the connector's tables when missing: ``cdc.signal``, ``cdc.snapshots``, and the
+    later ``cdc.shapes`` and ``cdc.partitions``. Where the first two exist and the role may not
+    create the others, the connector goes on without them (it then notices fewer schema
+    changes while it is down, and keeps partition trees in memory only); return whether
+    ``cdc.partitions`` exists."""
+    row = conn.execute(
+        "SELECT to_regclass('cdc.signal') IS NOT NULL AND to_regclass('cdc.snapshots') IS NOT NULL,"
+        " to_regclass('cdc.shapes') IS NOT NULL, to_regclass('cdc.partitions') IS NOT NULL"
     ).fetchone()
-    if found and found[0] and found[1]:
-        return
+    base, shapes, partitions = (bool(v) for v in row) if row else (False, False, False)
+    if base and shapes and partitions:
+        return True
     conn.execute("SELECT pg_advisory_lock(hashtext('cdc-source-ddl'))")
     try:
-        conn.execute(SOURCE_DDL)
-    except psycopg.errors.InsufficientPrivilege as e:
-        if not (found and found[0]):
-            raise
-        log.warning(
-            "cannot create cdc.shapes (%s): schema changes made while the connector is down"
-            " are not noticed; create it as connectors/postgres/snapshot.py's SOURCE_DDL says",
-            describe(e),
-        )
+        if not base:
+            conn.execute(SOURCE_DDL)
+        made = []
+        for ddl in (SHAPES_DDL, PARTITIONS_DDL):
+            try:
+                with conn.transaction():
+                    conn.execute(ddl)
+                made.append(True)
+            except psycopg.errors.InsufficientPrivilege as e:
+                if not base:
+                    raise
+                log.warning(
+                    "cannot create a table of the connector's (%s): going on without it",
+                    describe(e),
+                )
+                made.append(False)
     finally:
         conn.execute("SELECT pg_advisory_unlock(hashtext('cdc-source-ddl'))")
+    return made[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +315,7 @@ class InitialSnapshot:
             conn.read_only = True
             if exported is not None:
                 conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported)))
-            tables = selected_tables(conn, self.selected)
+            tables = selected_tables(conn, self.selected, c.partitions)
             log.info(
                 "%s: snapshot of %d table(s) as of %s%s",
                 self.subject,
@@ -490,16 +512,25 @@ def _raise_on(errors: deque[Exception]) -> None:
 EXECUTE = "execute-snapshot"
 WINDOW_OPEN = "snapshot-window-open"
 WINDOW_CLOSE = "snapshot-window-close"
+TRUNCATE_FIRST = "cdc-truncate"
+"""In an ``execute-snapshot`` signal's data: publish a truncate of each table first."""
 RACE_WAIT_S = 2.0
 WATERMARK_WAIT_S = 120.0
 
 
-def request_snapshot(conn: psycopg.Connection[Any], connector: str, tables: Sequence[str]) -> int:
-    """Insert an ``execute-snapshot`` signal (Debezium's shape); return its id."""
+def request_snapshot(
+    conn: psycopg.Connection[Any], connector: str, tables: Sequence[str], truncate: bool = False
+) -> int:
+    """Insert an ``execute-snapshot`` signal (Debezium's shape); return its id. ``truncate``:
+    the tables' targets are emptied first (a truncate event where the signal is in the
+    stream), and a snapshot of them already under way starts again."""
     ensure_source_tables(conn)
+    data: dict[str, Any] = {"data-collections": list(tables)}
+    if truncate:
+        data[TRUNCATE_FIRST] = True
     row = conn.execute(
         "INSERT INTO cdc.signal (connector, type, data) VALUES (%s, %s, %s::jsonb) RETURNING id",
-        (connector, EXECUTE, _json({"data-collections": list(tables)})),
+        (connector, EXECUTE, _json(data)),
     ).fetchone()
     return int(row[0]) if row else 0
 
@@ -515,6 +546,8 @@ class _Job:
     last_key: dict[str, Any] | None
     rows_done: int
     total: int | None
+    epoch: int = 0
+    """Bumped when the snapshot starts again: a chunk read before that moves no progress."""
 
     @property
     def label(self) -> str:
@@ -535,6 +568,8 @@ class _Chunk:
     read: int = 0
     """Rows read (before the window dropped any)."""
     open: bool = False
+    epoch: int = 0
+    """The job's epoch when the chunk was read."""
 
 
 class IncrementalSnapshots:
@@ -566,9 +601,9 @@ class IncrementalSnapshots:
         """False when the connector's tables could not be created: signals are ignored."""
         self.queue: deque[_Job] = deque()
         self.chunk: _Chunk | None = None
-        self.delivered: tuple[int, _Job, dict[str, Any] | None, int, bool] | None = None
-        """(end of the high watermark's transaction, job, last key, rows, table done) waiting
-        for that position to be confirmed."""
+        self.delivered: tuple[int, _Job, dict[str, Any] | None, int, bool, int] | None = None
+        """(end of the high watermark's transaction, job, last key, rows, table done, the job's
+        epoch) waiting for that position to be confirmed."""
         self.progress: dict[str, Progress] = {}
         self.chunk_started = 0.0
         if enabled:
@@ -584,7 +619,24 @@ class IncrementalSnapshots:
             return []
         kind, data = row.get("type"), _loads(row.get("data"))
         if kind == EXECUTE:
-            self._request(data.get("data-collections") or [])
+            truncate = data.get(TRUNCATE_FIRST) is True
+            jobs = self._request(data.get("data-collections") or [], restart=truncate)
+            if truncate:
+                return [
+                    dataclasses.replace(
+                        change,
+                        op="t",
+                        schema=job.schema,
+                        table=job.table,
+                        key=None,
+                        after=None,
+                        types=(),
+                        index=change.index + 1 + i,
+                        total_order=change.index + 2 + i,
+                        data_collection_order=1,
+                    )
+                    for i, job in enumerate(jobs)
+                ]
         elif self.chunk is not None and data.get("chunk") == self.chunk.id:
             if kind == WINDOW_OPEN:
                 self.chunk.open = True
@@ -623,10 +675,12 @@ class IncrementalSnapshots:
     def tick(self, confirmed: int) -> None:
         """Between reads: record a delivered chunk, start the next one."""
         if self.delivered is not None:
-            end, job, last_key, rows, done = self.delivered
+            end, job, last_key, rows, done, epoch = self.delivered
             if confirmed < end:
                 return
             self.delivered = None
+            if epoch != job.epoch:
+                last_key, rows, done = job.last_key, 0, False  # started again meanwhile
             job.last_key = last_key
             job.rows_done += rows
             self._record(job, "done" if done else "running")
@@ -682,7 +736,10 @@ class IncrementalSnapshots:
                 done,
             )
 
-    def _request(self, names: Sequence[Any]) -> None:
+    def _request(self, names: Sequence[Any], restart: bool = False) -> list[_Job]:
+        """Queue a snapshot of each table; return the jobs queued or, with ``restart``, started
+        again."""
+        jobs = []
         for name in names:
             schema, dot, table = str(name).partition(".")
             if not dot:
@@ -696,13 +753,26 @@ class IncrementalSnapshots:
                     "no such table" if info is None else "it has no primary key",
                 )
                 continue
-            if any(j.schema == schema and j.table == table for j in self.queue):
+            queued = [j for j in self.queue if j.schema == schema and j.table == table]
+            if queued and restart:
+                job = queued[0]
+                job.last_key, job.rows_done, job.epoch = None, 0, job.epoch + 1
+                counted = self.progress.pop(job.label, None)  # counts from 0 again
+                if counted is not None and counted.bar is not None:
+                    counted.bar.close()
+                self._record(job, "pending", restart=True)
+                jobs.append(job)
+                log.info("%s: the snapshot of %s starts again", self.subject, job.label)
+                continue
+            if queued:
                 log.info("%s: %s.%s is already being snapshotted", self.subject, schema, table)
                 continue
             job = _Job(schema, table, None, 0, estimated_rows(self.conn, schema, table))
             self._record(job, "pending", restart=True)
             self.queue.append(job)
+            jobs.append(job)
             log.info("%s: incremental snapshot of %s requested", self.subject, job.label)
+        return jobs
 
     def _next_chunk(self, job: _Job) -> None:
         info = self.catalog.table(job.schema, job.table)
@@ -748,6 +818,7 @@ class IncrementalSnapshots:
             last_key,
             complete=len(rows) < limit,
             read=len(rows),
+            epoch=job.epoch,
         )
         if job.rows_done == 0 and job.last_key is None:
             self._record(job, "running")
@@ -777,7 +848,14 @@ class IncrementalSnapshots:
             )
             for i, row in enumerate(chunk.rows.values())
         ]
-        self.delivered = (txn_end, chunk.job, chunk.last_key, chunk.read, chunk.complete)
+        self.delivered = (
+            txn_end,
+            chunk.job,
+            chunk.last_key,
+            chunk.read,
+            chunk.complete,
+            chunk.epoch,
+        )
         log.debug(
             "%s: chunk of %s: %d row(s) read, %d left out (changed in the window)",
             self.subject,

@@ -35,7 +35,9 @@ from cdc.globs import TableSelector, compile_globs, is_plain
 from cdc.kafka import AnyPublisher, open_publisher
 from connectors.postgres.catalog import PostgresCatalog, selected_tables
 from connectors.postgres.decoding import Begin, Commit
+from connectors.postgres.partitions import PartitionWatch
 from connectors.postgres.pgoutput import PgOutputDecoder, has_c_tuples, pgoutput_options
+from connectors.postgres.publication import Publication
 from connectors.postgres.replication import (
     XLOGDATA,
     XLOGDATA_PAYLOAD,
@@ -53,6 +55,7 @@ from connectors.postgres.snapshot import (
     IncrementalSnapshots,
     InitialSnapshot,
     ensure_source_tables,
+    request_snapshot,
 )
 from connectors.postgres.versions import FAILOVER_SLOTS_SINCE, failover_problem, too_old
 from connectors.postgres.wal2json import WAL2JSON_OPTIONS, Wal2JsonDecoder
@@ -79,6 +82,10 @@ for five messages each, and each wake-up costs. Waiting 1 ms took its CPU from 3
 already waiting: a backlog of large messages comes a few per read, and sleeping between those
 reads cut the connector to a fifth on the wide-rows bench (9 855 -> 1 815 changes/s)."""
 GATHER_BELOW = 50
+TABLES_LOOK_S = 5.0
+"""How often the stream loop looks for captured tables that appeared (to add them to a
+publication kept by the connector) and for partitions attached or detached: one or two catalog
+queries."""
 
 
 @dataclass
@@ -110,6 +117,11 @@ class PostgresSource:
         self.finished = False
         """Set once an ``initial_only`` connector has delivered its snapshot."""
         self._always_done = False
+        self._partitions_table = False
+        self._pushed_schemas: frozenset[str] | None = None
+        """With partitions = "root", the schemas wal2json was told to decode (``add-tables``):
+        a partition created elsewhere is skipped by wal2json until the session starts again."""
+        """``cdc.partitions`` exists (else the partition trees are remembered in memory)."""
 
     def run(self, stop: threading.Event) -> None:
         delay = 1.0
@@ -137,38 +149,34 @@ class PostgresSource:
                 )
                 self._check_server(sql.info.server_version)
                 own_tables = self._own_tables(sql)
+                selector = TableSelector(c.tables, c.exclude_tables)
+                publication: Publication | None = None
+                added: list[tuple[str, str]] = []
                 if c.plugin == "pgoutput":
-                    self._ensure_publication(sql)
+                    publication = Publication(c, self.subject, sql, selector)
+                    publication.ensure()
+                    added = publication.sync()
                 # Read before the slot is looked at, which may mark a new initial snapshot owed.
                 before = self._initial_state(sql) if own_tables else None
                 created = self._ensure_slot(sql, export=c.snapshot != "never")
                 opened.callback(created.close)
-                selector = TableSelector(c.tables, c.exclude_tables)
                 catalog = PostgresCatalog(sql, c.name if own_tables else None)
                 self._warn_about_tables(sql, selector, catalog)
-                decoder: Wal2JsonDecoder | PgOutputDecoder
-                if c.plugin == "pgoutput":
-                    decoder = PgOutputDecoder(catalog, self._capture(selector))
-                    options = pgoutput_options(c.publication)
-                    if not has_c_tuples():
-                        log.warning(
-                            "%s: pgoutput's values are decoded in Python, at about half the"
-                            " speed: cdc was installed without its C extension (no C compiler)",
-                            self.subject,
-                        )
-                else:
-                    decoder = Wal2JsonDecoder(catalog, self._capture(selector))
-                    options = {**WAL2JSON_OPTIONS, **wal2json_table_options(c)}
+                watch = PartitionWatch(
+                    c, self.subject, sql, selector, own_tables, self._partitions_table
+                )
+                if created.created:
+                    # The trees as the slot's snapshot sees them, give or take the moment since:
+                    # a partition attached or detached during the initial snapshot is repaired.
+                    watch.forget()
+                    watch.look()
+                decoder, options = self._decoder(catalog, selector, watch)
                 source = SourceInfo(c.name, sql.info.dbname, c.topic_prefix)
                 publisher = open_publisher(self.kafka)
                 opened.callback(publisher.close, 1.0)
                 if self._initial_snapshot_owed(sql):
-                    if created.snapshot is None:
-                        created = self._new_slot_for_snapshot(sql)
-                        opened.callback(created.close)
-                    supersede = before in ("running", "done")
-                    self._initial_snapshot(
-                        stop, sql, created, selector, source, publisher, supersede
+                    created = self._snapshot_first(
+                        stop, sql, created, selector, source, publisher, watch, before, opened
                     )
                     if stop.is_set():
                         return
@@ -177,17 +185,49 @@ class PostgresSource:
                     log.info("%s: snapshot = 'initial_only': done, not streaming", self.subject)
                     self.finished = True
                     return
+                watch.look()
+                added = [t for t in added if t not in watch.snapshotted]
+                if added and not created.created:
+                    self._snapshot_added(sql, catalog, added, own_tables)
                 repl = ReplicationConnection(c.dsn.conninfo, c.dsn.password)
                 opened.callback(repl.close)
                 repl.start(c.slot, 0, options)
                 log.info("%s: streaming slot %s", self.subject, c.slot)
                 snapshots = IncrementalSnapshots(c, self.subject, sql, catalog, own_tables)
-                self._stream(stop, repl, decoder, source, publisher, sql, snapshots)
+                tables = _Tables(self, sql, catalog, publication, watch, decoder, own_tables)
+                self._stream(stop, repl, decoder, source, publisher, sql, snapshots, tables)
             except psycopg.OperationalError as e:
                 reason = describe(e, c.dsn.password)
                 raise SourceUnavailable(f"{c.dsn}: {reason}") from e
             except psycopg.Error as e:  # not a lost connection: retrying would not help
                 raise CdcError(f"{self.subject}: {describe(e, c.dsn.password)}") from e
+
+    def _decoder(
+        self, catalog: PostgresCatalog, selector: TableSelector, watch: PartitionWatch
+    ) -> tuple[Wal2JsonDecoder | PgOutputDecoder, dict[str, str]]:
+        """The plugin's decoder and its ``START_REPLICATION`` options."""
+        c = self.config
+        # A partition's changes are published under its partitioned table's name.
+        root = catalog.partition_root if c.partitions == "root" else None
+        if c.plugin == "pgoutput":
+            if not has_c_tuples():
+                log.warning(
+                    "%s: pgoutput's values are decoded in Python, at about half the"
+                    " speed: cdc was installed without its C extension (no C compiler)",
+                    self.subject,
+                )
+            decoder = PgOutputDecoder(catalog, self._capture(selector), root)
+            return decoder, pgoutput_options(c.publication)
+        pushed = wal2json_table_options(c, watch.partition_schemas())
+        self._pushed_schemas = None
+        if "add-tables" in pushed and root is not None:
+            self._pushed_schemas = frozenset(
+                i[:-2] for i in pushed["add-tables"].split(",") if i.endswith(".*")
+            )
+        return Wal2JsonDecoder(catalog, self._capture(selector), root), {
+            **WAL2JSON_OPTIONS,
+            **pushed,
+        }
 
     def _stream(  # noqa: PLR0912, PLR0915  (the hot loop reads best in one piece)
         self,
@@ -198,6 +238,7 @@ class PostgresSource:
         publisher: AnyPublisher,
         sql: psycopg.Connection[Any],
         snapshots: IncrementalSnapshots,
+        tables: _Tables | None = None,
     ) -> None:
         tracker = AckTracker()
         errors: deque[Exception] = deque()
@@ -256,6 +297,8 @@ class PostgresSource:
                         txn.end = item.end_lsn  # pgoutput says it only now
                         tracker.commit(txn)
                     txn = None
+                    if decoder.truncated and tables is not None:
+                        tables.truncated(decoder.truncated)
                 else:
                     if txn is None:
                         raise CdcError(f"{self.config.plugin} sent a change outside a transaction")
@@ -289,6 +332,8 @@ class PostgresSource:
 
             snapshots.tick(self.confirmed)
             now = time.monotonic()
+            if tables is not None and now - tables.looked >= TABLES_LOOK_S:
+                tables.look(now)
             if heartbeat_s and self.config.heartbeat_query and now - last_heartbeat >= heartbeat_s:
                 sql.execute(self.config.heartbeat_query)
                 last_heartbeat = now
@@ -347,7 +392,7 @@ class PostgresSource:
         """Create ``cdc.signal`` and ``cdc.snapshots`` when missing. Without the privilege,
         a connector that never snapshots runs on without incremental snapshots."""
         try:
-            ensure_source_tables(sql)
+            self._partitions_table = ensure_source_tables(sql)
         except psycopg.errors.InsufficientPrivilege as e:
             problem = (
                 f"{self.subject}: cannot create the connector's tables cdc.signal and"
@@ -361,31 +406,40 @@ class PostgresSource:
             return False
         return True
 
-    def _ensure_publication(self, sql: psycopg.Connection[Any]) -> None:
-        """pgoutput sends the changes of the tables in its publication: when there is none yet,
-        one of every table (as Debezium's default), so that tables created later are captured
-        too; the connector's globs choose among them. It must exist before the slot: a slot
-        cannot decode WAL written before its publication was created."""
-        name = self.config.publication
-        exists = sql.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,))
-        if exists.fetchone() is not None:
-            return
-        try:
-            sql.execute(
-                psycopg.sql.SQL("CREATE PUBLICATION {} FOR ALL TABLES").format(
-                    psycopg.sql.Identifier(name)
+    def _snapshot_added(
+        self,
+        sql: psycopg.Connection[Any],
+        catalog: PostgresCatalog,
+        added: list[tuple[str, str]],
+        snapshots: bool,
+    ) -> None:
+        """pgoutput decodes a table's changes only from the moment it joined the publication:
+        rows written before are read by an incremental snapshot (keyed tables only)."""
+        keyed = []
+        for schema, table in added:
+            if (schema, table) == SIGNAL_TABLE:
+                continue
+            info = catalog.table(schema, table, refresh=True)
+            if snapshots and info is not None and info.has_primary_key:
+                keyed.append(f"{schema}.{table}")
+            else:
+                log.warning(
+                    "%s: %s.%s joined the publication only now; rows written to it before are"
+                    " not captured (%s)",
+                    self.subject,
+                    schema,
+                    table,
+                    "no primary key for an incremental snapshot"
+                    if snapshots
+                    else "incremental snapshots are unavailable",
                 )
+        if keyed:
+            request_snapshot(sql, self.config.name, keyed)
+            log.info(
+                "%s: incremental snapshot of %s requested: it joined the publication only now",
+                self.subject,
+                ", ".join(keyed),
             )
-        except psycopg.errors.DuplicateObject:
-            return  # another connector made it at the same moment
-        except psycopg.errors.InsufficientPrivilege as e:
-            raise CdcError(
-                f"{self.subject}: publication {name} does not exist and this user cannot create"
-                f" one FOR ALL TABLES ({describe(e, self.config.dsn.password)}); create it as a"
-                f" superuser, or CREATE PUBLICATION {name} FOR TABLE with the captured tables and"
-                f" {OWN_SCHEMA}.signal"
-            ) from e
-        log.info("%s: created publication %s FOR ALL TABLES", self.subject, name)
 
     def _ensure_slot(self, sql: psycopg.Connection[Any], export: bool) -> CreatedSlot:
         """Make sure the slot exists. When this creates it, the result holds the replication
@@ -435,6 +489,29 @@ class PostgresSource:
             format_lsn(lsn),
         )
         return CreatedSlot(repl, lsn, snapshot, created=True)
+
+    def _snapshot_first(
+        self,
+        stop: threading.Event,
+        sql: psycopg.Connection[Any],
+        created: CreatedSlot,
+        selector: TableSelector,
+        source: SourceInfo,
+        publisher: AnyPublisher,
+        watch: PartitionWatch,
+        before: str | None,
+        opened: contextlib.ExitStack,
+    ) -> CreatedSlot:
+        """The initial snapshot, in the exported snapshot of a slot made for it (made again
+        when the slot has none); ``before``: its state in ``cdc.snapshots`` before this start."""
+        if created.snapshot is None:
+            created = self._new_slot_for_snapshot(sql)
+            opened.callback(created.close)
+            watch.forget()  # as for a new slot: the trees its snapshot sees
+            watch.look()
+        supersede = before in ("running", "done")
+        self._initial_snapshot(stop, sql, created, selector, source, publisher, supersede)
+        return created
 
     def _new_slot_for_snapshot(self, sql: psycopg.Connection[Any]) -> CreatedSlot:
         """Drop the slot and create it again, for its exported snapshot.
@@ -580,6 +657,78 @@ class PostgresSource:
                 )
 
 
+class _Tables:
+    """What the stream loop does when the database's tables change under it."""
+
+    def __init__(
+        self,
+        source: PostgresSource,
+        sql: psycopg.Connection[Any],
+        catalog: PostgresCatalog,
+        publication: Publication | None,
+        watch: PartitionWatch,
+        decoder: Wal2JsonDecoder | PgOutputDecoder,
+        snapshots: bool,
+    ) -> None:
+        self.source = source
+        self.sql = sql
+        self.catalog = catalog
+        self.publication = publication
+        self.watch = watch
+        self.decoder = decoder
+        self.snapshots = snapshots
+        self.looked = time.monotonic()
+
+    def look(self, now: float) -> None:
+        self.looked = now
+        if self.watch.look():
+            self.decoder.forget_routes()
+            self._follow_partitions()
+        if self.publication is not None:
+            # Before the stream reads on: a snapshot the watch asked for reads its table only
+            # once the stream brings the request, when the table is in the publication.
+            added = self.publication.sync()
+            added = [t for t in added if t not in self.watch.snapshotted]
+            if added:
+                self.source._snapshot_added(self.sql, self.catalog, added, self.snapshots)
+
+    def _follow_partitions(self) -> None:
+        """wal2json skips a partition outside the schemas it was told to decode: its rows since
+        it was made are read again by a snapshot, asked for before the session starts again
+        with options that decode it."""
+        pushed = self.source._pushed_schemas
+        if pushed is None:
+            return
+        outside = {
+            root: {f"{s}.{t}" for s, t in tree.values() if s not in pushed}
+            for root, tree in self.watch.last_trees.items()
+        }
+        outside = {root: names for root, names in outside.items() if names}
+        if not outside:
+            return
+        for root, names in outside.items():
+            self.watch.resync(
+                root,
+                f"partition(s) {', '.join(sorted(names))} outside the schemas wal2json decodes"
+                f" ({', '.join(sorted(pushed))})",
+            )
+        raise SourceUnavailable(
+            "partitions outside the schemas wal2json decodes:"
+            " starting the stream again to decode them"
+        )
+
+    def truncated(self, truncated: dict[tuple[str, str], set[tuple[str, str]]]) -> None:
+        """A transaction truncated some partitions of a partitioned table, not all: its target
+        was emptied (the truncate event), so the rows of the other partitions are read again."""
+        for root, names in truncated.items():
+            if root in names:
+                continue  # the partitioned table itself: all of it
+            if self.watch.is_whole(root, names):
+                continue
+            self.watch.resync(root, "some of its partitions were truncated")
+        truncated.clear()
+
+
 def _delivery_failed(e: Exception) -> CdcError:
     # Retriable: the session restarts from the slot's confirmed position and publishes again.
     return KafkaUnavailable(f"Kafka did not take a record: {describe(e)}")
@@ -602,15 +751,27 @@ def _pushable(glob: str) -> str | None:
     return ".".join(parts)
 
 
-def wal2json_table_options(config: ConnectorConfig) -> dict[str, str]:
+def wal2json_table_options(
+    config: ConnectorConfig, partition_schemas: frozenset[str] = frozenset()
+) -> dict[str, str]:
     """``add-tables`` / ``filter-tables`` for the globs wal2json can apply itself.
 
     wal2json understands only whole-part wildcards (``public.*``, ``*.orders``). Where every
     include glob is of that form, wal2json skips unselected tables before they cost anything;
     otherwise the connector filters them after decoding. Either way the result is the same.
+
+    wal2json names a partition's changes by the partition, whose name the globs need not
+    match when it is published under its partitioned table's name (``partitions = "root"``):
+    then only whole schemas are pushed (``SCHEMA.*``), when they hold every partition of the
+    captured partitioned tables (``partition_schemas``), and no exclusion is.
     """
     options = {}
+    root = config.partitions == "root"
     includes = [_pushable(g) for g in config.tables]
+    if root and not all(i and i.endswith(".*") and not i.startswith("*.") for i in includes):
+        includes = [None]
+    if root and not partition_schemas <= {i[:-2] for i in includes if i}:
+        includes = [None]
     if "*.*" not in includes and all(includes):
         # The signal table carries snapshot watermarks and requests: always decoded.
         signal = ".".join(SIGNAL_TABLE)
@@ -622,6 +783,6 @@ def wal2json_table_options(config: ConnectorConfig) -> dict[str, str]:
         for g in config.exclude_tables
         if (e := _pushable(g)) and not compile_globs([g]).match(".".join(SIGNAL_TABLE))
     ]
-    if excludes:
+    if excludes and not root:
         options["filter-tables"] = ",".join(excludes)
     return options

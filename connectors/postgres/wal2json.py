@@ -52,6 +52,7 @@ _BARE_NUMERIC = re.compile(rb'"type":"numeric(?:\([0-9,]+\))?","value":(-?[0-9][
 # A float printed as an integer ("-0", "1"); the look-ahead leaves "1e+20" and "0.5" alone.
 _INTEGRAL_FLOAT = re.compile(rb'"type":"(?:real|double precision)","value":-?[0-9]+(?=[,}])')
 _FLOAT_TYPES = frozenset({"real", "double precision"})
+_UNKNOWN: Any = object()
 _NAME = operator.itemgetter("name")
 _NAME_VALUE = operator.itemgetter("name", "value")
 _NAME_TYPE = operator.itemgetter("name", "type")
@@ -65,15 +66,20 @@ _UNSEEN: _Shape = (-1, frozenset(), None)
 class Wal2JsonDecoder(RowDecoder):
     """Turns a slot's wal2json messages into :class:`Begin`, :class:`Change`, :class:`Commit`."""
 
-    def __init__(self, catalog: Catalog, selected: Callable[[str, str], bool]) -> None:
-        super().__init__(catalog, selected)
+    def __init__(
+        self,
+        catalog: Catalog,
+        selected: Callable[[str, str], bool],
+        root: Callable[[str, str, int], tuple[str, str]] | None = None,
+    ) -> None:
+        super().__init__(catalog, selected, root)
         self._layouts: dict[tuple[str, str, bool], tuple[Types, tuple[str, ...]]] = {}
         self._pairs: dict[tuple[str, str], set[tuple[str, str]]] = {}
         """Every ``(column, type)`` each table's changes have shown."""
-        self._tables: dict[tuple[str, str], _Shape | None] = {}
+        self._tables: dict[tuple[str, str], _Shape] = {}
         """Per table seen, :meth:`_table_shape`: one lookup a row, where the selection was one."""
 
-    def decode(  # noqa: PLR0912  (one piece: a call more would cost every row)
+    def decode(  # noqa: PLR0912, PLR0915  (one piece: a call more would cost every row)
         self, payload: bytes, lsn: int = 0
     ) -> Begin | Change | tuple[Change, ...] | Commit | None:
         """``lsn``, the message's position in the stream, is not needed: wal2json says it."""
@@ -92,15 +98,21 @@ class Wal2JsonDecoder(RowDecoder):
             return self._commit(parse_lsn(msg["nextlsn"]))
         if action == "M":
             return None
-        schema, table = msg["schema"], msg["table"]
-        columns = msg.get("columns", ())
-        shape = self._tables.get((schema, table), _UNSEEN)
-        if shape is _UNSEEN:
-            shape = self._table_shape(schema, table, len(columns), refresh=False)
-        if shape is None:
+        name = (msg["schema"], msg["table"])
+        route = self._routes.get(name, _UNKNOWN)
+        if route is _UNKNOWN:
+            route = self._route(*name)
+        if route is None:
             return None  # not captured
+        columns = msg.get("columns", ())
+        shape = self._tables.get(name, _UNSEEN)
+        if shape is _UNSEEN:  # the table wal2json names (a partition: its own columns)
+            shape = self._table_shape(*name, len(columns), refresh=False)
+        schema, table = route
         lsn = parse_lsn(msg["lsn"])
         if action == "T":
+            if not self._truncate_once(name, route, lsn):
+                return None
             self._whole_row_key = False
             return self._change("t", schema, table, None, None, None, lsn)
         if action not in ("I", "U", "D"):
@@ -108,9 +120,7 @@ class Wal2JsonDecoder(RowDecoder):
         width, generated, reorder = shape
         if len(columns) > width or (action == "I" and len(columns) != width):
             # A column added or dropped since this table was first seen: generated or not?
-            width, generated, reorder = (
-                self._table_shape(schema, table, len(columns), True) or shape
-            )
+            width, generated, reorder = self._table_shape(*name, len(columns), True)
         deleted = action == "D"
         if generated:
             _strip(msg, generated)
@@ -170,17 +180,14 @@ class Wal2JsonDecoder(RowDecoder):
             known = self._layouts[(schema, table, deleted)] = (types, floats)
         return known
 
-    def _table_shape(self, schema: str, table: str, seen: int, refresh: bool) -> _Shape | None:
-        """None if the table is not captured, else: how many columns wal2json prints for it;
+    def _table_shape(self, schema: str, table: str, seen: int, refresh: bool) -> _Shape:
+        """How many columns wal2json prints for a table (a partition: its own);
         which are generated (wal2json prints them; events leave them out, as pgoutput does);
         and, when the primary key's order is not its columns' (wal2json names them in the
         columns' order), that order (the key's JSON, which picks the partition, follows it,
         as in snapshot reads). ``seen``: how many columns this message has, trusted when the
         catalog disagrees (the table was dropped or renamed since), so that a mismatch costs
         one read, not one a row; what was known before stays then."""
-        if not self._is_wanted(schema, table):
-            self._tables[(schema, table)] = None
-            return None
         info = self._catalog.table(schema, table, refresh=refresh, xid=self._xid)
         known = self._tables.get((schema, table))
         shape: _Shape = (seen, frozenset(), None) if known is None else (seen, *known[1:])
