@@ -183,19 +183,13 @@ def encode(change: Change, source: SourceInfo, now_ms: int | None = None) -> Rec
     )
     headers = [(EVENT_ID_HEADER, b"%d:%d" % (change.commit_lsn, change.index))]
     if types := change.types:
-        cached = _TYPES_HEADERS.get(id(types))
-        if cached is None or cached[0] is not types:
-            if len(_TYPES_HEADERS) >= 4096:
-                _TYPES_HEADERS.clear()
-            cached = _TYPES_HEADERS[id(types)] = (types, orjson.dumps(dict(types)))
-        headers.append((TYPES_HEADER, cached[1]))
+        cached = _PAIRS_JSON.get(id(types))
+        encoded = cached[1] if cached is not None and cached[0] is types else _pairs_json(types)
+        headers.append((TYPES_HEADER, encoded))
     if missing := change.missing:
-        cached = _MISSING_HEADERS.get(id(missing))
-        if cached is None or cached[0] is not missing:
-            if len(_MISSING_HEADERS) >= 4096:
-                _MISSING_HEADERS.clear()
-            cached = _MISSING_HEADERS[id(missing)] = (missing, orjson.dumps(dict(missing)))
-        headers.append((MISSING_HEADER, cached[1]))
+        cached = _PAIRS_JSON.get(id(missing))
+        encoded = cached[1] if cached is not None and cached[0] is missing else _pairs_json(missing)
+        headers.append((MISSING_HEADER, encoded))
     if change.whole_row_key:
         headers.append((IDENTITY_HEADER, b"full"))
     if change.unavailable:
@@ -233,15 +227,19 @@ def _value_template(name: str, db: str, schema: str, table: str, op: str, snapsh
     )
 
 
-_TYPES_HEADERS: dict[int, tuple[tuple[tuple[str, str], ...], bytes]] = {}
-"""The ``cdc-types`` header of each ``types`` tuple, by the tuple's identity: a decoder hands
-every change of a table the same tuple, and hashing its pairs for every event (an lru_cache
-key) cost more than the rest of the headers. The entry holds the tuple, so its id is not
-reused while the entry lives."""
+_PAIRS_JSON: dict[int, tuple[tuple[tuple[str, str], ...], bytes]] = {}
+"""The JSON object of each ``types`` (``cdc-types``) or ``missing`` (``cdc-missing``) tuple, by
+the tuple's identity: a decoder hands every change of a table the same tuple, and hashing its
+pairs for every event (an lru_cache key) cost more than the rest of the headers. The entry holds
+the tuple, so its id is not reused while the entry lives."""
 
 
-_MISSING_HEADERS: dict[int, tuple[tuple[tuple[str, str], ...], bytes]] = {}
-"""The ``cdc-missing`` header of each ``missing`` tuple, by identity, as :data:`_TYPES_HEADERS`."""
+def _pairs_json(pairs: tuple[tuple[str, str], ...]) -> bytes:
+    if len(_PAIRS_JSON) >= 4096:
+        _PAIRS_JSON.clear()
+    encoded = orjson.dumps(dict(pairs))
+    _PAIRS_JSON[id(pairs)] = (pairs, encoded)
+    return encoded
 
 
 def tombstone(record: Record) -> Record:
