@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from cdc.events import Change
 from cdc.globs import TableSelector
+from cdc.kafka import list_offsets
 from connectors.postgres.catalog import PostgresCatalog
 from connectors.postgres.wal2json import WAL2JSON_OPTIONS, Wal2JsonDecoder
 
@@ -142,6 +143,23 @@ def read_topics(kafka: str, topics: Iterable[str], timeout_s: float = 60) -> lis
         return events
     finally:
         consumer.close()
+
+
+def topic_ends(kafka: str, select: Callable[[str], bool]) -> dict[tuple[str, int], int]:
+    """The next offset to be written of every partition of the topics ``select`` takes; raises
+    kafka-python's LeaderNotAvailableError for a topic created moments ago."""
+    consumer = KafkaConsumer(bootstrap_servers=kafka)
+    try:
+        parts = [
+            TopicPartition(t, p)
+            for t in consumer.topics()
+            if select(t)
+            for p in consumer.partitions_for_topic(t) or ()
+        ]
+        listed = list_offsets(consumer, parts, end=True)
+    finally:
+        consumer.close()
+    return {(tp.topic, tp.partition): o for tp, o in listed.items()}
 
 
 def wait_for(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.2) -> Any:

@@ -9,14 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer
 from kafka.errors import LeaderNotAvailableError
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from cdc.kafka import list_offsets
 from tests.conftest import drop_database
-from tests.harness import CdcProcess, current_wal_lsn, read_topics, slot_confirmed_lsn, wait_for
+from tests.harness import (
+    CdcProcess,
+    current_wal_lsn,
+    read_topics,
+    slot_confirmed_lsn,
+    topic_ends,
+    wait_for,
+)
 
 
 class Replicas:
@@ -85,19 +91,12 @@ class Replicas:
 
     def behind(self) -> list[str]:
         """What the sinks have not applied yet of the topics (empty when they hold it all)."""
-        data = [t for t in self.topics() if not t.endswith(".dlq")]
-        consumer = KafkaConsumer(bootstrap_servers=self.kafka)
         try:
-            parts = [
-                TopicPartition(t, p) for t in data for p in consumer.partitions_for_topic(t) or ()
-            ]
-            try:
-                listed = list_offsets(consumer, parts, end=True)
-            except LeaderNotAvailableError as e:  # a topic created moments ago
-                return [str(e)]
-            end = {(tp.topic, tp.partition): o for tp, o in listed.items()}
-        finally:
-            consumer.close()
+            end = topic_ends(
+                self.kafka, lambda t: t.startswith(self.prefix + ".") and not t.endswith(".dlq")
+            )
+        except LeaderNotAvailableError as e:  # a topic created moments ago
+            return [str(e)]
         stored: dict[str, dict[tuple[str, int], int]] = {}
         for name, dsn in self.replicas.items():
             with psycopg.connect(dsn) as conn:

@@ -22,12 +22,10 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import LeaderNotAvailableError
 from psycopg import pq, sql
 from psycopg.conninfo import make_conninfo
 
-from cdc.kafka import list_offsets
 from tests.conftest import drop_database
 from tests.harness import (
     CDC,
@@ -35,6 +33,7 @@ from tests.harness import (
     current_wal_lsn,
     read_topics,
     slot_confirmed_lsn,
+    topic_ends,
     wait_for,
 )
 from tests.test_wal2json_decoder import FLOAT_TEXTS
@@ -237,21 +236,10 @@ def sinks_behind(
 ) -> list[str]:
     """What the sinks have not applied yet (empty when both hold the last record of every one
     of the ``tables`` topics)."""
-    consumer = KafkaConsumer(bootstrap_servers=kafka)
     try:
-        topics = [
-            t for t in consumer.topics() if t.startswith(prefix + ".") and not t.endswith(".dlq")
-        ]
-        parts = [
-            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
-        ]
-        try:
-            listed = list_offsets(consumer, parts, end=True)
-        except LeaderNotAvailableError as e:  # a topic created moments ago
-            return [str(e)]
-        end = {(tp.topic, tp.partition): o for tp, o in listed.items()}
-    finally:
-        consumer.close()
+        end = topic_ends(kafka, lambda t: t.startswith(prefix + ".") and not t.endswith(".dlq"))
+    except LeaderNotAvailableError as e:  # a topic created moments ago
+        return [str(e)]
     with psycopg.connect(dsn) as conn:
         stored = {
             (t, p): o
