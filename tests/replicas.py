@@ -120,8 +120,26 @@ class Replicas:
             if o and offsets.get((topic, partition), 0) < o
         ]
 
+    def snapshotting(self) -> bool:
+        """Whether the connector owes a snapshot: its slot is not made yet, or ``cdc.snapshots``
+        has a row of it not done (the initial one is marked pending before its slot exists)."""
+        if not slot_confirmed_lsn(self.source, self.slot):
+            return True
+        with psycopg.connect(self.source) as conn:
+            try:
+                row = conn.execute(
+                    "SELECT count(*) FROM cdc.snapshots WHERE connector = %s AND state <> 'done'",
+                    (self.prefix,),
+                ).fetchone()
+            except psycopg.errors.UndefinedTable:
+                return False
+        return bool(row and row[0])
+
     def settle(self) -> None:
         """Until the connector has published everything written and the sinks applied it."""
+        # While a snapshot is read, the slot's confirmed position is its start, already past
+        # everything written before it: only the snapshot's end says its rows are out.
+        wait_for(lambda: not self.snapshotting(), 180, "the connector's snapshot")
         end = current_wal_lsn(self.source)
         wait_for(lambda: slot_confirmed_lsn(self.source, self.slot) >= end, 120, "the connector")
         try:
