@@ -357,6 +357,9 @@ class _SinkBase(_Spec):
     name: Name
     topics: TopicGlobs
     group_id: str = ""
+    dropped_columns: Literal["keep", "drop"] = "keep"
+    """What a target does with a column the source dropped: keep it (new rows hold NULL), or
+    drop it at the table's next change that shows it gone (:mod:`cdc.columns`)."""
 
     @model_validator(mode="before")
     @classmethod

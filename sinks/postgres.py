@@ -29,6 +29,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from cdc.columns import Ledger, follow, strip
 from cdc.config import KafkaConfig, PostgresSinkConfig
 from cdc.consumer import Partition, SinkRuntime, TargetUnavailable, consumer_lag
 from cdc.errors import describe
@@ -62,6 +63,9 @@ CREATE TABLE IF NOT EXISTS cdc.applied (
 CREATE TABLE IF NOT EXISTS cdc.debts (
     target text NOT NULL, row_hash text NOT NULL, debt int NOT NULL,
     PRIMARY KEY (target, row_hash));
+CREATE TABLE IF NOT EXISTS cdc.columns (
+    target text NOT NULL, name text NOT NULL, lsn bigint NOT NULL, idx int NOT NULL,
+    dropped boolean NOT NULL, PRIMARY KEY (target, name));
 """
 
 
@@ -150,6 +154,9 @@ class PostgresTarget:
         self.floors: dict[str, Version] = {}
         """Each target table's truncate floor (``cdc.truncates``) as last read or written: what
         :meth:`plan` assumes."""
+        self.ledgers: dict[str, Ledger] = {}
+        """Each target table's :class:`~cdc.columns.Ledger` (``cdc.columns``) as last read or
+        written."""
 
     def close(self) -> None:
         self.conn.close()
@@ -201,6 +208,7 @@ class PostgresTarget:
             except (psycopg.errors.DataError, psycopg.errors.IntegrityError):
                 # A value the target refuses: find which, one event at a time, and let the rest in.
                 self.tables.clear()
+                self.ledgers.clear()
                 self._apply_one_by_one(group, events, offsets, before_commit)
 
     def _apply_one_by_one(
@@ -218,6 +226,7 @@ class PostgresTarget:
                         rejected += self._apply_table(e.schema, e.table, [e])
                 except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as err:
                     self.tables.clear()
+                    self.ledgers.clear()
                     rejected.append((e, f"the target refused it: {describe(err)}"))
             self._store_offsets(group, offsets)
             before_commit(rejected)
@@ -245,6 +254,7 @@ class PostgresTarget:
         label = self._target_name(schema, table)
         if plan is None:
             plan = _plan(events, self.floors.get(label, (0, 0)))
+        events, plan = self._follow_columns(label, events, plan)
         target = self._table(schema, table, plan.columns, plan.key, plan.defaults)
         # A truncate has no key, so it may come on any partition: another process of the group
         # may be applying one to this table right now. The floor is read only once this
@@ -267,8 +277,8 @@ class PostgresTarget:
             self.floors[label] = plan.floor
         if plan.deletes:
             self._delete(target, plan.deletes)
-        for columns, unavailable, rows in plan.upserts:
-            self._upsert(target, columns, unavailable, rows)
+        for shape, unavailable, rows in plan.upserts:
+            self._upsert(target, shape, unavailable, rows)
         if plan.keyless:
             self._insert_keyless(target, plan.keyless)
         if plan.whole:
@@ -276,6 +286,56 @@ class PostgresTarget:
         return plan.rejected
 
     # -- DDL ------------------------------------------------------------------------------------
+
+    def _follow_columns(
+        self, label: str, events: list[SinkEvent], plan: _Plan
+    ) -> tuple[list[SinkEvent], _Plan]:
+        """Follow the columns the source dropped (:mod:`cdc.columns`): drop them if so
+        configured; a dropped one added again is a new column, made again. Return the events
+        without values of columns dropped after them, and their plan."""
+        ledger = self.ledgers.get(label)
+        if ledger is not None:
+            changes = follow(ledger, events, plan.key)
+            if not changes and not changes.cut:
+                return events, plan
+        # Something to record, drop or leave out: look again under the DDL lock, which another
+        # process of the group may have held to do it first.
+        self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('cdc-sink-ddl'))")
+        ledger = self.ledgers[label] = Ledger()
+        for name, lsn, idx, dropped in self.conn.execute(
+            "SELECT name, lsn, idx, dropped FROM cdc.columns WHERE target = %s", (label,)
+        ):
+            (ledger.dropped if dropped else ledger.seen)[name] = (lsn, idx)
+        changes = follow(ledger, events, plan.key)
+        ledger.apply(changes)
+        remove = list(changes.again)  # the column kept since its drop holds the old one's values
+        if self.config.dropped_columns == "drop":
+            remove += [c for c in changes.dropped if c not in changes.again]
+        target_schema, _, target_name = label.partition(".")
+        found = self._describe(target_schema, target_name) if remove else None
+        for column in remove:
+            if found is not None and column in found.columns and column not in found.key:
+                self.conn.execute(
+                    sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}").format(
+                        found.ident, sql.Identifier(column)
+                    )
+                )
+                log.info("dropped column %s of %s: the source dropped it", column, label)
+                self.tables.pop(label, None)  # described again, without it
+        changed = [(c, *v, True) for c, v in changes.dropped.items() if c not in changes.seen]
+        changed += [(c, *v, False) for c, v in changes.seen.items()]
+        if changed:
+            self.conn.execute(
+                "INSERT INTO cdc.columns AS c (target, name, lsn, idx, dropped) SELECT %s, n,"
+                " l, i, d FROM unnest(%s::text[], %s::bigint[], %s::int[], %s::bool[])"
+                " AS x(n, l, i, d) ON CONFLICT (target, name) DO UPDATE"
+                " SET lsn = EXCLUDED.lsn, idx = EXCLUDED.idx, dropped = EXCLUDED.dropped",
+                (label, *map(list, zip(*changed, strict=True))),
+            )
+        if changes.cut:
+            events = strip(events, changes.cut)
+            plan = _plan(events, plan.stored_floor)
+        return events, plan
 
     def _target_name(self, schema: str, table: str) -> str:
         """The target table of a source table: ``schema.name`` (:attr:`_Table.label`)."""
@@ -315,6 +375,7 @@ class PostgresTarget:
                     )
                 )
                 found.columns[column] = pg_type
+                found.statements.clear()  # rendered without it (dropped_columns = "drop")
                 log.info("added column %s %s to %s", column, pg_type, found.label)
             elif wider := widened(current, pg_type):
                 # The source's column was altered to a type that holds more: follow it, or
@@ -478,7 +539,8 @@ class PostgresTarget:
         """Upsert ``rows`` (:func:`_rows` of events that carry ``columns``)."""
 
         def upsert() -> sql.Composable:
-            written = [c for c in columns if c not in unavailable]
+            # Columns the target does not hold were dropped since (dropped_columns = "drop").
+            written = [c for c in columns if c not in unavailable and c in target.columns]
             cols, values = _columns_and_values(target, written)
             updates = sql.SQL(", ").join(
                 sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
@@ -530,6 +592,8 @@ class PostgresTarget:
                     (digest,),
                 ).rowcount
                 if not deleted:
+                    deleted = self._delete_equal(target, image)
+                if not deleted:
                     self.conn.execute(
                         "INSERT INTO cdc.debts AS d (target, row_hash, debt) VALUES (%s, %s, 1)"
                         " ON CONFLICT (target, row_hash) DO UPDATE SET debt = d.debt + 1",
@@ -543,7 +607,7 @@ class PostgresTarget:
             ).rowcount
             if paid:
                 continue
-            columns = list(image)
+            columns = [c for c in image if c in target.columns]
             self.conn.execute(
                 sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
                     target.ident,
@@ -558,8 +622,28 @@ class PostgresTarget:
                 [*(_text(image[c], target.columns[c]) for c in columns), *e.version, digest],
             )
 
+    def _delete_equal(self, target: _Table, image: dict[str, Any]) -> int:
+        """Delete one row equal to ``image`` on the columns both hold, compared as the target's
+        types print them. For a row stored before a column was added or dropped: its content
+        hash (``_cdc_row``) was made of the columns it had then, so the hash cannot find it."""
+        columns = [c for c in image if c in target.columns]
+        if not columns:
+            return 0
+        match = sql.SQL(" AND ").join(
+            sql.SQL("{c}::text IS NOT DISTINCT FROM %s::{t}::text").format(
+                c=sql.Identifier(c), t=sql.SQL(target.columns[c])
+            )
+            for c in columns
+        )
+        query = sql.SQL(
+            "DELETE FROM {t} WHERE ctid = (SELECT ctid FROM {t} WHERE {match} LIMIT 1)"
+        ).format(t=target.ident, match=match)
+        values = [_text(image[c], target.columns[c]) for c in columns]
+        return self.conn.execute(query, values).rowcount
+
     def _insert_keyless(self, target: _Table, events: list[SinkEvent]) -> None:
-        for columns, _, group in by_shape(events):
+        for carried_columns, _, group in by_shape(events):
+            columns = tuple(c for c in carried_columns if c in target.columns)
             floats = any(target.columns[c] in _FLOAT_TYPES for c in columns)
             rows = _rows(group, key=False, image=True, floats=floats)
 

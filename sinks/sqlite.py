@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from cdc.columns import Ledger, follow, strip
 from cdc.config import KafkaConfig, SqliteSinkConfig
 from cdc.consumer import Partition, SinkRuntime, TargetUnavailable, consumer_lag
 from cdc.findings import Finding
@@ -48,6 +49,9 @@ CREATE TABLE IF NOT EXISTS _cdc_applied (
 CREATE TABLE IF NOT EXISTS _cdc_debts (
     target TEXT NOT NULL, row_hash TEXT NOT NULL, debt INTEGER NOT NULL,
     PRIMARY KEY (target, row_hash));
+CREATE TABLE IF NOT EXISTS _cdc_columns (
+    target TEXT NOT NULL, name TEXT NOT NULL, lsn INTEGER NOT NULL, idx INTEGER NOT NULL,
+    dropped INTEGER NOT NULL, PRIMARY KEY (target, name));
 """
 
 _INTEGER = ("smallint", "integer", "bigint", "oid", "boolean")
@@ -120,6 +124,8 @@ class SqliteTarget:
             raise TargetUnavailable(f"{config.path}: {e}") from e
         self.columns: dict[str, dict[str, str]] = {}
         self.keys: dict[str, tuple[str, ...]] = {}
+        self.ledgers: dict[str, Ledger] = {}
+        """Each target table's :class:`~cdc.columns.Ledger` (``_cdc_columns``)."""
 
     def close(self) -> None:
         self.db.close()
@@ -169,6 +175,8 @@ class SqliteTarget:
                     except sqlite3.IntegrityError as error:
                         self.db.execute("ROLLBACK TO event")
                         self.db.execute("RELEASE event")
+                        self.columns.clear()
+                        self.ledgers.clear()
                         rejected.append((event, f"the target refused it: {error}"))
             else:
                 for (schema, table), table_events in by_table(events).items():
@@ -184,6 +192,7 @@ class SqliteTarget:
         except BaseException:
             self.db.execute("ROLLBACK")
             self.columns.clear()
+            self.ledgers.clear()
             raise
 
     def _apply_table(
@@ -199,7 +208,9 @@ class SqliteTarget:
             for e in events
             if not e.key and e.op not in ("c", "r", "t")
         ]
+        events = self._follow_columns(name, events)
         self._ensure_table(name, events)
+        held = self.columns[name]
         floor = self._truncated_at(name)
         truncates = [e.version for e in events if e.op == "t"]
         if truncates:
@@ -232,7 +243,8 @@ class SqliteTarget:
                 (name, _key_text(e), *e.version),
             )
         for columns, unavailable, group in by_shape(upserts):
-            written = [c for c in columns if c not in unavailable]
+            # Columns the target does not hold were dropped since (dropped_columns = "drop").
+            written = [c for c in columns if c not in unavailable and c in held]
             cols = ", ".join(quote(c) for c in [*written, "_cdc_lsn", "_cdc_index"])
             marks = ", ".join("?" for _ in range(len(written) + 2))
             sets = ", ".join(
@@ -260,7 +272,7 @@ class SqliteTarget:
                 if e.unavailable and (reason := incomplete(e)):
                     rejected.append((e, reason))
                     continue
-                names = list(e.after or ())
+                names = [c for c in e.after or () if c in held]
                 cols = ", ".join(quote(c) for c in [*names, "_cdc_lsn", "_cdc_index"])
                 marks = ", ".join("?" for _ in range(len(names) + 2))
                 self.db.execute(
@@ -297,6 +309,17 @@ class SqliteTarget:
                 (digest,),
             ).rowcount
             if not deleted:
+                # Stored before a column was added or dropped, its hash was made of the columns
+                # it had then: look for an equal row on the columns both hold.
+                names = [c for c in image if c in self.columns[name]]
+                if names:
+                    match = " AND ".join(f"{quote(c)} IS ?" for c in names)
+                    deleted = self.db.execute(
+                        f"DELETE FROM {quote(name)} WHERE rowid ="
+                        f" (SELECT rowid FROM {quote(name)} WHERE {match} LIMIT 1)",
+                        [self._value(image[c], name, c) for c in names],
+                    ).rowcount
+            if not deleted:
                 self.db.execute(
                     "INSERT INTO _cdc_debts (target, row_hash, debt) VALUES (?, ?, 1)"
                     " ON CONFLICT (target, row_hash) DO UPDATE SET debt = debt + 1",
@@ -309,13 +332,64 @@ class SqliteTarget:
         ).rowcount
         if paid:
             return
-        names = list(image)
+        names = [c for c in image if c in self.columns[name]]
         cols = ", ".join(quote(c) for c in [*names, "_cdc_lsn", "_cdc_index", "_cdc_row"])
         marks = ", ".join("?" for _ in range(len(names) + 3))
         self.db.execute(
             f"INSERT INTO {quote(name)} ({cols}) VALUES ({marks})",
             [*(self._value(image[c], name, c) for c in names), *e.version, digest],
         )
+
+    def _follow_columns(self, name: str, events: list[SinkEvent]) -> list[SinkEvent]:
+        """Follow the columns the source dropped (:mod:`cdc.columns`): drop them if so
+        configured; a dropped one added again is a new column, made again. Return the events
+        without values of columns dropped after them."""
+        ledger = self._ledger(name)
+        changes = follow(ledger, events, self.keys.get(name, ()))
+        if changes.cut:
+            events = strip(events, changes.cut)
+        ledger.apply(changes)
+        if changes:
+            self.db.executemany(
+                "INSERT INTO _cdc_columns (target, name, lsn, idx, dropped) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (target, name) DO UPDATE SET lsn = excluded.lsn, idx = excluded.idx,"
+                " dropped = excluded.dropped",
+                [(name, c, *v, True) for c, v in changes.dropped.items() if c not in changes.seen]
+                + [(name, c, *v, False) for c, v in changes.seen.items()],
+            )
+        remove = list(changes.again)  # the column kept since its drop holds the old one's values
+        if self.config.dropped_columns == "drop":
+            remove += [c for c in changes.dropped if c not in changes.again]
+        if remove and self._exists(name):
+            held = self.columns[name]
+            for column in remove:
+                if column in held and column not in self.keys[name]:
+                    self.db.execute(f"ALTER TABLE {quote(name)} DROP COLUMN {quote(column)}")
+                    del held[column]
+                    log.info("dropped column %s of %s: the source dropped it", column, name)
+        return events
+
+    def _ledger(self, name: str) -> Ledger:
+        ledger = self.ledgers.get(name)
+        if ledger is None:
+            ledger = self.ledgers[name] = Ledger()
+            for column, lsn, idx, dropped in self.db.execute(
+                "SELECT name, lsn, idx, dropped FROM _cdc_columns WHERE target = ?", (name,)
+            ):
+                (ledger.dropped if dropped else ledger.seen)[column] = (lsn, idx)
+        return ledger
+
+    def _exists(self, name: str) -> bool:
+        """Whether the table exists; if so, its columns and key are in :attr:`columns` and
+        :attr:`keys`."""
+        if name in self.columns:
+            return True
+        rows = self.db.execute(f"PRAGMA table_info({quote(name)})").fetchall()
+        if not rows:
+            return False
+        self.columns[name] = {str(r[1]): str(r[2]) for r in rows}
+        self.keys[name] = tuple(str(r[1]) for r in sorted(rows, key=lambda r: r[5]) if r[5])
+        return True
 
     def _ensure_table(self, name: str, events: list[SinkEvent]) -> None:
         wanted, defaults, key = _wanted(events)
@@ -381,10 +455,11 @@ def _wanted(
         for image in (e.after, e.before):
             for column in image or ():
                 if column not in wanted:
+                    wanted[column] = affinity(e.types.get(column, ""))
+                # Not every event says it (a delete has no cdc-missing): any that does.
+                if column in e.missing and column not in defaults:
                     source_type = e.types.get(column, "")
-                    wanted[column] = affinity(source_type)
-                    if column in e.missing:
-                        defaults[column] = _literal(e.missing[column], wanted[column], source_type)
+                    defaults[column] = _literal(e.missing[column], wanted[column], source_type)
         if e.key and not key and not e.whole_row_key:
             key = tuple(e.key)
     return wanted, defaults, key

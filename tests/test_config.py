@@ -245,7 +245,7 @@ BAD_CONFIGS = [
         "postgres-sink-with-path",
         KAFKA + SINK.replace('"sqlite"', '"postgres"') + 'dsn = "host=h"\n',
         "cfg.toml: sinks[0].path: unknown key 'path'; allowed keys here: name, topics, group_id,"
-        " type, dsn, table",
+        " dropped_columns, type, dsn, table",
     ),
     (
         "sink-empty-topics",

@@ -9,6 +9,7 @@ both targets hold the source's rows on the source's columns, and nothing went to
 
 from __future__ import annotations
 
+import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
@@ -178,3 +179,113 @@ class _Settler:
                 (self.prefix,),
             ).fetchone()
         return row is not None and row[0] == 0
+
+
+DROP_STEPS = [
+    [
+        "ALTER TABLE k ADD COLUMN x int DEFAULT 42",
+        "ALTER TABLE m ADD COLUMN x int DEFAULT 42",
+        # Rows stored before the column was added: their content hash lacks it.
+        "DELETE FROM m WHERE a = 1",
+    ],
+    [
+        "ALTER TABLE k DROP COLUMN c",
+        "ALTER TABLE m DROP COLUMN c",
+        "UPDATE k SET a = a + 100 WHERE id IN (1, 2)",
+        "INSERT INTO m VALUES (50, 'new', 7)",
+        "DELETE FROM m WHERE a = 2",
+        "UPDATE m SET b = 'upd' WHERE a = 4",
+    ],
+    [
+        # A rename: the connector reads k again, which fills b2; b is gone from every row after.
+        "ALTER TABLE k RENAME COLUMN b TO b2",
+        "UPDATE k SET a = 0 WHERE id = 3",
+    ],
+    [
+        # The dropped name added again: a new column, whose default rows that predate it hold.
+        "ALTER TABLE k ADD COLUMN c text DEFAULT 'again'",
+        "UPDATE k SET c = 'set' WHERE id = 4",
+        "DELETE FROM m WHERE a = 5",
+    ],
+]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("plugin", ["wal2json", "pgoutput"])
+@pytest.mark.parametrize("mode", ["keep", "drop"])
+def test_dropped_columns_kept_or_dropped(
+    tmp_path: Path,
+    pg_dsn: str,
+    database: str,
+    kafka_bootstrap: str,
+    unique: str,
+    plugin: str,
+    mode: str,
+) -> None:
+    """``dropped_columns``: a keyed table and a keyless REPLICA IDENTITY FULL one (a multiset,
+    rows found by their content) through added, dropped, renamed and re-added columns, on topics
+    of three partitions. Both sinks end with the source's rows on the source's columns; with
+    ``drop``, with exactly the source's columns."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE k (id int PRIMARY KEY, a int, b text, c text, body text)")
+        conn.execute(
+            "INSERT INTO k SELECT g, g, 'b' || g, 'c' || g, 'body' || g"
+            " FROM generate_series(1, 20) g"
+        )
+        conn.execute("CREATE TABLE m (a int, b text, c text)")
+        conn.execute("ALTER TABLE m REPLICA IDENTITY FULL")
+        conn.execute(
+            "INSERT INTO m SELECT g % 8, 'b' || (g % 8), 'c' || (g % 8)"
+            " FROM generate_series(1, 12) g"
+        )
+    replica_name = f"cdct_replica_{unique}"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(replica_name)))
+    replica = make_conninfo(pg_dsn, dbname=replica_name)
+    lite = tmp_path / "replica.db"
+    prefix = f"dc{unique}"
+    config = tmp_path / "cdc.toml"
+    config.write_text(
+        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n[kafka.topics]\npartitions = 3\n'
+        f'[[connectors]]\nname = "{prefix}"\ndsn = "{database}"\nplugin = "{plugin}"\n'
+        f'[[sinks]]\nname = "pg"\ntype = "postgres"\ntopics = ["{prefix}.public.*"]\n'
+        f'dsn = "{replica}"\ndropped_columns = "{mode}"\n'
+        f'[[sinks]]\nname = "lite"\ntype = "sqlite"\ntopics = ["{prefix}.public.*"]\n'
+        f'path = "{lite}"\ndropped_columns = "{mode}"\n'
+    )
+    cdc = CdcProcess(config, tmp_path / "cdc.log")
+    try:
+        settle = _Settler(database, replica, lite, kafka_bootstrap, prefix, cdc)
+        settle()
+        for steps in DROP_STEPS:  # each read by the connector before the next is made
+            with psycopg.connect(database, autocommit=True) as conn:
+                for step in steps:
+                    conn.execute(step)
+            settle()
+    finally:
+        assert cdc.stop() == 0, cdc.output()[-3000:]
+    try:
+        for table, order in (("k", "id"), ("m", "a, b, x")):
+            columns, types = source_columns(database, table)
+            want = pg_rows(database, table, columns, order)
+            assert pg_rows(replica, table, columns, order) == want, table
+            assert sqlite_rows(lite, table, columns, types, order) == want, table
+            held = set(source_columns(replica, table)[0]) - {"_cdc_lsn", "_cdc_index", "_cdc_row"}
+            db = sqlite3.connect(lite)
+            try:
+                info = db.execute(f'PRAGMA table_info("public_{table}")').fetchall()
+            finally:
+                db.close()
+            in_lite = {r[1] for r in info} - {"_cdc_lsn", "_cdc_index", "_cdc_row"}
+            stale = {"k": {"b"}, "m": set()}[table] if mode == "keep" else set()
+            if mode == "keep":  # c was dropped, then (on k) added again
+                assert held == in_lite == set(columns) | stale | {"c"}, table
+            else:
+                assert held == in_lite == set(columns), table
+            assert dlq_count(kafka_bootstrap, f"{prefix}.public.{table}.dlq") == 0
+        if mode == "drop":
+            for column in ("c", "b"):
+                assert f"dropped column {column} of public.k: the source dropped it" in cdc.output()
+                assert f"dropped column {column} of public_k: the source dropped it" in cdc.output()
+    finally:
+        drop_database(pg_dsn, replica_name)

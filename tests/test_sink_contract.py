@@ -432,7 +432,10 @@ def test_a_column_that_appears_later_is_added(harness: Harness) -> None:
     apply(harness.target, [first, event("u", (11, 0), 1, {"id": 1, "v": "b", "n": "1", "big": ""})])
     grown = event("c", (12, 0), 2, {"id": 2, "v": "c", "n": "2", "big": "", "extra": "new"})
     grown.types = {**TYPES, "extra": "text"}
-    apply(harness.target, [grown, event("u", (13, 0), 1, {"id": 1, "v": "d", "n": "1", "big": ""})])
+    # Every whole row after the column's addition carries it (one lacking it says it was dropped).
+    later = event("u", (13, 0), 1, {"id": 1, "v": "d", "n": "1", "big": "", "extra": None})
+    later.types = grown.types
+    apply(harness.target, [grown, later])
     query = "SELECT id, v, extra FROM {} ORDER BY id"
     if isinstance(harness.target, SqliteTarget):
         rows = harness.target.db.execute(query.format("public_items")).fetchall()
@@ -689,3 +692,80 @@ def test_floats_are_stored_with_their_value_and_sign(harness: Harness, table: st
         for r in rows
     }  # fmt: skip
     assert got == want
+
+
+@pytest.mark.parametrize("mode", ["keep", "drop"])
+@pytest.mark.parametrize("kind", ["postgres", "sqlite"])
+def test_dropped_columns_are_kept_or_dropped_and_never_come_back_from_older_events(
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str, mode: str
+) -> None:
+    """Column ``extra`` is carried at 10, gone from a whole row at 20 (dropped at the source),
+    still carried by an event of 15 that arrives after (another partition), then carried again
+    at 30 (added again, rows before holding its default). Applied in every batch split."""
+
+    def row(key: int, v: str, extra: str | None = None) -> dict[str, Any]:
+        image: dict[str, Any] = {"id": key, "v": v, "n": "1", "big": ""}
+        if extra is not None:
+            image["extra"] = extra
+        return image
+
+    def with_extra(e: SinkEvent, default: str | None = None) -> SinkEvent:
+        e.types = {**TYPES, "extra": "text"}
+        if default is not None:
+            e.missing = {"extra": default}
+        return e
+
+    history = [
+        with_extra(event("c", (10, 0), 1, row(1, "a", "x1"))),
+        with_extra(event("c", (10, 1), 2, row(2, "b", "x2"))),
+        with_extra(event("c", (10, 2), 3, row(3, "c", "x3"))),
+        event("u", (20, 0), 1, row(1, "a2")),  # extra dropped before 20
+        with_extra(event("u", (15, 0), 2, row(2, "b15", "x15"))),  # late, from before the drop
+        event("c", (21, 0), 4, row(4, "d")),
+        with_extra(event("u", (30, 0), 4, row(4, "d30", "new")), default="dflt"),  # added again
+    ]
+    for size in (1, 2, 3, len(history)):
+        if kind == "sqlite":
+            path = tmp_path / f"{mode}{size}.db"
+            config: Any = SqliteSinkConfig.model_validate(
+                {"name": "c", "type": "sqlite", "topics": ["src.*"], "path": str(path)}
+                | {"dropped_columns": mode}
+            )
+            target: Target = SqliteTarget(config)
+        else:
+            database = request.getfixturevalue("database")
+            with psycopg.connect(database, autocommit=True) as conn:
+                conn.execute("DROP TABLE IF EXISTS public.items")
+                conn.execute("DROP SCHEMA IF EXISTS cdc CASCADE")
+            config = PostgresSinkConfig.model_validate(
+                {"name": "c", "type": "postgres", "topics": ["src.*"], "dsn": database}
+                | {"dropped_columns": mode}
+            )
+            target = PostgresTarget(config)
+        try:
+            for i, e in enumerate(history):
+                e.offset = i
+            apply(target, history, size=size)
+            query = "SELECT * FROM {} ORDER BY id"
+            if isinstance(target, SqliteTarget):
+                lite = target.db.execute(query.format("public_items"))
+                names = [d[0] for d in lite.description]
+                rows = lite.fetchall()
+            else:
+                with psycopg.connect(config.dsn.conninfo) as conn:
+                    pg = conn.execute(query.format("public.items"))
+                    names = [d.name for d in pg.description or ()]
+                    rows = pg.fetchall()
+        finally:
+            target.close()
+        table = [
+            {c: v for c, v in zip(names, r, strict=True) if c in ("id", "v", "extra")} for r in rows
+        ]
+        # Added again at 30: a new column, which every row untouched since holds as its default
+        # (the old column's values are gone in both modes).
+        assert table == [
+            {"id": 1, "v": "a2", "extra": "dflt"},
+            {"id": 2, "v": "b15", "extra": "dflt"},
+            {"id": 3, "v": "c", "extra": "dflt"},
+            {"id": 4, "v": "d30", "extra": "new"},
+        ], (size, table)

@@ -308,12 +308,16 @@ class RowDecoder:
         per_table = self._per_table.get((schema, table), 0) + 1
         self._per_table[(schema, table)] = per_table
         missing: tuple[tuple[str, str], ...] = ()
-        if after is not None:
+        # A delete's old row (REPLICA IDENTITY FULL) says it too: a sink may add a column
+        # from a batch that holds only deletes.
+        image = after if after is not None else before
+        if image is not None:
             shape = self._shapes.get((schema, table))
-            if shape is None or len(after) > shape[0] or (op == "c" and len(after) < shape[0]):
+            if shape is None or len(image) > shape[0] or (op == "c" and len(image) < shape[0]):
                 # New, or its columns changed (an insert carries them all; an update may leave
                 # unchanged TOASTed values out): the catalog says which hold missing values.
-                shape = self._learn(schema, table, len(after), types, complete=not unavailable)
+                complete = after is not None and not unavailable
+                shape = self._learn(schema, table, len(image), types, complete=complete)
             missing = shape[1]
         # Positional, in the order of Change's fields: a third of the time of keywords, for
         # every row change.
