@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 import click
@@ -28,7 +28,7 @@ from cdc.config import (
     SqliteSinkConfig,
     load_config,
 )
-from cdc.errors import CdcError, ConfigError
+from cdc.errors import CdcError, ConfigError, describe
 from cdc.findings import Finding
 from cdc.kafka import check_kafka
 from cdc.plugins import Connector, Sink, connector_for, sink_for
@@ -162,10 +162,10 @@ def check(config_path: str) -> None:
     click.echo(f"OK    config: {config_path} is valid")
     findings: list[Finding] = []
     for c in config.connectors:
-        findings += _report(connector_for(c, config.kafka).check())
+        findings += _report(_guarded(f"connector {c.name}", connector_for(c, config.kafka).check))
     for s in config.sinks:
-        findings += _report(sink_for(s, config.kafka).check())
-    findings += _report(check_kafka(config.kafka))
+        findings += _report(_guarded(f"sink {s.name}", sink_for(s, config.kafka).check))
+    findings += _report(_guarded("kafka", lambda: check_kafka(config.kafka)))
     failed = sum(f.level == "fail" for f in findings)
     warned = sum(f.level == "warn" for f in findings)
     click.echo(
@@ -184,9 +184,9 @@ def status(config_path: str) -> None:
     config = _load(config_path)
     findings: list[Finding] = []
     for c in config.connectors:
-        findings += _report(connector_for(c, config.kafka).status())
+        findings += _report(_guarded(f"connector {c.name}", connector_for(c, config.kafka).status))
     for s in config.sinks:
-        findings += _report(sink_for(s, config.kafka).status())
+        findings += _report(_guarded(f"sink {s.name}", sink_for(s, config.kafka).status))
     sys.exit(EXIT_FAILURE if any(f.level == "fail" for f in findings) else EXIT_OK)
 
 
@@ -235,6 +235,16 @@ def _select(
         [c for c in config.connectors if c.name in connectors],
         [s for s in config.sinks if s.name in sinks],
     )
+
+
+def _guarded(subject: str, probe: Callable[[], list[Finding]]) -> list[Finding]:
+    """A check or status that raises is a FAIL line for its subject: the others still run, and
+    `cdc check` never ends in a traceback."""
+    try:
+        return probe()
+    except Exception as e:  # reported as a finding, with its text
+        log.debug("%s: probe failed", subject, exc_info=True)
+        return [Finding.fail(subject, f"the probe failed ({type(e).__name__}: {describe(e)})")]
 
 
 def _report(findings: list[Finding]) -> list[Finding]:

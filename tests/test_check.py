@@ -182,3 +182,27 @@ def test_status_shows_slot_position_and_lag(
     lag = int(line.split(", lag ")[1].split()[0])
     assert lag > 1000 * 20  # a thousand rows of WAL it has not confirmed
     assert "FAIL  connector gone: cannot connect to" in result.output
+
+
+def test_schema_cdc_the_role_cannot_use(
+    tmp_path: Path, database: str, kafka_bootstrap: str, role: tuple[str, str]
+) -> None:
+    """Issue 18, item 5: a schema cdc (a superuser's) the role has no USAGE on is a FAIL line
+    naming the GRANT, never a traceback."""
+    name, password = role
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA cdc")
+        conn.execute(sql.SQL("ALTER ROLE {} REPLICATION").format(sql.Identifier(name)))
+    result = run_check(
+        tmp_path, as_url(make_conninfo(database, user=name, password=password)), kafka_bootstrap
+    )
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert (
+        f"FAIL  connector shop: role {name} may not use schema cdc, where the connector keeps"
+        f" cdc.signal and cdc.snapshots (GRANT USAGE, CREATE ON SCHEMA cdc TO {name})"
+    ) in result.output
+    assert "cdc check: " in result.output
+    # The probes after it still ran.
+    assert f"OK    kafka: 1 broker(s) answer at {kafka_bootstrap}" in result.output

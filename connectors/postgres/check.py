@@ -11,8 +11,9 @@ __all__ = ["check_source", "slot_status"]
 
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import psycopg
 from psycopg import pq, sql
@@ -29,6 +30,7 @@ from connectors.postgres.versions import failover_problem, too_old
 
 CONNECT_TIMEOUT_S = 5
 PROBE_TIMEOUT = "10s"
+T = TypeVar("T")
 
 
 @dataclass
@@ -56,26 +58,48 @@ def check_source(config: ConnectorConfig) -> list[Finding]:
         reason = describe(e, config.dsn.password)
         return [Finding.fail(subject, f"cannot connect to {config.dsn}: {reason}")]
 
+    findings: list[Finding] = []
+    password = config.dsn.password
+
+    def probe(what: str, run: Callable[[], T], fallback: T) -> T:
+        """One probe; a probe that raises is a FAIL line for it, and the others still run."""
+        try:
+            return run()
+        except Exception as e:  # `cdc check` reports any error, never crashes
+            findings.append(
+                Finding.fail(
+                    subject,
+                    f"{what}: the probe failed ({type(e).__name__}: {describe(e, password)})",
+                )
+            )
+            return fallback
+
+    def add(what: str, run: Callable[[], Finding | list[Finding]]) -> None:
+        empty: Finding | list[Finding] = []
+        found = probe(what, run, empty)
+        findings.extend(found if isinstance(found, list) else [found])
+
     with conn:
-        findings = [
+        server = probe("server_version", lambda: _show(conn, "server_version"), "?")
+        findings.insert(
+            0,
             Finding.ok(
                 subject,
-                f"connected to {config.dsn} (PostgreSQL {_show(conn, 'server_version')},"
-                f" database {conn.info.dbname})",
-            )
-        ]
+                f"connected to {config.dsn} (PostgreSQL {server}, database {conn.info.dbname})",
+            ),
+        )
         version = conn.info.server_version
         old = too_old(version)
         if old is not None:
             # Nothing else is worth probing on a server the connector refuses to start on.
             return [*findings, Finding.fail(subject, old)]
         if config.failover_slot:
-            findings.append(_failover(conn, subject, config.slot, version))
-        wal_level = _show(conn, "wal_level")
+            add("failover slot", lambda: _failover(conn, subject, config.slot, version))
+        wal_level = probe("wal_level", lambda: _show(conn, "wal_level"), "?")
         logical = wal_level == "logical"
         if logical:
             findings.append(Finding.ok(subject, "wal_level = logical"))
-        else:
+        elif wal_level != "?":
             findings.append(
                 Finding.fail(
                     subject,
@@ -83,13 +107,15 @@ def check_source(config: ConnectorConfig) -> list[Finding]:
                     " (ALTER SYSTEM SET wal_level = logical, then restart PostgreSQL)",
                 )
             )
-        role = _role(conn)
-        findings.append(_role_finding(subject, role))
-        free_slots, slot_findings = _slots(conn, subject, config)
+        role = probe("role", lambda: _role(conn), _Role(str(conn.info.user), False, False))
+        add("role", lambda: _role_finding(subject, role))
+        free_slots, slot_findings = probe(
+            "replication slots", lambda: _slots(conn, subject, config), (0, list[Finding]())
+        )
         findings += slot_findings
-        findings.append(_wal_senders(conn, subject))
+        add("WAL senders", lambda: _wal_senders(conn, subject))
         if logical and role.may_replicate and free_slots > 0:
-            findings.append(_probe_plugin(conn, subject, config.plugin))
+            add(f"plugin {config.plugin}", lambda: _probe_plugin(conn, subject, config.plugin))
         else:
             findings.append(
                 Finding.warn(
@@ -98,11 +124,11 @@ def check_source(config: ConnectorConfig) -> list[Finding]:
                 )
             )
         if config.plugin == "pgoutput":
-            findings += _publication(conn, subject, config)
-        findings.append(_tables(conn, subject, config))
-        findings.append(_own_tables(conn, subject, config))
+            add(f"publication {config.publication}", lambda: _publication(conn, subject, config))
+        add("tables", lambda: _tables(conn, subject, config))
+        add("snapshot tables", lambda: _own_tables(conn, subject, config, role.name))
     if role.may_replicate:
-        findings.append(_replication_connection(subject, config))
+        add("replication connection", lambda: _replication_connection(subject, config))
     return findings
 
 
@@ -130,25 +156,48 @@ def _failover(
 
 
 def _own_tables(
-    conn: psycopg.Connection[tuple[object, ...]], subject: str, config: ConnectorConfig
+    conn: psycopg.Connection[tuple[object, ...]],
+    subject: str,
+    config: ConnectorConfig,
+    role: str,
 ) -> Finding:
     """The connector's cdc.signal and cdc.snapshots exist, or the role may create them."""
+    # has_schema_privilege first: to_regclass('cdc.x') raises when the role may not use cdc.
     row = conn.execute(
-        "SELECT to_regclass('cdc.signal') IS NOT NULL AND to_regclass('cdc.snapshots') IS NOT"
-        " NULL, has_database_privilege(current_database(), 'CREATE')"
+        "SELECT has_schema_privilege(oid, 'USAGE'), has_schema_privilege(oid, 'CREATE')"
+        " FROM pg_namespace WHERE nspname = 'cdc'"
     ).fetchone()
-    exists, may_create = (bool(row[0]), bool(row[1])) if row else (False, False)
-    if exists:
-        return Finding.ok(subject, "snapshot tables cdc.signal and cdc.snapshots exist")
-    if may_create:
-        return Finding.ok(
-            subject, "snapshot tables cdc.signal and cdc.snapshots: created on first run"
+    usage, create_in = (bool(row[0]), bool(row[1])) if row else (True, True)
+    problem = ""
+    if not usage:
+        problem = (
+            f"role {role} may not use schema cdc, where the connector keeps cdc.signal and"
+            f" cdc.snapshots (GRANT USAGE, CREATE ON SCHEMA cdc TO {role})"
         )
-    problem = (
-        "the role may not create the snapshot tables cdc.signal and cdc.snapshots"
-        f" (GRANT CREATE ON DATABASE {conn.info.dbname} to it, or create them:"
-        " README, Snapshots)"
-    )
+    else:
+        row = conn.execute(
+            "SELECT to_regclass('cdc.signal') IS NOT NULL AND to_regclass('cdc.snapshots') IS NOT"
+            " NULL, has_database_privilege(current_database(), 'CREATE')"
+        ).fetchone()
+        exists, may_create = (bool(row[0]), bool(row[1])) if row else (False, False)
+        if exists:
+            return Finding.ok(subject, "snapshot tables cdc.signal and cdc.snapshots exist")
+        if may_create and create_in:
+            return Finding.ok(
+                subject, "snapshot tables cdc.signal and cdc.snapshots: created on first run"
+            )
+        if not may_create:
+            problem = (
+                "the role may not create the snapshot tables cdc.signal and cdc.snapshots"
+                f" (GRANT CREATE ON DATABASE {conn.info.dbname} to it, or create them:"
+                " README, Snapshots)"
+            )
+        else:
+            problem = (
+                f"role {role} may not create the snapshot tables cdc.signal and cdc.snapshots"
+                f" in schema cdc (GRANT CREATE ON SCHEMA cdc TO {role}, or create them:"
+                " README, Snapshots)"
+            )
     if config.snapshot == "never":
         return Finding.warn(subject, problem + "; without them, no incremental snapshots")
     return Finding.fail(subject, f"{problem}; snapshot = {config.snapshot!r} needs them")
