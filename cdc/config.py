@@ -464,7 +464,8 @@ def parse_config(
     return config
 
 
-_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+"""``${VAR}``, or ``${VAR:-default}``: the default when VAR is unset or empty (as in the shell)."""
 
 
 def _substitute(
@@ -477,7 +478,9 @@ def _substitute(
     if isinstance(node, str) and "${" in node:
 
         def repl(m: re.Match[str]) -> str:
-            var = m.group(1)
+            var, default = m.group(1), m.group(2)
+            if default is not None:
+                return env.get(var) or default
             if var not in env:
                 problems.append(
                     ConfigProblem(_render_path(path), f"environment variable {var} is not set")

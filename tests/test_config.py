@@ -121,6 +121,23 @@ def test_env_substitution_whole_and_embedded() -> None:
     assert config.connectors[0].slot == "my_slot"
 
 
+def test_env_substitution_with_a_default() -> None:
+    """``${VAR:-default}``: the variable when set and not empty, else the default (as in sh)."""
+    text = (
+        '[kafka]\nbootstrap_servers = "${KAFKA:-127.0.0.1:19092}"\n'
+        '[[connectors]]\nname = "shop"\ndsn = "${SHOP_DSN:-postgresql://u@h:5/db}"\n'
+        'slot = "s_${SLOT:-one}"\n'
+    )
+    config = parse_config(text, environ={"SHOP_DSN": "", "SLOT": "two"})
+    assert config.kafka.bootstrap_servers == ("127.0.0.1:19092",)
+    assert config.connectors[0].dsn == Dsn("postgresql://u@h:5/db")
+    assert config.connectors[0].slot == "s_two"
+    config = parse_config(text, environ={"KAFKA": "k:1", "SHOP_DSN": "host=x dbname=y"})
+    assert config.kafka.bootstrap_servers == ("k:1",)
+    assert config.connectors[0].dsn == Dsn("host=x dbname=y")
+    assert config.connectors[0].slot == "s_one"
+
+
 def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(
@@ -407,3 +424,31 @@ def test_shipped_examples_are_valid(example: Path) -> None:
     }
     config = load_config(example, environ=env)
     assert config.connectors or config.sinks
+
+
+@pytest.mark.parametrize(
+    "example", sorted((Path(__file__).parent.parent / "examples").glob("*.toml"))
+)
+def test_examples_take_every_address_from_the_environment(example: Path) -> None:
+    """Issue 18, item 8: with other ports in the environment, no example talks to a default one;
+    without the environment, they fall back to the devstack's (compose's) addresses."""
+    env = {
+        "CDC_TEST_KAFKA": "kafka.test:29092",
+        "CDC_KAFKA": "kafka.test:29092",
+        "CDC_TEST_PG_DSN": "postgresql://postgres@pg.test:25432/postgres",
+        "CDC_PG_DSN": "postgresql://postgres@pg.test:25432/postgres",
+        "CDC_DEMO_SHOP": "postgresql://postgres@pg.test:25432/demo_shop",
+        "CDC_DEMO_REPLICA": "postgresql://postgres@pg.test:25432/demo_replica",
+        "CDC_DEMO_SQLITE": "demo.db",
+        "CDC_DEMO_RUN": "1",
+    }
+    config = load_config(example, environ=env)
+    assert config.kafka.bootstrap_servers == ("kafka.test:29092",)
+    dsns = [c.dsn for c in config.connectors]
+    dsns += [s.dsn for s in config.sinks if isinstance(s, PostgresSinkConfig)]
+    assert dsns
+    for dsn in dsns:
+        assert (dsn.params["host"], dsn.params["port"]) == ("pg.test", "25432"), dsn
+    if "CDC_DEMO_" not in example.read_text():  # the demo's script sets its own
+        defaults = load_config(example, environ={})
+        assert defaults.kafka.bootstrap_servers in (("127.0.0.1:19092",), ("kafka:9092",))
