@@ -177,9 +177,12 @@ def check(config_path: str) -> None:
 @cli.command()
 @config_option
 def status(config_path: str) -> None:
-    """Show, per connector, its slot, confirmed flush LSN and lag in bytes; per sink, its lag.
+    """Show, per connector, its slot, confirmed flush LSN and lag in bytes; per sink, its lag
+    and its dead-letter records.
 
-    Exit 0 when every source answered, 1 otherwise.
+    A slot no process streams from is WARN, FAIL when it is more than status_lag_fail_mb
+    behind; a streaming slot more than status_lag_warn_mb behind is WARN. Exit 1 when any line
+    is FAIL (a source or Kafka that does not answer among them), 0 otherwise.
     """
     config = _load(config_path)
     findings: list[Finding] = []

@@ -322,6 +322,10 @@ class ConnectorConfig(_Spec):
     failover_slot: bool = False
     """Create the slot as a failover slot (PostgreSQL 17 and later), kept on standbys that
     synchronize slots so that streaming resumes on a promoted standby."""
+    status_lag_warn_mb: float = Field(default=64.0, ge=0)
+    """``cdc status``: WARN when the slot, even streaming, is more than this behind."""
+    status_lag_fail_mb: float = Field(default=1024.0, ge=0)
+    """``cdc status``: FAIL when the slot is not streaming and more than this behind."""
 
     @model_validator(mode="before")
     @classmethod

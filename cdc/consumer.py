@@ -652,6 +652,9 @@ def _lag(
             dead = _partitions(consumer, [t + DLQ_SUFFIX for t in names if t + DLQ_SUFFIX in every])
             dead_end = list_offsets(consumer, dead, end=True)
             dead_start = list_offsets(consumer, dead)
+            newest = _newest(
+                consumer, {tp: dead_end[tp] for tp in dead if dead_end[tp] > dead_start[tp]}
+            )
         finally:
             consumer.close()
     except LeaderNotAvailableError as e:  # a topic created a moment ago
@@ -672,16 +675,47 @@ def _lag(
     held: dict[str, int] = {}
     for tp in dead:
         held[tp.topic] = held.get(tp.topic, 0) + dead_end[tp] - dead_start[tp]
-    findings += [
-        Finding.warn(
-            subject,
-            f"{n} record(s) it could not apply are in {topic} (why: each one's cdc-dlq-reason"
-            " header)",
+    for topic, n in sorted(held.items()):
+        if not n:
+            continue
+        last = newest.get(topic)
+        newest_text = (
+            f"; newest at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(last[0] / 1000))}"
+            f" UTC: {last[1]}"
+            if last
+            else ""
         )
-        for topic, n in sorted(held.items())
-        if n
-    ]
+        findings.append(
+            Finding.warn(
+                subject,
+                f"{n} record(s) it could not apply are in {topic}{newest_text} (each record's"
+                " reason: its cdc-dlq-reason header)",
+            )
+        )
     return findings
+
+
+def _newest(
+    consumer: KafkaConsumer, ends: dict[TopicPartition, int], timeout_s: float = 5.0
+) -> dict[str, tuple[int, str]]:
+    """Per DLQ topic, the newest record's timestamp (ms) and cdc-dlq-reason: the last record of
+    each partition read, within ``timeout_s`` (what is not read in time is left out)."""
+    if not ends:
+        return {}
+    consumer.assign(list(ends))
+    for tp, end in ends.items():
+        consumer.seek(tp, end - 1)
+    newest: dict[str, tuple[int, str]] = {}
+    left, deadline = set(ends), time.monotonic() + timeout_s
+    while left and time.monotonic() < deadline:
+        for tp, records in consumer.poll(timeout_ms=500).items():
+            left.discard(tp)
+            for r in records:  # from the last offset on: the partition's last record
+                reason = dict(r.headers or ()).get("cdc-dlq-reason", b"").decode(errors="replace")
+                reason = reason.strip().split("\n")[0][:300]
+                if r.timestamp >= newest.get(tp.topic, (-1, ""))[0]:
+                    newest[tp.topic] = (r.timestamp, reason or "no cdc-dlq-reason header")
+    return newest
 
 
 def _partitions(

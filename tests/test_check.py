@@ -15,6 +15,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from cdc.cli import cli
+from tests.harness import CdcProcess, wait_for, write_config
 from tests.scratch_pg import free_port, scratch_postgres
 
 
@@ -178,10 +179,55 @@ def test_status_shows_slot_position_and_lag(
     result = CliRunner().invoke(cli, ["status", "-c", str(path)])
     assert result.exit_code == 1, result.output  # the second connector's server is unreachable
     (line,) = [ln for ln in result.output.splitlines() if "connector shop" in ln]
-    assert line.startswith(f"OK    connector shop: slot {slot} not streaming, confirmed flush LSN ")
+    # No process reads the slot: WARN, never OK (issue 18, item 7).
+    assert line.startswith(f"WARN  connector shop: slot {slot} not streaming, confirmed flush LSN ")
+    assert line.endswith(
+        "no process reads it (is the connector running?); the server keeps its WAL"
+    )
     lag = int(line.split(", lag ")[1].split()[0])
     assert lag > 1000 * 20  # a thousand rows of WAL it has not confirmed
     assert "FAIL  connector gone: cannot connect to" in result.output
+
+
+def test_status_of_a_stopped_connector_warns_then_fails_over_the_lag_threshold(
+    tmp_path: Path, database: str, kafka_bootstrap: str
+) -> None:
+    """Issue 18, item 7: OK while the connector streams; once its process is stopped the slot is
+    WARN (exit 0), and FAIL (exit 1) once it holds more WAL than status_lag_fail_mb."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    slot = slot_of(tmp_path)
+    config = write_config(
+        tmp_path / "cdc.toml",
+        as_url(database),
+        kafka_bootstrap,
+        name="shop",
+        slot=slot,
+        topic_prefix=f"st{slot}",
+        status_lag_fail_mb=0.05,
+    )
+
+    def status() -> Result:
+        return CliRunner().invoke(cli, ["status", "-c", str(config)])
+
+    cdc = CdcProcess(config, tmp_path / "cdc.log")
+    try:
+        wait_for(
+            lambda: f"OK    connector shop: slot {slot} streaming (pid " in status().output,
+            30,
+            "the connector's slot streaming",
+        )
+    finally:
+        assert cdc.stop() == 0, cdc.output()[-3000:]
+    stopped = status()
+    assert stopped.exit_code == 0, stopped.output
+    assert f"WARN  connector shop: slot {slot} not streaming, " in stopped.output
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("INSERT INTO t SELECT generate_series(1, 2000)")  # > 50 kB of WAL
+    behind = status()
+    assert behind.exit_code == 1, behind.output
+    assert f"FAIL  connector shop: slot {slot} not streaming, " in behind.output
+    assert "over status_lag_fail_mb = 0.05" in behind.output
 
 
 def test_schema_cdc_the_role_cannot_use(

@@ -147,6 +147,11 @@ def test_garbage_goes_to_the_dlq_and_the_rest_is_applied(
         check=False,
     )
     assert f"WARN  sink lite: 9 record(s) it could not apply are in {topic}.dlq" in status.stdout
+    # The count and the newest record's reason (issue 18, item 7).
+    (line,) = [ln for ln in status.stdout.splitlines() if ln.startswith("WARN  sink lite: ")]
+    newest = line.split("; newest at ")[1]
+    assert newest[:4].isdigit() and " UTC: " in newest, line
+    assert any(newest.split(" UTC: ", 1)[1].startswith(r[3]) for r in records if r[3]), line
     consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
     tp = TopicPartition(topic + ".dlq", 0)
     consumer.assign([tp])

@@ -449,15 +449,44 @@ def slot_status(config: ConnectorConfig) -> list[Finding]:
     if row is None:
         return [Finding.warn(subject, f"slot {config.slot} does not exist (created on first run)")]
     pid, lsn, lag, wal_status = row
-    state = f"streaming (pid {pid})" if pid else "not streaming"
-    lag_bytes = int(str(lag or 0))
-    return [
-        Finding.ok(
+    return [slot_finding(config, pid, str(lsn), int(str(lag or 0)), str(wal_status))]
+
+
+def slot_finding(
+    config: ConnectorConfig, pid: object, lsn: str, lag_bytes: int, wal_status: str
+) -> Finding:
+    """OK only for a slot a process streams from and that is not far behind. Not streaming is
+    WARN (WAL piles up until a connector reads it again), FAIL once it holds more than
+    ``status_lag_fail_mb``; streaming but more than ``status_lag_warn_mb`` behind is WARN; a
+    slot whose WAL is gone (``wal_status = lost``) is FAIL."""
+    subject = f"connector {config.name}"
+    mib = lag_bytes / 1048576
+    text = (
+        f"slot {config.slot} {f'streaming (pid {pid})' if pid else 'not streaming'}, confirmed"
+        f" flush LSN {lsn}, lag {lag_bytes} bytes ({mib:.1f} MiB), WAL {wal_status}"
+    )
+    if wal_status == "lost":
+        return Finding.fail(
             subject,
-            f"slot {config.slot} {state}, confirmed flush LSN {lsn}, lag {lag_bytes} bytes"
-            f" ({lag_bytes / 1048576:.1f} MiB), WAL {wal_status}",
+            f"{text}: the WAL it needs is gone (max_slot_wal_keep_size); the slot cannot be"
+            " read again: drop it and start the connector with a new snapshot",
         )
-    ]
+    if not pid:
+        reason = "no process reads it (is the connector running?); the server keeps its WAL"
+        if mib > config.status_lag_fail_mb:
+            return Finding.fail(
+                subject,
+                f"{text}: {reason}, over status_lag_fail_mb = {config.status_lag_fail_mb:g}",
+            )
+        return Finding.warn(subject, f"{text}: {reason}")
+    if wal_status == "unreserved":
+        return Finding.warn(subject, f"{text}: about to lose WAL it needs (max_slot_wal_keep_size)")
+    if mib > config.status_lag_warn_mb:
+        return Finding.warn(
+            subject,
+            f"{text}: behind by more than status_lag_warn_mb = {config.status_lag_warn_mb:g}",
+        )
+    return Finding.ok(subject, text)
 
 
 def snapshot_status(config: ConnectorConfig) -> list[Finding]:
