@@ -9,10 +9,18 @@ I/O thread; all counting happens on the reader's thread, so there is no lock on 
 
 from __future__ import annotations
 
-__all__ = ["AckTracker", "Txn"]
+__all__ = ["AckTracker", "DeliveryWatch", "Txn"]
 
+import logging
 from collections import deque
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+STALL_S = 10.0
+"""No ack for this long while records wait: Kafka is not answering (it acks in milliseconds)."""
+STALL_REPEAT_S = 30.0
+"""While it lasts, the warning is repeated this often, with what is waiting then."""
 
 
 class Txn:
@@ -38,6 +46,8 @@ class AckTracker:
         self._open: deque[Txn] = deque()
         self._acks: deque[Txn] = deque()  # appended by the Kafka I/O thread; deque ops are atomic
         self._sent = 0  # records sent whose acks have not been counted yet
+        self.acked_records = 0
+        """Records Kafka acked, counted so far (tombstones included)."""
 
     def begin(self, end: int) -> Txn:
         txn = Txn(end)
@@ -59,9 +69,11 @@ class AckTracker:
     def confirmable(self) -> int | None:
         """The end of the newest transaction that, with all before it, is fully on Kafka."""
         acks = self._acks
+        before = self._sent
         while acks:
             acks.popleft().pending -= 1
             self._sent -= 1
+        self.acked_records += before - self._sent  # once per call, not per record
         position = None
         open_ = self._open
         while open_ and open_[0].closed and open_[0].pending == 0:
@@ -79,3 +91,72 @@ class AckTracker:
     def unacked(self) -> int:
         """Records sent and not yet acked (from any thread's point of view, an upper bound)."""
         return self._sent - len(self._acks)
+
+    @property
+    def oldest(self) -> Txn | None:
+        """The oldest transaction not yet confirmable (after :meth:`confirmable`)."""
+        return self._open[0] if self._open else None
+
+
+class DeliveryWatch:
+    """Says when Kafka stops acknowledging while records wait, and when it is back.
+
+    :meth:`tick` runs once per turn of the reader's loop, not per record: it compares the
+    tracker's ack count with the last turn's. It outlives sessions, so an outage that ends a
+    session (delivery errors, a broker that refuses connections) is reported back only when
+    acks flow again.
+    """
+
+    def __init__(self, subject: str, stall_s: float = STALL_S) -> None:
+        self.subject = subject
+        self.stall_s = stall_s
+        self.out_since: float | None = None
+        """When the last ack came before the current outage; None while Kafka answers."""
+        self._acked = 0
+        self._progress = 0.0
+        self._head: Txn | None = None
+        self._head_since = 0.0
+        self._warn_at = 0.0
+
+    def session(self, tracker: AckTracker, now: float) -> None:
+        """A new session's tracker: its counts start again from nothing."""
+        self._acked = tracker.acked_records
+        self._progress = self._head_since = now
+        self._head = None
+
+    def tick(self, tracker: AckTracker, now: float) -> None:
+        acked = tracker.acked_records
+        head = tracker.oldest
+        if head is not self._head:
+            # The oldest waiting transaction changed: its records were sent from about now.
+            self._head, self._head_since = head, now
+        if acked != self._acked:
+            self._acked, self._progress = acked, now
+            if self.out_since is not None:
+                log.info(
+                    "%s: Kafka acknowledges again, after %.0f s without acks; %d record(s) waiting",
+                    self.subject,
+                    now - self.out_since,
+                    tracker.unacked,
+                )
+                self.out_since = None
+            return
+        waiting = tracker.unacked
+        if waiting <= 0:
+            self._progress = now  # nothing asked of Kafka: nothing to wait for
+            return
+        if self.out_since is None:
+            if now - self._progress < self.stall_s:
+                return
+            self.out_since = self._progress
+        elif now < self._warn_at:
+            return
+        self._warn_at = now + STALL_REPEAT_S
+        log.warning(
+            "%s: Kafka has acknowledged nothing for %.0f s; %d record(s) waiting, the oldest"
+            " for %.0f s; the confirmed LSN stays until it answers",
+            self.subject,
+            now - self.out_since,
+            waiting,
+            now - self._head_since,
+        )

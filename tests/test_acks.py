@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gc
+import logging
 import random
 
-from cdc.acks import AckTracker
+import pytest
+
+from cdc.acks import AckTracker, DeliveryWatch
 from cdc.kafka import ConfluentPublisher
 
 
@@ -85,3 +88,78 @@ def test_a_delivered_transaction_is_freed_without_the_cyclic_gc() -> None:
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    found = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "cdc.acks"]
+    caplog.clear()
+    return found
+
+
+def test_delivery_watch_says_when_kafka_stops_acking_and_when_it_is_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 18, item 6, on a fake clock: records waiting and no ack for STALL_S is a WARNING
+    (how many wait, the oldest's age), repeated every STALL_REPEAT_S; the first ack after it is
+    an INFO line with how long Kafka was out. A quiet Kafka with nothing waiting is no outage."""
+    caplog.set_level(logging.INFO, logger="cdc.acks")
+    tracker, watch = AckTracker(), DeliveryWatch("connector shop", stall_s=10)
+    watch.session(tracker, 0.0)
+    watch.tick(tracker, 100.0)  # idle for 100 s: nothing waits, nothing to say
+    assert _warnings(caplog) == []
+    t = tracker.begin(1)
+    for _ in range(3):
+        tracker.sent(t)
+    tracker.commit(t)
+    tracker.acked(t)  # one of three acked at 101
+    tracker.confirmable()
+    watch.tick(tracker, 101.0)
+    watch.tick(tracker, 105.0)
+    watch.tick(tracker, 110.9)
+    assert _warnings(caplog) == []
+    u = tracker.begin(2)
+    tracker.sent(u)
+    watch.tick(tracker, 111.0)
+    assert _warnings(caplog) == [
+        (
+            logging.WARNING,
+            "connector shop: Kafka has acknowledged nothing for 10 s; 3 record(s) waiting, the"
+            " oldest for 10 s; the confirmed LSN stays until it answers",
+        )
+    ]
+    watch.tick(tracker, 120.0)
+    assert _warnings(caplog) == []  # not at every turn of the loop
+    watch.tick(tracker, 141.0)
+    assert _warnings(caplog) == [
+        (
+            logging.WARNING,
+            "connector shop: Kafka has acknowledged nothing for 40 s; 3 record(s) waiting, the"
+            " oldest for 40 s; the confirmed LSN stays until it answers",
+        )
+    ]
+    # The session ends (delivery errors); the next one's tracker starts from nothing and has
+    # nothing acked yet: still out, and no "back" line before an ack.
+    tracker = AckTracker()
+    watch.session(tracker, 150.0)
+    watch.tick(tracker, 150.0)
+    t = tracker.begin(3)
+    tracker.sent(t)
+    tracker.sent(t)
+    watch.tick(tracker, 160.0)
+    assert _warnings(caplog) == []
+    watch.tick(tracker, 172.0)
+    assert [level for level, _ in _warnings(caplog)] == [logging.WARNING]
+    tracker.acked(t)
+    tracker.confirmable()
+    watch.tick(tracker, 178.0)
+    assert _warnings(caplog) == [
+        (
+            logging.INFO,
+            "connector shop: Kafka acknowledges again, after 77 s without acks; 1 record(s)"
+            " waiting",
+        )
+    ]
+    assert watch.out_since is None
+    watch.tick(tracker, 185.0)
+    assert _warnings(caplog) == []
+    assert tracker.acked_records == 1

@@ -8,13 +8,18 @@ flight), so that a burst shows delivered when it is.
 
 from __future__ import annotations
 
+import logging
 import struct
 import threading
 import time
 from typing import Any
 
+import pytest
+
+from cdc.acks import DeliveryWatch
 from cdc.config import parse_config
 from cdc.events import Change, Record, SourceInfo
+from connectors.postgres import source as source_module
 from connectors.postgres.decoding import Commit
 from connectors.postgres.pgoutput import PgOutputDecoder
 from connectors.postgres.source import CONFIRM_BUSY_S, PostgresSource
@@ -136,3 +141,54 @@ def test_confirmed_only_once_acked_and_at_once_when_all_is() -> None:
         stop.set()
         streaming.join(10)
     assert source.confirmed == last_commit.end_lsn
+
+
+def test_a_kafka_that_stops_acking_is_logged_and_so_is_its_return(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18, item 6, through the streaming loop: acks held back past the stall time give a
+    WARNING with the records waiting, their release an INFO line; the progress line says events
+    published and records acked apart."""
+    monkeypatch.setattr(source_module, "PROGRESS_LOG_S", 0.2)
+    caplog.set_level(logging.INFO)
+    config = parse_config(CONFIG)
+    source = PostgresSource(config.connectors[0], config.kafka)
+    source._delivery = DeliveryWatch(source.subject, stall_s=0.5)
+    repl, publisher, stop = FakeRepl(messages()), HeldPublisher(), threading.Event()
+    streaming = threading.Thread(
+        target=source._stream,
+        args=(
+            stop,
+            repl,
+            PgOutputDecoder(FakeCatalog(), lambda s, t: True),
+            SourceInfo("fake", "fake", "fake"),
+            publisher,
+            None,
+            NoSnapshots(),
+        ),
+    )
+
+    def lines(level: int, text: str) -> list[str]:
+        return [
+            r.getMessage() for r in caplog.records if r.levelno == level and text in r.getMessage()
+        ]
+
+    streaming.start()
+    try:
+        wait_for(lambda: lines(logging.WARNING, "acknowledged nothing"), 10, "the warning")
+        (warning, *_) = lines(logging.WARNING, "acknowledged nothing")
+        assert warning.startswith("connector fake: Kafka has acknowledged nothing for ")
+        assert f"; {publisher.sent} record(s) waiting, the oldest for " in warning
+        assert lines(logging.INFO, "acknowledges again") == []
+        wait_for(lambda: lines(logging.INFO, "; Kafka acked 0 records"), 10, "a progress line")
+        publisher.release.set()
+        wait_for(lambda: lines(logging.INFO, "acknowledges again"), 10, "the back line")
+        (back,) = lines(logging.INFO, "acknowledges again")
+        assert back.startswith("connector fake: Kafka acknowledges again, after ")
+        sent = publisher.sent
+        wait_for(lambda: lines(logging.INFO, f"; Kafka acked {sent} records"), 10, "progress")
+    finally:
+        stop.set()
+        streaming.join(10)
+    (progress, *_) = lines(logging.INFO, f"; Kafka acked {sent} records")
+    assert "events published (" in progress and ", 0 waiting; confirmed LSN " in progress

@@ -27,7 +27,7 @@ from typing import Any
 
 import psycopg
 
-from cdc.acks import AckTracker, Txn
+from cdc.acks import AckTracker, DeliveryWatch, Txn
 from cdc.config import ConnectorConfig, KafkaConfig
 from cdc.errors import CdcError, KafkaUnavailable, SourceUnavailable, describe
 from cdc.events import Record, SourceInfo, encode, tombstone
@@ -113,7 +113,11 @@ class PostgresSource:
         self.kafka = kafka
         self.subject = f"connector {config.name}"
         self.published = 0
+        self.acked = 0
+        """Records Kafka acked while streaming (tombstones and incremental snapshot reads
+        included; the initial snapshot's are not counted)."""
         self.confirmed = 0
+        self._delivery = DeliveryWatch(self.subject)
         self.finished = False
         """Set once an ``initial_only`` connector has delivered its snapshot."""
         self._always_done = False
@@ -248,6 +252,9 @@ class PostgresSource:
         status_every = min(STATUS_INTERVAL_S, heartbeat_s) if heartbeat_s else STATUS_INTERVAL_S
         last_status = last_heartbeat = last_progress = time.monotonic()
         published_at_progress = self.published
+        acked_before = self.acked
+        self._delivery.session(tracker, last_progress)
+        watch = self._delivery.tick
         tombstones = self.config.tombstones
 
         max_unacked = self.kafka.producer.max_unacked_records
@@ -325,13 +332,15 @@ class PostgresSource:
             position = tracker.confirmable()
             if position is not None and position > self.confirmed:
                 self.confirmed = position
+            self.acked = acked_before + tracker.acked_records
+            now = time.monotonic()
+            watch(tracker, now)
             if heartbeat_s and txn is None and tracker.idle and server_end > self.confirmed:
                 # Nothing is in flight and the server has sent everything before server_end:
                 # confirming it lets the server recycle WAL that holds nothing for us.
                 self.confirmed = server_end
 
             snapshots.tick(self.confirmed)
-            now = time.monotonic()
             if tables is not None and now - tables.looked >= TABLES_LOOK_S:
                 tables.look(now)
             if heartbeat_s and self.config.heartbeat_query and now - last_heartbeat >= heartbeat_s:
@@ -351,10 +360,13 @@ class PostgresSource:
             if now - last_progress >= PROGRESS_LOG_S:
                 rate = (self.published - published_at_progress) / (now - last_progress)
                 log.info(
-                    "%s: %d events published (%.0f/s), confirmed LSN %s",
+                    "%s: %d events published (%.0f/s); Kafka acked %d records (tombstones"
+                    " included), %d waiting; confirmed LSN %s",
                     self.subject,
                     self.published,
                     rate,
+                    self.acked,
+                    tracker.unacked,
                     format_lsn(self.confirmed),
                 )
                 last_progress, published_at_progress = now, self.published
