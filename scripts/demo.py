@@ -113,7 +113,16 @@ def main() -> int:
     print(f"== starting: cdc run -c {config.relative_to(ROOT)}")
     cdc = subprocess.Popen([CDC, "run", "-c", str(config)])
     try:
-        time.sleep(4)
+        # snapshot = "never": what is written before the slot exists is not captured, and on a
+        # busy server creating the slot takes longer than any fixed wait.
+        for _ in range(120):
+            with psycopg.connect(base, autocommit=True) as conn:
+                if conn.execute(
+                    "SELECT 1 FROM pg_replication_slots WHERE slot_name = 'cdc_demo' AND active"
+                    " AND confirmed_flush_lsn IS NOT NULL"
+                ).fetchone():
+                    break
+            time.sleep(0.5)
         print("== writing customers and orders for 8 seconds")
         write_orders(shop, seconds=8)
         print("== waiting for the sinks to catch up")
