@@ -15,6 +15,7 @@ from typing import Any
 
 from cdc.config import parse_config
 from cdc.events import Change, Record, SourceInfo
+from cdc.kafka import BUFFER_BYTES
 from connectors.postgres.decoding import Commit
 from connectors.postgres.pgoutput import PgOutputDecoder
 from connectors.postgres.source import CONFIRM_BUSY_S, PostgresSource
@@ -56,6 +57,8 @@ class FakeRepl:
 
 class HeldPublisher:
     """Takes records; acks them only once ``release`` is set, in :meth:`poll`."""
+
+    unacked_bytes = 0
 
     def __init__(self) -> None:
         self.release = threading.Event()
@@ -136,3 +139,33 @@ def test_confirmed_only_once_acked_and_at_once_when_all_is() -> None:
         stop.set()
         streaming.join(10)
     assert source.confirmed == last_commit.end_lsn
+
+
+def test_reading_waits_while_the_unacked_bytes_are_over_the_bound() -> None:
+    """Memory is bounded in bytes too: with ``BUFFER_BYTES`` unacked (a few big rows), the loop
+    reads nothing more until acks bring it under."""
+    config = parse_config(CONFIG)
+    source = PostgresSource(config.connectors[0], config.kafka)
+    repl, publisher, stop = FakeRepl(messages()), HeldPublisher(), threading.Event()
+    publisher.unacked_bytes = BUFFER_BYTES
+    streaming = threading.Thread(
+        target=source._stream,
+        args=(
+            stop,
+            repl,
+            PgOutputDecoder(FakeCatalog(), lambda s, t: True),
+            SourceInfo("fake", "fake", "fake"),
+            publisher,
+            None,
+            NoSnapshots(),
+        ),
+    )
+    streaming.start()
+    try:
+        time.sleep(0.5)
+        assert repl.pending and not publisher.sent, "read while over the byte bound"
+        publisher.unacked_bytes = BUFFER_BYTES - 1
+        wait_for(lambda: not repl.pending and publisher.sent, 10, "the messages to be read")
+    finally:
+        stop.set()
+        streaming.join(10)
