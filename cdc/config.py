@@ -318,6 +318,9 @@ class ConnectorConfig(_Spec):
     """Rows per chunk of an incremental snapshot (one watermark window each)."""
     heartbeat_interval_s: float = Field(default=10.0, ge=0)
     heartbeat_query: str | None = None
+    oversized: Literal["fail", "skip", "truncate"] = "fail"
+    """A record over the size Kafka takes: stop with an error (nothing lost), leave it out, or
+    publish it with its largest values replaced by the placeholder (:mod:`cdc.oversized`)."""
     tombstones: bool = True
     failover_slot: bool = False
     """Create the slot as a failover slot (PostgreSQL 17 and later), kept on standbys that

@@ -42,6 +42,7 @@ from cdc.errors import CdcError, KafkaUnavailable, describe
 from cdc.findings import Finding
 from cdc.globs import is_plain
 from cdc.kafka import (
+    SINK_FETCH_BYTES,
     SINK_SESSION_TIMEOUT_MS,
     ConfluentConsumer,
     ConfluentTopicLister,
@@ -316,6 +317,7 @@ class SinkRuntime:
                         metadata_max_age_ms=5000,
                         session_timeout_ms=SINK_SESSION_TIMEOUT_MS,
                         max_poll_records=self.batch_records,
+                        fetch_max_bytes=SINK_FETCH_BYTES,
                     )
                 opened.callback(self.consumer.close, autocommit=False)
                 self.dlq = KafkaProducer(**options, acks="all", enable_idempotence=True)

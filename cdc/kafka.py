@@ -26,13 +26,14 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError, LeaderNotAvailableError, TopicAlreadyExistsError
 
 from cdc.config import KafkaConfig
 from cdc.errors import CdcError, KafkaUnavailable
 from cdc.events import Record
 from cdc.findings import Finding
+from cdc.oversized import Oversized
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,31 @@ successor (or its peers) cannot read them until then. Both consumer clients use 
 
 CONFLUENT_QUEUE = 5_000
 """Most records confluent-kafka's producer holds unacked (see ConfluentPublisher)."""
+
+SINK_FETCH_BYTES = 32 * 1024 * 1024
+"""Bytes a sink's consumer fetches at once (Kafka's default is 50 MiB): with the 32 MiB it
+queues, what bounds a sink's records in memory, whatever their count."""
+
+BUFFER_BYTES = 64 * 1024 * 1024
+"""Bytes of records a producer holds unacked (:attr:`Publisher.unacked_bytes`): reading waits
+beyond it, so memory is bounded in bytes as well as in records (``max_unacked_records``).
+kafka-python has no such bound of its own; librdkafka is given it (``ConfluentPublisher``)."""
+
+
+def _limit(max_request_size: int, topic_max: str | None, socket_max: str | None, topic: str) -> int:
+    """The largest record ``topic`` takes: the smallest of the three limits that apply."""
+    limits = [max_request_size]
+    for value in (topic_max, socket_max):
+        if value is not None and value.isdigit():
+            limits.append(int(value))
+    if topic_max is None:
+        log.warning(
+            "%s: cannot read the topic's max.message.bytes; records are checked against"
+            " max_request_size (%d) only",
+            topic,
+            max_request_size,
+        )
+    return min(limits)
 
 
 def client_options(config: KafkaConfig) -> dict[str, Any]:
@@ -157,7 +183,7 @@ class Publisher:
     caller bounds memory by bounding its unacked records (``max_unacked_records``).
     """
 
-    def __init__(self, config: KafkaConfig) -> None:
+    def __init__(self, config: KafkaConfig, oversized: Oversized | None = None) -> None:
         p = config.producer
         options = client_options(config)
         try:
@@ -179,6 +205,16 @@ class Publisher:
             raise KafkaUnavailable(f"Kafka at {servers}: {_reason(e)}") from e
         self._topics_config = config.topics
         self._only_partition: dict[str, int | None] = {}
+        self._max_request_size = p.max_request_size
+        self._oversized = oversized
+        self._limits: dict[str, int] = {}
+        self._gate = p.max_request_size // 2 - 65_536
+        """Records whose value is at most this long fit whatever their key and headers: only
+        longer ones are measured against their topic's limit."""
+        self._socket_max: str | None = None
+        self._sent_bytes = 0
+        self._acked_bytes = 0
+        """Written by kafka-python's I/O thread only (:meth:`_acked`), read here."""
 
     def ensure_topic(self, topic: str) -> None:
         """Create ``topic`` when missing (partitions and replication from ``[kafka.topics]``)."""
@@ -199,7 +235,29 @@ class Publisher:
         # With one partition there is nothing to choose: skipping kafka-python's pure-Python
         # murmur2 saves a tenth of the CPU per record. Re-read at every session start.
         partitions = self._producer.partitions_for(topic) or set()
+        self._limits[topic] = self._topic_limit(topic)
+        self._gate = min(self._gate, self._limits[topic] // 2 - 65_536)
         self._only_partition[topic] = 0 if partitions == {0} else None
+
+    def _topic_limit(self, topic: str) -> int:
+        topic_max = None
+        try:
+            found = self._admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, topic, ["max.message.bytes"])],
+                config_filter="all",
+            )
+            topic_max = found["topic"][topic]["max.message.bytes"]["value"]
+            if self._socket_max is None:
+                broker = str(self._admin.describe_cluster()["brokers"][0]["broker_id"])
+                wanted = ["socket.request.max.bytes"]
+                found = self._admin.describe_configs(
+                    [ConfigResource(ConfigResourceType.BROKER, broker, wanted)],
+                    config_filter="all",
+                )
+                self._socket_max = found["broker"][broker]["socket.request.max.bytes"]["value"]
+        except (KafkaError, KeyError, IndexError, TypeError) as e:
+            log.debug("describing %s: %s", topic, e)
+        return _limit(self._max_request_size, topic_max, self._socket_max, topic)
 
     @staticmethod
     def callback(
@@ -220,6 +278,13 @@ class Publisher:
         if partition == -1:
             self.ensure_topic(record.topic)
             partition = self._only_partition[record.topic]
+        value = record.value
+        if value is not None and len(value) > self._gate and self._oversized is not None:
+            checked = self._oversized.check(record, self._limits[record.topic])
+            if checked is None:
+                on_ack(*args)  # left out: nothing waits for it
+                return
+            record = checked
         try:
             future = self._producer.send(
                 record.topic,
@@ -230,8 +295,18 @@ class Publisher:
             )
         except KafkaError as e:
             raise KafkaUnavailable(f"cannot send to {record.topic}: {_reason(e)}") from e
-        future.add_callback(_call_with, on_ack, args)
+        self._sent_bytes += len(value or b"")
+        future.add_callback(self._acked, on_ack, args)
         future.add_errback(_refused, record.topic, on_error)
+
+    def _acked(self, fn: Callable[..., None], args: tuple[Any, ...], metadata: Any) -> None:
+        self._acked_bytes += max(0, metadata.serialized_value_size)
+        fn(*args)
+
+    @property
+    def unacked_bytes(self) -> int:
+        """Value bytes of the records sent and not yet acked (an upper bound)."""
+        return self._sent_bytes - self._acked_bytes
 
     @staticmethod
     def poll(timeout_s: float = 0.0) -> None:
@@ -259,10 +334,6 @@ class Publisher:
                 sender.force_close()
         finally:
             self._admin.close()
-
-
-def _call_with(fn: Callable[..., None], args: tuple[Any, ...], _metadata: object) -> None:
-    fn(*args)
 
 
 def _refused(topic: str, on_error: Callable[[Exception], None], e: BaseException) -> None:
@@ -307,7 +378,7 @@ class ConfluentPublisher:
     Idempotence with ``acks=all`` as in :class:`Publisher`.
     """
 
-    def __init__(self, config: KafkaConfig) -> None:
+    def __init__(self, config: KafkaConfig, oversized: Oversized | None = None) -> None:
         confluent_kafka = _confluent_kafka("[kafka.producer] client")
         self._ck = confluent_kafka
         self._new_topic = confluent_kafka.admin.NewTopic
@@ -327,16 +398,25 @@ class ConfluentPublisher:
                 # (measured: 50 000 in flight, 575 MB; 5 000, 121 MB, and faster): keep the
                 # queue short, whatever max_unacked_records allows.
                 "queue.buffering.max.messages": min(p.max_unacked_records, CONFLUENT_QUEUE),
-                "queue.buffering.max.kbytes": 65_536,
+                "queue.buffering.max.kbytes": BUFFER_BYTES // 1024,
             }
         )
         self._admin = confluent_kafka.admin.AdminClient(options)
         self._topics_config = config.topics
         self._known: set[str] = set()
+        self._max_request_size = p.max_request_size
+        self._oversized = oversized
+        self._limits: dict[str, int] = {}
+        self._gate = p.max_request_size // 2 - 65_536
+        self._socket_max: str | None = None
 
     def poll(self, timeout_s: float = 0.0) -> None:
         """Run the callbacks of the acks that arrived, waiting up to ``timeout_s`` for one."""
         self._producer.poll(timeout_s)
+
+    unacked_bytes = 0
+    """librdkafka bounds its queue in bytes itself (``queue.buffering.max.kbytes``): a full queue
+    makes :meth:`send_with` wait for acks."""
 
     def ensure_topic(self, topic: str) -> None:
         if topic in self._known:
@@ -353,7 +433,30 @@ class ConfluentPublisher:
         except self._ck.KafkaException as e:
             if e.args[0].code() != self._ck.KafkaError.TOPIC_ALREADY_EXISTS:
                 raise KafkaUnavailable(f"cannot create topic {topic}: {e.args[0].str()}") from e
+        self._limits[topic] = self._topic_limit(topic)
+        self._gate = min(self._gate, self._limits[topic] // 2 - 65_536)
         self._known.add(topic)
+
+    def _topic_limit(self, topic: str) -> int:
+        admin = self._ck.admin
+        topic_max = None
+        try:
+            found = self._admin.describe_configs(
+                [admin.ConfigResource(admin.ResourceType.TOPIC, topic)]
+            )
+            for future in found.values():
+                topic_max = future.result(timeout=30)["max.message.bytes"].value
+            if self._socket_max is None:
+                brokers = self._admin.list_topics(timeout=10).brokers
+                broker = str(min(brokers))
+                found = self._admin.describe_configs(
+                    [admin.ConfigResource(admin.ResourceType.BROKER, broker)]
+                )
+                for future in found.values():
+                    self._socket_max = future.result(timeout=30)["socket.request.max.bytes"].value
+        except (self._ck.KafkaException, KeyError, ValueError) as e:
+            log.debug("describing %s: %s", topic, e)
+        return _limit(self._max_request_size, topic_max, self._socket_max, topic)
 
     @staticmethod
     def callback(
@@ -375,6 +478,13 @@ class ConfluentPublisher:
         :meth:`callback` was given them."""
         if record.topic not in self._known:
             self.ensure_topic(record.topic)
+        value = record.value
+        if value is not None and len(value) > self._gate and self._oversized is not None:
+            checked = self._oversized.check(record, self._limits[record.topic])
+            if checked is None:
+                callback(None, None)  # left out: nothing waits for it
+                return
+            record = checked
         while True:
             try:
                 self._producer.produce(
@@ -465,11 +575,11 @@ class ConfluentTopicLister:
         pass  # the admin client has no close; it goes with its last reference
 
 
-def open_publisher(config: KafkaConfig) -> AnyPublisher:
+def open_publisher(config: KafkaConfig, oversized: Oversized | None = None) -> AnyPublisher:
     """The publisher ``[kafka.producer] client`` names."""
     if config.producer.client == "confluent-kafka":
-        return ConfluentPublisher(config)
-    return Publisher(config)
+        return ConfluentPublisher(config, oversized)
+    return Publisher(config, oversized)
 
 
 class ConsumedRecord(NamedTuple):
@@ -511,6 +621,7 @@ class ConfluentConsumer:
                 "session.timeout.ms": SINK_SESSION_TIMEOUT_MS,
                 "topic.metadata.refresh.interval.ms": 5_000,
                 "queued.max.messages.kbytes": 32_768,
+                "fetch.max.bytes": SINK_FETCH_BYTES,
             }
         )
         self._listener: Any = None

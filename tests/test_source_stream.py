@@ -19,6 +19,7 @@ import pytest
 from cdc.acks import DeliveryWatch
 from cdc.config import parse_config
 from cdc.events import Change, Record, SourceInfo
+from cdc.kafka import BUFFER_BYTES
 from connectors.postgres import source as source_module
 from connectors.postgres.decoding import Commit
 from connectors.postgres.pgoutput import PgOutputDecoder
@@ -61,6 +62,8 @@ class FakeRepl:
 
 class HeldPublisher:
     """Takes records; acks them only once ``release`` is set, in :meth:`poll`."""
+
+    unacked_bytes = 0
 
     def __init__(self) -> None:
         self.release = threading.Event()
@@ -192,3 +195,33 @@ def test_a_kafka_that_stops_acking_is_logged_and_so_is_its_return(
         streaming.join(10)
     (progress, *_) = lines(logging.INFO, f"; Kafka acked {sent} records")
     assert "events published (" in progress and ", 0 waiting; confirmed LSN " in progress
+
+
+def test_reading_waits_while_the_unacked_bytes_are_over_the_bound() -> None:
+    """Memory is bounded in bytes too: with ``BUFFER_BYTES`` unacked (a few big rows), the loop
+    reads nothing more until acks bring it under."""
+    config = parse_config(CONFIG)
+    source = PostgresSource(config.connectors[0], config.kafka)
+    repl, publisher, stop = FakeRepl(messages()), HeldPublisher(), threading.Event()
+    publisher.unacked_bytes = BUFFER_BYTES
+    streaming = threading.Thread(
+        target=source._stream,
+        args=(
+            stop,
+            repl,
+            PgOutputDecoder(FakeCatalog(), lambda s, t: True),
+            SourceInfo("fake", "fake", "fake"),
+            publisher,
+            None,
+            NoSnapshots(),
+        ),
+    )
+    streaming.start()
+    try:
+        time.sleep(0.5)
+        assert repl.pending and not publisher.sent, "read while over the byte bound"
+        publisher.unacked_bytes = BUFFER_BYTES - 1
+        wait_for(lambda: not repl.pending and publisher.sent, 10, "the messages to be read")
+    finally:
+        stop.set()
+        streaming.join(10)

@@ -37,6 +37,8 @@ _PG_EPOCH_US = 946_684_800 * 1_000_000
 _XLOGDATA = struct.Struct(">QQq")
 _KEEPALIVE = struct.Struct(">QqB")
 _STATUS = struct.Struct(">cQQQqB")
+READ_BYTES = 16 * 1024 * 1024
+"""Bytes of messages one read gathers at most: big rows do not pile up a thousand at a time."""
 XLOGDATA = ord("w")
 """First byte of an XLogData message (the stream's data; keepalives are ``k``)."""
 XLOGDATA_PAYLOAD = 1 + _XLOGDATA.size
@@ -176,17 +178,20 @@ class ReplicationConnection:
             sqlstate = res.error_field(pq.DiagnosticField.SQLSTATE) if res else None
             raise _command_error(message or self._error(), sqlstate)
 
-    def read(self, timeout_s: float, limit: int = 1000) -> list[bytes]:
-        """The messages that arrive within ``timeout_s``: all that are buffered, up to ``limit``,
-        waiting only when none is. Raw, for :func:`parse_message` (or :func:`xlog_start`).
-        Afterwards :attr:`waited` says whether none was there and the read waited for them."""
+    def read(self, timeout_s: float, limit: int = 1000, max_bytes: int = READ_BYTES) -> list[bytes]:
+        """The messages that arrive within ``timeout_s``: all that are buffered, up to ``limit``
+        messages or ``max_bytes`` (rows of any size: at least one), waiting only when none is.
+        Raw, for :func:`parse_message` (or :func:`xlog_start`). Afterwards :attr:`waited` says
+        whether none was there and the read waited for them."""
         pgconn = self._pgconn
         out: list[bytes] = []
         self.waited = False
-        while len(out) < limit:
+        size = 0
+        while len(out) < limit and size < max_bytes:
             n, data = pgconn.get_copy_data(1)
             if n > 0:
                 out.append(bytes(data))
+                size += n
                 continue
             if n == 0:
                 if out:
@@ -202,6 +207,7 @@ class ReplicationConnection:
                 n, data = pgconn.get_copy_data(1)
                 if n > 0:
                     out.append(bytes(data))
+                    size += n
                     continue
                 if n == 0:
                     return out

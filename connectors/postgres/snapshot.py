@@ -58,7 +58,7 @@ from cdc.acks import AckTracker
 from cdc.config import ConnectorConfig
 from cdc.errors import KafkaUnavailable, describe
 from cdc.events import Change, SourceInfo, encode
-from cdc.kafka import AnyPublisher
+from cdc.kafka import BUFFER_BYTES, AnyPublisher
 from connectors.postgres.catalog import PostgresCatalog, key_text, selected_tables
 from connectors.postgres.decoding import JSON_KINDS, NOT_NUMBERS, TableInfo
 from connectors.postgres.replication import format_lsn
@@ -273,6 +273,21 @@ def estimated_rows(conn: psycopg.Connection[Any], schema: str, table: str) -> in
     return int(row[0]) if row and row[0] is not None and row[0] >= 0 else None
 
 
+CHUNK_BYTES = 64 * 1024 * 1024
+"""Bytes of rows an incremental snapshot's chunk aims at (it holds them until its window closes):
+``snapshot_chunk_rows`` is lowered for tables of big rows."""
+
+
+def average_row_bytes(conn: psycopg.Connection[Any], schema: str, table: str) -> int:
+    """The table's bytes per row, TOAST included, as the statistics estimate it (1 if unknown)."""
+    row = conn.execute(
+        "SELECT pg_total_relation_size(c.oid) / greatest(c.reltuples, 1)::bigint"
+        " FROM pg_class c WHERE c.oid = %s::regclass",
+        (sql.Identifier(schema, table).as_string(conn),),
+    ).fetchone()
+    return max(1, int(row[0])) if row and row[0] is not None else 1
+
+
 class InitialSnapshot:
     """Reads every selected table in one snapshot and publishes each row as an ``r`` event."""
 
@@ -341,6 +356,8 @@ class InitialSnapshot:
                         tracker.sent(txn)
                         publisher.send_with(encode(held, source), callback)
                     held = change
+                    if publisher.unacked_bytes >= BUFFER_BYTES:
+                        _drain(publisher, tracker, errors, self.max_unacked)
                     if n % 1000 == 0:
                         progress.add(1000)
                         if stop.is_set():
@@ -475,7 +492,7 @@ def _drain(
     """Backpressure: wait while too many records are unacked."""
     publisher.poll()
     tracker.confirmable()  # counts the acks that arrived
-    while tracker.unacked >= max_unacked:
+    while tracker.unacked >= max_unacked or publisher.unacked_bytes >= BUFFER_BYTES:
         _raise_on(errors)
         publisher.poll(0.005)
         tracker.confirmable()
@@ -548,6 +565,8 @@ class _Job:
     total: int | None
     epoch: int = 0
     """Bumped when the snapshot starts again: a chunk read before that moves no progress."""
+    row_bytes: int = 0
+    """Bytes per row, as estimated before the first chunk, then as the last chunk measured."""
 
     @property
     def label(self) -> str:
@@ -800,14 +819,20 @@ class IncrementalSnapshots:
                 query, order, sql.SQL(", ").join(sql.Placeholder() * len(key))
             )
             params = [key_text(job.last_key.get(k)) for k in key]
-        limit = self.config.snapshot_chunk_rows
+        if not job.row_bytes:
+            job.row_bytes = average_row_bytes(self.conn, job.schema, job.table)
+        limit = max(1, min(self.config.snapshot_chunk_rows, CHUNK_BYTES // job.row_bytes))
         query = sql.SQL("{} ORDER BY {} LIMIT {}").format(query, order, sql.Literal(limit))
         rows: dict[bytes, dict[str, Any]] = {}
         last_key = job.last_key
+        size = 0
         for line in copy_rows(self.conn, query, params):
+            size += len(line)
             row = reader.row(line)
             last_key = {k: row[k] for k in key}
             rows[_key_bytes(last_key)] = row
+        if rows:
+            job.row_bytes = max(1, size // len(rows))
         self._signal(WINDOW_CLOSE, chunk_id)
         self.chunk = _Chunk(
             chunk_id,

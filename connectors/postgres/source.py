@@ -32,7 +32,8 @@ from cdc.config import ConnectorConfig, KafkaConfig
 from cdc.errors import CdcError, KafkaUnavailable, SourceUnavailable, describe
 from cdc.events import Record, SourceInfo, encode, tombstone
 from cdc.globs import TableSelector, compile_globs, is_plain
-from cdc.kafka import AnyPublisher, open_publisher
+from cdc.kafka import BUFFER_BYTES, AnyPublisher, open_publisher
+from cdc.oversized import Oversized
 from connectors.postgres.catalog import PostgresCatalog, selected_tables
 from connectors.postgres.decoding import Begin, Commit
 from connectors.postgres.partitions import PartitionWatch
@@ -116,6 +117,8 @@ class PostgresSource:
         self.acked = 0
         """Records Kafka acked while streaming (tombstones and incremental snapshot reads
         included; the initial snapshot's are not counted)."""
+        self.oversized = Oversized(config.oversized, self.subject)
+        """Records over Kafka's limits left out or truncated (``oversized``), across sessions."""
         self.confirmed = 0
         self._delivery = DeliveryWatch(self.subject)
         self.finished = False
@@ -176,7 +179,7 @@ class PostgresSource:
                     watch.look()
                 decoder, options = self._decoder(catalog, selector, watch)
                 source = SourceInfo(c.name, sql.info.dbname, c.topic_prefix)
-                publisher = open_publisher(self.kafka)
+                publisher = open_publisher(self.kafka, self.oversized)
                 opened.callback(publisher.close, 1.0)
                 if self._initial_snapshot_owed(sql):
                     created = self._snapshot_first(
@@ -272,7 +275,7 @@ class PostgresSource:
 
         while not stop.is_set():
             reply_now = False
-            if tracker.unacked >= max_unacked:
+            if tracker.unacked >= max_unacked or publisher.unacked_bytes >= BUFFER_BYTES:
                 # Backpressure: let Kafka catch up before reading more, but keep the
                 # housekeeping below going so PostgreSQL keeps hearing from us.
                 messages: list[bytes] = []
