@@ -178,7 +178,7 @@ def test_status_shows_slot_position_and_lag(
     result = CliRunner().invoke(cli, ["status", "-c", str(path)])
     assert result.exit_code == 1, result.output  # the second connector's server is unreachable
     (line,) = [ln for ln in result.output.splitlines() if "connector shop" in ln]
-    assert line.startswith(f"OK    connector shop: slot {slot} not streaming, confirmed flush LSN ")
+    assert line.startswith(f"WARN  connector shop: slot {slot} not streaming, confirmed flush LSN ")
     lag = int(line.split(", lag ")[1].split()[0])
     assert lag > 1000 * 20  # a thousand rows of WAL it has not confirmed
     assert "FAIL  connector gone: cannot connect to" in result.output

@@ -402,13 +402,13 @@ def slot_status(config: ConnectorConfig) -> list[Finding]:
     pid, lsn, lag, wal_status = row
     state = f"streaming (pid {pid})" if pid else "not streaming"
     lag_bytes = int(str(lag or 0))
-    return [
-        Finding.ok(
-            subject,
-            f"slot {config.slot} {state}, confirmed flush LSN {lsn}, lag {lag_bytes} bytes"
-            f" ({lag_bytes / 1048576:.1f} MiB), WAL {wal_status}",
-        )
-    ]
+    text = (
+        f"slot {config.slot} {state}, confirmed flush LSN {lsn}, lag {lag_bytes} bytes"
+        f" ({lag_bytes / 1048576:.1f} MiB), WAL {wal_status}"
+    )
+    if not pid:  # nobody reads it: it holds WAL (is cdc run running? its log says why not)
+        return [Finding.warn(subject, text)]
+    return [Finding.ok(subject, text)]
 
 
 def snapshot_status(config: ConnectorConfig) -> list[Finding]:
