@@ -28,10 +28,11 @@ from cdc.config import (
     SqliteSinkConfig,
     load_config,
 )
-from cdc.errors import CdcError, ConfigError, describe
+from cdc.errors import ConfigError, describe
 from cdc.findings import Finding
 from cdc.kafka import check_kafka
 from cdc.plugins import Connector, Sink, connector_for, sink_for
+from cdc.supervise import Supervised
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 STOP_GRACE_S = 10.0
@@ -90,16 +91,20 @@ def run(config_path: str, connectors: Sequence[str], sinks: Sequence[str]) -> No
     """Run the connectors and sinks of FILE until SIGTERM or SIGINT.
 
     Without --connector or --sink, everything in FILE runs. With them, only the named ones.
-    On SIGTERM/SIGINT reading stops, in-flight work is delivered or dropped without being
-    acknowledged, and cdc exits 0 within 10 seconds.
+    Each runs supervised: when one fails it is restarted with backoff (1 s doubling to 60 s)
+    and the others go on. A permanent failure (a wrong password, a missing privilege) of one
+    that never started exits 1 with the fix. On SIGTERM/SIGINT reading stops, in-flight work
+    is delivered or dropped without being acknowledged, and cdc exits 0 within 10 seconds.
     """
     config = _load(config_path)
     selected_connectors, selected_sinks = _select(config, connectors, sinks)
-    workers: list[Connector | Sink] = [connector_for(c, config.kafka) for c in selected_connectors]
-    workers += [sink_for(s, config.kafka) for s in selected_sinks]
+    workers: list[tuple[str, Connector | Sink]] = [
+        (f"connector {c.name}", connector_for(c, config.kafka)) for c in selected_connectors
+    ]
+    workers += [(f"sink {s.name}", sink_for(s, config.kafka)) for s in selected_sinks]
 
     stop = threading.Event()
-    errors: list[BaseException] = []
+    errors: list[str] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("%s received; stopping", signal.Signals(signum).name)
@@ -111,17 +116,22 @@ def run(config_path: str, connectors: Sequence[str], sinks: Sequence[str]) -> No
         log.info("%s received while starting; stopping", signal.Signals(EARLY_SIGNALS[0]).name)
         stop.set()
 
-    def work(worker: object) -> None:
-        try:
-            worker.run(stop)  # type: ignore[attr-defined]
-        except BaseException as e:
-            if not isinstance(e, CdcError):  # a bug: where it happened is what matters
-                log.exception("unexpected error; stopping")
-            errors.append(e)
+    def fatal(name: str) -> Callable[[BaseException], None]:
+        def give_up(e: BaseException) -> None:
+            # Permanent before it ever ran: nothing to wait for until a person acts.
+            text = str(e)
+            errors.append(f"{name} cannot start: {text.removeprefix(name + ': ')}")
             stop.set()
 
+        return give_up
+
     _tune_gc()
-    threads = [threading.Thread(target=work, args=(w,), daemon=True) for w in workers]
+    threads = [
+        threading.Thread(
+            target=Supervised(name, worker.run, stop, fatal(name)), name=name, daemon=True
+        )
+        for name, worker in workers
+    ]
     for t in threads:
         t.start()
     while any(t.is_alive() for t in threads) and not stop.wait(0.5):
@@ -130,7 +140,7 @@ def run(config_path: str, connectors: Sequence[str], sinks: Sequence[str]) -> No
         t.join(STOP_GRACE_S)
     if errors:
         for e in errors:
-            _error(e if isinstance(e, CdcError) else f"unexpected {type(e).__name__}: {e}")
+            _error(e)
         sys.exit(EXIT_FAILURE)
 
 

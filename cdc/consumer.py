@@ -38,7 +38,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, LeaderNotAvailableError, TopicAlreadyExistsError
 
 from cdc.config import KafkaConfig
-from cdc.errors import CdcError, KafkaUnavailable, describe
+from cdc.errors import CdcError, KafkaUnavailable, Refused, describe
 from cdc.findings import Finding
 from cdc.globs import is_plain
 from cdc.kafka import (
@@ -47,6 +47,7 @@ from cdc.kafka import (
     ConfluentConsumer,
     ConfluentTopicLister,
     client_options,
+    kafka_failure,
     list_offsets,
 )
 from cdc.records import BadRecord, SinkEvent, parse_record
@@ -280,27 +281,30 @@ class SinkRuntime:
         self.rebalances = 0
         """Assignment changes seen by the rebalance listener (written by its thread only)."""
 
-    def run(self, stop: threading.Event) -> None:
-        """Consume until ``stop``; a lost Kafka or target restarts the session with backoff."""
+    def run(self, stop: threading.Event, started: threading.Event | None = None) -> None:
+        """Consume until ``stop``; a lost Kafka or target restarts the session with backoff.
+
+        ``started`` is set once a session has its consumer and target (:class:`cdc.plugins.Sink`);
+        a permanent error (:class:`cdc.errors.Refused`) is raised, never retried here."""
         # The applying thread waits for the target with the GIL released and needs it back for
         # each statement's result; at Python's 5 ms switch interval it waited up to that long
         # behind the consuming thread's parsing every time, with the target idle meanwhile.
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         delay = 1.0
         while not stop.is_set():
-            started = time.monotonic()
+            began = time.monotonic()
             try:
-                self._session(stop)
+                self._session(stop, started)
             except CdcError as e:
                 if not e.retriable:
                     raise
-                if time.monotonic() - started > BACKOFF_MAX_S * 2:
+                if time.monotonic() - began > BACKOFF_MAX_S * 2:
                     delay = 1.0  # a session that lasted: this is a new trouble, not the same
                 log.warning("%s: %s; restarting in %.0f s", self.subject, e, delay)
                 stop.wait(delay)
                 delay = min(delay * 2, BACKOFF_MAX_S)
 
-    def _session(self, stop: threading.Event) -> None:
+    def _session(self, stop: threading.Event, started: threading.Event | None) -> None:
         options = client_options(self.kafka)
         with contextlib.ExitStack() as opened:
             try:
@@ -332,15 +336,17 @@ class SinkRuntime:
                 watch = _TopicWatch(lister, re.compile(self.pattern), self.names)
                 opened.callback(watch.close)
             except KafkaError as e:
-                raise KafkaUnavailable(f"Kafka: {describe(e)}") from e
+                raise kafka_failure(f"Kafka: {describe(e)}", e) from e
             self.positioned.clear()
             self.progress.reset()
             self.target = self._connect_target(stop)
             opened.callback(self._close_target)
+            if started is not None:
+                started.set()
             try:
                 self._consume(stop, watch)
             except KafkaError as e:
-                raise KafkaUnavailable(f"Kafka: {describe(e)}") from e
+                raise kafka_failure(f"Kafka: {describe(e)}", e) from e
 
     def _consume(self, stop: threading.Event, watch: _TopicWatch) -> None:
         """Poll and parse here while the previous batch is applied on the applier thread: the
@@ -632,8 +638,8 @@ def consumer_lag(
     subject = f"sink {name}"
     try:
         target = target_factory()
-    except TargetUnavailable as e:
-        return [Finding.fail(subject, str(e))]
+    except (TargetUnavailable, Refused) as e:
+        return [Finding.fail(subject, str(e).removeprefix(subject + ": "))]
     try:
         return _lag(subject, group_id, topics, kafka, target)
     finally:

@@ -13,8 +13,10 @@ __all__ = [
     "ConfigError",
     "ConfigProblem",
     "KafkaUnavailable",
+    "Refused",
     "SourceUnavailable",
     "describe",
+    "is_permanent",
 ]
 
 from dataclasses import dataclass
@@ -62,6 +64,25 @@ class KafkaUnavailable(CdcError):
     """No Kafka broker answers; it may come back."""
 
     retriable = True
+
+
+class Refused(CdcError):
+    """A server answers but refuses us for a reason only a person can fix: wrong credentials, a
+    missing privilege, a database that does not exist. Not retriable: at first start ``cdc run``
+    stops and names the fix; a worker that had run is retried, in case someone fixes it."""
+
+    def __init__(self, cause: str, fix: str) -> None:
+        self.cause = cause
+        self.fix = fix
+        super().__init__(f"{cause} (fix: {fix})")
+
+
+def is_permanent(e: BaseException) -> bool:
+    """Whether trying again cannot help until something outside cdc changes.
+
+    Only cdc's own non-retriable errors are: anything else escaped a worker unforeseen (a bug,
+    or a driver error nobody translated), and may well pass when the worker starts again."""
+    return isinstance(e, CdcError) and not e.retriable
 
 
 def describe(e: BaseException, secret: str | None = None) -> str:

@@ -15,6 +15,8 @@ __all__ = [
     "Publisher",
     "check_kafka",
     "client_options",
+    "kafka_failure",
+    "kafka_fix",
     "librdkafka_options",
     "list_offsets",
     "open_publisher",
@@ -27,10 +29,17 @@ from typing import Any, NamedTuple
 
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
-from kafka.errors import KafkaError, LeaderNotAvailableError, TopicAlreadyExistsError
+from kafka.errors import (
+    AuthorizationError,
+    KafkaError,
+    LeaderNotAvailableError,
+    SaslAuthenticationFailedError,
+    TopicAlreadyExistsError,
+    UnsupportedSaslMechanismError,
+)
 
 from cdc.config import KafkaConfig
-from cdc.errors import CdcError, KafkaUnavailable
+from cdc.errors import CdcError, KafkaUnavailable, Refused
 from cdc.events import Record
 from cdc.findings import Finding
 from cdc.oversized import Oversized
@@ -168,6 +177,43 @@ def check_kafka(config: KafkaConfig, timeout_s: float = 5.0) -> list[Finding]:
         admin.close()
 
 
+AUTHENTICATION_FIX = (
+    "give [kafka] credentials the brokers accept (security_protocol, sasl_mechanism,"
+    " sasl_plain_username, sasl_plain_password)"
+)
+AUTHORIZATION_FIX = (
+    "grant cdc's Kafka principal its ACLs (connectors: Describe, Create and Write on their"
+    " topics; sinks: Describe and Read on theirs and Read on their consumer group)"
+)
+_CONFLUENT_FIXES = {
+    "_AUTHENTICATION": AUTHENTICATION_FIX,
+    "SASL_AUTHENTICATION_FAILED": AUTHENTICATION_FIX,
+    "UNSUPPORTED_SASL_MECHANISM": AUTHENTICATION_FIX,
+    "TOPIC_AUTHORIZATION_FAILED": AUTHORIZATION_FIX,
+    "GROUP_AUTHORIZATION_FAILED": AUTHORIZATION_FIX,
+    "CLUSTER_AUTHORIZATION_FAILED": AUTHORIZATION_FIX,
+}
+
+
+def kafka_fix(e: object) -> str | None:
+    """What a person must do about a Kafka client's error, or None when it may pass (a broker
+    away, a leader moving). ``e``: a kafka-python error, or confluent-kafka's KafkaException or
+    KafkaError."""
+    if isinstance(e, SaslAuthenticationFailedError | UnsupportedSaslMechanismError):
+        return AUTHENTICATION_FIX
+    if isinstance(e, AuthorizationError):
+        return AUTHORIZATION_FIX
+    inner = e.args[0] if isinstance(e, Exception) and e.args else e  # KafkaException's error
+    name = getattr(inner, "name", None)
+    return _CONFLUENT_FIXES.get(str(name())) if callable(name) else None
+
+
+def kafka_failure(message: str, e: object) -> CdcError:
+    """``message`` as :class:`Refused` when ``e`` needs a person, else :class:`KafkaUnavailable`."""
+    fix = kafka_fix(e)
+    return KafkaUnavailable(message) if fix is None else Refused(message, fix)
+
+
 def _reason(e: BaseException) -> str:
     text = str(e).strip()
     name = type(e).__name__
@@ -202,7 +248,7 @@ class Publisher:
             self._admin = KafkaAdminClient(**options)
         except KafkaError as e:
             servers = ",".join(config.bootstrap_servers)
-            raise KafkaUnavailable(f"Kafka at {servers}: {_reason(e)}") from e
+            raise kafka_failure(f"Kafka at {servers}: {_reason(e)}", e) from e
         self._topics_config = config.topics
         self._only_partition: dict[str, int | None] = {}
         self._max_request_size = p.max_request_size
@@ -231,7 +277,7 @@ class Publisher:
         except TopicAlreadyExistsError:
             pass
         except KafkaError as e:
-            raise KafkaUnavailable(f"cannot create topic {topic}: {_reason(e)}") from e
+            raise kafka_failure(f"cannot create topic {topic}: {_reason(e)}", e) from e
         # With one partition there is nothing to choose: skipping kafka-python's pure-Python
         # murmur2 saves a tenth of the CPU per record. Re-read at every session start.
         partitions = self._producer.partitions_for(topic) or set()
@@ -294,7 +340,7 @@ class Publisher:
                 partition=partition,
             )
         except KafkaError as e:
-            raise KafkaUnavailable(f"cannot send to {record.topic}: {_reason(e)}") from e
+            raise kafka_failure(f"cannot send to {record.topic}: {_reason(e)}", e) from e
         self._sent_bytes += len(value or b"")
         future.add_callback(self._acked, on_ack, args)
         future.add_errback(_refused, record.topic, on_error)
@@ -318,7 +364,7 @@ class Publisher:
         try:
             self._producer.flush(timeout=timeout_s)
         except KafkaError as e:
-            raise KafkaUnavailable(f"flush failed: {_reason(e)}") from e
+            raise kafka_failure(f"flush failed: {_reason(e)}", e) from e
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Give records in flight ``timeout_s``; what is still undelivered then is dropped (it was
@@ -337,7 +383,7 @@ class Publisher:
 
 
 def _refused(topic: str, on_error: Callable[[Exception], None], e: BaseException) -> None:
-    on_error(KafkaUnavailable(f"{topic}: {_reason(e)}"))
+    on_error(kafka_failure(f"{topic}: {_reason(e)}", e))
 
 
 def librdkafka_options(config: KafkaConfig) -> dict[str, Any]:
@@ -432,7 +478,7 @@ class ConfluentPublisher:
             log.info("created topic %s", topic)
         except self._ck.KafkaException as e:
             if e.args[0].code() != self._ck.KafkaError.TOPIC_ALREADY_EXISTS:
-                raise KafkaUnavailable(f"cannot create topic {topic}: {e.args[0].str()}") from e
+                raise kafka_failure(f"cannot create topic {topic}: {e.args[0].str()}", e) from e
         self._limits[topic] = self._topic_limit(topic)
         self._gate = min(self._gate, self._limits[topic] // 2 - 65_536)
         self._known.add(topic)
@@ -469,7 +515,7 @@ class ConfluentPublisher:
             if err is None:
                 on_ack(*args)
             else:
-                on_error(KafkaUnavailable(f"{msg.topic()}: {err.str()}"))
+                on_error(kafka_failure(f"{msg.topic()}: {err.str()}", err))
 
         return delivered
 
@@ -498,7 +544,7 @@ class ConfluentPublisher:
             except BufferError:
                 self._producer.poll(0.005)  # the local queue is full: take acks, freeing it
             except self._ck.KafkaException as e:
-                raise KafkaUnavailable(f"cannot send to {record.topic}: {e}") from e
+                raise kafka_failure(f"cannot send to {record.topic}: {e}", e) from e
 
     def flush(self, timeout_s: float) -> None:
         self._producer.flush(timeout_s)
@@ -532,7 +578,7 @@ class ConfluentTopicLister:
         try:
             return self._admin.list_topics(topic, timeout=10).topics  # type: ignore[no-any-return]
         except self._ck.KafkaException as e:
-            raise KafkaUnavailable(f"Kafka did not list its topics: {e.args[0].str()}") from e
+            raise kafka_failure(f"Kafka did not list its topics: {e.args[0].str()}", e) from e
 
     def topics(self) -> set[str]:
         self._topics = self._metadata()
@@ -685,13 +731,13 @@ class ConfluentConsumer:
                     return {}
                 messages = [first, *self._consumer.consume(max_records - 1, 0)]
         except self._ck.KafkaException as e:
-            raise KafkaUnavailable(f"Kafka: {e.args[0].str()}") from e
+            raise kafka_failure(f"Kafka: {e.args[0].str()}", e) from e
         batch: dict[TopicPartition, list[ConsumedRecord]] = {}
         for m in messages:
             err = m.error()
             if err is not None:
                 if err.fatal():
-                    raise KafkaUnavailable(f"Kafka: {err.str()}")
+                    raise kafka_failure(f"Kafka: {err.str()}", err)
                 log.debug("consumer: %s", err.str())
                 continue
             tp = self._tp(m.topic(), m.partition())

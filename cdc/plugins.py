@@ -34,8 +34,11 @@ class Connector(Protocol):
         """Probe the source without changing it (beyond temporary objects); one finding a fact."""
         ...
 
-    def run(self, stop: threading.Event) -> None:
-        """Stream until ``stop`` is set; return after in-flight work is delivered or dropped."""
+    def run(self, stop: threading.Event, started: threading.Event | None = None) -> None:
+        """Stream until ``stop`` is set; return after in-flight work is delivered or dropped.
+
+        Set ``started`` once connected and streaming (or snapshotting): a permanent error
+        before that stops ``cdc run``; after it, the worker is restarted with backoff."""
         ...
 
     def status(self) -> list[Finding]:
@@ -64,8 +67,10 @@ class Sink(Protocol):
         """Probe the target store without changing it; one finding a fact."""
         ...
 
-    def run(self, stop: threading.Event) -> None:
-        """Consume and apply until ``stop`` is set; leave no half-applied batch behind."""
+    def run(self, stop: threading.Event, started: threading.Event | None = None) -> None:
+        """Consume and apply until ``stop`` is set; leave no half-applied batch behind.
+
+        Set ``started`` once connected to Kafka and the target (see :class:`Connector`)."""
         ...
 
     def status(self) -> list[Finding]:

@@ -34,6 +34,7 @@ from cdc.config import KafkaConfig, PostgresSinkConfig
 from cdc.consumer import Partition, SinkRuntime, TargetUnavailable, consumer_lag
 from cdc.errors import describe
 from cdc.findings import Finding
+from cdc.pgerrors import refused
 from cdc.records import SinkEvent, Version, by_shape, by_table, collapse, incomplete, row_hash
 
 log = logging.getLogger(__name__)
@@ -87,9 +88,10 @@ class PostgresSink:
         shown = version[0] if version else "?"
         return [Finding.ok(subject, f"connected to {self.config.dsn} (PostgreSQL {shown})")]
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event, started: threading.Event | None = None) -> None:
         c = self.config
-        SinkRuntime(c.name, c.group_id, c.topics, self.kafka, lambda: PostgresTarget(c)).run(stop)
+        runtime = SinkRuntime(c.name, c.group_id, c.topics, self.kafka, lambda: PostgresTarget(c))
+        runtime.run(stop, started)
 
     def status(self) -> list[Finding]:
         c = self.config
@@ -130,7 +132,7 @@ class PostgresTarget:
                 config.dsn.conninfo, application_name=f"cdc-sink-{config.name}"
             )
         except psycopg.OperationalError as e:
-            raise TargetUnavailable(
+            raise refused(e, f"sink {config.name}", config.dsn) or TargetUnavailable(
                 f"cannot connect to {config.dsn}: {describe(e, config.dsn.password)}"
             ) from e
         with self._translated(), self.conn.transaction():
@@ -663,7 +665,8 @@ class PostgresTarget:
 
 
 class _Translate:
-    """Lost connections become retriable :class:`TargetUnavailable`; the rest stays as it is."""
+    """Refusals only a person can fix become :class:`Refused`, lost connections retriable
+    :class:`TargetUnavailable`; the rest stays as it is."""
 
     def __init__(self, config: PostgresSinkConfig) -> None:
         self.config = config
@@ -672,6 +675,12 @@ class _Translate:
         return None
 
     def __exit__(self, kind: Any, error: Any, tb: Any) -> None:
+        if not isinstance(error, psycopg.Error):
+            return
+        # A privilege or a database gone: say what to grant (the supervisor retries the sink).
+        permanent = refused(error, f"sink {self.config.name}", self.config.dsn)
+        if permanent is not None:
+            raise permanent from error
         if isinstance(error, psycopg.OperationalError):
             raise TargetUnavailable(
                 f"{self.config.dsn}: {describe(error, self.config.dsn.password)}"

@@ -97,9 +97,10 @@ class SqliteSink:
             Finding.fail(subject, f"cannot create {path}: {parent} is not a writable directory")
         ]
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event, started: threading.Event | None = None) -> None:
         c = self.config
-        SinkRuntime(c.name, c.group_id, c.topics, self.kafka, lambda: SqliteTarget(c)).run(stop)
+        runtime = SinkRuntime(c.name, c.group_id, c.topics, self.kafka, lambda: SqliteTarget(c))
+        runtime.run(stop, started)
 
     def status(self) -> list[Finding]:
         c = self.config

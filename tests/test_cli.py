@@ -1,9 +1,11 @@
-"""``cdc run`` itself: a worker that fails with a bug stops the process with exit 1 and leaves
-the traceback in the log (a CdcError is a plain one-line message; a bug needs its where)."""
+"""``cdc run`` itself: a worker that fails is restarted alone while the others go on; only a
+permanent failure before it ever started stops the process, with exit 1 and the fix."""
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 from pathlib import Path
 
@@ -11,49 +13,94 @@ import pytest
 from click.testing import CliRunner
 
 from cdc import cli as cli_module
+from cdc import supervise
 from cdc.cli import cli
-from cdc.errors import CdcError
+from cdc.errors import CdcError, Refused
 
 
-class _Failing:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
+class _Scripted:
+    """Raises the next error of ``errors`` at each start (having started, with ``starts``);
+    with none left, sends cdc SIGTERM."""
 
-    def run(self, stop: threading.Event) -> None:
-        raise self.error
+    def __init__(self, *errors: BaseException, starts: bool = True) -> None:
+        self.errors = list(errors)
+        self.starts = starts
+        self.runs = 0
+
+    def run(self, stop: threading.Event, started: threading.Event | None = None) -> None:
+        self.runs += 1
+        if self.starts and started is not None:
+            started.set()
+        if self.errors:
+            raise self.errors.pop(0)
+        os.kill(os.getpid(), signal.SIGTERM)  # what an operator does: a clean stop
+        stop.wait(10)
 
 
-@pytest.mark.parametrize(
-    ("error", "message", "traceback"),
-    [
-        (RuntimeError("boom"), "cdc: error: unexpected RuntimeError: boom", True),
-        (CdcError("the target said no"), "cdc: error: the target said no", False),
-    ],
-)
-def test_a_failing_worker_stops_cdc_with_exit_1(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-    error: BaseException,
-    message: str,
-    traceback: bool,
-) -> None:
-    monkeypatch.setattr(cli_module, "sink_for", lambda config, kafka: _Failing(error))
+class _Steady:
+    """A worker that runs well until stopped."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def run(self, stop: threading.Event, started: threading.Event | None = None) -> None:
+        assert started is not None
+        started.set()
+        stop.wait(30)
+        self.stopped = stop.is_set()
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(cli_module, "_tune_gc", lambda: None)  # not in the test process
+    quick = supervise.Backoff
+    monkeypatch.setattr(supervise, "Backoff", lambda: quick(0.01, 0.02, 60))
     path = tmp_path / "cdc.toml"
     path.write_text(
         '[kafka]\nbootstrap_servers = "127.0.0.1:9"\n'
+        '[[connectors]]\nname = "shop"\ndsn = "host=127.0.0.1 port=9 dbname=x"\n'
         f'[[sinks]]\nname = "lite"\ntype = "sqlite"\npath = "{tmp_path / "x.db"}"\n'
         'topics = ["t"]\n'
     )
-    caplog.set_level(logging.ERROR, logger="cdc.cli")
-    result = CliRunner().invoke(cli, ["run", "-c", str(path)])
+    return path
+
+
+def test_a_failing_worker_is_restarted_and_the_others_go_on(
+    config: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    bug = RuntimeError("boom")
+    sink = _Scripted(bug, CdcError("the target said no"), bug)
+    connector = _Steady()
+    monkeypatch.setattr(cli_module, "sink_for", lambda config, kafka: sink)
+    monkeypatch.setattr(cli_module, "connector_for", lambda config, kafka: connector)
+    caplog.set_level(logging.ERROR, logger="cdc.supervise")
+    result = CliRunner().invoke(cli, ["run", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    assert sink.runs == 4
+    assert connector.stopped  # ran through the sink's failures until told to stop
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "sink lite failed: unexpected RuntimeError: boom; restarting it in 0 s (failure 1)",
+        "sink lite failed: the target said no; restarting it in 0 s (failure 2)",
+        "sink lite failed: unexpected RuntimeError: boom; restarting it in 0 s (failure 3)",
+    ]
+    assert caplog.records[0].exc_info is not None  # a bug's traceback is in the log
+
+
+def test_a_permanent_failure_before_the_first_start_exits_1_with_the_fix(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refused = Refused("sink lite: password authentication failed", "set the right password")
+    monkeypatch.setattr(
+        cli_module, "sink_for", lambda config, kafka: _Scripted(refused, starts=False)
+    )
+    monkeypatch.setattr(cli_module, "connector_for", lambda config, kafka: _Steady())
+    result = CliRunner().invoke(cli, ["run", "-c", str(config)])
     assert result.exit_code == 1, result.output
-    assert message in result.stderr
-    logged = [r for r in caplog.records if r.exc_info is not None]
-    assert bool(logged) == traceback
-    if traceback:
-        assert logged[0].exc_info is not None and logged[0].exc_info[1] is error
+    assert result.stderr == (
+        "cdc: error: sink lite cannot start: password authentication failed"
+        " (fix: set the right password)\n"
+    )
 
 
 class _Raising:

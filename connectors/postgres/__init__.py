@@ -28,8 +28,8 @@ class PostgresConnector:
     def check(self) -> list[Finding]:
         return check_source(self.config)
 
-    def run(self, stop: threading.Event) -> None:
-        PostgresSource(self.config, self.kafka).run(stop)
+    def run(self, stop: threading.Event, started: threading.Event | None = None) -> None:
+        PostgresSource(self.config, self.kafka).run(stop, started)
 
     def status(self) -> list[Finding]:
         return slot_status(self.config) + snapshot_status(self.config)

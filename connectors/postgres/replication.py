@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from psycopg import pq, sql
 from psycopg.conninfo import make_conninfo
 
-from cdc.errors import CdcError, SourceUnavailable
+from cdc.errors import CdcError, Refused, SourceUnavailable
+from cdc.pgerrors import pg_fix, role_of
 
 # PostgreSQL counts time in microseconds since 2000-01-01 UTC.
 _PG_EPOCH_US = 946_684_800 * 1_000_000
@@ -120,6 +121,10 @@ class ReplicationConnection:
         if self._pgconn.status != pq.ConnStatus.OK:
             error = self._error()
             self._pgconn.finish()
+            # Its own pg_hba lines and the REPLICATION attribute may refuse it alone.
+            fix = pg_fix(error, None, role_of(conninfo), "the connector's dsn")
+            if fix is not None:
+                raise Refused(f"replication connection refused: {error}", fix)
             raise SourceUnavailable(f"replication connection failed: {error}")
 
     def _error(self) -> str:

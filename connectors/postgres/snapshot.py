@@ -56,7 +56,7 @@ from tqdm import tqdm
 
 from cdc.acks import AckTracker
 from cdc.config import ConnectorConfig
-from cdc.errors import KafkaUnavailable, describe
+from cdc.errors import KafkaUnavailable, Refused, describe
 from cdc.events import Change, SourceInfo, encode
 from cdc.kafka import BUFFER_BYTES, AnyPublisher
 from connectors.postgres.catalog import PostgresCatalog, key_text, selected_tables
@@ -520,6 +520,8 @@ def _await_delivery(
 
 
 def _raise_on(errors: deque[Exception]) -> None:
+    if errors and isinstance(errors[0], Refused):
+        raise errors[0]  # ACLs refused: a person must act (the supervisor says so)
     if errors:
         raise KafkaUnavailable(f"Kafka did not take a snapshot record: {describe(errors[0])}")
 

@@ -29,11 +29,12 @@ import psycopg
 
 from cdc.acks import AckTracker, DeliveryWatch, Txn
 from cdc.config import ConnectorConfig, KafkaConfig
-from cdc.errors import CdcError, KafkaUnavailable, SourceUnavailable, describe
+from cdc.errors import CdcError, KafkaUnavailable, Refused, SourceUnavailable, describe
 from cdc.events import Record, SourceInfo, encode, tombstone
 from cdc.globs import TableSelector, compile_globs, is_plain
 from cdc.kafka import BUFFER_BYTES, AnyPublisher, open_publisher
 from cdc.oversized import Oversized
+from cdc.pgerrors import refused
 from connectors.postgres.catalog import PostgresCatalog, selected_tables
 from connectors.postgres.decoding import Begin, Commit
 from connectors.postgres.partitions import PartitionWatch
@@ -125,21 +126,25 @@ class PostgresSource:
         """Set once an ``initial_only`` connector has delivered its snapshot."""
         self._always_done = False
         self._partitions_table = False
+        self._started: threading.Event | None = None
         self._pushed_schemas: frozenset[str] | None = None
         """With partitions = "root", the schemas wal2json was told to decode (``add-tables``):
         a partition created elsewhere is skipped by wal2json until the session starts again."""
         """``cdc.partitions`` exists (else the partition trees are remembered in memory)."""
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event, started: threading.Event | None = None) -> None:
+        """Keep a session up until ``stop``, reconnecting after retriable failures; set
+        ``started`` once snapshotting or streaming (see :class:`cdc.plugins.Connector`)."""
+        self._started = started
         delay = 1.0
         while not stop.is_set() and not self.finished:
-            started = time.monotonic()
+            began = time.monotonic()
             try:
                 self._session(stop)
             except CdcError as e:
                 if not e.retriable:
                     raise
-                if time.monotonic() - started > 60:
+                if time.monotonic() - began > 60:
                     delay = 1.0  # it ran a good while: this is a new incident
                 log.warning("%s: %s; retrying in %.0f s", self.subject, e, delay)
                 stop.wait(delay)
@@ -182,6 +187,7 @@ class PostgresSource:
                 publisher = open_publisher(self.kafka, self.oversized)
                 opened.callback(publisher.close, 1.0)
                 if self._initial_snapshot_owed(sql):
+                    self._mark_started()  # a snapshot may take hours: it runs
                     created = self._snapshot_first(
                         stop, sql, created, selector, source, publisher, watch, before, opened
                     )
@@ -199,15 +205,28 @@ class PostgresSource:
                 repl = ReplicationConnection(c.dsn.conninfo, c.dsn.password)
                 opened.callback(repl.close)
                 repl.start(c.slot, 0, options)
+                self._mark_started()
                 log.info("%s: streaming slot %s", self.subject, c.slot)
                 snapshots = IncrementalSnapshots(c, self.subject, sql, catalog, own_tables)
                 tables = _Tables(self, sql, catalog, publication, watch, decoder, own_tables)
                 self._stream(stop, repl, decoder, source, publisher, sql, snapshots, tables)
-            except psycopg.OperationalError as e:
-                reason = describe(e, c.dsn.password)
-                raise SourceUnavailable(f"{c.dsn}: {reason}") from e
-            except psycopg.Error as e:  # not a lost connection: retrying would not help
-                raise CdcError(f"{self.subject}: {describe(e, c.dsn.password)}") from e
+            except psycopg.Error as e:
+                raise self._failure(e) from e
+
+    def _failure(self, e: psycopg.Error) -> CdcError:
+        """A refusal names its fix; a lost connection may pass; anything else would not."""
+        c = self.config
+        reason = describe(e, c.dsn.password)
+        permanent = refused(e, self.subject, c.dsn)
+        if permanent is not None:
+            return permanent
+        if isinstance(e, psycopg.OperationalError):
+            return SourceUnavailable(f"{c.dsn}: {reason}")
+        return CdcError(f"{self.subject}: {reason}")
+
+    def _mark_started(self) -> None:
+        if self._started is not None:
+            self._started.set()
 
     def _decoder(
         self, catalog: PostgresCatalog, selector: TableSelector, watch: PartitionWatch
@@ -745,6 +764,8 @@ class _Tables:
 
 
 def _delivery_failed(e: Exception) -> CdcError:
+    if isinstance(e, Refused):
+        return e  # ACLs refused: a person must act (the supervisor says so)
     # Retriable: the session restarts from the slot's confirmed position and publishes again.
     return KafkaUnavailable(f"Kafka did not take a record: {describe(e)}")
 

@@ -1,0 +1,108 @@
+"""Each connector and sink of ``cdc run`` runs supervised: one worker's failure is its own.
+
+A worker that raises is started again after a backoff, logged at ERROR with the error and the
+next attempt, while the others go on: a sink whose target fails must not stop the connectors,
+whose slots would then hold WAL. Only a permanent failure (:func:`cdc.errors.is_permanent`)
+before the worker ever started is fatal: then nothing has run yet, and the fix is a person's.
+Transient failures (a server away) are retried inside the workers, quietly; what reaches the
+supervisor is what they could not handle.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Backoff", "Supervised"]
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cdc.errors import CdcError, describe, is_permanent
+
+log = logging.getLogger(__name__)
+
+Work = Callable[[threading.Event, threading.Event], None]
+"""A worker's ``run(stop, started)``: returns when done or stopped, sets ``started`` once it
+has everything it needs (connections, slot, consumer group), raises when it fails."""
+
+
+@dataclass
+class Backoff:
+    """Delays that double from ``first_s`` up to ``max_s``, and start over after a worker ran
+    ``reset_after_s`` before failing: then it is a new incident, not the same one again."""
+
+    first_s: float = 1.0
+    max_s: float = 60.0
+    reset_after_s: float = 60.0
+    _next_s: float = field(default=0.0, init=False)
+
+    def delay(self, ran_s: float) -> float:
+        """The wait before the next attempt of a worker that failed after ``ran_s`` seconds."""
+        if self._next_s == 0.0 or ran_s >= self.reset_after_s:
+            self._next_s = self.first_s
+        delay = self._next_s
+        self._next_s = min(delay * 2, self.max_s)
+        return delay
+
+
+class Supervised:
+    """Runs one worker until ``stop``, starting it again whenever it fails; call it on a thread.
+
+    ``fatal`` is called (and the worker given up) with a permanent error raised before the
+    worker had ever started."""
+
+    def __init__(
+        self,
+        name: str,
+        work: Work,
+        stop: threading.Event,
+        fatal: Callable[[BaseException], None],
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.work = work
+        self.stop = stop
+        self.fatal = fatal
+        self.backoff = backoff or Backoff()
+        self.clock = clock
+        self.started = threading.Event()
+        """Set by the worker once it ran; never cleared, so a later failure is retried."""
+        self.failures = 0
+
+    def __call__(self) -> None:
+        last = ""
+        while not self.stop.is_set():
+            began = self.clock()
+            try:
+                self.work(self.stop, self.started)
+                return  # done (an initial_only connector) or stopped
+            except Exception as e:
+                if is_permanent(e) and not self.started.is_set():
+                    self.fatal(e)  # also while stopping: two workers may fail at once
+                    return
+                if self.stop.is_set():
+                    log.info("%s: stopped with %s", self.name, _text(e))
+                    return
+                self.failures += 1
+                delay = self.backoff.delay(self.clock() - began)
+                text = _text(e)
+                log.error(
+                    "%s failed: %s; restarting it in %.0f s (failure %d)",
+                    self.name,
+                    text,
+                    delay,
+                    self.failures,
+                    # A bug: where it happened is what matters, once, not at every attempt.
+                    exc_info=None if isinstance(e, CdcError) or text == last else e,
+                )
+                last = text
+                self.stop.wait(delay)
+
+
+def _text(e: BaseException) -> str:
+    """One line: a driver's error may carry a CONTEXT or a HINT on lines of their own."""
+    return (
+        describe(e) if isinstance(e, CdcError) else f"unexpected {type(e).__name__}: {describe(e)}"
+    )
