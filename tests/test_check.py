@@ -255,3 +255,24 @@ def test_schema_cdc_the_role_cannot_use(
     assert "cdc check: " in result.output
     # The probes after it still ran.
     assert f"OK    kafka: 1 broker(s) answer at {kafka_bootstrap}" in result.output
+
+
+def test_cdc_run_names_the_schema_grant_too(
+    tmp_path: Path, database: str, kafka_bootstrap: str, role: tuple[str, str]
+) -> None:
+    """Where ``cdc check`` names ``GRANT USAGE, CREATE ON SCHEMA cdc``, ``cdc run`` stops at
+    first start with the same fix, not a grant on the database."""
+    name, password = role
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA cdc")
+        conn.execute(sql.SQL("ALTER ROLE {} REPLICATION").format(sql.Identifier(name)))
+    dsn = as_url(make_conninfo(database, user=name, password=password))
+    path = tmp_path / "cdc.toml"
+    path.write_text(
+        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
+        f'[[connectors]]\nname = "shop"\ndsn = "{dsn}"\nslot = "{slot_of(tmp_path)}"\n'
+    )
+    cdc = CdcProcess(path, tmp_path / "cdc.log")
+    assert cdc.proc.wait(60) == 1, cdc.output()[-3000:]
+    assert f"(GRANT USAGE, CREATE ON SCHEMA cdc TO {name})" in cdc.output()
+    assert "CREATE ON DATABASE" not in cdc.output()

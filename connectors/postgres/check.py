@@ -13,7 +13,7 @@ import os
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import pq, sql
@@ -126,7 +126,7 @@ def check_source(config: ConnectorConfig) -> list[Finding]:
         if config.plugin == "pgoutput":
             add(f"publication {config.publication}", lambda: _publication(conn, subject, config))
         add("tables", lambda: _tables(conn, subject, config))
-        add("snapshot tables", lambda: _own_tables(conn, subject, config, role.name))
+        add("snapshot tables", lambda: own_tables(conn, subject, config, role.name))
     if role.may_replicate:
         add("replication connection", lambda: _replication_connection(subject, config))
     return findings
@@ -155,8 +155,8 @@ def _failover(
     )
 
 
-def _own_tables(
-    conn: psycopg.Connection[tuple[object, ...]],
+def own_tables(
+    conn: psycopg.Connection[Any],
     subject: str,
     config: ConnectorConfig,
     role: str,

@@ -36,6 +36,7 @@ from cdc.kafka import BUFFER_BYTES, AnyPublisher, open_publisher
 from cdc.oversized import Oversized
 from cdc.pgerrors import refused
 from connectors.postgres.catalog import PostgresCatalog, selected_tables
+from connectors.postgres.check import own_tables
 from connectors.postgres.decoding import Begin, Commit
 from connectors.postgres.partitions import PartitionWatch
 from connectors.postgres.pgoutput import PgOutputDecoder, has_c_tuples, pgoutput_options
@@ -428,14 +429,16 @@ class PostgresSource:
         try:
             self._partitions_table = ensure_source_tables(sql)
         except psycopg.errors.InsufficientPrivilege as e:
-            problem = (
+            # What cdc check says of it names the grant: on the database, or on schema cdc.
+            role = str(sql.execute("SELECT current_user").fetchone()[0])  # type: ignore[index]
+            found = own_tables(sql, self.subject, self.config, role)
+            cause = (
                 f"{self.subject}: cannot create the connector's tables cdc.signal and"
-                f" cdc.snapshots ({describe(e, self.config.dsn.password)}); GRANT CREATE ON"
-                f" DATABASE {sql.info.dbname} to the connector's role, or create them as"
-                " README's Snapshots section says"
+                f" cdc.snapshots ({describe(e, self.config.dsn.password)})"
             )
+            problem = f"{cause}: {found.message}"
             if self.config.snapshot != "never":
-                raise CdcError(problem) from e
+                raise Refused(cause, found.message) from e
             log.warning("%s; incremental snapshots are unavailable", problem)
             return False
         return True
