@@ -69,3 +69,11 @@ def refused(e: psycopg.Error, subject: str, dsn: Dsn) -> Refused | None:
     message = describe(e, dsn.password)
     fix = pg_fix(message, e.sqlstate, role_of(dsn.conninfo), f"the dsn of {subject}")
     return None if fix is None else Refused(f"{subject}: {dsn}: {message}", fix)
+
+
+def unreachable(e: psycopg.Error, subject: str, dsn: Dsn) -> str:
+    """``cannot connect to DSN: why``, and the fix when only a person can make it work (what
+    ``cdc check`` and ``cdc status`` print)."""
+    message = describe(e, dsn.password)
+    fix = pg_fix(message, e.sqlstate, role_of(dsn.conninfo), f"the dsn of {subject}")
+    return f"cannot connect to {dsn}: {message}" + (f" (fix: {fix})" if fix else "")

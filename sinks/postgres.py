@@ -34,7 +34,7 @@ from cdc.config import KafkaConfig, PostgresSinkConfig
 from cdc.consumer import Partition, SinkRuntime, TargetUnavailable, consumer_lag
 from cdc.errors import describe
 from cdc.findings import Finding
-from cdc.pgerrors import refused
+from cdc.pgerrors import refused, unreachable
 from cdc.records import SinkEvent, Version, by_shape, by_table, collapse, incomplete, row_hash
 
 log = logging.getLogger(__name__)
@@ -83,8 +83,7 @@ class PostgresSink:
             with psycopg.connect(self.config.dsn.conninfo, connect_timeout=5) as conn:
                 version = conn.execute("SHOW server_version").fetchone()
         except psycopg.Error as e:
-            reason = describe(e, self.config.dsn.password)
-            return [Finding.fail(subject, f"cannot connect to {self.config.dsn}: {reason}")]
+            return [Finding.fail(subject, unreachable(e, subject, self.config.dsn))]
         shown = version[0] if version else "?"
         return [Finding.ok(subject, f"connected to {self.config.dsn} (PostgreSQL {shown})")]
 

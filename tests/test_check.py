@@ -144,6 +144,7 @@ def test_wrong_password_is_reported_and_never_printed(
     assert result.exit_code == 1, result.output
     assert f'password authentication failed for user "{name}"' in result.output
     assert f"FAIL  connector shop: cannot connect to postgresql://{name}:***@" in result.output
+    assert f"(fix: set role {name}'s right password in the dsn of connector shop)" in result.output
     assert "hunter2" not in result.output
 
 

@@ -23,6 +23,7 @@ from cdc.config import ConnectorConfig
 from cdc.errors import describe
 from cdc.findings import Finding
 from cdc.globs import TableSelector
+from cdc.pgerrors import unreachable
 from connectors.postgres.catalog import PostgresCatalog, selected_tables
 from connectors.postgres.publication import MANAGED, Publication
 from connectors.postgres.snapshot import request_snapshot
@@ -55,8 +56,7 @@ def check_source(config: ConnectorConfig) -> list[Finding]:
             application_name="cdc-check",
         )
     except psycopg.Error as e:
-        reason = describe(e, config.dsn.password)
-        return [Finding.fail(subject, f"cannot connect to {config.dsn}: {reason}")]
+        return [Finding.fail(subject, unreachable(e, subject, config.dsn))]
 
     findings: list[Finding] = []
     password = config.dsn.password
@@ -444,8 +444,7 @@ def slot_status(config: ConnectorConfig) -> list[Finding]:
                 (config.slot,),
             ).fetchone()
     except psycopg.Error as e:
-        reason = describe(e, config.dsn.password)
-        return [Finding.fail(subject, f"cannot connect to {config.dsn}: {reason}")]
+        return [Finding.fail(subject, unreachable(e, subject, config.dsn))]
     if row is None:
         return [Finding.warn(subject, f"slot {config.slot} does not exist (created on first run)")]
     pid, lsn, lag, wal_status = row
