@@ -20,6 +20,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from cdc.sqltext import with_params
 from connectors.postgres.decoding import TableInfo
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,9 @@ class PostgresCatalog:
             sql.Identifier(schema, table),
             sql.SQL(" AND ").join(sql.SQL("{}::text = %s").format(sql.Identifier(k)) for k in key),
         )
-        cur = self._conn.execute(query, [key_text(v) for v in key.values()])
+        cur = self._conn.execute(
+            with_params(query, self._conn), [key_text(v) for v in key.values()]
+        )
         result = cur.pgresult
         if result is None or result.ntuples == 0:
             return None  # the row is gone: a later event deletes it or moves it on

@@ -59,6 +59,7 @@ from cdc.config import ConnectorConfig
 from cdc.errors import KafkaUnavailable, describe
 from cdc.events import Change, SourceInfo, encode
 from cdc.kafka import AnyPublisher
+from cdc.sqltext import with_params
 from connectors.postgres.catalog import PostgresCatalog, key_text, selected_tables
 from connectors.postgres.decoding import JSON_KINDS, NOT_NUMBERS, TableInfo
 from connectors.postgres.replication import format_lsn
@@ -215,7 +216,11 @@ def copy_rows(
 ) -> Iterator[bytes]:
     """The rows of ``COPY (query) TO STDOUT``, one text line each, as they arrive."""
     statement = sql.SQL("COPY ({}) TO STDOUT").format(query)
-    with conn.cursor().copy(statement, params or None) as copy:
+    if not params:  # sent as it is: no placeholder parsing
+        copying = conn.cursor().copy(statement)
+    else:
+        copying = conn.cursor().copy(with_params(statement, conn), params)
+    with copying as copy:
         for data in copy:
             yield bytes(data)
 
