@@ -60,7 +60,7 @@ from cdc.errors import KafkaUnavailable, describe
 from cdc.events import Change, SourceInfo, encode
 from cdc.kafka import AnyPublisher
 from cdc.sqltext import with_params
-from connectors.postgres.catalog import PostgresCatalog, key_text, selected_tables
+from connectors.postgres.catalog import PostgresCatalog, key_text, selected_tables, split_name
 from connectors.postgres.decoding import JSON_KINDS, NOT_NUMBERS, TableInfo
 from connectors.postgres.replication import format_lsn
 
@@ -732,7 +732,7 @@ class IncrementalSnapshots:
             (self.config.name,),
         ).fetchall()
         for name, last_key, done, total in rows:
-            schema, _, table = str(name).partition(".")
+            schema, table = self._split(str(name))
             self.queue.append(_Job(schema, table, last_key, int(done), total))
             log.info(
                 "%s: resuming the incremental snapshot of %s after %d row(s)",
@@ -746,9 +746,7 @@ class IncrementalSnapshots:
         again."""
         jobs = []
         for name in names:
-            schema, dot, table = str(name).partition(".")
-            if not dot:
-                schema, table = "public", str(name)
+            schema, table = self._split(str(name))
             info = self.catalog.table(schema, table, refresh=True)
             if info is None or not info.has_primary_key:
                 log.error(
@@ -778,6 +776,9 @@ class IncrementalSnapshots:
             jobs.append(job)
             log.info("%s: incremental snapshot of %s requested", self.subject, job.label)
         return jobs
+
+    def _split(self, name: str) -> tuple[str, str]:
+        return split_name(name, lambda s, t: self.catalog.table(s, t, refresh=True) is not None)
 
     def _next_chunk(self, job: _Job) -> None:
         info = self.catalog.table(job.schema, job.table)
