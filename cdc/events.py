@@ -21,12 +21,15 @@ __all__ = [
 ]
 
 import functools
+import logging
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
+
+log = logging.getLogger(__name__)
 
 EVENT_ID_HEADER = "cdc-event-id"
 UNAVAILABLE_HEADER = "cdc-unavailable"
@@ -127,10 +130,28 @@ class Record:
 _TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
+_TOPIC_TABLES: dict[str, tuple[str, str]] = {}
+"""Each topic :func:`topic_for` named, and the first table it named it for."""
+
+
 @functools.cache
 def topic_for(prefix: str, schema: str, table: str) -> str:
-    """``{prefix}.{schema}.{table}``; characters Kafka forbids in names become ``_``."""
-    return f"{prefix}.{_TOPIC_UNSAFE.sub('_', schema)}.{_TOPIC_UNSAFE.sub('_', table)}"
+    """``{prefix}.{schema}.{table}``; characters Kafka forbids in names become ``_``. Tables
+    whose names differ only there (``a%b`` and ``a_b``) share a topic: their events stay apart
+    (each names its table, and sinks apply it to that table's target), but consumers of the
+    topic see both, so it is logged, once per table."""
+    topic = f"{prefix}.{_TOPIC_UNSAFE.sub('_', schema)}.{_TOPIC_UNSAFE.sub('_', table)}"
+    first = _TOPIC_TABLES.setdefault(topic, (schema, table))
+    if first != (schema, table):
+        log.warning(
+            "tables %s.%s and %s.%s share topic %s: Kafka forbids characters of their names,"
+            " which become _; each event names its table",
+            *first,
+            schema,
+            table,
+            topic,
+        )
+    return topic
 
 
 def envelope(change: Change, source: SourceInfo, now_ms: int) -> dict[str, Any]:

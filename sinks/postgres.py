@@ -36,6 +36,7 @@ from cdc.errors import describe
 from cdc.findings import Finding
 from cdc.pgerrors import refused, unreachable
 from cdc.records import SinkEvent, Version, by_shape, by_table, collapse, incomplete, row_hash
+from cdc.sqltext import TypeName, with_params
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +256,7 @@ class PostgresTarget:
         label = self._target_name(schema, table)
         if plan is None:
             plan = _plan(events, self.floors.get(label, (0, 0)))
-        events, plan = self._follow_columns(label, events, plan)
+        events, plan = self._follow_columns(self._target_names(schema, table), events, plan)
         target = self._table(schema, table, plan.columns, plan.key, plan.defaults)
         # A truncate has no key, so it may come on any partition: another process of the group
         # may be applying one to this table right now. The floor is read only once this
@@ -267,6 +268,7 @@ class PostgresTarget:
                 target,
                 ("lock", mode),
                 lambda: sql.SQL("LOCK TABLE {} IN {} MODE").format(target.ident, sql.SQL(mode)),
+                params=False,
             )
         )
         stored = self._truncated_at(label)
@@ -289,11 +291,12 @@ class PostgresTarget:
     # -- DDL ------------------------------------------------------------------------------------
 
     def _follow_columns(
-        self, label: str, events: list[SinkEvent], plan: _Plan
+        self, names: tuple[str, str], events: list[SinkEvent], plan: _Plan
     ) -> tuple[list[SinkEvent], _Plan]:
         """Follow the columns the source dropped (:mod:`cdc.columns`): drop them if so
         configured; a dropped one added again is a new column, made again. Return the events
         without values of columns dropped after them, and their plan."""
+        label = ".".join(names)
         ledger = self.ledgers.get(label)
         if ledger is not None:
             changes = follow(ledger, events, plan.key)
@@ -312,8 +315,7 @@ class PostgresTarget:
         remove = list(changes.again)  # the column kept since its drop holds the old one's values
         if self.config.dropped_columns == "drop":
             remove += [c for c in changes.dropped if c not in changes.again]
-        target_schema, _, target_name = label.partition(".")
-        found = self._describe(target_schema, target_name) if remove else None
+        found = self._describe(*names) if remove else None
         for column in remove:
             if found is not None and column in found.columns and column not in found.key:
                 self.conn.execute(
@@ -340,8 +342,15 @@ class PostgresTarget:
 
     def _target_name(self, schema: str, table: str) -> str:
         """The target table of a source table: ``schema.name`` (:attr:`_Table.label`)."""
-        name = self.config.table.format(schema=schema, table=table)
-        return name if "." in name else f"public.{name}"
+        return ".".join(self._target_names(schema, table))
+
+    def _target_names(self, schema: str, table: str) -> tuple[str, str]:
+        """The target table's schema and name. The template's dot parts them, not one in the
+        names it is given (a schema ``a.b``, a table ``v1.2``)."""
+        left, dot, right = self.config.table.partition(".")
+        if not dot:
+            return "public", left.format(schema=schema, table=table)
+        return left.format(schema=schema, table=table), right.format(schema=schema, table=table)
 
     def _table(
         self,
@@ -354,8 +363,8 @@ class PostgresTarget:
         """The target table of ``schema.table``, made or widened to hold the ``wanted``
         columns (name -> source type); a column it adds takes its default from ``defaults``
         (the value rows that predate it hold at the source)."""
-        name = self._target_name(schema, table)
-        target_schema, _, target_name = name.partition(".")
+        target_schema, target_name = self._target_names(schema, table)
+        name = f"{target_schema}.{target_name}"
         known = self.tables.get(name)
         if known is not None and all((c, t) in known.checked for c, t in wanted.items()):
             return known
@@ -443,10 +452,10 @@ class PostgresTarget:
             )
         )
         if not key:
+            # Named by PostgreSQL: a name of its own made of a long table's would be cut to 63
+            # bytes, as the table's was, and IF NOT EXISTS then skipped it as that table.
             self.conn.execute(
-                sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (_cdc_row)").format(
-                    sql.Identifier(f"{name}__cdc_row"[:63]), sql.Identifier(schema, name)
-                )
+                sql.SQL("CREATE INDEX ON {} (_cdc_row)").format(sql.Identifier(schema, name))
             )
         log.info("created table %s.%s", schema, name)
         described = self._describe(schema, name)
@@ -475,7 +484,13 @@ class PostgresTarget:
 
     def _truncate(self, target: _Table, version: Version) -> None:
         self.conn.execute(
-            sql.SQL("DELETE FROM {} WHERE (_cdc_lsn, _cdc_index) < (%s, %s)").format(target.ident),
+            self._statement(
+                target,
+                ("truncate",),
+                lambda: sql.SQL("DELETE FROM {} WHERE (_cdc_lsn, _cdc_index) < (%s, %s)").format(
+                    target.ident
+                ),
+            ),
             version,
         )
         self.conn.execute(
@@ -490,12 +505,19 @@ class PostgresTarget:
         )
 
     def _statement(
-        self, target: _Table, kind: tuple[Any, ...], make: Callable[[], sql.Composable]
+        self,
+        target: _Table,
+        kind: tuple[Any, ...],
+        make: Callable[[], sql.Composable],
+        params: bool = True,
     ) -> bytes:
-        """``make()``'s SQL, rendered once per table and ``kind``."""
+        """``make()``'s SQL, rendered once per table and ``kind`` for an execute with
+        parameters (:func:`~cdc.sqltext.with_params`) or, if not ``params``, without."""
         query = target.statements.get(kind)
         if query is None:
-            query = target.statements[kind] = make().as_bytes(self.conn)
+            made = make()
+            query = with_params(made, self.conn) if params else made.as_bytes(self.conn)
+            target.statements[kind] = query
         return query
 
     def _delete(self, target: _Table, deletes: list[SinkEvent]) -> None:
@@ -586,10 +608,14 @@ class PostgresTarget:
             digest = row_hash(image)
             if e.op == "d":
                 deleted = self.conn.execute(
-                    sql.SQL(
-                        "DELETE FROM {t} WHERE ctid = (SELECT ctid FROM {t} WHERE _cdc_row = %s"
-                        " LIMIT 1)"
-                    ).format(t=target.ident),
+                    self._statement(
+                        target,
+                        ("delete row",),
+                        lambda: sql.SQL(
+                            "DELETE FROM {t} WHERE ctid = (SELECT ctid FROM {t} WHERE _cdc_row = %s"
+                            " LIMIT 1)"
+                        ).format(t=target.ident),
+                    ),
                     (digest,),
                 ).rowcount
                 if not deleted:
@@ -610,15 +636,18 @@ class PostgresTarget:
                 continue
             columns = [c for c in image if c in target.columns]
             self.conn.execute(
-                sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-                    target.ident,
-                    sql.SQL(", ").join(
-                        map(sql.Identifier, [*columns, *VERSION_COLUMNS, "_cdc_row"])
+                with_params(
+                    sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+                        target.ident,
+                        sql.SQL(", ").join(
+                            map(sql.Identifier, [*columns, *VERSION_COLUMNS, "_cdc_row"])
+                        ),
+                        sql.SQL(", ").join(
+                            [sql.SQL("%s::{}").format(TypeName(target.columns[c])) for c in columns]
+                            + [sql.SQL("%s")] * 3
+                        ),
                     ),
-                    sql.SQL(", ").join(
-                        [sql.SQL("%s::{}").format(sql.SQL(target.columns[c])) for c in columns]
-                        + [sql.SQL("%s")] * 3
-                    ),
+                    self.conn,
                 ),
                 [*(_text(image[c], target.columns[c]) for c in columns), *e.version, digest],
             )
@@ -632,7 +661,7 @@ class PostgresTarget:
             return 0
         match = sql.SQL(" AND ").join(
             sql.SQL("{c}::text IS NOT DISTINCT FROM %s::{t}::text").format(
-                c=sql.Identifier(c), t=sql.SQL(target.columns[c])
+                c=sql.Identifier(c), t=TypeName(target.columns[c])
             )
             for c in columns
         )
@@ -640,7 +669,7 @@ class PostgresTarget:
             "DELETE FROM {t} WHERE ctid = (SELECT ctid FROM {t} WHERE {match} LIMIT 1)"
         ).format(t=target.ident, match=match)
         values = [_text(image[c], target.columns[c]) for c in columns]
-        return self.conn.execute(query, values).rowcount
+        return self.conn.execute(with_params(query, self.conn), values).rowcount
 
     def _insert_keyless(self, target: _Table, events: list[SinkEvent]) -> None:
         for carried_columns, _, group in by_shape(events):
@@ -899,7 +928,7 @@ def _from_image(column: str, pg_type: str, image: str = "_after") -> sql.Composa
     text = sql.SQL("(s.{} ->> {})").format(sql.Identifier(image), sql.Literal(column))
     if pg_type == "bytea":
         text = sql.SQL("('\\x' || {})").format(text)  # events carry bytea as bare hex digits
-    return sql.SQL("{}::{}").format(text, sql.SQL(pg_type))
+    return sql.SQL("{}::{}").format(text, TypeName(pg_type))
 
 
 def _text(value: Any, pg_type: str) -> str | None:

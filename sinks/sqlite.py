@@ -15,6 +15,8 @@ from __future__ import annotations
 __all__ = ["SqliteSink", "SqliteTarget"]
 
 import contextlib
+import dataclasses
+import hashlib
 import logging
 import math
 import os
@@ -127,6 +129,11 @@ class SqliteTarget:
         self.keys: dict[str, tuple[str, ...]] = {}
         self.ledgers: dict[str, Ledger] = {}
         """Each target table's :class:`~cdc.columns.Ledger` (``_cdc_columns``)."""
+        self.names: dict[str, str] = {}
+        """The table template's name -> the target table's (:meth:`_target_name`)."""
+        self.apart: dict[str, set[str]] = {}
+        """Per target table, the columns known to be stored under their own name
+        (:meth:`_columns_apart`)."""
 
     def close(self) -> None:
         self.db.close()
@@ -194,12 +201,14 @@ class SqliteTarget:
             self.db.execute("ROLLBACK")
             self.columns.clear()
             self.ledgers.clear()
+            self.names.clear()
+            self.apart.clear()
             raise
 
     def _apply_table(
         self, schema: str, table: str, events: list[SinkEvent]
     ) -> list[tuple[SinkEvent, str]]:
-        name = self.config.table.format(schema=schema, table=table)
+        name = self._target_name(self.config.table.format(schema=schema, table=table))
         rejected = [
             (
                 e,
@@ -209,6 +218,7 @@ class SqliteTarget:
             for e in events
             if not e.key and e.op not in ("c", "r", "t")
         ]
+        events = self._columns_apart(name, events)
         events = self._follow_columns(name, events)
         self._ensure_table(name, events)
         held = self.columns[name]
@@ -290,6 +300,72 @@ class SqliteTarget:
                 continue
             self._apply_whole_row(name, e)
         return rejected
+
+    def _target_name(self, name: str) -> str:
+        """The table that holds the rows of the template's ``name``. SQLite's names ignore
+        case, PostgreSQL's do not: when another table has ``name`` in another case (tables
+        ``Users`` and ``users`` at the source), the later one takes ``name`` with a suffix made
+        of it, so that their rows never mix. Only the file tells which came first: the choice
+        holds across restarts."""
+        known = self.names.get(name)
+        if known is not None:
+            return known
+        taken = {
+            str(r[0])
+            for r in self.db.execute(
+                "SELECT name FROM sqlite_schema WHERE type = 'table' AND name = ? COLLATE NOCASE",
+                (name,),
+            )
+        }
+        target = name
+        if taken and name not in taken:
+            target = f"{name}_{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+            log.warning(
+                "table %s: SQLite's names ignore case and %s holds another table's rows:"
+                " its rows go to %s",
+                name,
+                ", ".join(sorted(taken)),
+                target,
+            )
+        self.names[name] = target
+        return target
+
+    def _columns_apart(self, name: str, events: list[SinkEvent]) -> list[SinkEvent]:
+        """The events with their columns under the names the table stores them by. SQLite's
+        column names ignore (ASCII) case: a column whose name the table, or a column before it,
+        holds in another case (``Id`` and ``id``) is stored under its name with a suffix made of
+        it, as :meth:`_target_name` does for tables. Events of a table without such columns are
+        returned as they are."""
+        shapes = dict.fromkeys(
+            tuple(image) for e in events for image in (e.after, e.before) if image
+        )
+        apart = self.apart.setdefault(name, set())
+        columns = [c for c in dict.fromkeys(c for shape in shapes for c in shape) if c not in apart]
+        if not columns:
+            return events
+        held = list(self.columns[name]) if self._exists(name) else []
+        folded = {_fold(c) for c in held}
+        renamed: dict[str, str] = {}
+        for column in columns:
+            if column in held:
+                apart.add(column)
+                continue
+            if _fold(column) in folded:
+                renamed[column] = f"{column}_{hashlib.sha256(column.encode()).hexdigest()[:8]}"
+                log.warning(
+                    "column %s of %s: SQLite's names ignore case and another column has it in"
+                    " another case: stored as %s",
+                    column,
+                    name,
+                    renamed[column],
+                )
+            else:
+                apart.add(column)
+                folded.add(_fold(column))
+        if not renamed:
+            return events
+        apart.difference_update(renamed)  # looked at again each batch: such tables are rare
+        return [_renamed(e, renamed) for e in events]
 
     def _apply_whole_row(self, name: str, e: SinkEvent) -> None:
         """A table whose key is the whole row is a multiset (see the PostgreSQL sink)."""
@@ -442,6 +518,31 @@ class SqliteTarget:
 
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _fold(name: str) -> str:
+    """``name`` as SQLite compares identifiers: ASCII letters without case."""
+    return name.translate(_ASCII_LOWER)
+
+
+def _renamed(event: SinkEvent, names: dict[str, str]) -> SinkEvent:
+    """``event`` with its columns ``names`` (old -> new) renamed."""
+
+    def image(values: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if values is None else {names.get(c, c): v for c, v in values.items()}
+
+    return dataclasses.replace(
+        event,
+        key=image(event.key),
+        before=image(event.before),
+        after=image(event.after),
+        unavailable=frozenset(names.get(c, c) for c in event.unavailable),
+        types={names.get(c, c): t for c, t in event.types.items()},
+        missing={names.get(c, c): v for c, v in event.missing.items()},
+    )
 
 
 def _wanted(

@@ -9,7 +9,7 @@ does not know (a column was added). pgoutput's relation messages are answered by
 
 from __future__ import annotations
 
-__all__ = ["PostgresCatalog", "key_text", "partition_leaves", "selected_tables"]
+__all__ = ["PostgresCatalog", "key_text", "partition_leaves", "selected_tables", "split_name"]
 
 import logging
 import time
@@ -20,6 +20,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from cdc.sqltext import with_params
 from connectors.postgres.decoding import TableInfo
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,9 @@ class PostgresCatalog:
             sql.Identifier(schema, table),
             sql.SQL(" AND ").join(sql.SQL("{}::text = %s").format(sql.Identifier(k)) for k in key),
         )
-        cur = self._conn.execute(query, [key_text(v) for v in key.values()])
+        cur = self._conn.execute(
+            with_params(query, self._conn), [key_text(v) for v in key.values()]
+        )
         result = cur.pgresult
         if result is None or result.ntuples == 0:
             return None  # the row is gone: a later event deletes it or moves it on
@@ -307,6 +310,20 @@ def selected_tables(
         ).format(sql.SQL(where))
     ).fetchall()
     return [(s, t) for s, t in rows if selected(s, t)]
+
+
+def split_name(name: str, exists: Callable[[str, str], bool]) -> tuple[str, str]:
+    """The schema and table a ``schema.table`` name (of a snapshot request) means; ``table``
+    alone is in ``public``. Either may hold dots: split at the first dot after which
+    ``exists``, else at the first."""
+    if "." not in name:
+        return "public", name
+    splits = [(name[:i], name[i + 1 :]) for i, c in enumerate(name) if c == "."]
+    if len(splits) > 1:
+        for schema, table in splits:
+            if exists(schema, table):
+                return schema, table
+    return splits[0]
 
 
 def partition_leaves(conn: psycopg.Connection[Any]) -> dict[tuple[str, str], frozenset[str]]:

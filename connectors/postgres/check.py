@@ -24,7 +24,7 @@ from cdc.errors import describe
 from cdc.findings import Finding
 from cdc.globs import TableSelector
 from cdc.pgerrors import unreachable
-from connectors.postgres.catalog import PostgresCatalog, selected_tables
+from connectors.postgres.catalog import PostgresCatalog, selected_tables, split_name
 from connectors.postgres.publication import MANAGED, Publication
 from connectors.postgres.snapshot import request_snapshot
 from connectors.postgres.versions import failover_problem, too_old
@@ -529,8 +529,11 @@ def request_incremental_snapshot(config: ConnectorConfig, tables: Sequence[str])
             connect_timeout=CONNECT_TIMEOUT_S,
             application_name="cdc-snapshot",
         ) as conn:
+            catalog = PostgresCatalog(conn)
             for name in tables:
                 schema, dot, table = name.partition(".")
+                if dot:  # as the connector reads the request
+                    schema, table = split_name(name, lambda s, t: catalog.table(s, t) is not None)
                 if not dot or not schema or not table:
                     findings.append(Finding.fail(subject, f"{name!r}: write SCHEMA.TABLE"))
                     continue
@@ -544,7 +547,7 @@ def request_incremental_snapshot(config: ConnectorConfig, tables: Sequence[str])
                         )
                     )
                     continue
-                info = PostgresCatalog(conn).table(schema, table)
+                info = catalog.table(schema, table)
                 if info is None:
                     findings.append(Finding.fail(subject, f"{name}: no such table"))
                 elif not info.has_primary_key:

@@ -59,7 +59,8 @@ from cdc.config import ConnectorConfig
 from cdc.errors import KafkaUnavailable, Refused, describe
 from cdc.events import Change, SourceInfo, encode
 from cdc.kafka import BUFFER_BYTES, AnyPublisher
-from connectors.postgres.catalog import PostgresCatalog, key_text, selected_tables
+from cdc.sqltext import with_params
+from connectors.postgres.catalog import PostgresCatalog, key_text, selected_tables, split_name
 from connectors.postgres.decoding import JSON_KINDS, NOT_NUMBERS, TableInfo
 from connectors.postgres.replication import format_lsn
 
@@ -215,7 +216,11 @@ def copy_rows(
 ) -> Iterator[bytes]:
     """The rows of ``COPY (query) TO STDOUT``, one text line each, as they arrive."""
     statement = sql.SQL("COPY ({}) TO STDOUT").format(query)
-    with conn.cursor().copy(statement, params or None) as copy:
+    if not params:  # sent as it is: no placeholder parsing
+        copying = conn.cursor().copy(statement)
+    else:
+        copying = conn.cursor().copy(with_params(statement, conn), params)
+    with copying as copy:
         for data in copy:
             yield bytes(data)
 
@@ -748,7 +753,7 @@ class IncrementalSnapshots:
             (self.config.name,),
         ).fetchall()
         for name, last_key, done, total in rows:
-            schema, _, table = str(name).partition(".")
+            schema, table = self._split(str(name))
             self.queue.append(_Job(schema, table, last_key, int(done), total))
             log.info(
                 "%s: resuming the incremental snapshot of %s after %d row(s)",
@@ -762,9 +767,7 @@ class IncrementalSnapshots:
         again."""
         jobs = []
         for name in names:
-            schema, dot, table = str(name).partition(".")
-            if not dot:
-                schema, table = "public", str(name)
+            schema, table = self._split(str(name))
             info = self.catalog.table(schema, table, refresh=True)
             if info is None or not info.has_primary_key:
                 log.error(
@@ -794,6 +797,9 @@ class IncrementalSnapshots:
             jobs.append(job)
             log.info("%s: incremental snapshot of %s requested", self.subject, job.label)
         return jobs
+
+    def _split(self, name: str) -> tuple[str, str]:
+        return split_name(name, lambda s, t: self.catalog.table(s, t, refresh=True) is not None)
 
     def _next_chunk(self, job: _Job) -> None:
         info = self.catalog.table(job.schema, job.table)
