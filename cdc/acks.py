@@ -66,14 +66,18 @@ class AckTracker:
     def commit(txn: Txn) -> None:
         txn.closed = True
 
-    def confirmable(self) -> int | None:
-        """The end of the newest transaction that, with all before it, is fully on Kafka."""
+    def count(self) -> None:
+        """Count the acks that arrived (:attr:`acked_records`, each transaction's pending)."""
         acks = self._acks
         before = self._sent
         while acks:
             acks.popleft().pending -= 1
             self._sent -= 1
         self.acked_records += before - self._sent  # once per call, not per record
+
+    def confirmable(self) -> int | None:
+        """The end of the newest transaction that, with all before it, is fully on Kafka."""
+        self.count()
         position = None
         open_ = self._open
         while open_ and open_[0].closed and open_[0].pending == 0:

@@ -450,6 +450,9 @@ class ConfluentPublisher:
         self._admin = confluent_kafka.admin.AdminClient(options)
         self._topics_config = config.topics
         self._known: set[str] = set()
+        self.on_wait: Callable[[], None] | None = None
+        """Called about twice a second while :meth:`send_with` waits for room in librdkafka's
+        full queue (Kafka away): the caller's loop is not turning, so it says so here."""
         self._max_request_size = p.max_request_size
         self._oversized = oversized
         self._limits: dict[str, int] = {}
@@ -531,6 +534,7 @@ class ConfluentPublisher:
                 callback(None, None)  # left out: nothing waits for it
                 return
             record = checked
+        waited = time.monotonic() + 0.5
         while True:
             try:
                 self._producer.produce(
@@ -543,6 +547,9 @@ class ConfluentPublisher:
                 return
             except BufferError:
                 self._producer.poll(0.005)  # the local queue is full: take acks, freeing it
+                if self.on_wait is not None and time.monotonic() >= waited:
+                    self.on_wait()
+                    waited = time.monotonic() + 0.5
             except self._ck.KafkaException as e:
                 raise kafka_failure(f"cannot send to {record.topic}: {e}", e) from e
 

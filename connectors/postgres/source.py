@@ -32,7 +32,7 @@ from cdc.config import ConnectorConfig, KafkaConfig
 from cdc.errors import CdcError, KafkaUnavailable, Refused, SourceUnavailable, describe
 from cdc.events import Record, SourceInfo, encode, tombstone
 from cdc.globs import TableSelector, compile_globs, is_plain
-from cdc.kafka import BUFFER_BYTES, AnyPublisher, open_publisher
+from cdc.kafka import BUFFER_BYTES, AnyPublisher, ConfluentPublisher, open_publisher
 from cdc.oversized import Oversized
 from cdc.pgerrors import refused
 from connectors.postgres.catalog import PostgresCatalog, selected_tables
@@ -278,6 +278,15 @@ class PostgresSource:
         acked_before = self.acked
         self._delivery.session(tracker, last_progress)
         watch = self._delivery.tick
+
+        def waiting() -> None:
+            # librdkafka's queue is full and send_with waits for room: the loop below is not
+            # turning, so the outage would go unsaid (and unknown to cdc status) without this.
+            tracker.count()
+            watch(tracker, time.monotonic())
+
+        if isinstance(publisher, ConfluentPublisher):
+            publisher.on_wait = waiting
         tombstones = self.config.tombstones
 
         max_unacked = self.kafka.producer.max_unacked_records
