@@ -11,7 +11,7 @@ stopping cleanly.
 
 from __future__ import annotations
 
-__all__ = ["RunState", "findings"]
+__all__ = ["RunState", "dlq_since", "findings"]
 
 import hashlib
 import json
@@ -140,3 +140,29 @@ def _alive(pid: int) -> bool:
 
 def _when(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+
+
+def dlq_since(key: str, ends: dict[str, int]) -> dict[str, tuple[int, float]]:
+    """Per dead-letter topic of ``ends`` (its partitions' end offsets summed), how many records
+    it gained since the last ``cdc status`` that looked at it, and when that was; remembered
+    for the next one (``key``: the Kafka cluster, so that two clusters' topics stay apart)."""
+    path = _directory() / "status-dlq.json"
+    try:
+        seen: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        seen = {}
+    now = time.time()
+    out: dict[str, tuple[int, float]] = {}
+    for topic, end in ends.items():
+        last = seen.get(f"{key}|{topic}")
+        if isinstance(last, dict) and end >= int(last.get("end", 0)):
+            out[topic] = (end - int(last["end"]), float(last.get("at", 0)))
+        seen[f"{key}|{topic}"] = {"end": end, "at": now}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(seen))
+        temporary.replace(path)
+    except OSError:
+        pass  # nowhere to remember it: the next status just says less
+    return out

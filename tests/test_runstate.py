@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cdc.runstate import RunState, findings
+from cdc.runstate import RunState, dlq_since, findings
 
 
 @pytest.fixture(autouse=True)
@@ -67,3 +67,12 @@ def test_an_unwritable_directory_is_not_fatal(
     state.failed("sink s", "x", 1.0)
     state.close()
     assert state.path is None
+
+
+def test_dead_letters_since_the_last_status() -> None:
+    assert dlq_since("k|sink a", {"t.dlq": 9}) == {}  # first look: nothing to compare with
+    ((new, at),) = dlq_since("k|sink a", {"t.dlq": 12}).values()
+    assert new == 3 and time.time() - at < 5
+    assert dlq_since("k|sink a", {"t.dlq": 12})["t.dlq"][0] == 0
+    assert dlq_since("k|sink b", {"t.dlq": 12}) == {}  # another sink has its own memory
+    assert dlq_since("k|sink a", {"t.dlq": 2}) == {}  # the topic was made again: start over
