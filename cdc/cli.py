@@ -32,6 +32,8 @@ from cdc.errors import ConfigError, describe
 from cdc.findings import Finding
 from cdc.kafka import check_kafka
 from cdc.plugins import Connector, Sink, connector_for, sink_for
+from cdc.runstate import RunState
+from cdc.runstate import findings as run_findings
 from cdc.supervise import Supervised
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
@@ -126,18 +128,24 @@ def run(config_path: str, connectors: Sequence[str], sinks: Sequence[str]) -> No
         return give_up
 
     _tune_gc()
+    state = RunState(config_path, [name for name, _ in workers])
     threads = [
         threading.Thread(
-            target=Supervised(name, worker.run, stop, fatal(name)), name=name, daemon=True
+            target=Supervised(name, worker.run, stop, fatal(name), on_failure=state.failed),
+            name=name,
+            daemon=True,
         )
         for name, worker in workers
     ]
-    for t in threads:
-        t.start()
-    while any(t.is_alive() for t in threads) and not stop.wait(0.5):
-        pass
-    for t in threads:
-        t.join(STOP_GRACE_S)
+    try:
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads) and not stop.wait(0.5):
+            pass
+        for t in threads:
+            t.join(STOP_GRACE_S)
+    finally:
+        state.close()
     if errors:
         for e in errors:
             _error(e)
@@ -191,7 +199,9 @@ def status(config_path: str) -> None:
     and its dead-letter records.
 
     A slot no process streams from is WARN, FAIL when it is more than status_lag_fail_mb
-    behind; a streaming slot more than status_lag_warn_mb behind is WARN. Exit 1 when any line
+    behind; a streaming slot more than status_lag_warn_mb behind is WARN. A worker that a
+    running `cdc run` of FILE restarted in the last 5 minutes is WARN, FAIL while it keeps
+    failing; a `cdc run` of FILE that ended without a clean stop is WARN. Exit 1 when any line
     is FAIL (a source or Kafka that does not answer among them), 0 otherwise.
     """
     config = _load(config_path)
@@ -200,6 +210,8 @@ def status(config_path: str) -> None:
         findings += _report(_guarded(f"connector {c.name}", connector_for(c, config.kafka).status))
     for s in config.sinks:
         findings += _report(_guarded(f"sink {s.name}", sink_for(s, config.kafka).status))
+    # Failures and restarts of the workers of running `cdc run` processes of this file.
+    findings += _report(_guarded("cdc run", lambda: run_findings(config_path)))
     sys.exit(EXIT_FAILURE if any(f.level == "fail" for f in findings) else EXIT_OK)
 
 

@@ -51,6 +51,7 @@ from cdc.kafka import (
     list_offsets,
 )
 from cdc.records import BadRecord, SinkEvent, parse_record
+from cdc.runstate import dlq_since
 
 log = logging.getLogger(__name__)
 
@@ -681,8 +682,11 @@ def _lag(
         )
     ]
     held: dict[str, int] = {}
+    ends: dict[str, int] = {}
     for tp in dead:
         held[tp.topic] = held.get(tp.topic, 0) + dead_end[tp] - dead_start[tp]
+        ends[tp.topic] = ends.get(tp.topic, 0) + dead_end[tp]
+    since = dlq_since(f"{','.join(kafka.bootstrap_servers)}|{subject}", ends)
     for topic, n in sorted(held.items()):
         if not n:
             continue
@@ -693,6 +697,12 @@ def _lag(
             if last
             else ""
         )
+        if topic in since:
+            new, at = since[topic]
+            newest_text += (
+                f"; {new} new since the last cdc status"
+                f" ({time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(at))} UTC)"
+            )
         findings.append(
             Finding.warn(
                 subject,

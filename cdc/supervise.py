@@ -60,6 +60,7 @@ class Supervised:
         fatal: Callable[[BaseException], None],
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_failure: Callable[[str, str, float], None] | None = None,
     ) -> None:
         self.name = name
         self.work = work
@@ -70,6 +71,8 @@ class Supervised:
         self.started = threading.Event()
         """Set by the worker once it ran; never cleared, so a later failure is retried."""
         self.failures = 0
+        self.on_failure = on_failure
+        """Told ``(name, error, delay)`` at each failure (:class:`cdc.runstate.RunState`)."""
 
     def __call__(self) -> None:
         last = ""
@@ -98,6 +101,8 @@ class Supervised:
                     exc_info=None if isinstance(e, CdcError) or text == last else e,
                 )
                 last = text
+                if self.on_failure is not None:
+                    self.on_failure(self.name, text, delay)
                 self.stop.wait(delay)
 
 

@@ -3,6 +3,7 @@ are applied, and the sink goes on. Integration test on the devstack's Kafka and 
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -140,13 +141,16 @@ def test_garbage_goes_to_the_dlq_and_the_rest_is_applied(
 
     dead = dlq_count(kafka_bootstrap, topic + ".dlq")
     assert dead == 9  # four bad records for each sink, one value only PostgreSQL refuses
+    env = {**os.environ, "CDC_STATE_DIR": str(tmp_path / "state")}
     status = subprocess.run(
-        [CDC, "status", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        check=False,
+        [CDC, "status", "-c", str(config)], capture_output=True, text=True, check=False, env=env
     )
     assert f"WARN  sink lite: 9 record(s) it could not apply are in {topic}.dlq" in status.stdout
+    assert " new since the last cdc status" not in status.stdout  # the first look
+    again = subprocess.run(
+        [CDC, "status", "-c", str(config)], capture_output=True, text=True, check=False, env=env
+    )
+    assert "; 0 new since the last cdc status (" in again.stdout, again.stdout
     # The count and the newest record's reason (issue 18, item 7).
     (line,) = [ln for ln in status.stdout.splitlines() if ln.startswith("WARN  sink lite: ")]
     newest = line.split("; newest at ")[1]

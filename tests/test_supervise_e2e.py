@@ -104,6 +104,16 @@ def test_a_failing_sink_leaves_the_connector_streaming_and_recovers(
         assert "the target says no; restarting it in 1 s (failure 1)" in text
         assert "restarting it in 2 s (failure 2)" in text
         assert f"connector {prefix} failed" not in text
+        # cdc status, a process of its own, sees the restarts (the state file of cdc run).
+        shown = subprocess.run(
+            [CDC, "status", "-c", str(tmp_path / "cdc.toml")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        (line,) = [ln for ln in shown.stdout.splitlines() if ln[6:].startswith("sink pg: failed")]
+        assert line.startswith(("WARN  sink pg: failed ", "FAIL  sink pg: failed ")), line
+        assert f"in cdc run (pid {cdc.pid}); the last " in line and "the target says no" in line
 
         with psycopg.connect(target, autocommit=True) as conn:
             conn.execute("DROP TRIGGER cdct_boom ON public.t")
@@ -113,6 +123,14 @@ def test_a_failing_sink_leaves_the_connector_streaming_and_recovers(
     finally:
         code = cdc.stop() if cdc.alive() else cdc.proc.returncode
     assert code == 0, cdc.output()[-3000:]
+    # Stopped cleanly: its state file is gone, and status has nothing to say of it.
+    shown = subprocess.run(
+        [CDC, "status", "-c", str(tmp_path / "cdc.toml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "cdc run" not in shown.stdout and "failed " not in shown.stdout, shown.stdout
 
 
 @pytest.mark.parametrize(
