@@ -92,8 +92,8 @@ demo: install stack-up
 	eval "$$(scripts/devstack env)" && $(PY) scripts/demo.py
 
 # Every benchmark in one run, Debezium beside cdc (see bench/README.md): results in
-# bench/results/, README.md's benchmark table and chart rewritten. 15 to 35 minutes at full size;
-# `make bench BENCH_SCALE=0.05` is quick. BENCH_ARGS passes more options to bench.run.
+# bench/results/, then the chart, docs/benchmarks.md's tables and README.md's summary rewritten.
+# 15 to 35 minutes at full size; `make bench BENCH_SCALE=0.05` is quick. BENCH_ARGS passes more options to bench.run.
 bench: $(BENCH_STAMP) stack-up
 	eval "$$(scripts/devstack env)" && $(PY) -m bench.run --scale $(BENCH_SCALE) $(BENCH_ARGS)
 

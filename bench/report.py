@@ -1,11 +1,13 @@
-"""The chart and README.md's benchmark table, from the newest results in bench/results.
+"""The chart, docs/benchmarks.md's tables and README.md's summary, from the newest results.
 
-    .venv/bin/python -m bench.report [--results DIR] [--readme README.md]
+    .venv/bin/python -m bench.report [--results DIR] [--docs FILE] [--readme FILE]
 
 ``bench.run`` calls it at the end of a run. For each measurement (``oltp``, ``bulk``,
-``wide``, ``latency``) the newest ``<date>-<name>.json`` is used. The chart is written to
-``<date>-bench.png`` and copied to ``latest-bench.png``, which README.md shows; the table replaces
-what is between README.md's ``<!-- bench:begin -->`` and ``<!-- bench:end -->``.
+``wide``, ``latency``) the newest ``<date>-<name>.json`` in bench/results is used. The chart is
+written to ``<date>-bench.png`` and copied to ``latest-bench.png``, which docs/benchmarks.md shows;
+the tables replace what is between docs/benchmarks.md's ``<!-- bench:begin -->`` and
+``<!-- bench:end -->``, a three-line summary what is between README.md's
+``<!-- bench-summary:begin -->`` and ``<!-- bench-summary:end -->``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ WORKLOADS = ("oltp", "bulk", "wide")
 NAMES = (*WORKLOADS, "latency")
 TITLES = {"oltp": "OLTP", "bulk": "bulk COPY", "wide": "wide rows"}
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+SUMMARY_BEGIN, SUMMARY_END = "<!-- bench-summary:begin -->", "<!-- bench-summary:end -->"
+# The tables' links are relative to docs/benchmarks.md, where they are written.
+DOCS_TO_ROOT = "../"
 CHART = "latest-bench.png"
 
 Result = dict[str, Any]
@@ -321,7 +326,7 @@ def machine_line(found: dict[str, tuple[str, Result]]) -> str:
         f" ({m['cpu_model']}), {m['ram_gib']} GiB RAM, PostgreSQL {m['postgresql']},"
         f" Kafka {m['kafka']}, Python {m['python']}, {java(m['java'])}; PostgreSQL, Kafka and the"
         f" programs measured share the machine. Results in `bench/results/`, how they are made in"
-        f" [bench/README.md](bench/README.md)."
+        f" [bench/README.md]({DOCS_TO_ROOT}bench/README.md)."
     )
 
 
@@ -331,8 +336,12 @@ def table(found: dict[str, tuple[str, Result]]) -> str:
     for part in parts:
         if len(part) > 4:  # a header and no row: leave it out
             lines += [*part, ""]
-    lines += [f"![Throughput and latency](bench/results/{CHART})", "", machine_line(found)]
-    # Prose wrapped as the rest of README.md is; table rows and the image left whole.
+    lines += [
+        f"![Throughput and latency]({DOCS_TO_ROOT}bench/results/{CHART})",
+        "",
+        machine_line(found),
+    ]
+    # Prose wrapped as the rest of the docs is; table rows and the image left whole.
     return "\n".join(
         line
         if line.startswith(("|", "!"))
@@ -341,13 +350,53 @@ def table(found: dict[str, tuple[str, Result]]) -> str:
     )
 
 
-def update_readme(readme: Path, block: str) -> None:
-    text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{readme}: no {BEGIN} ... {END} markers to write the table between")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}")
+def summary(found: dict[str, tuple[str, Result]]) -> str:
+    """Three lines for README.md: cdc's source and PostgreSQL sink rates, and its latency."""
+    names = [n for n in WORKLOADS if n in found]
+    source = []
+    for n in names:
+        r = found[n][1]
+        pgo, dbz = r.get("cdc_pgo"), r.get("debezium")
+        if not pgo:
+            continue
+        versus = f", {ratio(pgo['changes_per_s'] / dbz['changes_per_s'])} x Debezium" if dbz else ""
+        source.append(
+            f"{TITLES[n]} {num(pgo['changes_per_s'])}"
+            f" ({ratio(pgo['ratio_to_read_limit'])} of the read limit{versus})"
+        )
+    sink = [
+        f"{TITLES[n]} {num(found[n][1]['sinks']['postgres_ck']['changes_per_s'])}"
+        for n in names
+        if "postgres_ck" in found[n][1].get("sinks", {})
+    ]
+    latency = []
+    for rate, runs in found.get("latency", ("", {"loads": {}}))[1]["loads"].items():
+        cdc, dbz = runs["cdc"], runs.get("debezium")
+        theirs = f" (Debezium {dbz['commit_to_kafka']['p99_ms']:.0f} ms)" if dbz else ""
+        to_kafka, to_sink = cdc["commit_to_kafka"]["p99_ms"], cdc["commit_to_sink"]["p99_ms"]
+        latency.append(
+            f"at {num(float(rate))} changes/s, commit → Kafka {to_kafka:.0f} ms{theirs},"
+            f" commit → sink row {to_sink:.0f} ms"
+        )
+    return "\n".join(
+        [
+            "- Source → Kafka, changes/s (pgoutput, confluent-kafka): "
+            + ("; ".join(source) or "not measured"),
+            "- PostgreSQL sink from a Kafka backlog, changes/s (confluent-kafka): "
+            + ("; ".join(sink) or "not measured"),
+            "- Latency p99: " + ("; ".join(latency) or "not measured"),
+        ]
+    )
+
+
+def update_between(path: Path, block: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace what is between the ``begin`` and ``end`` markers of ``path`` with ``block``."""
+    text = path.read_text()
+    if begin not in text or end not in text:
+        raise SystemExit(f"{path}: no {begin} ... {end} markers to write between")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{block}\n{end}{tail}")
 
 
 # -- the chart --------------------------------------------------------------------------------
@@ -465,8 +514,9 @@ def chart_title(found: dict[str, tuple[str, Result]]) -> str:
     )
 
 
-def report(results: Path, readme: Path | None) -> list[str]:
-    """Draw the chart and rewrite README's table from the newest results; what was written."""
+def report(results: Path, readme: Path | None, docs: Path | None = None) -> list[str]:
+    """Draw the chart, rewrite ``docs``' tables and ``readme``'s summary from the newest
+    results; what was written."""
     found = latest(results)
     if not found:
         return [f"no results in {results}"]
@@ -475,22 +525,33 @@ def report(results: Path, readme: Path | None) -> list[str]:
     chart(found, out)
     shutil.copyfile(out, results / CHART)
     written = [f"wrote {out} and {results / CHART}"]
+    if docs is not None:
+        update_between(docs, table(found))
+        written.append(f"rewrote the benchmark tables in {docs}")
     if readme is not None:
-        update_readme(readme, table(found))
-        written.append(f"rewrote the benchmark table in {readme}")
+        update_between(readme, summary(found), SUMMARY_BEGIN, SUMMARY_END)
+        written.append(f"rewrote the benchmark summary in {readme}")
     return written
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
-    parser.add_argument("--no-readme", action="store_true", help="only the chart; print the table")
+    parser.add_argument(
+        "--no-readme", action="store_true", help="only the chart; print the tables and summary"
+    )
     args = parser.parse_args()
-    for line in report(args.results, None if args.no_readme else args.readme):
+    if args.no_readme:
+        lines = report(args.results, None, None)
+    else:
+        lines = report(args.results, args.readme, args.docs)
+    for line in lines:
         print(line)
     if args.no_readme:
-        print(table(latest(args.results)))
+        found = latest(args.results)
+        print(table(found), summary(found), sep="\n\n")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ poll of the sink's ``cdc.offsets`` (committed with the rows) first shows the rec
 
 Sizes scale with ``--scale`` (``BENCH_SCALE``; 1.0 is the sizes above). Results go to
 ``bench/results/<date>-<oltp|bulk|wide|latency>.json``; then ``report.py`` draws the chart and
-rewrites README.md's benchmark table.
+rewrites docs/benchmarks.md's tables and README.md's summary.
 """
 
 from __future__ import annotations
@@ -1007,9 +1007,15 @@ def main() -> None:
         "--readme",
         type=Path,
         default=ROOT / "README.md",
-        help="README whose benchmark table is rewritten from the newest results",
+        help="README whose benchmark summary is rewritten from the newest results",
     )
-    parser.add_argument("--no-report", action="store_true", help="no chart, no README update")
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        default=ROOT / "docs" / "benchmarks.md",
+        help="page whose benchmark tables are rewritten from the newest results",
+    )
+    parser.add_argument("--no-report", action="store_true", help="no chart, no docs update")
     args = parser.parse_args()
     only = [m.strip() for m in args.only.split(",") if m.strip()]
     if unknown := set(only) - set(MEASUREMENTS):
@@ -1043,7 +1049,7 @@ def main() -> None:
             kafka.close()
             cleanup_topics(stack, b.id)
     if not args.no_report:
-        for line in report.report(args.results, args.readme):
+        for line in report.report(args.results, args.readme, args.docs):
             say(line)
 
 

@@ -67,8 +67,7 @@ def cli(log_level: str) -> None:
 
     Connectors read a database's logical replication stream and publish every committed row
     change to one Kafka topic per table; sinks read those topics and apply the events to
-    another database. Both are declared in a TOML file (see the README's configuration
-    reference).
+    another database. Both are declared in a TOML file (see docs/configuration.md).
 
     Exit codes: 0 clean stop, 1 runtime failure, 2 bad usage or bad configuration.
     """

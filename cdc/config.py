@@ -234,7 +234,7 @@ class KafkaTopicsConfig(_Spec):
 LINGER_MS = 20
 """The producer's default ``linger_ms``. Kafka 4's is 5 ms; on the devstack's broker every produce
 request cost about 0.7 ms of broker CPU, so at 5 000 changes/s 5 ms batches kept a quarter of a
-core busy, and p99 commit -> sink row was lower with 20 ms batches (README, Operations)."""
+core busy, and p99 commit -> sink row was lower with 20 ms batches (docs/operations.md)."""
 
 
 class KafkaProducerConfig(_Spec):

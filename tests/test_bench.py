@@ -1,9 +1,12 @@
-"""The benchmark package's own arithmetic and bookkeeping, without services: the README's table
-is what the committed results say, percentiles are nearest-rank, a sampled offset dates a
-record's visibility, and the configurations the bench writes are ones cdc accepts."""
+"""The benchmark package's own arithmetic and bookkeeping, without services: docs/benchmarks.md's
+tables and README's summary are what the committed results say, percentiles are nearest-rank, a
+sampled offset dates a record's visibility, and the configurations the bench writes are ones cdc
+accepts."""
 
 from __future__ import annotations
 
+import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -18,23 +21,54 @@ from cdc.config import parse_config
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_the_readme_table_is_the_committed_results() -> None:
+def test_the_docs_tables_and_readme_summary_are_the_committed_results() -> None:
     found = report.latest(ROOT / "bench" / "results")
     assert set(found) == set(report.NAMES)
-    readme = (ROOT / "README.md").read_text()
-    block = readme.split(report.BEGIN, 1)[1].split(report.END, 1)[0]
+    docs = (ROOT / "docs" / "benchmarks.md").read_text()
+    block = docs.split(report.BEGIN, 1)[1].split(report.END, 1)[0]
     # A result edited, or a table written by hand, shows here: run `python -m bench.report`.
     assert block.strip("\n") == report.table(found)
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split(report.SUMMARY_BEGIN, 1)[1].split(report.SUMMARY_END, 1)[0]
+    assert block.strip("\n") == report.summary(found)
+    assert len(report.summary(found).splitlines()) == 3
 
 
-def test_update_readme_replaces_only_the_block(tmp_path: Path) -> None:
-    readme = tmp_path / "README.md"
-    readme.write_text(f"before\n{report.BEGIN}\nold\n{report.END}\nafter\n")
-    report.update_readme(readme, "new")
-    assert readme.read_text() == f"before\n{report.BEGIN}\nnew\n{report.END}\nafter\n"
-    readme.write_text("no markers\n")
+def test_the_tables_links_resolve_from_the_docs_page() -> None:
+    # The tables are written into docs/: their chart and bench/README.md links go up one level.
+    found = report.latest(ROOT / "bench" / "results")
+    for target in re.findall(r"\]\(([^)#]+)\)", report.table(found)):
+        assert (ROOT / "docs" / target).resolve().exists(), target
+
+
+def test_update_between_replaces_only_the_block(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(f"before\n{report.BEGIN}\nold\n{report.END}\nafter\n")
+    report.update_between(page, "new")
+    assert page.read_text() == f"before\n{report.BEGIN}\nnew\n{report.END}\nafter\n"
+    page.write_text(f"a\n{report.SUMMARY_BEGIN}\nold\n{report.SUMMARY_END}\nb\n")
+    report.update_between(page, "new", report.SUMMARY_BEGIN, report.SUMMARY_END)
+    assert page.read_text() == f"a\n{report.SUMMARY_BEGIN}\nnew\n{report.SUMMARY_END}\nb\n"
+    page.write_text("no markers\n")
     with pytest.raises(SystemExit, match="no <!-- bench:begin -->"):
-        report.update_readme(readme, "new")
+        report.update_between(page, "new")
+
+
+def test_report_writes_the_tables_to_docs_and_the_summary_to_readme(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report, "chart", lambda found, out: out.write_bytes(b"png"))
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "bench" / "results", results, ignore=shutil.ignore_patterns("*.png"))
+    docs, readme = tmp_path / "benchmarks.md", tmp_path / "README.md"
+    docs.write_text(f"# B\n{report.BEGIN}\n{report.END}\n")
+    readme.write_text(f"# R\n{report.SUMMARY_BEGIN}\n{report.SUMMARY_END}\n")
+    report.report(results, readme, docs)
+    found = report.latest(results)
+    assert docs.read_text() == f"# B\n{report.BEGIN}\n{report.table(found)}\n{report.END}\n"
+    assert readme.read_text() == (
+        f"# R\n{report.SUMMARY_BEGIN}\n{report.summary(found)}\n{report.SUMMARY_END}\n"
+    )
 
 
 def test_stats_are_nearest_rank() -> None:

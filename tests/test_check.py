@@ -114,8 +114,8 @@ def test_role_without_replication(
     dbname = conninfo_to_dict(database)["dbname"]
     assert (
         "FAIL  connector shop: the role may not create the snapshot tables cdc.signal and"
-        f" cdc.snapshots (GRANT CREATE ON DATABASE {dbname} to it, or create them: README,"
-        " Snapshots); snapshot = 'initial' needs them"
+        f" cdc.snapshots (GRANT CREATE ON DATABASE {dbname} to it, or create them:"
+        " docs/snapshots.md); snapshot = 'initial' needs them"
     ) in result.output
 
 

@@ -120,7 +120,8 @@ def test_keys_of_tables_renamed_or_dropped_while_behind(replicas: Replicas) -> N
         for e in events:
             # The key's columns, in the primary key's order (its JSON picks the partition),
             # save where nothing says it: wal2json names them in the table's order, and a
-            # session that starts after the rename cannot ask the catalog for "o" (README).
+            # session that starts after the rename cannot ask the catalog for "o"
+            # (docs/operations.md).
             order = key
             if table == "o" and replicas.plugin == "wal2json" and e.op != "r":
                 order = ["a", "b"]

@@ -242,9 +242,9 @@ def test_partition_attached_during_the_initial_snapshot(
 def test_connector_tables_made_before_cdc_partitions_existed(
     tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str
 ) -> None:
-    """cdc.signal and cdc.snapshots made by an administrator (the README's way), a role that may
-    not create cdc.partitions: the connector snapshots and streams on, remembering the partition
-    trees in memory."""
+    """cdc.signal and cdc.snapshots made by an administrator (docs/snapshots.md's way), a role that
+    may not create cdc.partitions: the connector snapshots and streams on, remembering the
+    partition trees in memory."""
     role = f"cdct_role_{unique}"
     write(pg_dsn, f"CREATE ROLE {role} LOGIN REPLICATION PASSWORD 'pw'")
     try:

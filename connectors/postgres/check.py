@@ -190,13 +190,13 @@ def own_tables(
             problem = (
                 "the role may not create the snapshot tables cdc.signal and cdc.snapshots"
                 f" (GRANT CREATE ON DATABASE {conn.info.dbname} to it, or create them:"
-                " README, Snapshots)"
+                " docs/snapshots.md)"
             )
         else:
             problem = (
                 f"role {role} may not create the snapshot tables cdc.signal and cdc.snapshots"
                 f" in schema cdc (GRANT CREATE ON SCHEMA cdc TO {role}, or create them:"
-                " README, Snapshots)"
+                " docs/snapshots.md)"
             )
     if config.snapshot == "never":
         return Finding.warn(subject, problem + "; without them, no incremental snapshots")
