@@ -60,7 +60,7 @@ unit: install
 	$(PY) -m pytest tests/test_config.py tests/test_wal2json_decoder.py tests/test_pgoutput_decoder.py \
 		tests/test_acks.py tests/test_source_stream.py \
 		tests/test_records.py tests/test_bench.py tests/test_cli.py tests/test_pg_versions_unit.py \
-		tests/test_status.py \
+		tests/test_status.py tests/test_docs.py \
 		$(PYTEST_ARGS)
 
 lint: install
