@@ -145,3 +145,19 @@ def pytest_runtest_makereport(
         report.outcome = "failed"
         report.longrepr = f"skipped under CI=true, which is not allowed: {report.longrepr}"
     return report
+
+
+@pytest.fixture
+def role(database: str, unique: str) -> Iterator[tuple[str, str]]:
+    """A login role with a password, without REPLICATION: (name, password). Dropped after the
+    test's database (roles are the server's, not a database's)."""
+    name, password = f"cdct_role_{unique}", f"right-{unique}"
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(name), sql.Literal(password)
+            )
+        )
+    yield name, password
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 import psycopg
 from kafka import KafkaConsumer, TopicPartition
+from psycopg.conninfo import conninfo_to_dict
 
 from cdc.events import Change
 from cdc.globs import TableSelector
@@ -230,3 +231,10 @@ def current_wal_lsn(dsn: str) -> int:
         row = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
     assert row is not None
     return int(row[0])
+
+
+def as_url(dsn: str) -> str:
+    """The same connection as a postgresql:// URL (how users usually write it)."""
+    p = {k: str(v) for k, v in conninfo_to_dict(dsn).items()}
+    auth = p["user"] + (f":{p['password']}" if p.get("password") else "")
+    return f"postgresql://{auth}@{p['host']}:{p['port']}/{p['dbname']}"

@@ -5,7 +5,6 @@ Integration tests: PostgreSQL and Kafka from the devstack (see conftest).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -15,7 +14,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from cdc.cli import cli
-from tests.harness import CdcProcess, wait_for, write_config
+from tests.harness import CdcProcess, as_url, wait_for, write_config
 from tests.scratch_pg import free_port, scratch_postgres
 
 
@@ -32,28 +31,6 @@ def run_check(tmp_path: Path, dsn: str, kafka: str, plugin: str = "wal2json") ->
 
 def slot_of(tmp_path: Path) -> str:
     return "cdct_" + "".join(ch for ch in tmp_path.name.lower() if ch.isalnum())[-40:]
-
-
-def as_url(dsn: str) -> str:
-    """The same connection as a postgresql:// URL (how users usually write it)."""
-    p = {k: str(v) for k, v in conninfo_to_dict(dsn).items()}
-    auth = p["user"] + (f":{p['password']}" if p.get("password") else "")
-    return f"postgresql://{auth}@{p['host']}:{p['port']}/{p['dbname']}"
-
-
-@pytest.fixture
-def role(database: str, unique: str) -> Iterator[tuple[str, str]]:
-    """A login role without REPLICATION, with a password: (name, password)."""
-    name, password = f"cdct_role_{unique}", f"right-{unique}"
-    with psycopg.connect(database, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                sql.Identifier(name), sql.Literal(password)
-            )
-        )
-    yield name, password
-    with psycopg.connect(database, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 
 
 @pytest.mark.parametrize("plugin", ["wal2json", "pgoutput"])

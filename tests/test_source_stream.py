@@ -101,16 +101,11 @@ class NoSnapshots:
         pass
 
 
-def test_confirmed_only_once_acked_and_at_once_when_all_is() -> None:
-    config = parse_config(CONFIG)
-    source = PostgresSource(config.connectors[0], config.kafka)
-    payloads = messages()
-    decoder = PgOutputDecoder(FakeCatalog(), lambda s, t: True)
-    last_commit = [
-        item for data, lsn in payloads if isinstance(item := decoder.decode(data, lsn), Commit)
-    ][-1]
-    repl, publisher, stop = FakeRepl(payloads), HeldPublisher(), threading.Event()
-    streaming = threading.Thread(
+def stream_thread(
+    source: PostgresSource, repl: FakeRepl, publisher: HeldPublisher, stop: threading.Event
+) -> threading.Thread:
+    """The connector's streaming loop over ``repl``'s messages, on a thread not started yet."""
+    return threading.Thread(
         target=source._stream,
         args=(
             stop,
@@ -122,6 +117,18 @@ def test_confirmed_only_once_acked_and_at_once_when_all_is() -> None:
             NoSnapshots(),
         ),
     )
+
+
+def test_confirmed_only_once_acked_and_at_once_when_all_is() -> None:
+    config = parse_config(CONFIG)
+    source = PostgresSource(config.connectors[0], config.kafka)
+    payloads = messages()
+    decoder = PgOutputDecoder(FakeCatalog(), lambda s, t: True)
+    last_commit = [
+        item for data, lsn in payloads if isinstance(item := decoder.decode(data, lsn), Commit)
+    ][-1]
+    repl, publisher, stop = FakeRepl(payloads), HeldPublisher(), threading.Event()
+    streaming = stream_thread(source, repl, publisher, stop)
     streaming.start()
     try:
         wait_for(lambda: not repl.pending and publisher.sent, 10, "the messages to be read")
@@ -158,18 +165,7 @@ def test_a_kafka_that_stops_acking_is_logged_and_so_is_its_return(
     source = PostgresSource(config.connectors[0], config.kafka)
     source._delivery = DeliveryWatch(source.subject, stall_s=0.5)
     repl, publisher, stop = FakeRepl(messages()), HeldPublisher(), threading.Event()
-    streaming = threading.Thread(
-        target=source._stream,
-        args=(
-            stop,
-            repl,
-            PgOutputDecoder(FakeCatalog(), lambda s, t: True),
-            SourceInfo("fake", "fake", "fake"),
-            publisher,
-            None,
-            NoSnapshots(),
-        ),
-    )
+    streaming = stream_thread(source, repl, publisher, stop)
 
     def lines(level: int, text: str) -> list[str]:
         return [
@@ -204,18 +200,7 @@ def test_reading_waits_while_the_unacked_bytes_are_over_the_bound() -> None:
     source = PostgresSource(config.connectors[0], config.kafka)
     repl, publisher, stop = FakeRepl(messages()), HeldPublisher(), threading.Event()
     publisher.unacked_bytes = BUFFER_BYTES
-    streaming = threading.Thread(
-        target=source._stream,
-        args=(
-            stop,
-            repl,
-            PgOutputDecoder(FakeCatalog(), lambda s, t: True),
-            SourceInfo("fake", "fake", "fake"),
-            publisher,
-            None,
-            NoSnapshots(),
-        ),
-    )
+    streaming = stream_thread(source, repl, publisher, stop)
     streaming.start()
     try:
         time.sleep(0.5)

@@ -11,10 +11,10 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from tests.conftest import drop_database
-from tests.harness import CDC, CdcProcess, current_wal_lsn, slot_confirmed_lsn, wait_for
+from tests.harness import CDC, CdcProcess, as_url, current_wal_lsn, slot_confirmed_lsn, wait_for
 
 BOOM = """
 CREATE FUNCTION public.cdct_boom() RETURNS trigger LANGUAGE plpgsql
@@ -22,12 +22,6 @@ AS $$ BEGIN RAISE EXCEPTION 'the target says no'; END $$;
 CREATE TRIGGER cdct_boom BEFORE INSERT OR UPDATE OR DELETE ON public.t
 FOR EACH ROW EXECUTE FUNCTION public.cdct_boom();
 """
-
-
-def as_url(conninfo: str) -> str:
-    p = conninfo_to_dict(conninfo)
-    auth = str(p["user"]) + (f":{p['password']}" if p.get("password") else "")
-    return f"postgresql://{auth}@{p['host']}:{p['port']}/{p['dbname']}"
 
 
 @pytest.fixture
@@ -39,21 +33,6 @@ def target(pg_dsn: str, unique: str) -> Iterator[str]:
         yield make_conninfo(pg_dsn, dbname=name)
     finally:
         drop_database(pg_dsn, name)
-
-
-@pytest.fixture
-def role(pg_dsn: str, unique: str) -> Iterator[tuple[str, str]]:
-    """A login role with a password and without REPLICATION: (name, password)."""
-    name, password = f"cdct_sv_{unique}", f"right-{unique}"
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                sql.Identifier(name), sql.Literal(password)
-            )
-        )
-    yield name, password
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 
 
 def config(path: Path, kafka: str, prefix: str, source: str, target: str) -> Path:
