@@ -29,6 +29,8 @@ from typing import Any, Literal
 
 import orjson
 
+from cdc import __version__
+
 log = logging.getLogger(__name__)
 
 EVENT_ID_HEADER = "cdc-event-id"
@@ -47,7 +49,8 @@ UNAVAILABLE = "__debezium_unavailable_value"
 """Stands in ``after`` for an unchanged TOASTed value the source did not send (as Debezium does);
 the ``cdc-unavailable`` header lists those columns, so no real value can be mistaken for it."""
 
-VERSION = "cdc-0.1.0"
+VERSION = f"cdc-{__version__}"
+"""``source.version`` of every event."""
 
 Op = Literal["c", "u", "d", "r", "t"]
 Row = dict[str, Any]

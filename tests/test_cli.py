@@ -129,3 +129,17 @@ def test_a_probe_that_raises_is_a_fail_line_not_a_traceback(
     assert isinstance(result.exception, SystemExit), result.exception
     assert result.exit_code == 1, result.output
     assert f"FAIL  sink lite: the probe failed (RuntimeError: {command} blew up)" in result.output
+
+
+def test_one_version_string() -> None:
+    """pyproject.toml takes it from cdc.__version__; the events and --version say the same."""
+    from importlib.metadata import version  # noqa: PLC0415
+
+    from cdc import __version__  # noqa: PLC0415
+    from cdc.events import VERSION  # noqa: PLC0415
+
+    assert version("cdc") == __version__
+    assert f"cdc-{__version__}" == VERSION
+    assert CliRunner().invoke(cli, ["--version"]).output == f"cdc, version {__version__}\n"
+    pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in pyproject and "\nversion =" not in pyproject.split("[tool")[0]
