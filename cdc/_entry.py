@@ -1,7 +1,7 @@
 """The console script's first lines: catch SIGTERM/SIGINT before the heavy imports.
 
 Importing the CLI (kafka-python, psycopg, pydantic) takes about a second; a SIGTERM in that window
-would kill the process with the default action instead of a clean exit 0 (SPEC §3). The signal is
+would kill the process with the default action instead of a clean exit 0. The signal is
 noted here and honoured as soon as the command is ready to stop.
 """
 

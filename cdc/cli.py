@@ -1,6 +1,6 @@
 """The ``cdc`` command line: ``run``, ``check``, ``status`` and ``snapshot``.
 
-Exit codes (SPEC §3): 0 clean stop, 1 runtime failure, 2 bad usage or bad configuration. This is
+Exit codes: 0 clean stop, 1 runtime failure, 2 bad usage or bad configuration. This is
 the only module that configures logging handlers or writes to the terminal.
 """
 

@@ -80,7 +80,7 @@ class CdcProcess:
         self.proc.wait(10)
         self._log.close()
 
-    def stop(self, timeout_s: float = 10) -> int:  # SPEC §3: exit within 10 s
+    def stop(self, timeout_s: float = 10) -> int:  # cdc exits within 10 s of SIGTERM
         self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout_s)
         self._log.close()

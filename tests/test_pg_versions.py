@@ -56,7 +56,7 @@ KILLS = int(os.environ.get("CDC_TEST_PG_MATRIX_KILLS", "2"))
 
 def _plugins(version: int) -> list[str]:
     # Debian's postgresql-NN-wal2json is the only wal2json build here (NN = 15); the default
-    # server has wal2json (SPEC §2).
+    # server has wal2json (the devstack's).
     has_wal2json = Path(f"/usr/lib/postgresql/{version}/lib/wal2json.so").exists()
     return ["pgoutput", "wal2json"] if has_wal2json or not version else ["pgoutput"]
 
