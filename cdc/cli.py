@@ -155,10 +155,9 @@ def _tune_gc() -> None:
     """Keep the cyclic garbage collector off the hot path.
 
     Every event allocates a few dozen dicts and lists, so CPython's default (a collection every
-    700 allocations, and full ones over every object alive) spent up to a third of the
-    connector's time walking objects that were never garbage: the modules loaded at start
-    (frozen here, so never walked again) and the records in flight. Events hold no reference
-    cycles; collections stay on, only rarer.
+    700 allocations, and full ones over every object alive) kept walking objects that were
+    never garbage: the modules loaded at start (frozen here, so never walked again) and the
+    records in flight. Events hold no reference cycles; collections stay on, only rarer.
     """
     gc.collect()
     gc.freeze()

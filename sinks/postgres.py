@@ -108,8 +108,7 @@ class _Table:
     """Column name -> type, as created (``format_type``)."""
     key: tuple[str, ...] = ()
     statements: dict[tuple[Any, ...], bytes] = field(default_factory=dict)
-    """Its DML as rendered, by kind and columns: a batch does not compose its SQL again
-    (composing took a tenth of a small batch's apply)."""
+    """Its DML as rendered, by kind and columns: a batch does not compose its SQL again."""
     checked: set[tuple[str, str]] = field(default_factory=set)
     """``(column, source type)`` pairs the table already holds or was widened for."""
 
@@ -140,14 +139,14 @@ class PostgresTarget:
             self.conn.execute(BOOKKEEPING)
             # A batch's commit need not wait for its WAL to reach disk: the consumed offsets
             # commit in the same transaction, so a crash that loses the last batches loses their
-            # offsets with them, and they are read from Kafka and applied again. This took a WAL
-            # flush off every batch (p99 commit -> sink row at 5 000 changes/s: 370 -> 231 ms).
+            # offsets with them, and they are read from Kafka and applied again. This takes a WAL
+            # flush off every batch.
             self.conn.execute("SET synchronous_commit = off")
             # Every join the sink makes is a batch's rows probing the target by its key, so a
             # nested loop over the key's index is always the plan wanted. The planner cannot
             # know it: it takes a batch for 100 rows, and the generic plan of a prepared
             # statement, made while the table was small, hashed the whole target for every
-            # batch (a DELETE of 10 rows: 5 ms at 13 000 rows, growing with the table).
+            # batch, a cost growing with the table.
             self.conn.execute("SET enable_hashjoin = off")
             self.conn.execute("SET enable_mergejoin = off")
         self.tables: dict[str, _Table] = {}
@@ -570,8 +569,7 @@ class PostgresTarget:
                 for c in [*written, *VERSION_COLUMNS]
             )
             # OFFSET 0 keeps the delete-marker check a per-row index probe: joined, the planner
-            # hashed all of cdc.deletes for every batch (17 ms for 20 000 markers and 200 rows,
-            # growing with every delete ever applied; probed: 5 ms, whatever the markers).
+            # hashed all of cdc.deletes for every batch, a cost growing with every delete.
             return sql.SQL(
                 "INSERT INTO {tgt} AS t ({cols}) SELECT {values} FROM {rows} s"
                 " WHERE NOT EXISTS (SELECT 1 FROM cdc.deletes d WHERE d.target = %s"
@@ -747,11 +745,11 @@ plan (None when the table's truncate floor is not known yet)."""
 def _rows(events: Iterable[SinkEvent], key: bool, image: bool, floats: bool = False) -> str:
     """Each event's ``[key, lsn, index, after image]`` (key and image null when not wanted), as
     one JSON array: the parameter of :data:`ROWS`. A batch travels in the statement that applies
-    it: no stage table to fill, analyze and empty for every batch (five statements whose cost, in
-    the small batches of a steady load, was most of the apply's). PostgreSQL takes each value
+    it: no stage table to fill, analyze and empty for every batch (five statements that
+    dominated small batches). PostgreSQL takes each value
     out as text (``->>``, the text its input function reads: what :func:`_text` makes in
-    Python): one encoder call per batch instead of a Python call per value. msgspec's: twice
-    orjson's speed here (0.22 against 0.47 µs an OLTP row), and it writes integers of any size,
+    Python): one encoder call per batch instead of a Python call per value. msgspec's: faster
+    than orjson's here, and it writes integers of any size,
     which events of other producers may carry (decoded exactly by :mod:`cdc.records`).
 
     ``floats``: the images may hold floats (a column's type is a float's, or unknown). A
@@ -759,7 +757,7 @@ def _rows(events: Iterable[SinkEvent], key: bool, image: bool, floats: bool = Fa
     number became ``0``), and ``->>`` hands the string to the column's input function as it is.
     Only such batches are searched, and only those whose JSON holds ``-0.0,`` or ``-0.0}`` are
     encoded again. (Reading the batch as ``json`` keeps every number's text too, but ``->>``
-    then parses a row once per column: the apply took about three times as long.)"""
+    then parses a row once per column, which slows the apply.)"""
     rows = [
         (e.key if key else None, e.version[0], e.version[1], e.after if image else None)
         for e in events

@@ -108,7 +108,7 @@ class Catalog(Protocol):
 @dataclass(slots=True)
 class Begin:
     """Never changed once made; not ``frozen``, which makes building one, for every
-    transaction, three times slower."""
+    transaction, slower."""
 
     xid: int
     commit_lsn: int
@@ -319,8 +319,8 @@ class RowDecoder:
                 complete = after is not None and not unavailable
                 shape = self._learn(schema, table, len(image), types, complete=complete)
             missing = shape[1]
-        # Positional, in the order of Change's fields: a third of the time of keywords, for
-        # every row change.
+        # Positional, in the order of Change's fields: faster than keywords, for every row
+        # change.
         return Change(
             op,
             schema,

@@ -265,7 +265,7 @@ class PgOutputDecoder(RowDecoder):
                     f"pgoutput sent a value of kind {chr(kind)!r} for {rel.schema}.{rel.table}"
                     f".{rel.names[len(values)]} (only text values are asked for)"
                 )
-        # One dict from two lists: a third faster than setting the columns one by one.
+        # One dict from two lists: faster than setting the columns one by one.
         return dict(zip(rel.names, values, strict=True)), tuple(unavailable), pos
 
     def _describe(self, payload: bytes) -> None:

@@ -79,11 +79,9 @@ BACKOFF_MAX_S = 30.0
 PROGRESS_LOG_S = 30.0
 GATHER_S = 0.001
 """When a read had to wait for the server and then brought only a few messages, wait this long
-for more before handling them: at 5 000 changes/s the reading thread woke about 940 times a second
-for five messages each, and each wake-up costs. Waiting 1 ms took its CPU from 37 % to 31-35 %
-(wake-ups 940 -> 750-840/s), well inside the producer's own 5 ms linger. Never while messages are
-already waiting: a backlog of large messages comes a few per read, and sleeping between those
-reads cut the connector to a fifth on the wide-rows bench (9 855 -> 1 815 changes/s)."""
+for more before handling them: each wake-up of the reading thread costs, and this is well inside
+the producer's linger. Never while messages are already waiting: a backlog of large messages comes
+a few per read, and sleeping between those reads would cut the throughput."""
 GATHER_BELOW = 50
 TABLES_LOOK_S = 5.0
 """How often the stream loop looks for captured tables that appeared (to add them to a
