@@ -81,20 +81,9 @@ def test_schema_changes_are_followed_by_both_sinks(
         conn.execute("CREATE TABLE u (id int PRIMARY KEY, v text)")
         conn.execute("INSERT INTO u SELECT g, 'u' || g FROM generate_series(1, 10) g")
     replica_name = f"cdct_replica_{unique}"
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(replica_name)))
-    replica = make_conninfo(pg_dsn, dbname=replica_name)
-    lite = tmp_path / "replica.db"
     prefix = f"sc{unique}"
-    config = tmp_path / "cdc.toml"
-    config.write_text(
-        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
-        f'[[connectors]]\nname = "{prefix}"\ndsn = "{database}"\nplugin = "{plugin}"\n'
-        f'[[sinks]]\nname = "pg"\ntype = "postgres"\ntopics = ["{prefix}.public.*"]\n'
-        f'dsn = "{replica}"\n'
-        f'[[sinks]]\nname = "lite"\ntype = "sqlite"\ntopics = ["{prefix}.public.*"]\n'
-        f'path = "{lite}"\n'
-    )
+    replica, lite, config = _pipeline(tmp_path, pg_dsn, replica_name)
+    config.write_text(_config(prefix, database, plugin, kafka_bootstrap, replica, lite))
     cdc = CdcProcess(config, tmp_path / "cdc.log")
     try:
         settle = _Settler(database, replica, lite, kafka_bootstrap, prefix, cdc)
@@ -139,6 +128,39 @@ def test_schema_changes_are_followed_by_both_sinks(
             assert ": reading it again" in cdc.output()
     finally:
         drop_database(pg_dsn, replica_name)
+
+
+def _pipeline(tmp_path: Path, pg_dsn: str, replica_name: str) -> tuple[str, Path, Path]:
+    """A replica database made for the test (the caller drops it): its DSN, the SQLite
+    file's path and the config file's path."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(replica_name)))
+    return (
+        make_conninfo(pg_dsn, dbname=replica_name),
+        tmp_path / "replica.db",
+        tmp_path / "cdc.toml",
+    )
+
+
+def _config(
+    prefix: str,
+    database: str,
+    plugin: str,
+    kafka: str,
+    replica: str,
+    lite: Path,
+    kafka_extra: str = "",
+    sink: str = "",
+) -> str:
+    """One connector and both sinks on its topics; ``sink`` is added to each sink's table."""
+    return (
+        f'[kafka]\nbootstrap_servers = "{kafka}"\n{kafka_extra}'
+        f'[[connectors]]\nname = "{prefix}"\ndsn = "{database}"\nplugin = "{plugin}"\n'
+        f'[[sinks]]\nname = "pg"\ntype = "postgres"\ntopics = ["{prefix}.public.*"]\n'
+        f'dsn = "{replica}"\n{sink}'
+        f'[[sinks]]\nname = "lite"\ntype = "sqlite"\ntopics = ["{prefix}.public.*"]\n'
+        f'path = "{lite}"\n{sink}'
+    )
 
 
 class _Settler:
@@ -239,19 +261,19 @@ def test_dropped_columns_kept_or_dropped(
             " FROM generate_series(1, 12) g"
         )
     replica_name = f"cdct_replica_{unique}"
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(replica_name)))
-    replica = make_conninfo(pg_dsn, dbname=replica_name)
-    lite = tmp_path / "replica.db"
     prefix = f"dc{unique}"
-    config = tmp_path / "cdc.toml"
+    replica, lite, config = _pipeline(tmp_path, pg_dsn, replica_name)
     config.write_text(
-        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n[kafka.topics]\npartitions = 3\n'
-        f'[[connectors]]\nname = "{prefix}"\ndsn = "{database}"\nplugin = "{plugin}"\n'
-        f'[[sinks]]\nname = "pg"\ntype = "postgres"\ntopics = ["{prefix}.public.*"]\n'
-        f'dsn = "{replica}"\ndropped_columns = "{mode}"\n'
-        f'[[sinks]]\nname = "lite"\ntype = "sqlite"\ntopics = ["{prefix}.public.*"]\n'
-        f'path = "{lite}"\ndropped_columns = "{mode}"\n'
+        _config(
+            prefix,
+            database,
+            plugin,
+            kafka_bootstrap,
+            replica,
+            lite,
+            kafka_extra="[kafka.topics]\npartitions = 3\n",
+            sink=f'dropped_columns = "{mode}"\n',
+        )
     )
     cdc = CdcProcess(config, tmp_path / "cdc.log")
     try:
