@@ -470,26 +470,21 @@ class SqliteTarget:
 
     def _ensure_table(self, name: str, events: list[SinkEvent]) -> None:
         wanted, defaults, key = _wanted(events)
-        known = self.columns.get(name)
-        if known is None:
-            rows = self.db.execute(f"PRAGMA table_info({quote(name)})").fetchall()
-            if not rows:
-                defs = [_column(c, t, defaults.get(c)) for c, t in wanted.items()]
-                defs += ["_cdc_lsn INTEGER NOT NULL", "_cdc_index INTEGER NOT NULL"]
-                if key:
-                    defs.append(f"PRIMARY KEY ({', '.join(quote(k) for k in key)})")
-                else:  # rows told apart by the inserting event, found by a content hash
-                    defs += ["_cdc_row TEXT", "UNIQUE (_cdc_lsn, _cdc_index)"]
-                self.db.execute(f"CREATE TABLE {quote(name)} ({', '.join(defs)})")
-                if not key:
-                    self.db.execute(
-                        f"CREATE INDEX {quote(name + '__cdc_row')} ON {quote(name)} (_cdc_row)"
-                    )
-                log.info("created table %s", name)
-                rows = self.db.execute(f"PRAGMA table_info({quote(name)})").fetchall()
-            known = {str(r[1]): str(r[2]) for r in rows}
-            self.keys[name] = tuple(str(r[1]) for r in sorted(rows, key=lambda r: r[5]) if r[5])
-            self.columns[name] = known
+        if not self._exists(name):
+            defs = [_column(c, t, defaults.get(c)) for c, t in wanted.items()]
+            defs += ["_cdc_lsn INTEGER NOT NULL", "_cdc_index INTEGER NOT NULL"]
+            if key:
+                defs.append(f"PRIMARY KEY ({', '.join(quote(k) for k in key)})")
+            else:  # rows told apart by the inserting event, found by a content hash
+                defs += ["_cdc_row TEXT", "UNIQUE (_cdc_lsn, _cdc_index)"]
+            self.db.execute(f"CREATE TABLE {quote(name)} ({', '.join(defs)})")
+            if not key:
+                self.db.execute(
+                    f"CREATE INDEX {quote(name + '__cdc_row')} ON {quote(name)} (_cdc_row)"
+                )
+            log.info("created table %s", name)
+            self._exists(name)
+        known = self.columns[name]
         for column, kind in wanted.items():
             if column not in known:
                 # Rows that predate the column hold its default at the source (cdc-missing).
