@@ -51,6 +51,7 @@ from cdc.kafka import (
     list_offsets,
 )
 from cdc.records import BadRecord, SinkEvent, parse_record
+from cdc.retry import Backoff, Stopped, retried
 from cdc.runstate import dlq_since
 
 log = logging.getLogger(__name__)
@@ -290,19 +291,18 @@ class SinkRuntime:
         # each statement's result; at Python's 5 ms switch interval it waited up to that long
         # behind the consuming thread's parsing every time, with the target idle meanwhile.
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
-        delay = 1.0
-        while not stop.is_set():
-            began = time.monotonic()
-            try:
-                self._session(stop, started)
-            except CdcError as e:
-                if not e.retriable:
-                    raise
-                if time.monotonic() - began > BACKOFF_MAX_S * 2:
-                    delay = 1.0  # a session that lasted: this is a new trouble, not the same
-                log.warning("%s: %s; restarting in %.0f s", self.subject, e, delay)
-                stop.wait(delay)
-                delay = min(delay * 2, BACKOFF_MAX_S)
+        try:
+            retried(
+                lambda: self._session(stop, started),
+                stop=stop,
+                retry_on=CdcError,
+                when=lambda e: isinstance(e, CdcError) and e.retriable,
+                log=log,
+                what=self.subject,
+                backoff=Backoff(max_s=BACKOFF_MAX_S, reset_after_s=BACKOFF_MAX_S * 2),
+            )
+        except Stopped:
+            return
 
     def _session(self, stop: threading.Event, started: threading.Event | None) -> None:
         options = client_options(self.kafka)
@@ -444,16 +444,14 @@ class SinkRuntime:
             self.target = None
 
     def _connect_target(self, stop: threading.Event) -> Target:
-        delay = 1.0
-        while True:
-            try:
-                return self.target_factory()
-            except TargetUnavailable as e:
-                if stop.is_set():
-                    raise
-                log.warning("%s: %s; retrying in %.0f s", self.subject, e, delay)
-                stop.wait(delay)
-                delay = min(delay * 2, BACKOFF_MAX_S)
+        return retried(
+            self.target_factory,
+            stop=stop,
+            retry_on=TargetUnavailable,
+            log=log,
+            what=self.subject,
+            backoff=Backoff(max_s=BACKOFF_MAX_S),
+        )
 
     def _reconnect_target(self, stop: threading.Event) -> None:
         self._close_target()  # it is broken already; closing is courtesy
@@ -566,21 +564,28 @@ class SinkRuntime:
             if dead:
                 self._dead_letter(dead)
 
-        delay = 1.0
-        while True:
+        def apply() -> None:
             assert self.target is not None
-            try:
-                self.target.apply(self.group_id, events, offsets, before_commit, plan)
-                break
-            except (TargetUnavailable, KafkaUnavailable) as e:
-                # The store (or the DLQ) is down, not the records: the same batch again, later.
-                self.progress.reset()  # nobody's fault that nothing was applied meanwhile
-                log.warning("%s: %s; retrying the batch in %.0f s", self.subject, e, delay)
-                if stop.wait(delay):
-                    return  # stopping: the batch was not committed and will be read again
-                delay = min(delay * 2, BACKOFF_MAX_S)
-                if isinstance(e, TargetUnavailable):
-                    self._reconnect_target(stop)
+            self.target.apply(self.group_id, events, offsets, before_commit, plan)
+
+        def again(e: BaseException) -> None:
+            # The store (or the DLQ) is down, not the records: the same batch again.
+            self.progress.reset()  # nobody's fault that nothing was applied meanwhile
+            if isinstance(e, TargetUnavailable):
+                self._reconnect_target(stop)
+
+        try:
+            retried(
+                apply,
+                stop=stop,
+                retry_on=(TargetUnavailable, KafkaUnavailable),
+                log=log,
+                what=self.subject,
+                backoff=Backoff(max_s=BACKOFF_MAX_S),
+                before_retry=again,
+            )
+        except Stopped:
+            return  # stopping: the batch was not committed and will be read again
         self.applied += len(events)
 
     def _dead_letter(self, dead: list[Rejected]) -> None:

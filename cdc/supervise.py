@@ -16,34 +16,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from cdc.errors import CdcError, describe, is_permanent
+from cdc.retry import Backoff
 
 log = logging.getLogger(__name__)
 
 Work = Callable[[threading.Event, threading.Event], None]
 """A worker's ``run(stop, started)``: returns when done or stopped, sets ``started`` once it
 has everything it needs (connections, slot, consumer group), raises when it fails."""
-
-
-@dataclass
-class Backoff:
-    """Delays that double from ``first_s`` up to ``max_s``, and start over after a worker ran
-    ``reset_after_s`` before failing: then it is a new incident, not the same one again."""
-
-    first_s: float = 1.0
-    max_s: float = 60.0
-    reset_after_s: float = 60.0
-    _next_s: float = field(default=0.0, init=False)
-
-    def delay(self, ran_s: float) -> float:
-        """The wait before the next attempt of a worker that failed after ``ran_s`` seconds."""
-        if self._next_s == 0.0 or ran_s >= self.reset_after_s:
-            self._next_s = self.first_s
-        delay = self._next_s
-        self._next_s = min(delay * 2, self.max_s)
-        return delay
 
 
 class Supervised:

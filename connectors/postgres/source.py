@@ -35,6 +35,7 @@ from cdc.globs import TableSelector, compile_globs, is_plain
 from cdc.kafka import BUFFER_BYTES, AnyPublisher, ConfluentPublisher, open_publisher
 from cdc.oversized import Oversized
 from cdc.pgerrors import refused
+from cdc.retry import Backoff, Stopped, retried
 from connectors.postgres.catalog import PostgresCatalog, selected_tables
 from connectors.postgres.check import own_tables
 from connectors.postgres.decoding import Begin, Commit
@@ -135,19 +136,16 @@ class PostgresSource:
         """Keep a session up until ``stop``, reconnecting after retriable failures; set
         ``started`` once snapshotting or streaming (see :class:`cdc.plugins.Connector`)."""
         self._started = started
-        delay = 1.0
-        while not stop.is_set() and not self.finished:
-            began = time.monotonic()
-            try:
-                self._session(stop)
-            except CdcError as e:
-                if not e.retriable:
-                    raise
-                if time.monotonic() - began > 60:
-                    delay = 1.0  # it ran a good while: this is a new incident
-                log.warning("%s: %s; retrying in %.0f s", self.subject, e, delay)
-                stop.wait(delay)
-                delay = min(delay * 2, BACKOFF_MAX_S)
+        with contextlib.suppress(Stopped):
+            retried(
+                lambda: self._session(stop),
+                stop=stop,
+                retry_on=CdcError,
+                when=lambda e: isinstance(e, CdcError) and e.retriable,
+                log=log,
+                what=self.subject,
+                backoff=Backoff(max_s=BACKOFF_MAX_S),
+            )
 
     def _session(self, stop: threading.Event) -> None:
         c = self.config
