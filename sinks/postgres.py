@@ -31,11 +31,11 @@ from psycopg import sql
 
 from cdc.columns import Ledger, follow, strip
 from cdc.config import KafkaConfig, PostgresSinkConfig
-from cdc.consumer import Partition, SinkRuntime, TargetUnavailable, consumer_lag
 from cdc.errors import describe
 from cdc.findings import Finding
 from cdc.pgerrors import refused, unreachable
 from cdc.records import SinkEvent, Version, by_shape, by_table, collapse, incomplete, row_hash
+from cdc.sink import Partition, SinkRuntime, TargetUnavailable, consumer_lag
 from cdc.sqltext import TypeName, with_params
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class _Table:
 
 
 class PostgresTarget:
-    """:class:`cdc.consumer.Target` over a PostgreSQL database."""
+    """:class:`cdc.sink.Target` over a PostgreSQL database."""
 
     def __init__(self, config: PostgresSinkConfig) -> None:
         self.config = config

@@ -30,9 +30,9 @@ import orjson
 
 from cdc.columns import Ledger, follow, strip
 from cdc.config import KafkaConfig, SqliteSinkConfig
-from cdc.consumer import Partition, SinkRuntime, TargetUnavailable, consumer_lag
 from cdc.findings import Finding
 from cdc.records import SinkEvent, Version, by_shape, by_table, collapse, incomplete, row_hash
+from cdc.sink import Partition, SinkRuntime, TargetUnavailable, consumer_lag
 
 log = logging.getLogger(__name__)
 
@@ -110,13 +110,13 @@ class SqliteSink:
 
 
 class SqliteTarget:
-    """:class:`cdc.consumer.Target` over a SQLite file."""
+    """:class:`cdc.sink.Target` over a SQLite file."""
 
     def __init__(self, config: SqliteSinkConfig) -> None:
         self.config = config
         try:
             # The runtime applies batches on its applier thread and reads offsets on its own,
-            # never both at once (cdc.consumer): the connection may move between them.
+            # never both at once (cdc.sink): the connection may move between them.
             self.db = sqlite3.connect(
                 config.path, isolation_level=None, timeout=30, check_same_thread=False
             )

@@ -1,6 +1,6 @@
 """One contract, every sink: the same event streams applied in hostile ways give the same table.
 
-The suite drives each :class:`cdc.consumer.Target` directly (PostgreSQL on the devstack, SQLite in a
+The suite drives each :class:`cdc.sink.Target` directly (PostgreSQL on the devstack, SQLite in a
 temporary file) with a seeded stream of events for one table, and checks against a model:
 duplicates, replays of any suffix and from offset zero, older events of a key after newer ones, a
 batch that fails before commit; and, while replaying, that no row ever shows an older version
@@ -23,9 +23,9 @@ import psycopg
 import pytest
 
 from cdc.config import PostgresSinkConfig, SqliteSinkConfig
-from cdc.consumer import Target
 from cdc.events import UNAVAILABLE
 from cdc.records import SinkEvent, parse_record
+from cdc.sink import Target
 from sinks.postgres import PostgresTarget
 from sinks.sqlite import SqliteTarget
 from tests.harness import waiting_on

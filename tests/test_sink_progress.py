@@ -1,4 +1,4 @@
-"""The sinks' watchdog (:class:`cdc.consumer.Progress`): records that wait while nothing is
+"""The sinks' watchdog (:class:`cdc.sink.runtime.Progress`): records that wait while nothing is
 applied start a new consumer session; records that are applied, or none waiting, never do. And
 positioning after an assignment survives a rebalance that takes a partition away meanwhile, and
 a topic so new that Kafka's metadata names no leader for it yet."""
@@ -19,11 +19,14 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import LeaderNotAvailableError
 
-from cdc import consumer
 from cdc.config import KafkaConfig, SqliteSinkConfig
-from cdc.consumer import Progress, SinkRuntime, _TopicWatch, subscription_pattern
 from cdc.errors import KafkaUnavailable
 from cdc.kafka import ConfluentTopicLister, list_offsets
+from cdc.sink import lag
+from cdc.sink import runtime as sink_runtime
+from cdc.sink import watch as sink_watch
+from cdc.sink.runtime import Progress, SinkRuntime
+from cdc.sink.watch import TopicWatch, subscription_pattern
 from sinks.sqlite import SqliteTarget
 from tests.harness import wait_for
 from tests.test_sink_dlq import TYPES, envelope
@@ -77,8 +80,9 @@ def test_a_consumer_that_reads_nothing_is_replaced_and_the_records_applied(
 ) -> None:
     """Integration (devstack Kafka, a SQLite target): the first session's consumer hears nothing,
     as kafka-python's did when it stalled; the watchdog must start a session that applies."""
-    monkeypatch.setattr(consumer, "STALL_S", 2.0)
-    monkeypatch.setattr(consumer, "TOPIC_LOOK_S", 0.5)
+    monkeypatch.setattr(sink_runtime, "STALL_S", 2.0)
+    monkeypatch.setattr(sink_runtime, "TOPIC_LOOK_S", 0.5)
+    monkeypatch.setattr(sink_watch, "TOPIC_LOOK_S", 0.5)
     topic = f"stall{unique}.public.items"
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     admin.create_topics([NewTopic(topic, 1, 1)])
@@ -119,7 +123,7 @@ def test_a_consumer_that_reads_nothing_is_replaced_and_the_records_applied(
     )
     stop = threading.Event()
     thread = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
-    caplog.set_level(logging.WARNING, logger="cdc.consumer")
+    caplog.set_level(logging.WARNING, logger="cdc.sink.runtime")
     thread.start()
     try:
         wait_for(lambda: runtime.applied == 3, 60, "the records to be applied")
@@ -241,7 +245,7 @@ def test_the_topic_watch_lists_a_topic_before_its_offsets_can_be() -> None:
         def close(self) -> None:
             pass
 
-    watch = _TopicWatch(cast(Any, NewTopicClient()), re.compile(r"(?!.*[.]dlq$)src\."))
+    watch = TopicWatch(cast(Any, NewTopicClient()), re.compile(r"(?!.*[.]dlq$)src\."))
     try:
         wait_for(lambda: watch.found is not None, 5, "the first listing")
         assert watch.found == {"src.public.a"}  # subscribed to now; its offsets come later
@@ -288,7 +292,7 @@ def test_a_partition_reassigned_while_positioned_is_positioned_again() -> None:
     a, b = TopicPartition("t", 0), TopicPartition("t", 1)
     fake = _Revoking({a, b}, failing=None, error=ValueError(), revoke=False)
     runtime = runtime_with(fake)
-    listener = consumer._Unseek(runtime)
+    listener = sink_runtime._Unseek(runtime)
     real_seek = fake.seek
 
     def seek_then_rebalance(tp: TopicPartition, offset: int) -> None:
@@ -327,8 +331,8 @@ def test_status_of_a_sink_whose_new_topic_has_no_leader_yet_is_a_warning(
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr(consumer, "KafkaConsumer", Leaderless)
-    findings = consumer._lag(
+    monkeypatch.setattr(lag, "KafkaConsumer", Leaderless)
+    findings = lag._lag(
         "sink s", "g", ("src.*",), KafkaConfig(bootstrap_servers=("x:1",)), cast(Any, _Stored())
     )
     assert [f.render() for f in findings] == [
@@ -364,13 +368,13 @@ def test_the_topic_watch_finds_topics_and_their_offsets(
     ranges = {(topic, 0): (0, 3), (topic, 1): (0, 2)}
     pattern = re.compile(subscription_pattern([topic, f"watch{unique}.missing"]))
     for names in ([topic, f"watch{unique}.missing"], None):
-        watch = _TopicWatch(lister(), pattern, names)
+        watch = TopicWatch(lister(), pattern, names)
         try:
             wait_for(lambda w=watch: w.ranges == ranges, 30, f"the offsets, names {names}")
             assert watch.found == {topic}
         finally:
             watch.close()
-    globbed = _TopicWatch(lister(), re.compile(subscription_pattern([f"watch{unique}.*"])))
+    globbed = TopicWatch(lister(), re.compile(subscription_pattern([f"watch{unique}.*"])))
     try:
         wait_for(lambda: len(globbed.ranges) == 3, 30, "the offsets of both topics")
         assert globbed.found == {topic, other}
@@ -401,7 +405,7 @@ def test_a_watch_of_plain_names_never_lists_every_topic() -> None:
             pass
 
     client = NamedOnly()
-    watch = _TopicWatch(cast(Any, client), re.compile("x"), ["src.public.a", "src.public.b"])
+    watch = TopicWatch(cast(Any, client), re.compile("x"), ["src.public.a", "src.public.b"])
     try:
         wait_for(lambda: watch.ranges != {}, 5, "the first look")
     finally:

@@ -18,19 +18,17 @@ batch in flight has committed, and no two threads ever use the target at once.
 
 from __future__ import annotations
 
-__all__ = ["Rejected", "SinkRuntime", "Target", "consumer_lag", "subscription_pattern"]
+__all__ = ["Progress", "SinkRuntime"]
 
 import contextlib
-import fnmatch
 import logging
 import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -38,8 +36,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, LeaderNotAvailableError, TopicAlreadyExistsError
 
 from cdc.config import KafkaConfig
-from cdc.errors import CdcError, KafkaUnavailable, Refused, describe
-from cdc.findings import Finding
+from cdc.errors import CdcError, KafkaUnavailable, describe
 from cdc.globs import is_plain
 from cdc.kafka import (
     SINK_FETCH_BYTES,
@@ -52,16 +49,21 @@ from cdc.kafka import (
 )
 from cdc.records import BadRecord, SinkEvent, parse_record
 from cdc.retry import Backoff, Stopped, retried
-from cdc.runstate import dlq_since
+from cdc.sink.target import (
+    DLQ_SUFFIX,
+    Partition,
+    Rejected,
+    Target,
+    TargetUnavailable,
+    partition_names,
+)
+from cdc.sink.watch import TOPIC_LOOK_S, TopicWatch, subscription_pattern
 
 log = logging.getLogger(__name__)
 
-DLQ_SUFFIX = ".dlq"
 BACKOFF_MAX_S = 30.0
-TOPIC_LOOK_S = 5.0
 STALL_S = 30.0
 SWITCH_INTERVAL_S = 0.0005
-Partition = tuple[str, int]
 
 
 class _Prepared(NamedTuple):
@@ -71,120 +73,6 @@ class _Prepared(NamedTuple):
     offsets: dict[Partition, int]
     plan: Any
     """What the target's ``plan`` made of the events, if it has one (see :class:`Target`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A record that will not be applied, and why."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-    reason: str
-
-
-class Target(Protocol):
-    """A store events are applied to, idempotently.
-
-    Each :meth:`apply` is one atomic transaction: the events' effects and the new offsets are
-    committed together or not at all. Applying any event again, in any order, never changes the
-    result and never moves a row back to an older version (``SinkEvent.version``).
-    """
-
-    def stored_offsets(self, group: str, partitions: Sequence[Partition]) -> dict[Partition, int]:
-        """The next offset to read per partition, as last committed; absent when never."""
-        ...
-
-    def apply(
-        self,
-        group: str,
-        events: Sequence[SinkEvent],
-        offsets: dict[Partition, int],
-        before_commit: Callable[[list[tuple[SinkEvent, str]]], None],
-        plan: Any = None,
-    ) -> None:
-        """Apply ``events``, store ``offsets``; call ``before_commit`` with the events the store
-        rejected (and their reasons) just before committing, inside the transaction.
-
-        A target may also have ``plan(events)``, which the runtime then calls on its consuming
-        thread, while the batch before is applied, and passes its result here as ``plan``: work
-        done there is off the applying thread. Whatever ``plan`` assumed, ``apply`` checks."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class TargetUnavailable(CdcError):
-    """The target store cannot be reached: retry the same batch, never skip it."""
-
-    retriable = True
-
-
-def subscription_pattern(globs: Sequence[str]) -> str:
-    """One regex for the topic globs, never matching dead-letter topics."""
-    # fnmatch.translate anchors each glob at the end; the consumer matches from the start.
-    alternatives = "|".join(fnmatch.translate(g) for g in globs)
-    return f"(?!.*[.]dlq$)(?:{alternatives})"
-
-
-class _TopicWatch:
-    """The topics matching a sink's globs and their partitions' offset range, looked up every
-    ``TOPIC_LOOK_S`` on a thread of its own with a client of its own. kafka-python's metadata
-    and offset requests block: made on the consuming thread, every few seconds they held back
-    the batches behind them."""
-
-    def __init__(
-        self,
-        client: KafkaConsumer | ConfluentTopicLister,
-        pattern: re.Pattern[str],
-        names: Sequence[str] | None = None,
-    ) -> None:
-        self.found: set[str] | None = None
-        """None until the first listing; then replaced whole (never mutated) on each look."""
-        self.ranges: dict[Partition, tuple[int, int]] = {}
-        """(first offset, next offset to be written) of every partition of ``found``."""
-        self._client = client
-        self._pattern = pattern
-        self._names = names
-        """The topics, when the sink names them plainly: then only they are asked for, not the
-        metadata of every topic in the cluster (tens of ms of Python with thousands)."""
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="cdc-topics", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._closed.is_set():
-            try:
-                self._look()
-            except (KafkaError, KafkaUnavailable) as e:  # the consumer sees the same outage
-                log.debug("listing topics failed: %s", describe(e))
-            except Exception:  # a client bug must not end the watch: no new topic would be read
-                log.exception("listing topics failed")
-            self._closed.wait(TOPIC_LOOK_S)
-
-    def _look(self) -> None:
-        client = self._client
-        if self._names is not None:
-            # Each name's partitions asked once: the lookup is what tells that it exists.
-            known = {t: client.partitions_for_topic(t) for t in self._names}
-            found = {t for t, p in known.items() if p}
-            partitions = [TopicPartition(t, p) for t in sorted(found) for p in known[t] or ()]
-        else:
-            found = {t for t in client.topics() if self._pattern.match(t)}
-            partitions = _partitions(client, found)
-        self.found = found  # the subscription needs no offsets: a new topic is read at once
-        first = list_offsets(client, partitions)
-        end = list_offsets(client, partitions, end=True)
-        self.ranges = {(tp.topic, tp.partition): (first[tp], end[tp]) for tp in partitions}
-
-    def close(self) -> None:
-        self._closed.set()
-        self._thread.join(1.0)  # a look in flight may take long when Kafka is away: no wait
-        if not self._thread.is_alive():
-            self._client.close()
 
 
 class Progress:
@@ -240,12 +128,12 @@ class _Unseek(ConsumerRebalanceListener):  # type: ignore[misc]
     def on_partitions_revoked(self, revoked: Any) -> None:
         self.runtime.rebalances += 1
         self.runtime.positioned.difference_update(revoked)
-        log.info("%s: partitions revoked: %s", self.runtime.subject, _names(revoked))
+        log.info("%s: partitions revoked: %s", self.runtime.subject, partition_names(revoked))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         self.runtime.rebalances += 1
         self.runtime.positioned.difference_update(assigned)
-        log.info("%s: partitions assigned: %s", self.runtime.subject, _names(assigned))
+        log.info("%s: partitions assigned: %s", self.runtime.subject, partition_names(assigned))
 
 
 class SinkRuntime:
@@ -333,7 +221,7 @@ class SinkRuntime:
                     if self.kafka.consumer.client == "confluent-kafka"
                     else KafkaConsumer(**options, enable_auto_commit=False)
                 )
-                watch = _TopicWatch(lister, re.compile(self.pattern), self.names)
+                watch = TopicWatch(lister, re.compile(self.pattern), self.names)
                 opened.callback(watch.close)
             except KafkaError as e:
                 raise kafka_failure(f"Kafka: {describe(e)}", e) from e
@@ -348,7 +236,7 @@ class SinkRuntime:
             except KafkaError as e:
                 raise kafka_failure(f"Kafka: {describe(e)}", e) from e
 
-    def _consume(self, stop: threading.Event, watch: _TopicWatch) -> None:
+    def _consume(self, stop: threading.Event, watch: TopicWatch) -> None:
         """Poll and parse here while the previous batch is applied on the applier thread: the
         target's own work (a PostgreSQL backend, SQLite's I/O) overlaps ours. Batches are still
         applied one at a time, in order, and every other use of the target waits for the batch
@@ -366,7 +254,7 @@ class SinkRuntime:
             applier.shutdown(wait=True)
 
     def _poll_loop(
-        self, stop: threading.Event, watch: _TopicWatch, applier: ThreadPoolExecutor
+        self, stop: threading.Event, watch: TopicWatch, applier: ThreadPoolExecutor
     ) -> None:
         assert self.consumer is not None
         log.info("%s: consuming topics matching %s", self.subject, self.pattern)
@@ -418,7 +306,7 @@ class SinkRuntime:
             # the applying thread, which has none.
             self._held.clear()
 
-    def _restart_if_stuck(self, watch: _TopicWatch) -> None:
+    def _restart_if_stuck(self, watch: TopicWatch) -> None:
         """A new session when records have waited ``STALL_S`` with none applied (see
         :class:`Progress`)."""
         if not watch.ranges:
@@ -433,7 +321,7 @@ class SinkRuntime:
         stuck = self.progress.stuck(watch.ranges, stored, time.monotonic(), STALL_S)
         if stuck:
             raise KafkaUnavailable(
-                f"no record of {_names(stuck)} applied for"
+                f"no record of {partition_names(stuck)} applied for"
                 f" {STALL_S:.0f} s while records wait there: a new consumer session"
             )
 
@@ -496,7 +384,7 @@ class SinkRuntime:
                 "%s: the assignment changed while positioning; positioning again", self.subject
             )
             return
-        log.info("%s: positioned %s at the stored offsets", self.subject, _names(sought))
+        log.info("%s: positioned %s at the stored offsets", self.subject, partition_names(sought))
 
     def _seek(self, tp: TopicPartition, offset: int) -> bool:
         """Seek ``tp``; False when a rebalance took it away meanwhile. kafka-python changes the
@@ -630,125 +518,3 @@ class SinkRuntime:
         except KafkaError as e:
             raise KafkaUnavailable(f"dead-letter topic did not take a record: {describe(e)}") from e
         self.dead_lettered += len(dead)
-
-
-def consumer_lag(
-    name: str,
-    group_id: str,
-    topics: Sequence[str],
-    kafka: KafkaConfig,
-    target_factory: Callable[[], Target],
-) -> list[Finding]:
-    """How many records of its topics a sink has not applied yet, from the offsets it stored."""
-    subject = f"sink {name}"
-    try:
-        target = target_factory()
-    except (TargetUnavailable, Refused) as e:
-        return [Finding.fail(subject, str(e).removeprefix(subject + ": "))]
-    try:
-        return _lag(subject, group_id, topics, kafka, target)
-    finally:
-        target.close()
-
-
-def _lag(
-    subject: str, group_id: str, topics: Sequence[str], kafka: KafkaConfig, target: Target
-) -> list[Finding]:
-    pattern = re.compile(subscription_pattern(topics))
-    try:
-        consumer = KafkaConsumer(**client_options(kafka), request_timeout_ms=10_000)
-        try:
-            every = consumer.topics()
-            names = [t for t in every if pattern.match(t)]
-            partitions = _partitions(consumer, names)
-            end = list_offsets(consumer, partitions, end=True)
-            dead = _partitions(consumer, [t + DLQ_SUFFIX for t in names if t + DLQ_SUFFIX in every])
-            dead_end = list_offsets(consumer, dead, end=True)
-            dead_start = list_offsets(consumer, dead)
-            newest = _newest(
-                consumer, {tp: dead_end[tp] for tp in dead if dead_end[tp] > dead_start[tp]}
-            )
-        finally:
-            consumer.close()
-    except LeaderNotAvailableError as e:  # a topic created a moment ago
-        return [Finding.warn(subject, f"lag unknown for now: {describe(e)}")]
-    except KafkaError as e:
-        return [Finding.fail(subject, f"Kafka does not answer: {describe(e)}")]
-    stored = target.stored_offsets(group_id, [(tp.topic, tp.partition) for tp in partitions])
-    lag = {tp: max(0, end[tp] - stored.get((tp.topic, tp.partition), 0)) for tp in partitions}
-    behind = sorted(f"{tp.topic}[{tp.partition}] {n}" for tp, n in lag.items() if n)
-    findings = [
-        Finding.ok(
-            subject,
-            f"group {group_id}: {len(names)} topic(s), {len(partitions)} partition(s),"
-            f" lag {sum(lag.values())} record(s)"
-            + (f" ({', '.join(behind[:10])})" if behind else ""),
-        )
-    ]
-    held: dict[str, int] = {}
-    ends: dict[str, int] = {}
-    for tp in dead:
-        held[tp.topic] = held.get(tp.topic, 0) + dead_end[tp] - dead_start[tp]
-        ends[tp.topic] = ends.get(tp.topic, 0) + dead_end[tp]
-    since = dlq_since(f"{','.join(kafka.bootstrap_servers)}|{subject}", ends)
-    for topic, n in sorted(held.items()):
-        if not n:
-            continue
-        last = newest.get(topic)
-        newest_text = (
-            f"; newest at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(last[0] / 1000))}"
-            f" UTC: {last[1]}"
-            if last
-            else ""
-        )
-        if topic in since:
-            new, at = since[topic]
-            newest_text += (
-                f"; {new} new since the last cdc status"
-                f" ({time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(at))} UTC)"
-            )
-        findings.append(
-            Finding.warn(
-                subject,
-                f"{n} record(s) it could not apply are in {topic}{newest_text} (each record's"
-                " reason: its cdc-dlq-reason header)",
-            )
-        )
-    return findings
-
-
-def _newest(
-    consumer: KafkaConsumer, ends: dict[TopicPartition, int], timeout_s: float = 5.0
-) -> dict[str, tuple[int, str]]:
-    """Per DLQ topic, the newest record's timestamp (ms) and cdc-dlq-reason: the last record of
-    each partition read, within ``timeout_s`` (what is not read in time is left out)."""
-    if not ends:
-        return {}
-    consumer.assign(list(ends))
-    for tp, end in ends.items():
-        consumer.seek(tp, end - 1)
-    newest: dict[str, tuple[int, str]] = {}
-    left, deadline = set(ends), time.monotonic() + timeout_s
-    while left and time.monotonic() < deadline:
-        for tp, records in consumer.poll(timeout_ms=500).items():
-            left.discard(tp)
-            for r in records:  # from the last offset on: the partition's last record
-                reason = dict(r.headers or ()).get("cdc-dlq-reason", b"").decode(errors="replace")
-                reason = reason.strip().split("\n")[0][:300]
-                if r.timestamp >= newest.get(tp.topic, (-1, ""))[0]:
-                    newest[tp.topic] = (r.timestamp, reason or "no cdc-dlq-reason header")
-    return newest
-
-
-def _partitions(
-    client: KafkaConsumer | ConfluentTopicLister, topics: Iterable[str]
-) -> list[TopicPartition]:
-    """Every partition of ``topics``, in topic order, as the client's metadata knows them."""
-    return [
-        TopicPartition(t, p) for t in sorted(topics) for p in client.partitions_for_topic(t) or ()
-    ]
-
-
-def _names(partitions: Iterable[tuple[str, int]]) -> str:
-    """``topic[partition], ...`` of TopicPartitions or ``(topic, partition)`` pairs."""
-    return ", ".join(sorted(f"{t}[{p}]" for t, p in partitions)) or "nothing"

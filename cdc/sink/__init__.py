@@ -1,0 +1,24 @@
+"""The sink engine: consume a sink's topics and apply them to a target, idempotently.
+
+- :mod:`cdc.sink.target`: the :class:`Target` Protocol a store implements, and what it rejects;
+- :mod:`cdc.sink.runtime`: the consume-apply loop, offsets stored with the data, the DLQ;
+- :mod:`cdc.sink.watch`: which topics and partitions a sink reads;
+- :mod:`cdc.sink.lag`: how far behind a sink is (``cdc status``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Partition",
+    "Rejected",
+    "SinkRuntime",
+    "Target",
+    "TargetUnavailable",
+    "consumer_lag",
+    "subscription_pattern",
+]
+
+from cdc.sink.lag import consumer_lag
+from cdc.sink.runtime import SinkRuntime
+from cdc.sink.target import Partition, Rejected, Target, TargetUnavailable
+from cdc.sink.watch import subscription_pattern
