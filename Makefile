@@ -9,8 +9,8 @@ BUILD_SUM := $(shell cat $(BUILT_FROM) | cksum | cut -d' ' -f1)
 STAMP := $(VENV)/.installed-$(BUILD_SUM)
 BENCH_STAMP := $(VENV)/.installed-bench-$(BUILD_SUM)
 BENCH_SCALE ?= 1.0
-# PostgreSQL majors of the version matrix (tests/test_pg_versions.py): `make test` runs a few
-# (13 is only refused), `make test-pg-matrix` every one. Each major other than the default
+# PostgreSQL majors of the version matrix (tests/integration/test_pg_versions.py): `make test`
+# runs a few (13 is only refused), `make test-pg-matrix` every one. Each major other than the default
 # server's runs on a server of its own (CDC_DEV_PG_VERSION=NN scripts/devstack up).
 PG_VERSIONS ?= 13 14 15 18
 PG_VERSIONS_ALL := 13 14 15 16 17 18
@@ -40,13 +40,14 @@ test-full: test
 # rows written, 6 SIGKILLs per major); then, on each other major than the default server's,
 # the suite's own pgoutput tests of exact values, incremental snapshots under a SIGKILL and
 # `cdc check`, with CDC_TEST_PG_DSN pointed at it. About 7 minutes.
-PG_SUITE_ON_EACH := tests/test_source_exact.py tests/test_snapshot.py tests/test_check.py -k pgoutput
+PG_SUITE_ON_EACH := tests/integration/test_source_exact.py tests/integration/test_snapshot.py \
+	tests/integration/test_check.py -k pgoutput
 test-pg-matrix: export CDC_TEST_PG_MATRIX_ROWS = 5000
 test-pg-matrix: export CDC_TEST_PG_MATRIX_KILLS = 6
 test-pg-matrix: PG_VERSIONS = $(PG_VERSIONS_ALL)
 test-pg-matrix: install stack-up
 	eval "$$(scripts/devstack env)" && CDC_TEST_PG_VERSIONS="$(PG_VERSIONS)" $(PY) -m pytest \
-		tests/test_pg_versions.py tests/test_pg_versions_unit.py $(PYTEST_ARGS)
+		tests/integration/test_pg_versions.py tests/unit/test_pg_versions_unit.py $(PYTEST_ARGS)
 	default=$$(scripts/devstack status | sed -n 's/^postgres:.* version=\([0-9]*\) .*/\1/p'); \
 	for v in $(PG_VERSIONS); do \
 		[ "$$v" -ge 14 ] && [ "$$v" != "$$default" ] || continue; \
@@ -55,13 +56,10 @@ test-pg-matrix: install stack-up
 			$(PY) -m pytest $(PG_SUITE_ON_EACH) $(PYTEST_ARGS) || exit 1; \
 	done
 
-# Tests that need no services.
+# Tests that need no services: every test not marked `services` (the marker is set from the
+# fixtures a test asks for, see tests/conftest.py), wherever it lives.
 unit: install
-	$(PY) -m pytest tests/test_config.py tests/test_wal2json_decoder.py tests/test_pgoutput_decoder.py \
-		tests/test_acks.py tests/test_source_stream.py \
-		tests/test_records.py tests/test_bench.py tests/test_cli.py tests/test_pg_versions_unit.py \
-		tests/test_status.py tests/test_docs.py \
-		$(PYTEST_ARGS)
+	$(PY) -m pytest -m "not services" $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

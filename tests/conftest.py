@@ -10,19 +10,17 @@ are deleted when the session ends (on the devstack's broker they added up to ten
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 from collections.abc import Generator, Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
-from kafka import KafkaAdminClient
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.services import delete_test_topics, drop_database
+
 NO_SERVICES = (
     'no {what}: set {var} (run `scripts/devstack up` and `eval "$(scripts/devstack env)"`,'
     " or use `make test`), or start a Docker engine for testcontainers"
@@ -84,20 +82,6 @@ def unique() -> str:
     return token
 
 
-def delete_test_topics(servers: str, tokens: set[str]) -> list[str]:
-    """Delete the topics whose names hold one of ``tokens``; return their names."""
-    if not tokens:
-        return []
-    admin = KafkaAdminClient(bootstrap_servers=servers)
-    try:
-        doomed = [t for t in admin.list_topics() if any(token in t for token in tokens)]
-        for i in range(0, len(doomed), 100):
-            admin.delete_topics(doomed[i : i + 100])
-    finally:
-        admin.close()
-    return doomed
-
-
 @pytest.fixture
 def database(pg_dsn: str, unique: str) -> Iterator[str]:
     """DSN of a fresh database of this test's own, dropped (with its slots) afterwards."""
@@ -110,26 +94,19 @@ def database(pg_dsn: str, unique: str) -> Iterator[str]:
         drop_database(pg_dsn, name)
 
 
-def drop_database(pg_dsn: str, name: str) -> None:
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        # A database with logical slots cannot be dropped; a slot held by a walsender cannot be
-        # dropped either, so end the holders first.
-        conn.execute(
-            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
-            " WHERE database = %s AND active_pid IS NOT NULL",
-            (name,),
-        )
-        for (slot,) in conn.execute(
-            "SELECT slot_name FROM pg_replication_slots WHERE database = %s", (name,)
-        ).fetchall():
-            with contextlib.suppress(psycopg.Error):
-                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+SERVICE_FIXTURES = frozenset({"pg_dsn", "kafka_bootstrap"})
+"""A test that asks for one of these, directly or through another fixture, needs services."""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SERVICE_FIXTURES or item.get_closest_marker("devstack"):
+            item.add_marker(pytest.mark.services)
+        elif "/tests/unit/" in str(item.path) and item.get_closest_marker("services"):
+            raise pytest.UsageError(
+                f"{item.nodeid} needs services: it belongs under tests/integration"
+            )
     # Tests that restart the devstack run last, so that nothing else runs against a stack that
     # is coming back up.
     items.sort(key=lambda item: item.get_closest_marker("devstack") is not None)

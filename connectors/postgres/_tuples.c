@@ -3,7 +3,7 @@
  * are converted as that loop converts them, into the same dict. Anything it does not expect (a
  * value kind other than t/n/u, a short message, text that is not what PostgreSQL prints for the
  * type, bad UTF-8) makes it return None, and the Python loop decodes the tuple and says what is
- * wrong. tests/test_pgoutput_decoder.py checks that both give the same rows. */
+ * wrong. tests/unit/test_pgoutput_decoder.py checks that both give the same rows. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

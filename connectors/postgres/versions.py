@@ -1,7 +1,7 @@
 """Which PostgreSQL servers cdc runs on, and what each version can do.
 
 PostgreSQL 14 is the oldest: it is the oldest major still supported upstream that every piece of
-the connector was run against (tests/test_pg_versions.py runs 14 to 18).
+the connector was run against (tests/integration/test_pg_versions.py runs 14 to 18).
 """
 
 from __future__ import annotations

@@ -1,0 +1,42 @@
+"""Cleaning up after tests on the shared services: their databases (with slots) and topics."""
+
+from __future__ import annotations
+
+import contextlib
+
+import psycopg
+from kafka import KafkaAdminClient
+from psycopg import sql
+
+
+def delete_test_topics(servers: str, tokens: set[str]) -> list[str]:
+    """Delete the topics whose names hold one of ``tokens``; return their names."""
+    if not tokens:
+        return []
+    admin = KafkaAdminClient(bootstrap_servers=servers)
+    try:
+        doomed = [t for t in admin.list_topics() if any(token in t for token in tokens)]
+        for i in range(0, len(doomed), 100):
+            admin.delete_topics(doomed[i : i + 100])
+    finally:
+        admin.close()
+    return doomed
+
+
+def drop_database(pg_dsn: str, name: str) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        # A database with logical slots cannot be dropped; a slot held by a walsender cannot be
+        # dropped either, so end the holders first.
+        conn.execute(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
+            " WHERE database = %s AND active_pid IS NOT NULL",
+            (name,),
+        )
+        for (slot,) in conn.execute(
+            "SELECT slot_name FROM pg_replication_slots WHERE database = %s", (name,)
+        ).fetchall():
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
