@@ -9,12 +9,19 @@ tree once, where the driver is called.
 from __future__ import annotations
 
 __all__ = [
+    "BadRecord",
     "CdcError",
     "ConfigError",
     "ConfigProblem",
     "KafkaUnavailable",
+    "OversizedRecord",
     "Refused",
+    "SlotExists",
+    "SlotInUse",
+    "SlotMissing",
     "SourceUnavailable",
+    "Stopped",
+    "TargetUnavailable",
     "describe",
     "is_permanent",
 ]
@@ -75,6 +82,40 @@ class Refused(CdcError):
         self.cause = cause
         self.fix = fix
         super().__init__(f"{cause} (fix: {fix})")
+
+
+class BadRecord(CdcError):
+    """A record no sink can apply; it goes to the dead-letter topic with this reason."""
+
+
+class OversizedRecord(CdcError):
+    """A record over the size Kafka takes, under ``oversized = "fail"``. Retriable: the limits
+    are read again at each session, and raising them lets the stream go on."""
+
+    retriable = True
+
+
+class TargetUnavailable(CdcError):
+    """The target store cannot be reached: retry the same batch, never skip it."""
+
+    retriable = True
+
+
+class SlotInUse(SourceUnavailable):
+    """Another process streams the slot (a second connector, or our previous self not yet gone)."""
+
+
+class SlotExists(CdcError):
+    """A replication slot of that name exists already."""
+
+
+class SlotMissing(CdcError):
+    """The replication slot does not exist."""
+
+
+class Stopped(CdcError):
+    """Not a failure: ``stop`` was set while waiting to try again (:func:`cdc.retry.retried`), so
+    the attempt did not finish and must not be taken for done."""
 
 
 def is_permanent(e: BaseException) -> bool:

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import orjson
 
-from cdc.errors import CdcError
+from cdc.errors import OversizedRecord
 from cdc.events import UNAVAILABLE, UNAVAILABLE_HEADER, Record
 
 log = logging.getLogger(__name__)
@@ -39,13 +39,6 @@ OVERHEAD = 1024
 under the limit."""
 
 Policy = Literal["fail", "skip", "truncate"]
-
-
-class OversizedRecord(CdcError):
-    """A record over the size Kafka takes, under ``oversized = "fail"``. Retriable: the limits
-    are read again at each session, and raising them lets the stream go on."""
-
-    retriable = True
 
 
 def record_size(record: Record) -> int:

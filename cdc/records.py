@@ -32,7 +32,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from cdc.errors import CdcError
+from cdc.errors import BadRecord
 from cdc.events import (
     EVENT_ID_HEADER,
     IDENTITY_HEADER,
@@ -50,10 +50,6 @@ Version = tuple[int, int]
 """``(commit_lsn, index)``: the order of changes at the source, from ``cdc-event-id``."""
 
 _OPS = frozenset("cudrt")
-
-
-class BadRecord(CdcError):
-    """A record no sink can apply; it goes to the dead-letter topic with this reason."""
 
 
 @dataclass(slots=True)

@@ -8,7 +8,7 @@ on the caller's ``stop`` event, so stopping never waits out a delay.
 
 from __future__ import annotations
 
-__all__ = ["Backoff", "retried"]
+__all__ = ["Backoff", "Stopped", "retried"]
 
 import logging
 import threading
@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
+
+from cdc.errors import Stopped
 
 T = TypeVar("T")
 
@@ -37,10 +39,6 @@ class Backoff:
         delay = self._next_s
         self._next_s = min(delay * 2, self.max_s)
         return delay
-
-
-class Stopped(Exception):
-    """Raised by :func:`retried` when ``stop`` was set while waiting to try again."""
 
 
 def retried(

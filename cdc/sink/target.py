@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from cdc.errors import CdcError
+from cdc.errors import TargetUnavailable
 from cdc.records import SinkEvent
 
 DLQ_SUFFIX = ".dlq"
@@ -59,12 +59,6 @@ class Target(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-class TargetUnavailable(CdcError):
-    """The target store cannot be reached: retry the same batch, never skip it."""
-
-    retriable = True
 
 
 def partition_names(partitions: Iterable[tuple[str, int]]) -> str:

@@ -12,6 +12,9 @@ from __future__ import annotations
 __all__ = [
     "Keepalive",
     "ReplicationConnection",
+    "SlotExists",
+    "SlotInUse",
+    "SlotMissing",
     "XLogData",
     "create_slot_command",
     "format_lsn",
@@ -30,7 +33,7 @@ from dataclasses import dataclass
 from psycopg import pq, sql
 from psycopg.conninfo import make_conninfo
 
-from cdc.errors import CdcError, Refused, SourceUnavailable
+from cdc.errors import CdcError, Refused, SlotExists, SlotInUse, SlotMissing, SourceUnavailable
 from cdc.pgerrors import pg_fix, role_of
 
 # PostgreSQL counts time in microseconds since 2000-01-01 UTC.
@@ -257,18 +260,6 @@ def create_slot_command(
         sql.Identifier(slot), sql.Identifier(plugin), sql.SQL(", ").join(options)
     )
     return query.as_string(None)
-
-
-class SlotInUse(SourceUnavailable):
-    """Another process streams the slot (a second connector, or our previous self not yet gone)."""
-
-
-class SlotExists(CdcError):
-    """A replication slot of that name exists already."""
-
-
-class SlotMissing(CdcError):
-    """The replication slot does not exist."""
 
 
 def _command_error(message: str, sqlstate: bytes | None) -> CdcError:
