@@ -1,0 +1,315 @@
+"""The typed, frozen configuration: one pydantic model per TOML table, with its checks."""
+
+from __future__ import annotations
+
+import re
+import string
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    model_validator,
+)
+
+from cdc.config.dsn import Dsn
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+_SLOT_RE = re.compile(r"^[a-z0-9_]{1,63}$")
+_HOSTPORT_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})$")
+
+
+def _name(value: str) -> str:
+    if not _NAME_RE.match(value):
+        raise ValueError("must be made of letters, digits, _ and - only")
+    return value
+
+
+def _topic_part(value: str) -> str:
+    if not _TOPIC_RE.match(value) or len(value) > 200:
+        raise ValueError("must be a legal Kafka topic part: letters, digits, '.', '_' and '-'")
+    return value
+
+
+def _slot(value: str) -> str:
+    if not _SLOT_RE.match(value):
+        raise ValueError("must be a PostgreSQL slot name: 1 to 63 lower-case letters, digits and _")
+    return value
+
+
+def _identifier(value: str) -> str:
+    if not value or len(value.encode()) > 63:
+        raise ValueError("must be a PostgreSQL identifier of 1 to 63 bytes")
+    return value
+
+
+def _as_tuple(value: object) -> object:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _non_empty(value: tuple[str, ...]) -> tuple[str, ...]:
+    if not value:
+        raise ValueError("must not be an empty list")
+    return value
+
+
+def _table_glob(value: str) -> str:
+    schema, dot, table = value.partition(".")
+    if not dot or not schema or not table:
+        raise ValueError(f"{value!r} is not of the form SCHEMA.TABLE (globs allowed: public.*)")
+    return value
+
+
+def _bootstrap(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(s.strip() for s in value.split(",") if s.strip())
+    return _as_tuple(value)
+
+
+def _hostport(value: str) -> str:
+    m = _HOSTPORT_RE.match(value)
+    if not m or not 0 < int(m.group(2)) < 65536:
+        raise ValueError(f"{value!r} is not of the form host:port")
+    return value
+
+
+def _table_template(value: str) -> str:
+    fields = set()
+    try:
+        for _, field, spec, conv in string.Formatter().parse(value):
+            if field is not None:
+                if spec or conv:
+                    raise ValueError("format specs are not allowed")
+                fields.add(field)
+    except ValueError as e:
+        raise ValueError(f"{value!r} is not a valid template: {e}") from None
+    unknown = fields - {"schema", "table"}
+    if unknown:
+        raise ValueError(
+            f"{value!r} uses unknown placeholder(s) {', '.join(sorted(unknown))};"
+            " allowed: {schema}, {table}"
+        )
+    if "table" not in fields:
+        raise ValueError(f"{value!r} must contain {{table}}")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_name)]
+TableGlob = Annotated[str, AfterValidator(_table_glob)]
+TableGlobs = Annotated[tuple[TableGlob, ...], BeforeValidator(_as_tuple)]
+TopicGlobs = Annotated[tuple[str, ...], BeforeValidator(_as_tuple), AfterValidator(_non_empty)]
+
+
+class _Spec(BaseModel):
+    # strict: TOML is typed, so "5" is not 5 and 1 is not true. Frozen: read once, never changed.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class KafkaTopicsConfig(_Spec):
+    """How topics are created when missing."""
+
+    partitions: int = Field(default=1, ge=1, le=10_000)
+    replication_factor: int = Field(default=1, ge=1, le=100)
+
+
+LINGER_MS = 20
+"""The producer's default ``linger_ms``, above Kafka 4's 5 ms: fewer, larger produce requests cost
+the broker less CPU and lowered commit -> sink row latency (docs/design.md)."""
+
+
+class KafkaProducerConfig(_Spec):
+    """Producer tuning. ``acks=all`` and idempotence are not options: delivery depends on them."""
+
+    linger_ms: int = Field(default=LINGER_MS, ge=0, le=60_000)
+    """How long a batch waits for more records before it is sent."""
+    batch_size: int = Field(default=1024 * 1024, ge=1024)
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    max_unacked_records: int = Field(default=50_000, ge=100)
+    """Reading pauses while this many records wait for Kafka's ack: bounds the memory."""
+    max_request_size: int = Field(default=4 * 1024 * 1024, ge=1024)
+    request_timeout_ms: int = Field(default=30_000, ge=1000)
+    client: Literal["kafka-python", "confluent-kafka"] = "kafka-python"
+    """The producer library. confluent-kafka (librdkafka) spends a fraction of kafka-python's CPU
+    per record; it is an optional install (``pip install 'cdc[fast]'``)."""
+
+
+class KafkaConsumerConfig(_Spec):
+    """How sinks read their topics."""
+
+    client: Literal["kafka-python", "confluent-kafka"] = "kafka-python"
+    """The consumer library. confluent-kafka (librdkafka) reads a record for a fraction of
+    kafka-python's CPU; it is an optional install (``pip install 'cdc[fast]'``)."""
+
+
+class KafkaConfig(_Spec):
+    """The ``[kafka]`` table: where the brokers are and how to talk to them."""
+
+    bootstrap_servers: Annotated[
+        tuple[Annotated[str, AfterValidator(_hostport)], ...],
+        BeforeValidator(_bootstrap),
+        AfterValidator(_non_empty),
+    ]
+    client_id: str = "cdc"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
+    producer: KafkaProducerConfig = KafkaProducerConfig()
+    consumer: KafkaConsumerConfig = KafkaConsumerConfig()
+    topics: KafkaTopicsConfig = KafkaTopicsConfig()
+
+    @model_validator(mode="after")
+    def _sasl_needs_mechanism(self) -> KafkaConfig:
+        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
+            raise ValueError(
+                f"security_protocol = {self.security_protocol!r} needs sasl_mechanism"
+                " (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER)"
+            )
+        return self
+
+
+def _default_slot(name: str) -> str:
+    return "cdc_" + re.sub(r"[^a-z0-9]", "_", name.lower())
+
+
+class ConnectorConfig(_Spec):
+    """One ``[[connectors]]`` entry: a PostgreSQL database streamed into Kafka."""
+
+    name: Name
+    dsn: Dsn
+    plugin: Literal["wal2json", "pgoutput"] = "wal2json"
+    slot: Annotated[str, AfterValidator(_slot)] = ""
+    publication: Annotated[str, AfterValidator(_identifier)] = ""
+    publication_autocreate: Literal["filtered", "all_tables", "disabled"] | None = None
+    """pgoutput only (default ``filtered``): what the connector makes of its publication."""
+    partitions: Literal["root", "leaf"] = "root"
+    """Where a partition's changes are published: on its partitioned (root) table's topic,
+    with the root's key, or on the partition's own topic."""
+    tables: Annotated[TableGlobs, AfterValidator(_non_empty)] = ("*.*",)
+    exclude_tables: TableGlobs = ()
+    topic_prefix: Annotated[str, AfterValidator(_topic_part)] = ""
+    snapshot: Literal["initial", "never", "always", "initial_only"] = "initial"
+    snapshot_chunk_rows: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Rows per chunk of an incremental snapshot (one watermark window each)."""
+    heartbeat_interval_s: float = Field(default=10.0, ge=0)
+    heartbeat_query: str | None = None
+    oversized: Literal["fail", "skip", "truncate"] = "fail"
+    """A record over the size Kafka takes: stop with an error (nothing lost), leave it out, or
+    publish it with its largest values replaced by the placeholder (:mod:`cdc.oversized`)."""
+    tombstones: bool = True
+    failover_slot: bool = False
+    """Create the slot as a failover slot (PostgreSQL 17 and later), kept on standbys that
+    synchronize slots so that streaming resumes on a promoted standby."""
+    status_lag_warn_mb: float = Field(default=64.0, ge=0)
+    """``cdc status``: WARN when the slot, even streaming, is more than this behind."""
+    status_lag_fail_mb: float = Field(default=1024.0, ge=0)
+    """``cdc status``: FAIL when the slot is not streaming and more than this behind."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_from_name(cls, data: Any) -> Any:
+        # Defaults derived from the name are filled in before validation so that they are
+        # validated like values the user wrote.
+        name = data.get("name") if isinstance(data, dict) else None
+        if isinstance(name, str) and _NAME_RE.match(name):
+            data = dict(data)
+            data.setdefault("slot", _default_slot(name))
+            data.setdefault("topic_prefix", name)
+            if data.get("plugin", "wal2json") == "pgoutput":
+                data.setdefault("publication", _default_slot(name))
+                data.setdefault("publication_autocreate", "filtered")
+        return data
+
+    @model_validator(mode="after")
+    def _publication_needs_pgoutput(self) -> ConnectorConfig:
+        if self.publication and self.plugin != "pgoutput":
+            raise ValueError(
+                "publication only applies to plugin = 'pgoutput'"
+                f" (this connector uses {self.plugin!r}); remove it"
+            )
+        if self.publication_autocreate is not None and self.plugin != "pgoutput":
+            raise ValueError(
+                "publication_autocreate only applies to plugin = 'pgoutput'"
+                f" (this connector uses {self.plugin!r}); remove it"
+            )
+        return self
+
+
+class _SinkBase(_Spec):
+    name: Name
+    topics: TopicGlobs
+    group_id: str = ""
+    dropped_columns: Literal["keep", "drop"] = "keep"
+    """What a target does with a column the source dropped: keep it (new rows hold NULL), or
+    drop it at the table's next change that shows it gone (:mod:`cdc.columns`)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_group(cls, data: Any) -> Any:
+        name = data.get("name") if isinstance(data, dict) else None
+        if isinstance(name, str) and _NAME_RE.match(name):
+            data = dict(data)
+            data.setdefault("group_id", "cdc-sink-" + name)
+        return data
+
+
+class PostgresSinkConfig(_SinkBase):
+    """A ``[[sinks]]`` entry of ``type = "postgres"``."""
+
+    type: Literal["postgres"]
+    dsn: Dsn
+    table: Annotated[str, AfterValidator(_table_template)] = "{schema}.{table}"
+
+
+class SqliteSinkConfig(_SinkBase):
+    """A ``[[sinks]]`` entry of ``type = "sqlite"``."""
+
+    type: Literal["sqlite"]
+    path: Annotated[str, AfterValidator(_non_empty_str)]
+    table: Annotated[str, AfterValidator(_table_template)] = "{schema}_{table}"
+
+
+def _non_empty_str(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+SinkConfig = Annotated[PostgresSinkConfig | SqliteSinkConfig, Field(discriminator="type")]
+
+SINK_TYPES: dict[str, type[_SinkBase]] = {
+    "postgres": PostgresSinkConfig,
+    "sqlite": SqliteSinkConfig,
+}
+
+
+class Config(_Spec):
+    """A whole configuration file."""
+
+    kafka: KafkaConfig
+    connectors: Annotated[tuple[ConnectorConfig, ...], BeforeValidator(_as_tuple)] = ()
+    sinks: Annotated[tuple[SinkConfig, ...], BeforeValidator(_as_tuple)] = ()
+    source: str = ""
+    """The file this came from (set by :func:`load_config`, not a TOML key)."""
+
+    @property
+    def connector_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.connectors)
+
+    @property
+    def sink_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.sinks)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
