@@ -17,9 +17,8 @@ from collections.abc import Generator, Iterator
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
-from tests.support.services import delete_test_topics, drop_database
+from tests.support.services import delete_test_topics, fresh_database
 
 NO_SERVICES = (
     'no {what}: set {var} (run `scripts/devstack up` and `eval "$(scripts/devstack env)"`,'
@@ -85,13 +84,8 @@ def unique() -> str:
 @pytest.fixture
 def database(pg_dsn: str, unique: str) -> Iterator[str]:
     """DSN of a fresh database of this test's own, dropped (with its slots) afterwards."""
-    name = f"cdct_{unique}"
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_conninfo(pg_dsn, dbname=name)
-    finally:
-        drop_database(pg_dsn, name)
+    with fresh_database(pg_dsn, f"cdct_{unique}") as dsn:
+        yield dsn
 
 
 SERVICE_FIXTURES = frozenset({"pg_dsn", "kafka_bootstrap"})

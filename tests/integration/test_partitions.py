@@ -10,6 +10,7 @@ topic), one truncated alone, one dropped.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -25,7 +26,7 @@ from tests.support.harness import (
     slot_confirmed_lsn,
     wait_for,
 )
-from tests.support.services import drop_database
+from tests.support.services import drop_database, fresh_database
 from tests.support.sinks import pg_rows
 
 SCHEMA = """
@@ -54,6 +55,34 @@ def topics(kafka: str, prefix: str) -> set[str]:
         consumer.close()
 
 
+@pytest.fixture
+def replica(pg_dsn: str, unique: str) -> Iterator[str]:
+    """A database of its own for the PostgreSQL sink's target, dropped afterwards."""
+    with fresh_database(pg_dsn, f"cdct_replica_{unique}") as dsn:
+        yield dsn
+
+
+def pipeline(
+    tmp_path: Path,
+    kafka: str,
+    prefix: str,
+    database: str,
+    replica: str,
+    topics: str,
+    connector: str,
+) -> Path:
+    """cdc.toml: connector ``prefix`` on ``database`` (with the ``connector`` lines), and a
+    PostgreSQL sink of its topics ``{prefix}.{topics}`` into ``replica``."""
+    config = tmp_path / "cdc.toml"
+    config.write_text(
+        f'[kafka]\nbootstrap_servers = "{kafka}"\n'
+        f'[[connectors]]\nname = "{prefix}"\ndsn = "{database}"\n{connector}'
+        f'[[sinks]]\nname = "pg"\ntype = "postgres"\ntopics = ["{prefix}.{topics}"]\n'
+        f'dsn = "{replica}"\ngroup_id = "g-{prefix}"\n'
+    )
+    return config
+
+
 def equal(source: str, replica: str, table: str) -> bool:
     try:
         return pg_rows(replica, table, COLUMNS, "id, k") == pg_rows(source, table, COLUMNS, "id, k")
@@ -63,20 +92,18 @@ def equal(source: str, replica: str, table: str) -> bool:
 
 @pytest.mark.parametrize("plugin", ["wal2json", "pgoutput"])
 def test_partitions_published_on_the_partitioned_tables_topic(
-    tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str, plugin: str
+    tmp_path: Path, replica: str, database: str, kafka_bootstrap: str, unique: str, plugin: str
 ) -> None:
     write(database, SCHEMA)
-    replica_name = f"cdct_replica_{unique}"
-    write(pg_dsn, f"CREATE DATABASE {replica_name}")
-    replica = make_conninfo(pg_dsn, dbname=replica_name)
     prefix = f"part{unique}"
-    config = tmp_path / "cdc.toml"
-    config.write_text(
-        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
-        f'[[connectors]]\nname = "{prefix}"\ndsn = "{database}"\nplugin = "{plugin}"\n'
-        'tables = ["public.*"]\nsnapshot = "initial"\n'
-        f'[[sinks]]\nname = "pg"\ntype = "postgres"\ntopics = ["{prefix}.public.*"]\n'
-        f'dsn = "{replica}"\ngroup_id = "g-{prefix}"\n'
+    config = pipeline(
+        tmp_path,
+        kafka_bootstrap,
+        prefix,
+        database,
+        replica,
+        "public.*",
+        f'plugin = "{plugin}"\ntables = ["public.*"]\nsnapshot = "initial"\n',
     )
     cdc = CdcProcess(config, tmp_path / "cdc.log")
     try:
@@ -125,7 +152,6 @@ def test_partitions_published_on_the_partitioned_tables_topic(
         wait_for(lambda: equal(database, replica, "m1"), 120, "the detached table's target")
     finally:
         assert cdc.stop() == 0, cdc.output()[-3000:]
-        drop_database(pg_dsn, replica_name)
     names = topics(kafka_bootstrap, prefix)
     assert f"{prefix}.public.m" in names
     for leaf in ("m2", "m4", "m5"):  # partitions all along
@@ -165,48 +191,43 @@ def test_partition_leaf_mode_keeps_topics_per_partition(
 
 
 def test_partitions_changed_while_the_connector_was_stopped(
-    tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str
+    tmp_path: Path, replica: str, database: str, kafka_bootstrap: str, unique: str
 ) -> None:
     """cdc.partitions remembers the trees: a detach and a drop made while the connector was
     down are repaired when it starts again."""
     write(database, SCHEMA)
-    replica_name = f"cdct_replica_{unique}"
-    write(pg_dsn, f"CREATE DATABASE {replica_name}")
-    replica = make_conninfo(pg_dsn, dbname=replica_name)
     prefix = f"down{unique}"
-    config = tmp_path / "cdc.toml"
-    config.write_text(
-        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
-        f'[[connectors]]\nname = "{prefix}"\ndsn = "{database}"\nplugin = "pgoutput"\n'
-        'tables = ["public.m"]\nsnapshot = "initial"\n'
-        f'[[sinks]]\nname = "pg"\ntype = "postgres"\ntopics = ["{prefix}.public.*"]\n'
-        f'dsn = "{replica}"\ngroup_id = "g-{prefix}"\n'
+    config = pipeline(
+        tmp_path,
+        kafka_bootstrap,
+        prefix,
+        database,
+        replica,
+        "public.*",
+        'plugin = "pgoutput"\ntables = ["public.m"]\nsnapshot = "initial"\n',
     )
+    cdc = CdcProcess(config, tmp_path / "cdc.log")
     try:
-        cdc = CdcProcess(config, tmp_path / "cdc.log")
-        try:
-            wait_for(lambda: equal(database, replica, "m"), 120, "the initial snapshot")
-            wait_for(lambda: "streaming slot" in cdc.output(), 30, "streaming")
-        finally:
-            assert cdc.stop() == 0, cdc.output()[-3000:]
-        write(
-            database,
-            "ALTER TABLE m DETACH PARTITION m1",
-            "DROP TABLE m5",
-            "UPDATE m SET v = 'while down' WHERE k = 2",
-        )
-        cdc = CdcProcess(config, tmp_path / "cdc.log")
-        try:
-            wait_for(lambda: equal(database, replica, "m"), 120, "the target repaired")
-        finally:
-            assert cdc.stop() == 0, cdc.output()[-3000:]
+        wait_for(lambda: equal(database, replica, "m"), 120, "the initial snapshot")
+        wait_for(lambda: "streaming slot" in cdc.output(), 30, "streaming")
     finally:
-        drop_database(pg_dsn, replica_name)
+        assert cdc.stop() == 0, cdc.output()[-3000:]
+    write(
+        database,
+        "ALTER TABLE m DETACH PARTITION m1",
+        "DROP TABLE m5",
+        "UPDATE m SET v = 'while down' WHERE k = 2",
+    )
+    cdc = CdcProcess(config, tmp_path / "cdc.log")
+    try:
+        wait_for(lambda: equal(database, replica, "m"), 120, "the target repaired")
+    finally:
+        assert cdc.stop() == 0, cdc.output()[-3000:]
     assert "public.m: 2 partition(s) detached or dropped" in cdc.output()
 
 
 def test_partition_attached_during_the_initial_snapshot(
-    tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str
+    tmp_path: Path, replica: str, database: str, kafka_bootstrap: str, unique: str
 ) -> None:
     """The initial snapshot reads the partitioned table as the slot's snapshot sees it; a table
     attached with its rows while the snapshot runs (no row event comes with it) is read too."""
@@ -219,29 +240,24 @@ def test_partition_attached_during_the_initial_snapshot(
         "CREATE TABLE m3 (id int, k int, v text, PRIMARY KEY (id, k))",
         "INSERT INTO m3 SELECT g, 3, 'attached ' || g FROM generate_series(200, 230) g",
     )
-    replica_name = f"cdct_replica_{unique}"
-    write(pg_dsn, f"CREATE DATABASE {replica_name}")
-    replica = make_conninfo(pg_dsn, dbname=replica_name)
     prefix = f"during{unique}"
-    config = tmp_path / "cdc.toml"
-    config.write_text(
-        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
-        f'[[connectors]]\nname = "{prefix}"\ndsn = "{database}"\n'
-        'tables = ["public.z_big", "public.m"]\nsnapshot = "initial"\n'
-        f'[[sinks]]\nname = "pg"\ntype = "postgres"\ntopics = ["{prefix}.public.m"]\n'
-        f'dsn = "{replica}"\ngroup_id = "g-{prefix}"\n'
+    config = pipeline(
+        tmp_path,
+        kafka_bootstrap,
+        prefix,
+        database,
+        replica,
+        "public.m",
+        'tables = ["public.z_big", "public.m"]\nsnapshot = "initial"\n',
     )
+    cdc = CdcProcess(config, tmp_path / "cdc.log")
     try:
-        cdc = CdcProcess(config, tmp_path / "cdc.log")
-        try:
-            wait_for(lambda: "snapshot of 2 table(s)" in cdc.output(), 60, "the snapshot")
-            write(database, "ALTER TABLE m ATTACH PARTITION m3 FOR VALUES IN (3)")
-            assert "streaming slot" not in cdc.output(), "attached after the snapshot"
-            wait_for(lambda: equal(database, replica, "m"), 120, "the attached rows")
-        finally:
-            assert cdc.stop() == 0, cdc.output()[-3000:]
+        wait_for(lambda: "snapshot of 2 table(s)" in cdc.output(), 60, "the snapshot")
+        write(database, "ALTER TABLE m ATTACH PARTITION m3 FOR VALUES IN (3)")
+        assert "streaming slot" not in cdc.output(), "attached after the snapshot"
+        wait_for(lambda: equal(database, replica, "m"), 120, "the attached rows")
     finally:
-        drop_database(pg_dsn, replica_name)
+        assert cdc.stop() == 0, cdc.output()[-3000:]
     assert "public.m: a partition with rows was attached" in cdc.output()
 
 
@@ -290,7 +306,7 @@ def test_connector_tables_made_before_cdc_partitions_existed(
 
 @pytest.mark.parametrize("plugin", ["wal2json", "pgoutput"])
 def test_keyless_partitioned_table_with_full_identity_on_its_partitions(
-    tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str, plugin: str
+    tmp_path: Path, replica: str, database: str, kafka_bootstrap: str, unique: str, plugin: str
 ) -> None:
     """No primary key, REPLICA IDENTITY FULL on each partition (PostgreSQL sets it per table):
     the whole row is the key of the partitioned table's events, and its target is the same
@@ -304,17 +320,15 @@ def test_keyless_partitioned_table_with_full_identity_on_its_partitions(
         "ALTER TABLE b2 REPLICA IDENTITY FULL",
         "INSERT INTO b SELECT g % 10, 1 + g % 2, 'same' FROM generate_series(1, 40) g",
     )
-    replica_name = f"cdct_replica_{unique}"
-    write(pg_dsn, f"CREATE DATABASE {replica_name}")
-    replica = make_conninfo(pg_dsn, dbname=replica_name)
     prefix = f"bag{unique}"
-    config = tmp_path / "cdc.toml"
-    config.write_text(
-        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
-        f'[[connectors]]\nname = "{prefix}"\ndsn = "{database}"\nplugin = "{plugin}"\n'
-        'tables = ["public.b"]\nsnapshot = "initial"\n'
-        f'[[sinks]]\nname = "pg"\ntype = "postgres"\ntopics = ["{prefix}.public.*"]\n'
-        f'dsn = "{replica}"\ngroup_id = "g-{prefix}"\n'
+    config = pipeline(
+        tmp_path,
+        kafka_bootstrap,
+        prefix,
+        database,
+        replica,
+        "public.*",
+        f'plugin = "{plugin}"\ntables = ["public.b"]\nsnapshot = "initial"\n',
     )
 
     def same() -> bool:
@@ -338,13 +352,12 @@ def test_keyless_partitioned_table_with_full_identity_on_its_partitions(
         wait_for(same, 120, "the target equal to the source")
     finally:
         assert cdc.stop() == 0, cdc.output()[-3000:]
-        drop_database(pg_dsn, replica_name)
     events = read_topics(kafka_bootstrap, [f"{prefix}.public.b"])
     assert all(set(e.key) == {"id", "k", "v"} for e in events if e.key)
 
 
 def test_partition_detached_during_an_incremental_snapshot(
-    tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str
+    tmp_path: Path, replica: str, database: str, kafka_bootstrap: str, unique: str
 ) -> None:
     """A detach while the partitioned table's incremental snapshot is under way: the truncate
     empties the target, and the snapshot starts again from the first key (a chunk read before
@@ -354,17 +367,15 @@ def test_partition_detached_during_an_incremental_snapshot(
         SCHEMA,
         "INSERT INTO m SELECT g, 1 + g % 2, 'many ' || g FROM generate_series(1000, 40999) g",
     )
-    replica_name = f"cdct_replica_{unique}"
-    write(pg_dsn, f"CREATE DATABASE {replica_name}")
-    replica = make_conninfo(pg_dsn, dbname=replica_name)
     prefix = f"inc{unique}"
-    config = tmp_path / "cdc.toml"
-    config.write_text(
-        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
-        f'[[connectors]]\nname = "{prefix}"\ndsn = "{database}"\n'
-        'tables = ["public.m"]\nsnapshot = "never"\nsnapshot_chunk_rows = 200\n'
-        f'[[sinks]]\nname = "pg"\ntype = "postgres"\ntopics = ["{prefix}.public.*"]\n'
-        f'dsn = "{replica}"\ngroup_id = "g-{prefix}"\n'
+    config = pipeline(
+        tmp_path,
+        kafka_bootstrap,
+        prefix,
+        database,
+        replica,
+        "public.*",
+        'tables = ["public.m"]\nsnapshot = "never"\nsnapshot_chunk_rows = 200\n',
     )
     cdc = CdcProcess(config, tmp_path / "cdc.log")
     try:
@@ -381,27 +392,24 @@ def test_partition_detached_during_an_incremental_snapshot(
         wait_for(lambda: equal(database, replica, "m"), 240, "the target equal to the source")
     finally:
         assert cdc.stop() == 0, cdc.output()[-3000:]
-        drop_database(pg_dsn, replica_name)
 
 
 def test_wal2json_partition_created_outside_the_schemas_it_decodes(
-    tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str
+    tmp_path: Path, replica: str, database: str, kafka_bootstrap: str, unique: str
 ) -> None:
     """tables = ["public.*"] is pushed to wal2json as add-tables "public.*": a partition of
     public.m created in another schema is skipped by wal2json. The connector notices it, asks
     for a snapshot of m and starts the stream again without that filter: nothing is lost."""
     write(database, SCHEMA)
-    replica_name = f"cdct_replica_{unique}"
-    write(pg_dsn, f"CREATE DATABASE {replica_name}")
-    replica = make_conninfo(pg_dsn, dbname=replica_name)
     prefix = f"out{unique}"
-    config = tmp_path / "cdc.toml"
-    config.write_text(
-        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
-        f'[[connectors]]\nname = "{prefix}"\ndsn = "{database}"\n'
-        'tables = ["public.*"]\nsnapshot = "initial"\n'
-        f'[[sinks]]\nname = "pg"\ntype = "postgres"\ntopics = ["{prefix}.public.*"]\n'
-        f'dsn = "{replica}"\ngroup_id = "g-{prefix}"\n'
+    config = pipeline(
+        tmp_path,
+        kafka_bootstrap,
+        prefix,
+        database,
+        replica,
+        "public.*",
+        'tables = ["public.*"]\nsnapshot = "initial"\n',
     )
     cdc = CdcProcess(config, tmp_path / "cdc.log")
     try:
@@ -417,5 +425,4 @@ def test_wal2json_partition_created_outside_the_schemas_it_decodes(
         wait_for(lambda: equal(database, replica, "m"), 120, "the target equal to the source")
     finally:
         assert cdc.stop() == 0, cdc.output()[-3000:]
-        drop_database(pg_dsn, replica_name)
     assert "outside the schemas wal2json decodes (public)" in cdc.output()

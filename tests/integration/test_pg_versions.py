@@ -30,8 +30,6 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from cdc.cli import cli
 from tests.support import ROOT
@@ -45,7 +43,7 @@ from tests.support.harness import (
     wait_for,
     write_config,
 )
-from tests.support.services import drop_database
+from tests.support.services import fresh_database
 
 VERSIONS = sorted({int(v) for v in os.environ.get("CDC_TEST_PG_VERSIONS", "").split()})
 SUPPORTED = [v for v in VERSIONS if v >= 14] or [0]
@@ -112,14 +110,8 @@ def version(request: pytest.FixtureRequest, pg_dsn: str) -> int:
 @pytest.fixture
 def versioned_db(pg_dsn: str, version: int, unique: str) -> Iterator[str]:
     """A fresh database of this test's own on PostgreSQL ``version``."""
-    server = server_dsn(pg_dsn, version)
-    name = f"cdct_{unique}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_conninfo(server, dbname=name)
-    finally:
-        drop_database(server, name)
+    with fresh_database(server_dsn(pg_dsn, version), f"cdct_{unique}") as dsn:
+        yield dsn
 
 
 class Writer(threading.Thread):

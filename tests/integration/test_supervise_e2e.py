@@ -10,7 +10,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from tests.support.harness import (
@@ -21,7 +20,7 @@ from tests.support.harness import (
     slot_confirmed_lsn,
     wait_for,
 )
-from tests.support.services import drop_database
+from tests.support.services import fresh_database
 
 BOOM = """
 CREATE FUNCTION public.cdct_boom() RETURNS trigger LANGUAGE plpgsql
@@ -33,13 +32,8 @@ FOR EACH ROW EXECUTE FUNCTION public.cdct_boom();
 
 @pytest.fixture
 def target(pg_dsn: str, unique: str) -> Iterator[str]:
-    name = f"cdct_target_{unique}"
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_conninfo(pg_dsn, dbname=name)
-    finally:
-        drop_database(pg_dsn, name)
+    with fresh_database(pg_dsn, f"cdct_target_{unique}") as dsn:
+        yield dsn
 
 
 def config(path: Path, kafka: str, prefix: str, source: str, target: str) -> Path:

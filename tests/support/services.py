@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 import psycopg
 from kafka import KafkaAdminClient
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 
 def delete_test_topics(servers: str, tokens: set[str]) -> list[str]:
@@ -40,3 +42,15 @@ def drop_database(pg_dsn: str, name: str) -> None:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
+
+
+@contextlib.contextmanager
+def fresh_database(server: str, name: str) -> Iterator[str]:
+    """A new database ``name`` on the server of ``server`` (a DSN); yields its DSN, and drops it
+    (with its slots) afterwards."""
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_conninfo(server, dbname=name)
+    finally:
+        drop_database(server, name)
