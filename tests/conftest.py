@@ -20,6 +20,8 @@ from psycopg import sql
 
 from tests.support.services import delete_test_topics, fresh_database
 
+pytest_plugins = ["tests.support.replicas"]  # the replicas fixture
+
 NO_SERVICES = (
     'no {what}: set {var} (run `scripts/devstack up` and `eval "$(scripts/devstack env)"`,'
     " or use `make test`), or start a Docker engine for testcontainers"

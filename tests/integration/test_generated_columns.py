@@ -10,15 +10,13 @@ value). Integration test on the devstack, both plugins, a snapshot then streamed
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
 from tests.support.harness import CDC, Event, read_topics, slot_confirmed_lsn, wait_for
-from tests.support.replicas import Replicas, lite_table, pg_columns, pg_table, replicas_for
+from tests.support.replicas import Replicas, lite_table, pg_columns, pg_table
 
 SOURCE = """
 CREATE TABLE g (
@@ -49,18 +47,6 @@ UPDATE bag SET a = 10 WHERE a = 1;
 def incremental_reads(replicas: Replicas) -> list[Event]:
     events = read_topics(replicas.kafka, [f"{replicas.prefix}.public.g"])
     return [e for e in events if e.value and e.value["source"]["snapshot"] == "incremental"]
-
-
-@pytest.fixture
-def replicas(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    pg_dsn: str,
-    database: str,
-    kafka_bootstrap: str,
-    unique: str,
-) -> Iterator[Replicas]:
-    yield from replicas_for(request.param, tmp_path, pg_dsn, database, kafka_bootstrap, unique)
 
 
 @pytest.mark.parametrize(

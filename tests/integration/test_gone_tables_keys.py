@@ -11,8 +11,6 @@ devstack, both plugins.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -25,7 +23,6 @@ from tests.support.replicas import (
     pg_columns,
     pg_primary_key,
     pg_table,
-    replicas_for,
 )
 
 SOURCE = """
@@ -62,18 +59,6 @@ DROP TABLE d;
 ALTER TABLE f RENAME TO f2;
 ALTER TABLE n RENAME TO n2;
 """
-
-
-@pytest.fixture
-def replicas(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    pg_dsn: str,
-    database: str,
-    kafka_bootstrap: str,
-    unique: str,
-) -> Iterator[Replicas]:
-    yield from replicas_for(request.param, tmp_path, pg_dsn, database, kafka_bootstrap, unique)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from kafka import KafkaConsumer
 from kafka.errors import LeaderNotAvailableError
 from psycopg import sql
@@ -207,17 +208,19 @@ def lite_table(path: Path, table: str) -> tuple[list[str], list[str], list[tuple
     return columns, key, sorted((tuple(text(v) for v in row) for row in rows), key=repr)
 
 
-def replicas_for(
-    param: tuple[str, tuple[str, ...]],
+@pytest.fixture
+def replicas(
+    request: pytest.FixtureRequest,
     tmp_path: Path,
     pg_dsn: str,
     database: str,
-    kafka: str,
+    kafka_bootstrap: str,
     unique: str,
 ) -> Iterator[Replicas]:
-    """For a fixture: ``param`` is the plugin and the names of the PostgreSQL sinks."""
-    plugin, databases = param
-    r = Replicas(tmp_path, pg_dsn, database, kafka, unique, plugin, databases)
+    """A pipeline of one connector and its sinks; parametrise it indirectly with the plugin and
+    the names of the PostgreSQL sinks: ``("pgoutput", ("pg", "user"))``."""
+    plugin, databases = request.param
+    r = Replicas(tmp_path, pg_dsn, database, kafka_bootstrap, unique, plugin, databases)
     try:
         yield r
     finally:
