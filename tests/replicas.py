@@ -10,10 +10,10 @@ from typing import Any
 
 import psycopg
 from kafka import KafkaConsumer
-from kafka.errors import LeaderNotAvailableError
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from cdc.kafka import LeaderUnknown
 from tests.conftest import drop_database
 from tests.harness import (
     CdcProcess,
@@ -95,7 +95,7 @@ class Replicas:
             end = topic_ends(
                 self.kafka, lambda t: t.startswith(self.prefix + ".") and not t.endswith(".dlq")
             )
-        except LeaderNotAvailableError as e:  # a topic created moments ago
+        except LeaderUnknown as e:  # a topic created moments ago
             return [str(e)]
         stored: dict[str, dict[tuple[str, int], int]] = {}
         for name, dsn in self.replicas.items():

@@ -22,10 +22,10 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from kafka.errors import LeaderNotAvailableError
 from psycopg import pq, sql
 from psycopg.conninfo import make_conninfo
 
+from cdc.kafka import LeaderUnknown
 from tests.conftest import drop_database
 from tests.harness import (
     CDC,
@@ -238,7 +238,7 @@ def sinks_behind(
     of the ``tables`` topics)."""
     try:
         end = topic_ends(kafka, lambda t: t.startswith(prefix + ".") and not t.endswith(".dlq"))
-    except LeaderNotAvailableError as e:  # a topic created moments ago
+    except LeaderUnknown as e:  # a topic created moments ago
         return [str(e)]
     with psycopg.connect(dsn) as conn:
         stored = {
