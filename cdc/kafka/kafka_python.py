@@ -31,6 +31,8 @@ from cdc.oversized import Oversized
 
 log = logging.getLogger(__name__)
 
+_record = tuple.__new__
+
 
 def list_offsets(
     client: Any, partitions: Iterable[TopicPartition], *, end: bool = False
@@ -323,10 +325,12 @@ class KafkaPythonConsumer:
             polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         except KafkaError as e:
             raise kafka_failure(f"Kafka: {reason(e)}", e) from e
-        # One tuple per record: kafka-python's own ConsumerRecord carries a dozen fields.
+        # One tuple per record (kafka-python's own ConsumerRecord has a dozen fields), built
+        # without the NamedTuple's __new__, a Python function.
         return {
             self.tp(tp): [
-                ConsumedRecord(r.offset, r.key, r.value, r.headers, r.timestamp) for r in records
+                _record(ConsumedRecord, (r.offset, r.key, r.value, r.headers, r.timestamp))
+                for r in records
             ]
             for tp, records in polled.items()
         }
