@@ -257,6 +257,8 @@ class ConfluentConsumer:
         self._assigned: set[TopicPartition] = set()
         self._seeks: dict[TopicPartition, int] = {}
         self._assigning = False
+        self._sought: dict[TopicPartition, int] = {}
+        """The offset each partition was last sought to outside a rebalance."""
         self._tps: dict[tuple[str, int], TopicPartition] = {}
 
     def _tp(self, topic: str, partition: int) -> TopicPartition:
@@ -282,6 +284,7 @@ class ConfluentConsumer:
         finally:
             self._assigning = False
         self._assigned = set(tps)
+        self._sought = dict(self._seeks)
         consumer.assign(
             [
                 self._ck.TopicPartition(tp.topic, tp.partition, self._seeks.get(tp, -1001))
@@ -298,6 +301,7 @@ class ConfluentConsumer:
 
     def assign(self, partitions: list[TopicPartition]) -> None:
         self._assigned = set(partitions)
+        self._sought.clear()
         with translated("Kafka"):
             self._consumer.assign([self._ck.TopicPartition(*tp) for tp in partitions])
 
@@ -306,16 +310,21 @@ class ConfluentConsumer:
             self._seeks[tp] = offset  # assigned at this offset when the callback returns
             return
         wanted = self._ck.TopicPartition(tp.topic, tp.partition, offset)
+        self._sought[tp] = offset
         try:
             self._consumer.seek(wanted)
         except self._ck.KafkaException as e:
             if e.args[0].code() != self._ck.KafkaError._STATE:
                 raise kafka_failure(f"Kafka did not seek {tp.topic}[{tp.partition}]: {e}", e) from e
             # Assigned moments ago, not fetching yet: librdkafka takes a position only with
-            # the assignment. The others keep theirs.
+            # the assignment. The others keep theirs: where they read, else where sought.
             others = [self._ck.TopicPartition(*t) for t in self._assigned if t != tp]
             with translated("Kafka"):
-                self._consumer.assign([*self._consumer.position(others), wanted])
+                positions = self._consumer.position(others)
+                for p in positions:
+                    if p.offset < 0:
+                        p.offset = self._sought.get(self._tp(p.topic, p.partition), p.offset)
+                self._consumer.assign([*positions, wanted])
 
     def beginning_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """librdkafka's "the beginning" marker: resolved by the broker when fetching starts."""
