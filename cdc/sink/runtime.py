@@ -4,9 +4,9 @@ Reading top to bottom: :meth:`SinkRuntime.run` polls a batch of records, parses 
 (:func:`cdc.records.parse_record`), and hands the events with the batch's next offsets to the
 :class:`Target`, which applies both in one transaction of the target store. That apply runs on an
 applier thread while the next batch is polled and parsed; batches are applied one at a time, in
-order. Records that cannot be
-applied go to ``{topic}.dlq`` *inside* that transaction's commit step, so an offset is never stored
-past a record that is neither applied nor dead-lettered.
+order. Records that cannot be applied go to ``{topic}.dlq`` (:mod:`cdc.sink.dlq`) *inside* that
+transaction's commit step, so an offset is never stored past a record that is neither applied
+nor dead-lettered. Kafka is reached only through :mod:`cdc.kafka`'s Protocols.
 
 Resume rule: the consumer group only distributes partitions; positions live in the target. After
 every assignment the runtime seeks each partition to the offset stored there (the beginning when
