@@ -14,7 +14,9 @@ __all__ = [
     "ConfigError",
     "ConfigProblem",
     "KafkaUnavailable",
+    "LeaderUnknown",
     "OversizedRecord",
+    "PartitionRevoked",
     "Refused",
     "SlotExists",
     "SlotInUse",
@@ -71,6 +73,15 @@ class KafkaUnavailable(CdcError):
     """No Kafka broker answers; it may come back."""
 
     retriable = True
+
+
+class LeaderUnknown(KafkaUnavailable):
+    """A partition's leader is not known yet (its topic was created moments ago): ask again."""
+
+
+class PartitionRevoked(CdcError):
+    """A rebalance took the partition away while it was being positioned: its next assignment
+    positions it again. Not an outage, so not retried as one."""
 
 
 class Refused(CdcError):

@@ -1,7 +1,8 @@
 """The sink engine: consume a sink's topics and apply them to a target, idempotently.
 
 - :mod:`cdc.sink.target`: the :class:`Target` Protocol a store implements, and what it rejects;
-- :mod:`cdc.sink.runtime`: the consume-apply loop, offsets stored with the data, the DLQ;
+- :mod:`cdc.sink.runtime`: the consume-apply loop, offsets stored with the data;
+- :mod:`cdc.sink.dlq`: the records no target can apply, written to their dead-letter topics;
 - :mod:`cdc.sink.watch`: which topics and partitions a sink reads;
 - :mod:`cdc.sink.lag`: how far behind a sink is (``cdc status``).
 """

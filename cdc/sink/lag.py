@@ -9,16 +9,10 @@ import re
 import time
 from collections.abc import Callable, Sequence
 
-from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError, LeaderNotAvailableError
-
 from cdc.config import KafkaConfig
-from cdc.errors import Refused, describe
+from cdc.errors import CdcError, Refused, describe
 from cdc.findings import Finding
-from cdc.kafka import (
-    client_options,
-    list_offsets,
-)
+from cdc.kafka import Consumer, LeaderUnknown, TopicPartition, open_admin, open_consumer
 from cdc.runstate import dlq_since
 from cdc.sink.target import DLQ_SUFFIX, Target, TargetUnavailable
 from cdc.sink.watch import partitions_of, subscription_pattern
@@ -50,25 +44,23 @@ def _lag(
 ) -> list[Finding]:
     pattern = re.compile(subscription_pattern(topics))
     try:
-        consumer = KafkaConsumer(**client_options(kafka), request_timeout_ms=10_000)
+        # kafka-python, whatever the sinks' client, as ever: status makes one look.
+        admin = open_admin(kafka, client="kafka-python", request_timeout_ms=10_000)
         try:
-            every = consumer.topics()
+            every = admin.topics()
             names = [t for t in every if pattern.match(t)]
-            partitions = partitions_of(consumer, names)
-            end = list_offsets(consumer, partitions, end=True)
-            dead = partitions_of(
-                consumer, [t + DLQ_SUFFIX for t in names if t + DLQ_SUFFIX in every]
-            )
-            dead_end = list_offsets(consumer, dead, end=True)
-            dead_start = list_offsets(consumer, dead)
-            newest = _newest(
-                consumer, {tp: dead_end[tp] for tp in dead if dead_end[tp] > dead_start[tp]}
-            )
+            partitions = partitions_of(admin, names)
+            end = admin.end_offsets(partitions)
+            dead = partitions_of(admin, [t + DLQ_SUFFIX for t in names if t + DLQ_SUFFIX in every])
+            dead_end = admin.end_offsets(dead)
+            dead_start = admin.beginning_offsets(dead)
+            tails = {tp: dead_end[tp] for tp in dead if dead_end[tp] > dead_start[tp]}
+            newest = _newest(kafka, tails) if tails else {}
         finally:
-            consumer.close()
-    except LeaderNotAvailableError as e:  # a topic created a moment ago
+            admin.close()
+    except LeaderUnknown as e:  # a topic created a moment ago
         return [Finding.warn(subject, f"lag unknown for now: {describe(e)}")]
-    except KafkaError as e:
+    except CdcError as e:
         return [Finding.fail(subject, f"Kafka does not answer: {describe(e)}")]
     stored = target.stored_offsets(group_id, [(tp.topic, tp.partition) for tp in partitions])
     lag = {tp: max(0, end[tp] - stored.get((tp.topic, tp.partition), 0)) for tp in partitions}
@@ -114,19 +106,27 @@ def _lag(
 
 
 def _newest(
-    consumer: KafkaConsumer, ends: dict[TopicPartition, int], timeout_s: float = 5.0
+    kafka: KafkaConfig, ends: dict[TopicPartition, int], timeout_s: float = 5.0
 ) -> dict[str, tuple[int, str]]:
     """Per DLQ topic, the newest record's timestamp (ms) and cdc-dlq-reason: the last record of
     each partition read, within ``timeout_s`` (what is not read in time is left out)."""
-    if not ends:
-        return {}
+    consumer = open_consumer(kafka, None, client="kafka-python")
+    try:
+        return _tails(consumer, ends, timeout_s)
+    finally:
+        consumer.close()
+
+
+def _tails(
+    consumer: Consumer, ends: dict[TopicPartition, int], timeout_s: float
+) -> dict[str, tuple[int, str]]:
     consumer.assign(list(ends))
     for tp, end in ends.items():
         consumer.seek(tp, end - 1)
     newest: dict[str, tuple[int, str]] = {}
     left, deadline = set(ends), time.monotonic() + timeout_s
     while left and time.monotonic() < deadline:
-        for tp, records in consumer.poll(timeout_ms=500).items():
+        for tp, records in consumer.poll(timeout_ms=500, max_records=500).items():
             left.discard(tp)
             for r in records:  # from the last offset on: the partition's last record
                 reason = dict(r.headers or ()).get("cdc-dlq-reason", b"").decode(errors="replace")

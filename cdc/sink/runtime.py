@@ -4,9 +4,9 @@ Reading top to bottom: :meth:`SinkRuntime.run` polls a batch of records, parses 
 (:func:`cdc.records.parse_record`), and hands the events with the batch's next offsets to the
 :class:`Target`, which applies both in one transaction of the target store. That apply runs on an
 applier thread while the next batch is polled and parsed; batches are applied one at a time, in
-order. Records that cannot be
-applied go to ``{topic}.dlq`` *inside* that transaction's commit step, so an offset is never stored
-past a record that is neither applied nor dead-lettered.
+order. Records that cannot be applied go to ``{topic}.dlq`` (:mod:`cdc.sink.dlq`) *inside* that
+transaction's commit step, so an offset is never stored past a record that is neither applied
+nor dead-lettered. Kafka is reached only through :mod:`cdc.kafka`'s Protocols.
 
 Resume rule: the consumer group only distributes partitions; positions live in the target. After
 every assignment the runtime seeks each partition to the offset stored there (the beginning when
@@ -30,27 +30,23 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError, LeaderNotAvailableError, TopicAlreadyExistsError
-
 from cdc.config import KafkaConfig
 from cdc.errors import CdcError, KafkaUnavailable, describe
 from cdc.globs import is_plain
 from cdc.kafka import (
-    SINK_FETCH_BYTES,
-    SINK_SESSION_TIMEOUT_MS,
-    ConfluentConsumer,
-    ConfluentTopicLister,
-    client_options,
-    kafka_failure,
-    list_offsets,
+    ConsumedRecord,
+    Consumer,
+    LeaderUnknown,
+    PartitionRevoked,
+    TopicPartition,
+    open_admin,
+    open_consumer,
+    open_publisher,
 )
 from cdc.records import BadRecord, SinkEvent, parse_record
 from cdc.retry import Backoff, Stopped, retried
+from cdc.sink.dlq import DeadLetters
 from cdc.sink.target import (
-    DLQ_SUFFIX,
     Partition,
     Rejected,
     Target,
@@ -67,7 +63,7 @@ SWITCH_INTERVAL_S = 0.0005
 
 
 class _Prepared(NamedTuple):
-    batch: dict[TopicPartition, list[Any]]
+    batch: dict[TopicPartition, list[ConsumedRecord]]
     events: list[SinkEvent]
     bad: list[Rejected]
     offsets: dict[Partition, int]
@@ -118,19 +114,19 @@ class Progress:
         return sorted(found)
 
 
-class _Unseek(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Unseek:
     """Forget that partitions were positioned. Runs on kafka-python's thread: touches nothing
     else."""
 
     def __init__(self, runtime: SinkRuntime) -> None:
         self.runtime = runtime
 
-    def on_partitions_revoked(self, revoked: Any) -> None:
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self.runtime.rebalances += 1
         self.runtime.positioned.difference_update(revoked)
         log.info("%s: partitions revoked: %s", self.runtime.subject, partition_names(revoked))
 
-    def on_partitions_assigned(self, assigned: Any) -> None:
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.runtime.rebalances += 1
         self.runtime.positioned.difference_update(assigned)
         log.info("%s: partitions assigned: %s", self.runtime.subject, partition_names(assigned))
@@ -157,7 +153,8 @@ class SinkRuntime:
         self.target_factory = target_factory
         self.batch_records = batch_records
         self.target: Target | None = None
-        self.consumer: KafkaConsumer | ConfluentConsumer | None = None
+        self.consumer: Consumer | None = None
+        self.dead: DeadLetters | None = None
         self.applied = 0
         self.dead_lettered = 0
         self.progress = Progress()
@@ -193,48 +190,25 @@ class SinkRuntime:
             return
 
     def _session(self, stop: threading.Event, started: threading.Event | None) -> None:
-        options = client_options(self.kafka)
         with contextlib.ExitStack() as opened:
-            try:
-                if self.kafka.consumer.client == "confluent-kafka":
-                    self.consumer = ConfluentConsumer(
-                        self.kafka, self.group_id, self.seek_to_stored
-                    )
-                else:
-                    self.consumer = KafkaConsumer(
-                        **options,
-                        group_id=self.group_id,
-                        enable_auto_commit=False,
-                        auto_offset_reset="earliest",
-                        metadata_max_age_ms=5000,
-                        session_timeout_ms=SINK_SESSION_TIMEOUT_MS,
-                        max_poll_records=self.batch_records,
-                        fetch_max_bytes=SINK_FETCH_BYTES,
-                    )
-                opened.callback(self.consumer.close, autocommit=False)
-                self.dlq = KafkaProducer(**options, acks="all", enable_idempotence=True)
-                opened.callback(self.dlq.close, timeout=5)
-                self.admin = KafkaAdminClient(**options)
-                opened.callback(self.admin.close)
-                lister: KafkaConsumer | ConfluentTopicLister = (
-                    ConfluentTopicLister(self.kafka)
-                    if self.kafka.consumer.client == "confluent-kafka"
-                    else KafkaConsumer(**options, enable_auto_commit=False)
-                )
-                watch = TopicWatch(lister, re.compile(self.pattern), self.names)
-                opened.callback(watch.close)
-            except KafkaError as e:
-                raise kafka_failure(f"Kafka: {describe(e)}", e) from e
+            self.consumer = open_consumer(
+                self.kafka, self.group_id, self.seek_to_stored, self.batch_records
+            )
+            opened.callback(self.consumer.close)
+            # The DLQ is written with kafka-python whatever the consumer's client: one record
+            # now and then, waited for.
+            publisher = open_publisher(self.kafka, client="kafka-python")
+            self.dead = DeadLetters(self.subject, publisher)
+            opened.callback(self.dead.close)
+            watch = TopicWatch(open_admin(self.kafka), re.compile(self.pattern), self.names)
+            opened.callback(watch.close)
             self.positioned.clear()
             self.progress.reset()
             self.target = self._connect_target(stop)
             opened.callback(self._close_target)
             if started is not None:
                 started.set()
-            try:
-                self._consume(stop, watch)
-            except KafkaError as e:
-                raise kafka_failure(f"Kafka: {describe(e)}", e) from e
+            self._consume(stop, watch)
 
     def _consume(self, stop: threading.Event, watch: TopicWatch) -> None:
         """Poll and parse here while the previous batch is applied on the applier thread: the
@@ -366,8 +340,8 @@ class SinkRuntime:
             # Explicit offsets rather than seek_to_beginning: kafka-python's lazy reset was
             # seen to leave a consumer fetching nothing, spinning.
             try:
-                beginnings = list_offsets(self.consumer, fresh)
-            except LeaderNotAvailableError as e:
+                beginnings = self.consumer.beginning_offsets(fresh)
+            except LeaderUnknown as e:
                 # Left unpositioned, so the next poll asks again (and drops their records).
                 log.info("%s: %s; positioning it later", self.subject, describe(e))
                 beginnings = {}
@@ -387,20 +361,17 @@ class SinkRuntime:
         log.info("%s: positioned %s at the stored offsets", self.subject, partition_names(sought))
 
     def _seek(self, tp: TopicPartition, offset: int) -> bool:
-        """Seek ``tp``; False when a rebalance took it away meanwhile. kafka-python changes the
-        assignment on its own thread, at any moment (ValueError or KeyError from its ``seek``);
-        the partition's next assignment positions it again."""
+        """Seek ``tp``; False when a rebalance took it away meanwhile (kafka-python changes the
+        assignment on its own thread, at any moment); its next assignment positions it again."""
         assert self.consumer is not None
         try:
             self.consumer.seek(tp, offset)
-        except (ValueError, KeyError):
-            if tp in self.consumer.assignment():
-                raise
+        except PartitionRevoked:
             log.info("%s: %s[%d] was revoked while being positioned", self.subject, *tp)
             return False
         return True
 
-    def _prepare(self, batch: dict[TopicPartition, list[Any]]) -> _Prepared:
+    def _prepare(self, batch: dict[TopicPartition, list[ConsumedRecord]]) -> _Prepared:
         """Parse a polled batch: the events, the records no sink can apply, the next offsets."""
         events: list[SinkEvent] = []
         bad: list[Rejected] = []
@@ -450,7 +421,9 @@ class SinkRuntime:
                     )
                 )
             if dead:
-                self._dead_letter(dead)
+                assert self.dead is not None
+                self.dead.write(dead)  # in Kafka before the offset moves past them
+                self.dead_lettered += len(dead)
 
         def apply() -> None:
             assert self.target is not None
@@ -475,46 +448,3 @@ class SinkRuntime:
         except Stopped:
             return  # stopping: the batch was not committed and will be read again
         self.applied += len(events)
-
-    def _dead_letter(self, dead: list[Rejected]) -> None:
-        topics = {d.topic + DLQ_SUFFIX for d in dead}
-        for topic in topics:
-            try:
-                self.admin.create_topics(
-                    [
-                        NewTopic(
-                            topic,
-                            num_partitions=1,
-                            replication_factor=self.kafka.topics.replication_factor,
-                        )
-                    ]
-                )
-            except TopicAlreadyExistsError:
-                pass
-            except KafkaError as e:
-                raise KafkaUnavailable(f"cannot create {topic}: {describe(e)}") from e
-        futures = []
-        for d in dead:
-            headers = [h for h in d.headers if not h[0].startswith("cdc-dlq-")] + [
-                ("cdc-dlq-reason", d.reason.encode()),
-                ("cdc-dlq-topic", d.topic.encode()),
-                ("cdc-dlq-partition", str(d.partition).encode()),
-                ("cdc-dlq-offset", str(d.offset).encode()),
-            ]
-            log.warning(
-                "%s: %s[%d]@%d to the DLQ: %s",
-                self.subject,
-                d.topic,
-                d.partition,
-                d.offset,
-                d.reason,
-            )
-            futures.append(
-                self.dlq.send(d.topic + DLQ_SUFFIX, key=d.key, value=d.value, headers=headers)
-            )
-        try:
-            for f in futures:
-                f.get(timeout=30)  # on the DLQ before the offset moves past it
-        except KafkaError as e:
-            raise KafkaUnavailable(f"dead-letter topic did not take a record: {describe(e)}") from e
-        self.dead_lettered += len(dead)

@@ -10,14 +10,8 @@ import re
 import threading
 from collections.abc import Iterable, Sequence
 
-from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
-
-from cdc.errors import KafkaUnavailable, describe
-from cdc.kafka import (
-    ConfluentTopicLister,
-    list_offsets,
-)
+from cdc.errors import CdcError, describe
+from cdc.kafka import Admin, TopicPartition
 from cdc.sink.target import Partition
 
 log = logging.getLogger(__name__)
@@ -40,7 +34,7 @@ class TopicWatch:
 
     def __init__(
         self,
-        client: KafkaConsumer | ConfluentTopicLister,
+        client: Admin,
         pattern: re.Pattern[str],
         names: Sequence[str] | None = None,
     ) -> None:
@@ -61,7 +55,7 @@ class TopicWatch:
         while not self._closed.is_set():
             try:
                 self._look()
-            except (KafkaError, KafkaUnavailable) as e:  # the consumer sees the same outage
+            except CdcError as e:  # the consumer sees the same outage
                 log.debug("listing topics failed: %s", describe(e))
             except Exception:  # a client bug must not end the watch: no new topic would be read
                 log.exception("listing topics failed")
@@ -78,8 +72,8 @@ class TopicWatch:
             found = {t for t in client.topics() if self._pattern.match(t)}
             partitions = partitions_of(client, found)
         self.found = found  # the subscription needs no offsets: a new topic is read at once
-        first = list_offsets(client, partitions)
-        end = list_offsets(client, partitions, end=True)
+        first = client.beginning_offsets(partitions)
+        end = client.end_offsets(partitions)
         self.ranges = {(tp.topic, tp.partition): (first[tp], end[tp]) for tp in partitions}
 
     def close(self) -> None:
@@ -89,9 +83,7 @@ class TopicWatch:
             self._client.close()
 
 
-def partitions_of(
-    client: KafkaConsumer | ConfluentTopicLister, topics: Iterable[str]
-) -> list[TopicPartition]:
+def partitions_of(client: Admin, topics: Iterable[str]) -> list[TopicPartition]:
     """Every partition of ``topics``, in topic order, as the client's metadata knows them."""
     return [
         TopicPartition(t, p) for t in sorted(topics) for p in client.partitions_for_topic(t) or ()

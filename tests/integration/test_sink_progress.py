@@ -17,11 +17,11 @@ import orjson
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import LeaderNotAvailableError
 
 from cdc.config import KafkaConfig, SqliteSinkConfig
 from cdc.errors import KafkaUnavailable
-from cdc.kafka import ConfluentTopicLister, list_offsets
+from cdc.kafka import ConfluentAdmin, KafkaPythonAdmin, KafkaPythonConsumer, LeaderUnknown
+from cdc.kafka.kafka_python import list_offsets
 from cdc.sink import lag
 from cdc.sink import runtime as sink_runtime
 from cdc.sink import watch as sink_watch
@@ -176,10 +176,17 @@ class _Stored:
         return {("t", 0): 7, ("t", 1): 9}
 
 
+def kafka_python_consumer(client: Any) -> KafkaPythonConsumer:
+    """cdc's kafka-python consumer around ``client`` in place of kafka-python's own."""
+    consumer = object.__new__(KafkaPythonConsumer)
+    consumer._consumer, consumer._tps = client, {}
+    return consumer
+
+
 def runtime_with(consumer: _Revoking) -> SinkRuntime:
     config = KafkaConfig(bootstrap_servers=("x:1",))
     runtime = SinkRuntime("s", "g", ("t",), config, lambda: cast(Any, _Stored()))
-    runtime.consumer, runtime.target = cast(Any, consumer), cast(Any, _Stored())
+    runtime.consumer, runtime.target = kafka_python_consumer(consumer), cast(Any, _Stored())
     return runtime
 
 
@@ -224,7 +231,7 @@ def test_list_offsets_names_the_partition_kafka_python_left_out() -> None:
         def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
             raise KeyError("not a partition")  # some other bug: not ours to rename
 
-    with pytest.raises(LeaderNotAvailableError, match=r"no leader yet for t\[3\]"):
+    with pytest.raises(LeaderUnknown, match=r"no leader yet for t\[3\]"):
         list_offsets(Leaderless(), [tp])
     with pytest.raises(KeyError, match="not a partition"):
         list_offsets(Leaderless(), [tp], end=True)
@@ -283,7 +290,7 @@ def test_kafka_python_still_fails_offsets_of_a_topic_it_has_no_metadata_for(
 def _listed(client: KafkaConsumer, tp: TopicPartition) -> bool:
     try:
         list_offsets(client, [tp], end=True)
-    except LeaderNotAvailableError:
+    except LeaderUnknown:
         return False
     return True
 
@@ -298,8 +305,8 @@ def test_a_partition_reassigned_while_positioned_is_positioned_again() -> None:
     def seek_then_rebalance(tp: TopicPartition, offset: int) -> None:
         real_seek(tp, offset)
         if tp == a:  # kafka-python's thread revokes and assigns ``a`` again: its seek is lost
-            listener.on_partitions_revoked([a, b])
-            listener.on_partitions_assigned([a, b])
+            listener.on_partitions_revoked({a, b})
+            listener.on_partitions_assigned({a, b})
 
     fake.seek = seek_then_rebalance  # type: ignore[method-assign]
     runtime.seek_to_stored([a, b])
@@ -331,13 +338,13 @@ def test_status_of_a_sink_whose_new_topic_has_no_leader_yet_is_a_warning(
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr(lag, "KafkaConsumer", Leaderless)
-    findings = lag._lag(
-        "sink s", "g", ("src.*",), KafkaConfig(bootstrap_servers=("x:1",)), cast(Any, _Stored())
-    )
+    config = KafkaConfig(bootstrap_servers=("x:1",))
+    admin = KafkaPythonAdmin(config)
+    admin._client = cast(Any, Leaderless())  # in place of kafka-python's consumer
+    monkeypatch.setattr(lag, "open_admin", lambda *args, **kwargs: admin)
+    findings = lag._lag("sink s", "g", ("src.*",), config, cast(Any, _Stored()))
     assert [f.render() for f in findings] == [
-        "WARN  sink s: lag unknown for now: [Error 5] LeaderNotAvailableError:"
-        " Kafka names no leader yet for src.public.a[0]"
+        "WARN  sink s: lag unknown for now: Kafka names no leader yet for src.public.a[0]"
     ]
 
 
@@ -362,8 +369,8 @@ def test_the_topic_watch_finds_topics_and_their_offsets(
 
     def lister() -> Any:
         if client == "confluent-kafka":
-            return ConfluentTopicLister(config)
-        return KafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
+            return ConfluentAdmin(config)
+        return KafkaPythonAdmin(config)
 
     ranges = {(topic, 0): (0, 3), (topic, 1): (0, 2)}
     pattern = re.compile(subscription_pattern([topic, f"watch{unique}.missing"]))
@@ -419,10 +426,10 @@ def test_a_watch_of_plain_names_never_lists_every_topic() -> None:
 def test_the_confluent_lister_names_what_it_could_not_find(
     kafka_bootstrap: str, unique: str
 ) -> None:
-    lister = ConfluentTopicLister(KafkaConfig(bootstrap_servers=(kafka_bootstrap,)))
+    lister = ConfluentAdmin(KafkaConfig(bootstrap_servers=(kafka_bootstrap,)))
     assert lister.partitions_for_topic(f"nosuch{unique}") is None
     with pytest.raises(KafkaUnavailable, match=rf"no offsets for nosuch{unique}\[0\]"):
-        list_offsets(lister, [TopicPartition(f"nosuch{unique}", 0)])
+        lister.end_offsets([TopicPartition(f"nosuch{unique}", 0)])
 
 
 def test_a_sink_of_plain_topic_names_watches_those_names_only() -> None:

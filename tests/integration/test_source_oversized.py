@@ -19,7 +19,7 @@ import pytest
 
 from cdc.config import KafkaConfig
 from cdc.events import UNAVAILABLE, Record
-from cdc.kafka import Publisher
+from cdc.kafka import KafkaPythonPublisher
 from tests.support.big_records import BIG_BODY, BIG_ROWS, small_topic
 from tests.support.harness import (
     CdcProcess,
@@ -115,7 +115,7 @@ def test_kafka_python_publisher_counts_the_bytes_it_waits_for(
     """kafka-python bounds nothing in bytes itself: the publisher counts what awaits an ack,
     which the connector's loops wait on (``BUFFER_BYTES``)."""
     config = KafkaConfig.model_validate({"bootstrap_servers": kafka_bootstrap})
-    publisher = Publisher(config)
+    publisher = KafkaPythonPublisher(config)
     acked: list[int] = []
     errors: list[Exception] = []
     callback = publisher.callback(acked.append, errors.append, 1)

@@ -24,7 +24,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from cdc.events import Change
 from cdc.globs import TableSelector
-from cdc.kafka import list_offsets
+from cdc.kafka.kafka_python import list_offsets
 from connectors.postgres.catalog import PostgresCatalog
 from connectors.postgres.wal2json import WAL2JSON_OPTIONS, Wal2JsonDecoder
 
@@ -148,7 +148,7 @@ def read_topics(kafka: str, topics: Iterable[str], timeout_s: float = 60) -> lis
 
 def topic_ends(kafka: str, select: Callable[[str], bool]) -> dict[tuple[str, int], int]:
     """The next offset to be written of every partition of the topics ``select`` takes; raises
-    kafka-python's LeaderNotAvailableError for a topic created moments ago."""
+    cdc.kafka.LeaderUnknown for a topic created moments ago."""
     consumer = KafkaConsumer(bootstrap_servers=kafka)
     try:
         parts = [

@@ -11,10 +11,10 @@ from typing import Any
 import psycopg
 import pytest
 from kafka import KafkaConsumer
-from kafka.errors import LeaderNotAvailableError
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from cdc.kafka import LeaderUnknown
 from tests.support.harness import (
     CdcProcess,
     current_wal_lsn,
@@ -96,7 +96,7 @@ class Replicas:
             end = topic_ends(
                 self.kafka, lambda t: t.startswith(self.prefix + ".") and not t.endswith(".dlq")
             )
-        except LeaderNotAvailableError as e:  # a topic created moments ago
+        except LeaderUnknown as e:  # a topic created moments ago
             return [str(e)]
         stored: dict[str, dict[tuple[str, int], int]] = {}
         for name, dsn in self.replicas.items():

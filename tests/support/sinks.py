@@ -13,10 +13,10 @@ from typing import Any
 import orjson
 import psycopg
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import LeaderNotAvailableError
 from psycopg import pq, sql
 from psycopg.conninfo import make_conninfo
 
+from cdc.kafka import LeaderUnknown
 from tests.support.harness import (
     CdcProcess,
     current_wal_lsn,
@@ -229,7 +229,7 @@ def sinks_behind(
     of the ``tables`` topics)."""
     try:
         end = topic_ends(kafka, lambda t: t.startswith(prefix + ".") and not t.endswith(".dlq"))
-    except LeaderNotAvailableError as e:  # a topic created moments ago
+    except LeaderUnknown as e:  # a topic created moments ago
         return [str(e)]
     with psycopg.connect(dsn) as conn:
         stored = {
