@@ -1,5 +1,6 @@
 """The sink engine: consume a sink's topics and apply them to a target, idempotently.
 
+- :mod:`cdc.sink.plan`: what to do with a batch's events, decided once for every target;
 - :mod:`cdc.sink.target`: the :class:`Target` Protocol a store implements, and what it rejects;
 - :mod:`cdc.sink.runtime`: the consume-apply loop, offsets stored with the data, the DLQ;
 - :mod:`cdc.sink.watch`: which topics and partitions a sink reads;
@@ -9,9 +10,11 @@
 from __future__ import annotations
 
 __all__ = [
+    "BatchPlan",
     "Partition",
     "Rejected",
     "SinkRuntime",
+    "TablePlan",
     "Target",
     "TargetUnavailable",
     "consumer_lag",
@@ -19,6 +22,7 @@ __all__ = [
 ]
 
 from cdc.sink.lag import consumer_lag
+from cdc.sink.plan import BatchPlan, TablePlan
 from cdc.sink.runtime import SinkRuntime
 from cdc.sink.target import Partition, Rejected, Target, TargetUnavailable
 from cdc.sink.watch import subscription_pattern
