@@ -25,7 +25,15 @@ from cdc.findings import Finding
 from cdc.pgerrors import refused, unreachable
 from cdc.records import SinkEvent, Version
 from cdc.sink import Partition, SinkRuntime, TargetUnavailable, consumer_lag
-from cdc.sink.plan import BatchPlan, TablePlan, columns_settled, follow_columns, plan_batch
+from cdc.sink.plan import (
+    BatchPlan,
+    TablePlan,
+    columns_settled,
+    follow_columns,
+    one_by_one,
+    plan_batch,
+    refusal_reason,
+)
 from sinks import postgres_dml as dml
 from sinks.postgres_ddl import BOOKKEEPING, Schema
 
@@ -73,7 +81,8 @@ class PostgresTarget:
                 f"cannot connect to {config.dsn}: {describe(e, config.dsn.password)}"
             ) from e
         with self._translated(), self.conn.transaction():
-            self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('cdc-sink-ddl'))")
+            self.schema = Schema(self.conn)
+            self.schema.lock()
             self.conn.execute(BOOKKEEPING)
             # A batch's commit need not wait for its WAL to reach disk: the consumed offsets
             # commit in the same transaction, so a crash that loses the last batches loses their
@@ -87,7 +96,6 @@ class PostgresTarget:
             # batch, a cost growing with the table.
             self.conn.execute("SET enable_hashjoin = off")
             self.conn.execute("SET enable_mergejoin = off")
-        self.schema = Schema(self.conn)
         self.floors: dict[tuple[str, str], Version] = {}
         """Each source table's truncate floor (``cdc.truncates``) as last read or written: what
         :meth:`plan` assumes."""
@@ -111,8 +119,6 @@ class PostgresTarget:
 
     # -- applying -------------------------------------------------------------------------------
 
-    # -- applying -------------------------------------------------------------------------------
-
     def plan(self, events: Sequence[SinkEvent]) -> BatchPlan:
         """The batch's plan, its upserts' rows already JSON (:data:`~sinks.postgres_dml.ROWS`):
         on the consuming thread, the applying thread is left with the SQL."""
@@ -126,7 +132,7 @@ class PostgresTarget:
         before_commit: Callable[[list[tuple[SinkEvent, str]]], None],
         plan: BatchPlan | None = None,
     ) -> None:
-        if plan is None or not plan.covers(events):
+        if plan is None or not plan.covers(events) or not plan.json:
             plan = self.plan(events)
         rejected: list[tuple[SinkEvent, str]] = []
         with self._translated():
@@ -151,15 +157,15 @@ class PostgresTarget:
     ) -> None:
         rejected: list[tuple[SinkEvent, str]] = []
         with self.conn.transaction():
-            for e in sorted(events, key=lambda e: e.version):
+            for e, plan in one_by_one(events, self.floors, json=True):
                 try:
                     with self.conn.transaction():  # a savepoint per event
-                        for table_plan in self.plan([e]).tables:
+                        for table_plan in plan.tables:
                             rejected += self._apply_table(table_plan)
                 except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as err:
                     self.schema.tables.clear()
                     self.ledgers.clear()
-                    rejected.append((e, f"the target refused it: {describe(err)}"))
+                    rejected.append((e, refusal_reason(describe(err))))
             self._store_offsets(group, offsets)
             before_commit(rejected)
 
@@ -210,7 +216,7 @@ class PostgresTarget:
         if plan.deletes:
             dml.delete(self.conn, target, plan.deletes)
         for upserts in plan.upserts:
-            assert upserts.json is not None  # planned by self.plan
+            assert upserts.json is not None  # planned with json=True (apply)
             dml.upsert(self.conn, target, upserts.columns, upserts.unavailable, upserts.json)
         if plan.keyless:
             dml.insert_keyless(self.conn, target, plan.keyless)

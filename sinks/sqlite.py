@@ -30,16 +30,25 @@ from cdc.config import KafkaConfig, SqliteSinkConfig
 from cdc.findings import Finding
 from cdc.records import SinkEvent, Version
 from cdc.sink import Partition, SinkRuntime, TargetUnavailable, consumer_lag
-from cdc.sink.plan import BatchPlan, TablePlan, WholeRow, follow_columns, plan_batch
-from sinks import sqlite_ddl as ddl
+from cdc.sink.plan import (
+    BatchPlan,
+    TablePlan,
+    WholeRow,
+    follow_columns,
+    one_by_one,
+    plan_batch,
+    refusal_reason,
+)
 from sinks.sqlite_ddl import (
     BOOKKEEPING,
     INT64_MAX,
     INT64_MIN,
     affinity,
+    column_def,
     fold,
     literal,
     quote,
+    with_renamed,
 )
 
 log = logging.getLogger(__name__)
@@ -150,10 +159,10 @@ class SqliteTarget:
         try:
             rejected: list[tuple[SinkEvent, str]] = []
             if plan is None:
-                for event in sorted(events, key=lambda e: e.version):
+                for event, single in one_by_one(events, self.floors):
                     self.db.execute("SAVEPOINT event")
                     try:
-                        for table_plan in self.plan([event]).tables:
+                        for table_plan in single.tables:
                             rejected += self._apply_table(table_plan)
                         self.db.execute("RELEASE event")
                     except sqlite3.IntegrityError as error:
@@ -161,7 +170,7 @@ class SqliteTarget:
                         self.db.execute("RELEASE event")
                         self.columns.clear()
                         self.ledgers.clear()
-                        rejected.append((event, f"the target refused it: {error}"))
+                        rejected.append((event, refusal_reason(str(error))))
             else:
                 for table_plan in plan.tables:
                     rejected += self._apply_table(table_plan)
@@ -321,7 +330,7 @@ class SqliteTarget:
         if not renamed:
             return events
         apart.difference_update(renamed)  # looked at again each batch: such tables are rare
-        return [ddl.renamed(e, renamed) for e in events]
+        return [with_renamed(e, renamed) for e in events]
 
     def _apply_whole_row(self, name: str, change: WholeRow) -> None:
         """A change of a multiset (:class:`~cdc.sink.plan.WholeRow`)."""
@@ -427,7 +436,7 @@ class SqliteTarget:
         }
         key = plan.key
         if not self._exists(name):
-            defs = [ddl.column(c, t, defaults.get(c)) for c, t in wanted.items()]
+            defs = [column_def(c, t, defaults.get(c)) for c, t in wanted.items()]
             defs += ["_cdc_lsn INTEGER NOT NULL", "_cdc_index INTEGER NOT NULL"]
             if key:
                 defs.append(f"PRIMARY KEY ({', '.join(quote(k) for k in key)})")
@@ -444,7 +453,7 @@ class SqliteTarget:
         for column, kind in wanted.items():
             if column not in known:
                 # Rows that predate the column hold its default at the source (cdc-missing).
-                definition = ddl.column(column, kind, defaults.get(column))
+                definition = column_def(column, kind, defaults.get(column))
                 self.db.execute(f"ALTER TABLE {quote(name)} ADD COLUMN {definition}")
                 known[column] = kind
                 log.info("added column %s %s to %s", column, kind, name)

@@ -12,11 +12,11 @@ __all__ = [
     "INT64_MAX",
     "INT64_MIN",
     "affinity",
-    "column",
+    "column_def",
     "fold",
     "literal",
     "quote",
-    "renamed",
+    "with_renamed",
 ]
 
 import contextlib
@@ -79,7 +79,7 @@ def fold(name: str) -> str:
     return name.translate(_ASCII_LOWER)
 
 
-def renamed(event: SinkEvent, names: dict[str, str]) -> SinkEvent:
+def with_renamed(event: SinkEvent, names: dict[str, str]) -> SinkEvent:
     """``event`` with its columns ``names`` (old -> new) renamed."""
 
     def image(values: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -96,7 +96,7 @@ def renamed(event: SinkEvent, names: dict[str, str]) -> SinkEvent:
     )
 
 
-def column(name: str, kind: str, default: str | None) -> str:
+def column_def(name: str, kind: str, default: str | None) -> str:
     """A column definition; ``default`` an SQL literal (:func:`literal`)."""
     column = f"{quote(name)} {kind}"
     return column if default is None else f"{column} DEFAULT {default}"

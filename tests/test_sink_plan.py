@@ -8,7 +8,15 @@ import orjson
 
 from cdc.columns import Ledger
 from cdc.records import SinkEvent, row_hash
-from cdc.sink.plan import BatchPlan, follow_columns, plan_batch, plan_table, rows_json
+from cdc.sink.plan import (
+    BatchPlan,
+    follow_columns,
+    one_by_one,
+    plan_batch,
+    plan_table,
+    refusal_reason,
+    rows_json,
+)
 
 TYPES = {"id": "bigint", "v": "text"}
 
@@ -159,3 +167,13 @@ def test_following_columns_leaves_out_values_of_a_column_dropped_after_them() ->
     assert changes.record == (("v", (20, 0), True),) and changes.remove == ("v",)
     after = sorted((e.after for u in changes.plan.upserts for e in u.events), key=str)
     assert after == [{"id": 1}, {"id": 2}]
+
+
+def test_one_by_one_plans_each_event_alone_in_version_order() -> None:
+    events = [ev("c", (3, 0), 1, table="a"), ev("c", (1, 0), 2, table="b")]
+    singly = list(one_by_one(events, {}))
+    assert [(e.version, [t.table for t in p.tables]) for e, p in singly] == [
+        ((1, 0), ["b"]),
+        ((3, 0), ["a"]),
+    ]
+    assert refusal_reason("value too long") == "the target refused it: value too long"

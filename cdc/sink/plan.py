@@ -17,6 +17,7 @@ moved (:meth:`TablePlan.again`).
 from __future__ import annotations
 
 __all__ = [
+    "FLOAT_TYPES",
     "NO_FLOOR",
     "BatchPlan",
     "ColumnChanges",
@@ -25,13 +26,15 @@ __all__ = [
     "WholeRow",
     "columns_settled",
     "follow_columns",
+    "one_by_one",
     "plan_batch",
     "plan_table",
+    "refusal_reason",
     "rows_json",
 ]
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +46,7 @@ from cdc.records import SinkEvent, Version, by_shape, by_table, collapse, incomp
 NO_FLOOR: Version = (0, 0)
 """The floor of a table never truncated."""
 FLOAT_TYPES = frozenset({"real", "double precision"})
+"""Source types whose values are floats (a ``-0.0`` among them: :func:`rows_json`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +103,8 @@ class TablePlan:
     """Newest event per key, a delete: remove older rows of the key and leave a marker, so that
     an older event arriving later does not bring the row back."""
     upserts: tuple[Upserts, ...]
-    """Newest event per key, an insert or update: written unless the row or a delete marker of
-    its key is newer."""
+    """Newest event per key, an insert or update: written unless the stored row or a delete
+    marker of its key is as new."""
     keyless: Sequence[SinkEvent]
     """Inserts of a table with neither key nor replica identity: each once (by version)."""
     whole: tuple[WholeRow, ...]
@@ -130,6 +134,11 @@ class BatchPlan:
 
     tables: tuple[TablePlan, ...]
 
+    @property
+    def json(self) -> bool:
+        """Whether every table's upserts carry their :func:`rows_json`."""
+        return all(t.json for t in self.tables)
+
     def covers(self, events: Sequence[SinkEvent]) -> bool:
         """Whether this is a plan of ``events`` (the same number of events; a target may be
         given a plan and its batch only together)."""
@@ -149,6 +158,21 @@ def plan_batch(
             for (schema, table), table_events in by_table(events).items()
         )
     )
+
+
+def one_by_one(
+    events: Sequence[SinkEvent], floors: Mapping[tuple[str, str], Version], json: bool = False
+) -> Iterator[tuple[SinkEvent, BatchPlan]]:
+    """Each event alone with its plan, in version order: how a target finds which events of a
+    batch it refuses a value of (each applied in a savepoint of its own), lets the others in,
+    and dead-letters those with :func:`refusal_reason`."""
+    for event in sorted(events, key=_version):
+        yield event, plan_batch((event,), floors, json)
+
+
+def refusal_reason(error: str) -> str:
+    """The dead-letter reason of an event whose value the target refused with ``error``."""
+    return f"the target refused it: {error}"
 
 
 def plan_table(
