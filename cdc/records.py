@@ -321,7 +321,7 @@ def by_table(events: Iterable[SinkEvent]) -> dict[tuple[str, str], list[SinkEven
 
 
 def by_shape(
-    events: list[SinkEvent],
+    events: Iterable[SinkEvent],
 ) -> list[tuple[tuple[str, ...], frozenset[str], list[SinkEvent]]]:
     """Events grouped by the columns they carry, so each group is one set-based statement."""
     groups: dict[tuple[tuple[str, ...], frozenset[str]], list[SinkEvent]] = {}

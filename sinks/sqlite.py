@@ -6,19 +6,16 @@ forward; deletes and truncates leave markers (``_cdc_deletes``, ``_cdc_truncates
 events arriving later change nothing. The file runs in WAL journal mode; ``synchronous=NORMAL``
 is enough because offsets and rows commit together: a commit lost to a power cut is read again.
 
-Column affinities: integers and booleans INTEGER, ``bytea`` BLOB, floats none (see
-:func:`affinity`), everything else TEXT, including numeric, which stays exact as its decimal text.
+The plan of a batch (:mod:`cdc.sink.plan`) is turned into statements here; types, names and
+literals are :mod:`sinks.sqlite_ddl`'s.
 """
 
 from __future__ import annotations
 
 __all__ = ["SqliteSink", "SqliteTarget"]
 
-import contextlib
-import dataclasses
 import hashlib
 import logging
-import math
 import os
 import sqlite3
 import threading
@@ -28,54 +25,33 @@ from typing import Any
 
 import orjson
 
-from cdc.columns import Ledger, follow, strip
+from cdc.columns import Ledger
 from cdc.config import KafkaConfig, SqliteSinkConfig
 from cdc.findings import Finding
-from cdc.records import SinkEvent, Version, by_shape, by_table, collapse, incomplete, row_hash
+from cdc.records import SinkEvent, Version
 from cdc.sink import Partition, SinkRuntime, TargetUnavailable, consumer_lag
+from cdc.sink.plan import (
+    BatchPlan,
+    TablePlan,
+    WholeRow,
+    follow_columns,
+    one_by_one,
+    plan_batch,
+    refusal_reason,
+)
+from sinks.sqlite_ddl import (
+    BOOKKEEPING,
+    INT64_MAX,
+    INT64_MIN,
+    affinity,
+    column_def,
+    fold,
+    literal,
+    quote,
+    with_renamed,
+)
 
 log = logging.getLogger(__name__)
-
-BOOKKEEPING = """
-CREATE TABLE IF NOT EXISTS _cdc_offsets (
-    group_id TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
-    next_offset INTEGER NOT NULL, PRIMARY KEY (group_id, topic, partition));
-CREATE TABLE IF NOT EXISTS _cdc_deletes (
-    target TEXT NOT NULL, key TEXT NOT NULL, lsn INTEGER NOT NULL, idx INTEGER NOT NULL,
-    PRIMARY KEY (target, key));
-CREATE TABLE IF NOT EXISTS _cdc_truncates (
-    target TEXT PRIMARY KEY, lsn INTEGER NOT NULL, idx INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS _cdc_applied (
-    target TEXT NOT NULL, lsn INTEGER NOT NULL, idx INTEGER NOT NULL,
-    PRIMARY KEY (target, lsn, idx));
-CREATE TABLE IF NOT EXISTS _cdc_debts (
-    target TEXT NOT NULL, row_hash TEXT NOT NULL, debt INTEGER NOT NULL,
-    PRIMARY KEY (target, row_hash));
-CREATE TABLE IF NOT EXISTS _cdc_columns (
-    target TEXT NOT NULL, name TEXT NOT NULL, lsn INTEGER NOT NULL, idx INTEGER NOT NULL,
-    dropped INTEGER NOT NULL, PRIMARY KEY (target, name));
-"""
-
-_INTEGER = ("smallint", "integer", "bigint", "oid", "boolean")
-_REAL = ("real", "double precision")
-
-
-def affinity(source_type: str) -> str:
-    """The SQLite column type for a PostgreSQL type name. Floats get no declared type (so BLOB
-    affinity: values are kept as given): a REAL column stores a float with an integral value as
-    an integer, and -0.0 comes back as 0.0. Without one, a double is stored as its 8 bytes."""
-    if source_type in _INTEGER:
-        return "INTEGER"
-    if source_type in _REAL:
-        return ""
-    if source_type == "bytea":
-        return "BLOB"
-    return "TEXT"
-
-
-def quote(identifier: str) -> str:
-    """SQLite's identifier quoting (the equivalent of psycopg.sql.Identifier)."""
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 class SqliteSink:
@@ -131,6 +107,9 @@ class SqliteTarget:
         """Each target table's :class:`~cdc.columns.Ledger` (``_cdc_columns``)."""
         self.names: dict[str, str] = {}
         """The table template's name -> the target table's (:meth:`_target_name`)."""
+        self.floors: dict[tuple[str, str], Version] = {}
+        """Each source table's truncate floor as last read or written: what :meth:`plan`
+        assumes."""
         self.apart: dict[str, set[str]] = {}
         """Per target table, the columns known to be stored under their own name
         (:meth:`_columns_apart`)."""
@@ -145,20 +124,24 @@ class SqliteTarget:
         wanted = set(partitions)
         return {(t, p): o for t, p, o in rows if (t, p) in wanted}
 
+    def plan(self, events: Sequence[SinkEvent]) -> BatchPlan:
+        return plan_batch(events, self.floors)
+
     def apply(
         self,
         group: str,
         events: Sequence[SinkEvent],
         offsets: dict[Partition, int],
         before_commit: Callable[[list[tuple[SinkEvent, str]]], None],
-        plan: Any = None,
+        plan: BatchPlan | None = None,
     ) -> None:
-        del plan  # no plan(): everything is done here
+        if plan is None or not plan.covers(events):
+            plan = self.plan(events)
         try:
-            self._transaction(group, events, offsets, before_commit, one_by_one=False)
+            self._transaction(group, events, offsets, before_commit, plan)
         except sqlite3.IntegrityError:
             # A row the file refuses: find which, one event at a time, and let the rest in.
-            self._transaction(group, events, offsets, before_commit, one_by_one=True)
+            self._transaction(group, events, offsets, before_commit, None)
 
     def _transaction(
         self,
@@ -166,29 +149,31 @@ class SqliteTarget:
         events: Sequence[SinkEvent],
         offsets: dict[Partition, int],
         before_commit: Callable[[list[tuple[SinkEvent, str]]], None],
-        one_by_one: bool,
+        plan: BatchPlan | None,
     ) -> None:
+        """One transaction: ``plan``, or without one each event in a savepoint of its own."""
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as error:
             raise TargetUnavailable(f"{self.config.path}: {error}") from error
         try:
             rejected: list[tuple[SinkEvent, str]] = []
-            if one_by_one:
-                for event in sorted(events, key=lambda e: e.version):
+            if plan is None:
+                for event, single in one_by_one(events, self.floors):
                     self.db.execute("SAVEPOINT event")
                     try:
-                        rejected += self._apply_table(event.schema, event.table, [event])
+                        for table_plan in single.tables:
+                            rejected += self._apply_table(table_plan)
                         self.db.execute("RELEASE event")
                     except sqlite3.IntegrityError as error:
                         self.db.execute("ROLLBACK TO event")
                         self.db.execute("RELEASE event")
                         self.columns.clear()
                         self.ledgers.clear()
-                        rejected.append((event, f"the target refused it: {error}"))
+                        rejected.append((event, refusal_reason(str(error))))
             else:
-                for (schema, table), table_events in by_table(events).items():
-                    rejected += self._apply_table(schema, table, table_events)
+                for table_plan in plan.tables:
+                    rejected += self._apply_table(table_plan)
             self.db.executemany(
                 "INSERT INTO _cdc_offsets (group_id, topic, partition, next_offset)"
                 " VALUES (?, ?, ?, ?) ON CONFLICT (group_id, topic, partition) DO UPDATE"
@@ -205,43 +190,33 @@ class SqliteTarget:
             self.apart.clear()
             raise
 
-    def _apply_table(
-        self, schema: str, table: str, events: list[SinkEvent]
-    ) -> list[tuple[SinkEvent, str]]:
-        name = self._target_name(self.config.table.format(schema=schema, table=table))
-        rejected = [
-            (
-                e,
-                f"table {schema}.{table} has no primary key or replica identity: its {e.op!r}"
-                " events cannot be matched to a row",
-            )
-            for e in events
-            if not e.key and e.op not in ("c", "r", "t")
-        ]
-        events = self._columns_apart(name, events)
-        events = self._follow_columns(name, events)
-        self._ensure_table(name, events)
+    def _apply_table(self, plan: TablePlan) -> list[tuple[SinkEvent, str]]:
+        name = self._target_name(self.config.table.format(schema=plan.schema, table=plan.table))
+        events = self._columns_apart(name, plan.events)
+        if events is not plan.events:
+            plan = plan.again(events)
+        plan = self._follow_columns(name, plan)
+        self._ensure_table(name, plan)
         held = self.columns[name]
-        floor = self._truncated_at(name)
-        truncates = [e.version for e in events if e.op == "t"]
-        if truncates:
-            newest = max(truncates)
+        # BEGIN IMMEDIATE holds the file's write lock: the floor read here stays true until
+        # commit, whatever another process of the group does.
+        stored = self._truncated_at(name)
+        if plan.stored_floor != stored:
+            plan = plan.again(stored_floor=stored)
+        self.floors[(plan.schema, plan.table)] = stored
+        if plan.truncate is not None:
             self.db.execute(
-                f"DELETE FROM {quote(name)} WHERE (_cdc_lsn, _cdc_index) < (?, ?)", newest
+                f"DELETE FROM {quote(name)} WHERE (_cdc_lsn, _cdc_index) < (?, ?)", plan.truncate
             )
             self.db.execute(
                 "INSERT INTO _cdc_truncates (target, lsn, idx) VALUES (?, ?, ?)"
                 " ON CONFLICT (target) DO UPDATE SET lsn = excluded.lsn, idx = excluded.idx"
                 " WHERE (lsn, idx) < (excluded.lsn, excluded.idx)",
-                (name, *newest),
+                (name, *plan.truncate),
             )
-            floor = max(floor, newest)
-        live = [
-            e for e in events if e.key and not e.whole_row_key and e.op != "t" and e.version > floor
-        ]
-        upserts, deletes = collapse(live)
+            self.floors[(plan.schema, plan.table)] = plan.floor
         key = self.keys[name]
-        for e in deletes:
+        for e in plan.deletes:
             match = " AND ".join(f"{quote(k)} IS ?" for k in key)
             self.db.execute(
                 f"DELETE FROM {quote(name)} WHERE {match} AND (_cdc_lsn, _cdc_index) < (?, ?)",
@@ -253,9 +228,9 @@ class SqliteTarget:
                 " WHERE (lsn, idx) < (excluded.lsn, excluded.idx)",
                 (name, _key_text(e), *e.version),
             )
-        for columns, unavailable, group in by_shape(upserts):
+        for upserts in plan.upserts:
             # Columns the target does not hold were dropped since (dropped_columns = "drop").
-            written = [c for c in columns if c not in unavailable and c in held]
+            written = [c for c in upserts.columns if c not in upserts.unavailable and c in held]
             cols = ", ".join(quote(c) for c in [*written, "_cdc_lsn", "_cdc_index"])
             marks = ", ".join("?" for _ in range(len(written) + 2))
             sets = ", ".join(
@@ -275,31 +250,21 @@ class SqliteTarget:
                         _key_text(e),
                         *e.version,
                     ]
-                    for e in group
+                    for e in upserts.events
                 ],
             )
-        for e in events:
-            if not e.key and e.op in ("c", "r") and e.version > floor:
-                if e.unavailable and (reason := incomplete(e)):
-                    rejected.append((e, reason))
-                    continue
-                names = [c for c in e.after or () if c in held]
-                cols = ", ".join(quote(c) for c in [*names, "_cdc_lsn", "_cdc_index"])
-                marks = ", ".join("?" for _ in range(len(names) + 2))
-                self.db.execute(
-                    f"INSERT INTO {quote(name)} ({cols}) VALUES ({marks})"
-                    " ON CONFLICT (_cdc_lsn, _cdc_index) DO NOTHING",
-                    [*(self._value((e.after or {}).get(c), name, c) for c in names), *e.version],
-                )
-        whole = sorted(
-            (e for e in events if e.whole_row_key and e.version > floor), key=lambda e: e.version
-        )
-        for e in whole:
-            if e.unavailable and (reason := incomplete(e)):
-                rejected.append((e, reason))
-                continue
-            self._apply_whole_row(name, e)
-        return rejected
+        for e in plan.keyless:
+            names = [c for c in e.after or () if c in held]
+            cols = ", ".join(quote(c) for c in [*names, "_cdc_lsn", "_cdc_index"])
+            marks = ", ".join("?" for _ in range(len(names) + 2))
+            self.db.execute(
+                f"INSERT INTO {quote(name)} ({cols}) VALUES ({marks})"
+                " ON CONFLICT (_cdc_lsn, _cdc_index) DO NOTHING",
+                [*(self._value((e.after or {}).get(c), name, c) for c in names), *e.version],
+            )
+        for change in plan.whole:
+            self._apply_whole_row(name, change)
+        return list(plan.rejected)
 
     def _target_name(self, name: str) -> str:
         """The table that holds the rows of the template's ``name``. SQLite's names ignore
@@ -330,7 +295,7 @@ class SqliteTarget:
         self.names[name] = target
         return target
 
-    def _columns_apart(self, name: str, events: list[SinkEvent]) -> list[SinkEvent]:
+    def _columns_apart(self, name: str, events: Sequence[SinkEvent]) -> Sequence[SinkEvent]:
         """The events with their columns under the names the table stores them by. SQLite's
         column names ignore (ASCII) case: a column whose name the table, or a column before it,
         holds in another case (``Id`` and ``id``) is stored under its name with a suffix made of
@@ -344,13 +309,13 @@ class SqliteTarget:
         if not columns:
             return events
         held = list(self.columns[name]) if self._exists(name) else []
-        folded = {_fold(c) for c in held}
+        folded = {fold(c) for c in held}
         renamed: dict[str, str] = {}
         for column in columns:
             if column in held:
                 apart.add(column)
                 continue
-            if _fold(column) in folded:
+            if fold(column) in folded:
                 renamed[column] = f"{column}_{hashlib.sha256(column.encode()).hexdigest()[:8]}"
                 log.warning(
                     "column %s of %s: SQLite's names ignore case and another column has it in"
@@ -361,25 +326,22 @@ class SqliteTarget:
                 )
             else:
                 apart.add(column)
-                folded.add(_fold(column))
+                folded.add(fold(column))
         if not renamed:
             return events
         apart.difference_update(renamed)  # looked at again each batch: such tables are rare
-        return [_renamed(e, renamed) for e in events]
+        return [with_renamed(e, renamed) for e in events]
 
-    def _apply_whole_row(self, name: str, e: SinkEvent) -> None:
-        """A table whose key is the whole row is a multiset (see the PostgreSQL sink)."""
-        if e.op not in ("c", "r", "d"):
-            return
+    def _apply_whole_row(self, name: str, change: WholeRow) -> None:
+        """A change of a multiset (:class:`~cdc.sink.plan.WholeRow`)."""
+        e, image, digest = change.event, change.image, change.digest
         first = self.db.execute(
             "INSERT INTO _cdc_applied (target, lsn, idx) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
             (name, *e.version),
         ).rowcount
         if not first:
             return
-        image = (e.after if e.op != "d" else e.before) or {}
-        digest = row_hash(image)
-        if e.op == "d":
+        if not change.insert:
             deleted = self.db.execute(
                 f"DELETE FROM {quote(name)} WHERE rowid ="
                 f" (SELECT rowid FROM {quote(name)} WHERE _cdc_row = ? LIMIT 1)",
@@ -417,34 +379,31 @@ class SqliteTarget:
             [*(self._value(image[c], name, c) for c in names), *e.version, digest],
         )
 
-    def _follow_columns(self, name: str, events: list[SinkEvent]) -> list[SinkEvent]:
-        """Follow the columns the source dropped (:mod:`cdc.columns`): drop them if so
-        configured; a dropped one added again is a new column, made again. Return the events
-        without values of columns dropped after them."""
-        ledger = self._ledger(name)
-        changes = follow(ledger, events, self.keys.get(name, ()))
-        if changes.cut:
-            events = strip(events, changes.cut)
-        ledger.apply(changes)
-        if changes:
+    def _follow_columns(self, name: str, plan: TablePlan) -> TablePlan:
+        """Follow the columns the source dropped (:func:`cdc.sink.plan.follow_columns`): drop
+        them if so configured; a dropped one added again is a new column, made again. Return the
+        plan of the events without values of columns dropped after them."""
+        changes = follow_columns(
+            self._ledger(name),
+            plan,
+            self.keys.get(name, ()),
+            self.config.dropped_columns == "drop",
+        )
+        if changes.record:
             self.db.executemany(
                 "INSERT INTO _cdc_columns (target, name, lsn, idx, dropped) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (target, name) DO UPDATE SET lsn = excluded.lsn, idx = excluded.idx,"
                 " dropped = excluded.dropped",
-                [(name, c, *v, True) for c, v in changes.dropped.items() if c not in changes.seen]
-                + [(name, c, *v, False) for c, v in changes.seen.items()],
+                [(name, c, *v, dropped) for c, v, dropped in changes.record],
             )
-        remove = list(changes.again)  # the column kept since its drop holds the old one's values
-        if self.config.dropped_columns == "drop":
-            remove += [c for c in changes.dropped if c not in changes.again]
-        if remove and self._exists(name):
+        if changes.remove and self._exists(name):
             held = self.columns[name]
-            for column in remove:
+            for column in changes.remove:
                 if column in held and column not in self.keys[name]:
                     self.db.execute(f"ALTER TABLE {quote(name)} DROP COLUMN {quote(column)}")
                     del held[column]
                     log.info("dropped column %s of %s: the source dropped it", column, name)
-        return events
+        return changes.plan
 
     def _ledger(self, name: str) -> Ledger:
         ledger = self.ledgers.get(name)
@@ -468,10 +427,16 @@ class SqliteTarget:
         self.keys[name] = tuple(str(r[1]) for r in sorted(rows, key=lambda r: r[5]) if r[5])
         return True
 
-    def _ensure_table(self, name: str, events: list[SinkEvent]) -> None:
-        wanted, defaults, key = _wanted(events)
+    def _ensure_table(self, name: str, plan: TablePlan) -> None:
+        wanted = {c: affinity(t) for c, t in plan.columns.items()}
+        defaults = {
+            c: literal(text, wanted[c], plan.columns[c])
+            for c, text in plan.defaults.items()
+            if c in wanted
+        }
+        key = plan.key
         if not self._exists(name):
-            defs = [_column(c, t, defaults.get(c)) for c, t in wanted.items()]
+            defs = [column_def(c, t, defaults.get(c)) for c, t in wanted.items()]
             defs += ["_cdc_lsn INTEGER NOT NULL", "_cdc_index INTEGER NOT NULL"]
             if key:
                 defs.append(f"PRIMARY KEY ({', '.join(quote(k) for k in key)})")
@@ -488,7 +453,7 @@ class SqliteTarget:
         for column, kind in wanted.items():
             if column not in known:
                 # Rows that predate the column hold its default at the source (cdc-missing).
-                definition = _column(column, kind, defaults.get(column))
+                definition = column_def(column, kind, defaults.get(column))
                 self.db.execute(f"ALTER TABLE {quote(name)} ADD COLUMN {definition}")
                 known[column] = kind
                 log.info("added column %s %s to %s", column, kind, name)
@@ -501,7 +466,7 @@ class SqliteTarget:
 
     def _value(self, value: Any, table: str, column: str) -> Any:
         if value is None or isinstance(value, (int, float)):
-            if type(value) is int and not _INT64_MIN <= value <= _INT64_MAX:
+            if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
                 return str(value)  # beyond SQLite's INTEGER: kept exact, as text
             return value  # bool is an int: True -> 1
         kind = self.columns[table].get(column)
@@ -510,82 +475,6 @@ class SqliteTarget:
         if isinstance(value, (dict, list)):
             return orjson.dumps(value).decode()
         return value
-
-
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-
-
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-
-
-def _fold(name: str) -> str:
-    """``name`` as SQLite compares identifiers: ASCII letters without case."""
-    return name.translate(_ASCII_LOWER)
-
-
-def _renamed(event: SinkEvent, names: dict[str, str]) -> SinkEvent:
-    """``event`` with its columns ``names`` (old -> new) renamed."""
-
-    def image(values: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None if values is None else {names.get(c, c): v for c, v in values.items()}
-
-    return dataclasses.replace(
-        event,
-        key=image(event.key),
-        before=image(event.before),
-        after=image(event.after),
-        unavailable=frozenset(names.get(c, c) for c in event.unavailable),
-        types={names.get(c, c): t for c, t in event.types.items()},
-        missing={names.get(c, c): v for c, v in event.missing.items()},
-    )
-
-
-def _wanted(
-    events: list[SinkEvent],
-) -> tuple[dict[str, str], dict[str, str], tuple[str, ...]]:
-    """The columns the events carry (name -> affinity), the defaults of those that have one
-    (``cdc-missing``, as SQL literals), and the key's columns."""
-    wanted: dict[str, str] = {}
-    defaults: dict[str, str] = {}
-    key: tuple[str, ...] = ()
-    for e in events:
-        for image in (e.after, e.before):
-            for column in image or ():
-                if column not in wanted:
-                    wanted[column] = affinity(e.types.get(column, ""))
-                # Not every event says it (a delete has no cdc-missing): any that does.
-                if column in e.missing and column not in defaults:
-                    source_type = e.types.get(column, "")
-                    defaults[column] = _literal(e.missing[column], wanted[column], source_type)
-        if e.key and not key and not e.whole_row_key:
-            key = tuple(e.key)
-    return wanted, defaults, key
-
-
-def _column(name: str, kind: str, default: str | None) -> str:
-    """A column definition; ``default`` an SQL literal (:func:`_literal`)."""
-    column = f"{quote(name)} {kind}"
-    return column if default is None else f"{column} DEFAULT {default}"
-
-
-def _literal(text: str, kind: str, source_type: str) -> str:
-    """The SQL literal of a value given as its PostgreSQL text, stored as :meth:`_value`
-    stores the events' values (DDL takes no parameters)."""
-    if source_type == "boolean":
-        return "1" if text == "t" else "0"
-    if kind == "BLOB" and text.startswith("\\x"):
-        return "X'" + bytes.fromhex(text[2:]).hex() + "'"
-    if kind == "INTEGER":
-        with contextlib.suppress(ValueError):
-            value = int(text)
-            if _INT64_MIN <= value <= _INT64_MAX:
-                return str(value)
-    if kind == "REAL":
-        with contextlib.suppress(ValueError):
-            number = float(text)
-            if math.isfinite(number):
-                return repr(number)
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _key_text(event: SinkEvent) -> str:

@@ -1,5 +1,6 @@
 """The sink engine: consume a sink's topics and apply them to a target, idempotently.
 
+- :mod:`cdc.sink.plan`: what to do with a batch's events, decided once for every target;
 - :mod:`cdc.sink.target`: the :class:`Target` Protocol a store implements, and what it rejects;
 - :mod:`cdc.sink.runtime`: the consume-apply loop, offsets stored with the data;
 - :mod:`cdc.sink.dlq`: the records no target can apply, written to their dead-letter topics;
@@ -10,9 +11,11 @@
 from __future__ import annotations
 
 __all__ = [
+    "BatchPlan",
     "Partition",
     "Rejected",
     "SinkRuntime",
+    "TablePlan",
     "Target",
     "TargetUnavailable",
     "consumer_lag",
@@ -20,6 +23,7 @@ __all__ = [
 ]
 
 from cdc.sink.lag import consumer_lag
+from cdc.sink.plan import BatchPlan, TablePlan
 from cdc.sink.runtime import SinkRuntime
 from cdc.sink.target import Partition, Rejected, Target, TargetUnavailable
 from cdc.sink.watch import subscription_pattern

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from cdc.config import KafkaConfig
 from cdc.errors import CdcError, KafkaUnavailable, describe
@@ -46,6 +46,7 @@ from cdc.kafka import (
 from cdc.records import BadRecord, SinkEvent, parse_record
 from cdc.retry import Backoff, Stopped, retried
 from cdc.sink.dlq import DeadLetters
+from cdc.sink.plan import BatchPlan
 from cdc.sink.target import (
     Partition,
     Rejected,
@@ -67,8 +68,8 @@ class _Prepared(NamedTuple):
     events: list[SinkEvent]
     bad: list[Rejected]
     offsets: dict[Partition, int]
-    plan: Any
-    """What the target's ``plan`` made of the events, if it has one (see :class:`Target`)."""
+    plan: BatchPlan | None
+    """What the target's ``plan`` made of the events (see :class:`Target`); None without any."""
 
 
 class Progress:
@@ -391,8 +392,8 @@ class SinkRuntime:
                     if event is not None:
                         events.append(event)
             offsets[(tp.topic, tp.partition)] = records[-1].offset + 1
-        planner = getattr(self.target, "plan", None)
-        plan = planner(events) if planner is not None and events else None
+        assert self.target is not None
+        plan = self.target.plan(events) if events else None
         return _Prepared(batch, events, bad, offsets, plan)
 
     def _apply(self, held: list[_Prepared], stop: threading.Event) -> None:

@@ -1,7 +1,8 @@
 """One contract, every sink: the same event streams applied in hostile ways give the same table.
 
 The suite drives each :class:`cdc.sink.Target` directly (PostgreSQL on the devstack, SQLite in a
-temporary file) with a seeded stream of events for one table, and checks against a model:
+temporary file, and :mod:`tests.memory_target`, a target written only against the Protocol) with
+a seeded stream of events for one table, and checks against a model:
 duplicates, replays of any suffix and from offset zero, older events of a key after newer ones, a
 batch that fails before commit; and, while replaying, that no row ever shows an older version
 than it showed before.
@@ -30,6 +31,7 @@ from sinks.postgres import PostgresTarget
 from sinks.sqlite import SqliteTarget
 from tests.support.decoding import FLOAT_TEXTS
 from tests.support.harness import waiting_on
+from tests.support.memory_target import MemoryTarget, Store
 
 TYPES = {"id": "bigint", "v": "text", "n": "numeric", "big": "text"}
 AWKWARD = ["", "\\", "\\N", "a\tb", "line\nbreak\r", 'quo"te', "back\\slash\\n", "é☃𝄞", "\x01\x1f"]
@@ -119,12 +121,11 @@ def apply(
 ) -> None:
     """As the runtime does: a target's ``plan`` of a batch is made before the batch ahead of it
     is applied, so with the truncate floors of before that one."""
-    planner = getattr(target, "plan", None)
     chunks = list(batches(events, size))
-    plan = planner(chunks[0]) if planner and chunks else None
+    plan = target.plan(chunks[0]) if chunks else None
     for i, batch in enumerate(chunks):
         offsets = {("src.public.items", 0): batch[-1].offset + 1}
-        following = planner(chunks[i + 1]) if planner and i + 1 < len(chunks) else None
+        following = target.plan(chunks[i + 1]) if i + 1 < len(chunks) else None
         target.apply(GROUP, batch, offsets, lambda rejected: None, plan)
         plan = following
         if watch:
@@ -187,9 +188,26 @@ def postgres_harness(database: str) -> Harness:
     return Harness(lambda: PostgresTarget(config), read)
 
 
-@pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.services), "sqlite"])
+def memory_harness() -> Harness:
+    store = Store()
+
+    def read() -> dict[int, dict[str, Any]]:
+        return {int(r["id"]): dict(r) for r in memory_rows(store, "items")}
+
+    return Harness(lambda: MemoryTarget(store), read)
+
+
+def memory_rows(store: Store, table: str) -> list[dict[str, Any]]:
+    """A :class:`MemoryTarget`'s rows of ``public.{table}``."""
+    held = store.tables.get(("public", table))
+    return [] if held is None else [*held.rows.values(), *held.loose.values()]
+
+
+@pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.services), "sqlite", "memory"])
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    if request.param == "sqlite":
+    if request.param == "memory":
+        h = memory_harness()
+    elif request.param == "sqlite":
         h = sqlite_harness(tmp_path)
     else:
         h = postgres_harness(request.getfixturevalue("database"))
@@ -312,7 +330,9 @@ def bag_stream(seed: int) -> tuple[list[SinkEvent], dict[tuple[int, str], int]]:
 
 def read_bag(harness: Harness) -> dict[tuple[int, str], int]:
     target = harness.target
-    if isinstance(target, SqliteTarget):
+    if isinstance(target, MemoryTarget):
+        rows = [(r["a"], r["b"]) for r in memory_rows(target.store, "bag")]
+    elif isinstance(target, SqliteTarget):
         rows = target.db.execute("SELECT a, b FROM public_bag").fetchall()
     else:
         assert isinstance(target, PostgresTarget)
@@ -371,7 +391,10 @@ def test_keyless_updates_and_deletes_are_rejected_with_a_reason(harness: Harness
         ("d", "table public.loose has no primary key or replica identity"),
     ] * 2
     table = "public_loose" if isinstance(harness.target, SqliteTarget) else "public.loose"
-    if isinstance(harness.target, SqliteTarget):
+    count: tuple[Any, ...] | None
+    if isinstance(harness.target, MemoryTarget):
+        count = (len(memory_rows(harness.target.store, "loose")),)
+    elif isinstance(harness.target, SqliteTarget):
         count = harness.target.db.execute(f"SELECT count(*) FROM {table}").fetchone()
     else:
         assert isinstance(harness.target, PostgresTarget)
@@ -437,7 +460,11 @@ def test_a_column_that_appears_later_is_added(harness: Harness) -> None:
     later.types = grown.types
     apply(harness.target, [grown, later])
     query = "SELECT id, v, extra FROM {} ORDER BY id"
-    if isinstance(harness.target, SqliteTarget):
+    rows: list[Any]
+    if isinstance(harness.target, MemoryTarget):
+        stored = memory_rows(harness.target.store, "items")
+        rows = sorted((r["id"], r["v"], r.get("extra")) for r in stored)
+    elif isinstance(harness.target, SqliteTarget):
         rows = harness.target.db.execute(query.format("public_items")).fetchall()
     else:
         assert isinstance(harness.target, PostgresTarget)
@@ -446,25 +473,24 @@ def test_a_column_that_appears_later_is_added(harness: Harness) -> None:
     assert [tuple(r) for r in rows] == [(1, "d", None), (2, "c", "new")]
 
 
-def test_a_plan_made_before_a_truncate_is_made_again(database: str) -> None:
-    """The PostgreSQL target's ``plan`` is made on the consuming thread while the batch ahead
-    is applied. When that batch truncates, the plan's floor is stale: an old event planned to be
-    applied (here one that arrives late, older than the truncate) must not bring its row back."""
-    harness = postgres_harness(database)
+def test_a_plan_made_before_a_truncate_is_made_again(harness: Harness) -> None:
+    """A target's ``plan`` is made on the consuming thread while the batch ahead is applied.
+    When that batch truncates, the plan's floor is stale: an old event planned to be applied
+    (here one that arrives late, older than the truncate) must not bring its row back."""
     target = harness.target
-    assert isinstance(target, PostgresTarget)
     row = {"id": 1, "v": "a", "n": "1.5", "big": "b"}
     offsets = {("src.public.items", 0): 1}
     target.apply(GROUP, [event("c", (100, 0), 1, row)], offsets, lambda rejected: None)
     late = [event("c", (150, 0), 2, dict(row, id=2))]
     plan = target.plan(late)
-    assert plan, "the target knows its floor after a batch: it plans"
+    assert [len(t.upserts) for t in plan.tables] == [1], "planned for the floor before"
+    if isinstance(target, PostgresTarget):  # its rows' JSON is made here, off the applying thread
+        assert plan.json and plan.tables[0].upserts[0].json is not None
     target.apply(GROUP, [event("t", (200, 0), 0, None)], offsets, lambda rejected: None)
     target.apply(GROUP, late, offsets, lambda rejected: None, plan)
     assert harness.rows() == {}
     target.apply(GROUP, [event("c", (250, 0), 3, dict(row, id=3))], offsets, lambda r: None)
     assert set(harness.rows()) == {3}
-    target.close()
 
 
 def test_a_truncate_applied_meanwhile_by_another_process_is_seen(database: str) -> None:
@@ -598,7 +624,10 @@ def test_a_placeholder_is_never_stored_as_data(harness: Harness) -> None:
         for table in ("bag", "loose")
     ]  # fmt: skip
     for table in ("bag", "loose"):
-        if isinstance(harness.target, SqliteTarget):
+        stored: list[Any]
+        if isinstance(harness.target, MemoryTarget):
+            stored = memory_rows(harness.target.store, table)
+        elif isinstance(harness.target, SqliteTarget):
             stored = harness.target.db.execute(f"SELECT a, b FROM public_{table}").fetchall()
         else:
             assert isinstance(harness.target, PostgresTarget)
@@ -644,8 +673,10 @@ def float_event(table: str, op: str, version: tuple[int, int], row: dict[str, An
 
 
 def read_floats(target: Target, table: str) -> dict[int, tuple[Any, Any]]:
-    """Per id, the stored ``(r, d)``: PostgreSQL's text of them, SQLite's values."""
-    if isinstance(target, SqliteTarget):
+    """Per id, the stored ``(r, d)``: PostgreSQL's text of them, SQLite's and memory's values."""
+    if isinstance(target, MemoryTarget):
+        rows = [(r["id"], r["r"], r["d"]) for r in memory_rows(target.store, table)]
+    elif isinstance(target, SqliteTarget):
         rows = target.db.execute(f"SELECT id, r, d FROM public_{table}").fetchall()
     else:
         assert isinstance(target, PostgresTarget)
@@ -659,7 +690,7 @@ def stored_as(target: Target, value: Any, t: str) -> Any:
     did; SQLite holds the same double (compared by repr, which shows the sign) or string."""
     if value is None or isinstance(value, str):
         return value
-    if isinstance(target, SqliteTarget):
+    if isinstance(target, (SqliteTarget, MemoryTarget)):
         return repr(value)
     return next(text for typ, text in FLOAT_TEXTS if typ == t and float(text) == value and
                 math.copysign(1, float(text)) == math.copysign(1, value))  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sinks.postgres import widened
+from sinks.postgres_ddl import widened
 
 
 @pytest.mark.parametrize(
