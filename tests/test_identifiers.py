@@ -25,7 +25,7 @@ from psycopg.conninfo import make_conninfo
 from cdc.events import topic_for
 from cdc.sqltext import with_params
 from connectors.postgres.catalog import split_name
-from connectors.postgres.snapshot import request_snapshot
+from connectors.postgres.owntables import request_snapshot
 from tests.conftest import drop_database
 from tests.harness import CdcProcess, current_wal_lsn, slot_confirmed_lsn, topic_ends, wait_for
 from tests.test_sink_e2e import sinks_behind

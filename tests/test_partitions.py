@@ -17,7 +17,7 @@ import pytest
 from kafka import KafkaConsumer
 from psycopg.conninfo import make_conninfo
 
-from connectors.postgres.snapshot import SOURCE_DDL
+from connectors.postgres.owntables import SOURCE_DDL
 from tests.conftest import drop_database
 from tests.harness import CdcProcess, current_wal_lsn, read_topics, slot_confirmed_lsn, wait_for
 from tests.test_sink_e2e import pg_rows

@@ -39,6 +39,16 @@ from cdc.retry import Backoff, Stopped, retried
 from connectors.postgres.catalog import PostgresCatalog, selected_tables
 from connectors.postgres.check import own_tables
 from connectors.postgres.decoding import Begin, Commit
+from connectors.postgres.incremental import IncrementalSnapshots
+from connectors.postgres.initial import InitialSnapshot
+from connectors.postgres.owntables import (
+    OWN_SCHEMA,
+    SIGNAL_TABLE,
+    ensure_source_tables,
+    initial_state,
+    mark_initial,
+    request_snapshot,
+)
 from connectors.postgres.partitions import PartitionWatch
 from connectors.postgres.pgoutput import PgOutputDecoder, has_c_tuples, pgoutput_options
 from connectors.postgres.publication import Publication
@@ -52,14 +62,6 @@ from connectors.postgres.replication import (
     parse_lsn,
     parse_message,
     xlog_start,
-)
-from connectors.postgres.snapshot import (
-    OWN_SCHEMA,
-    SIGNAL_TABLE,
-    IncrementalSnapshots,
-    InitialSnapshot,
-    ensure_source_tables,
-    request_snapshot,
 )
 from connectors.postgres.versions import FAILOVER_SLOTS_SINCE, failover_problem, too_old
 from connectors.postgres.wal2json import WAL2JSON_OPTIONS, Wal2JsonDecoder
@@ -591,13 +593,7 @@ class PostgresSource:
         return created
 
     def _initial_state(self, sql: psycopg.Connection[Any]) -> str | None:
-        """``cdc.snapshots``' state of this connector's initial snapshot, if it has one."""
-        row = sql.execute(
-            "SELECT state FROM cdc.snapshots WHERE connector = %s AND kind = 'initial'"
-            " AND table_name = '*'",
-            (self.config.name,),
-        ).fetchone()
-        return None if row is None else str(row[0])
+        return initial_state(sql, self.config.name)
 
     def _make_failover(self, slot: str) -> None:
         """failover_slot = true on a slot made without it: turn it on, as configured."""
@@ -609,14 +605,7 @@ class PostgresSource:
         log.info("%s: slot %s is now a failover slot", self.subject, slot)
 
     def _mark_initial(self, sql: psycopg.Connection[Any], state: str) -> None:
-        sql.execute(
-            "INSERT INTO cdc.snapshots (connector, kind, table_name, state) VALUES (%s, 'initial',"
-            " '*', %s) ON CONFLICT (connector, kind, table_name) DO UPDATE SET state ="
-            " EXCLUDED.state, updated_at = now(),"
-            " started_at = CASE WHEN EXCLUDED.state = 'pending' THEN now()"
-            " ELSE cdc.snapshots.started_at END",
-            (self.config.name, state),
-        )
+        mark_initial(sql, self.config.name, state)
 
     def _initial_snapshot_owed(self, sql: psycopg.Connection[Any]) -> bool:
         mode = self.config.snapshot
