@@ -30,6 +30,7 @@ from cdc.events import Change
 from connectors.postgres.catalog import PostgresCatalog, key_text, split_name
 from connectors.postgres.owntables import (
     EXECUTE,
+    SIGNAL_TABLE,
     TRUNCATE_FIRST,
     record_progress,
     write_signal,
@@ -45,6 +46,7 @@ from connectors.postgres.rows import (
 
 log = logging.getLogger(__name__)
 
+_SIGNAL_SCHEMA, _SIGNAL_NAME = SIGNAL_TABLE
 WINDOW_OPEN = "snapshot-window-open"
 WINDOW_CLOSE = "snapshot-window-close"
 RACE_WAIT_S = 2.0
@@ -128,6 +130,15 @@ class IncrementalSnapshots:
             self._load()
 
     # The stream loop's hooks.
+
+    def on_change(self, change: Change, txn_end: int) -> list[Change] | None:
+        """Every change the stream decoded, in the transaction that ends at ``txn_end``: a
+        signal's reads to publish instead of it (:meth:`on_signal`), or None to publish it."""
+        if change.table == _SIGNAL_NAME and change.schema == _SIGNAL_SCHEMA:
+            return self.on_signal(change, txn_end)
+        if self.chunk is not None:
+            self.observe(change)
+        return None
 
     def on_signal(self, change: Change, txn_end: int) -> list[Change]:
         """A decoded row of the signal table, in the transaction that ends at ``txn_end``;

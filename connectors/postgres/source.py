@@ -14,31 +14,31 @@ unconfirmed suffix, with the same event ids.
 
 from __future__ import annotations
 
-__all__ = ["PostgresSource", "wal2json_table_options"]
+__all__ = ["PostgresSource"]
 
 import contextlib
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import psycopg
 
-from cdc.acks import AckTracker, DeliveryWatch, Txn
+from cdc.acks import DeliveryWatch
 from cdc.config import ConnectorConfig, KafkaConfig
-from cdc.errors import CdcError, KafkaUnavailable, Refused, SourceUnavailable, describe
-from cdc.events import Record, SourceInfo, encode, tombstone
-from cdc.globs import TableSelector, compile_globs, is_plain
-from cdc.kafka import BUFFER_BYTES, AnyPublisher, ConfluentPublisher, open_publisher
+from cdc.errors import CdcError, Refused, SourceUnavailable, describe
+from cdc.events import SourceInfo
+from cdc.globs import TableSelector
+from cdc.kafka import AnyPublisher, open_publisher
 from cdc.oversized import Oversized
 from cdc.pgerrors import refused
 from cdc.retry import Backoff, Stopped, retried
 from connectors.postgres.catalog import PostgresCatalog, selected_tables
 from connectors.postgres.check import own_tables
-from connectors.postgres.decoding import Begin, Commit
+from connectors.postgres.decoders import Decoder, decoder_plugin
 from connectors.postgres.incremental import IncrementalSnapshots
 from connectors.postgres.initial import InitialSnapshot
 from connectors.postgres.owntables import (
@@ -50,46 +50,22 @@ from connectors.postgres.owntables import (
     request_snapshot,
 )
 from connectors.postgres.partitions import PartitionWatch
-from connectors.postgres.pgoutput import PgOutputDecoder, has_c_tuples, pgoutput_options
 from connectors.postgres.publication import Publication
 from connectors.postgres.replication import (
-    XLOGDATA,
-    XLOGDATA_PAYLOAD,
-    Keepalive,
     ReplicationConnection,
     SlotExists,
     format_lsn,
     parse_lsn,
-    parse_message,
-    xlog_start,
 )
+from connectors.postgres.stream import Confirmation, StreamSettings, stream
 from connectors.postgres.versions import FAILOVER_SLOTS_SINCE, failover_problem, too_old
-from connectors.postgres.wal2json import WAL2JSON_OPTIONS, Wal2JsonDecoder
 
 log = logging.getLogger(__name__)
 
-STATUS_INTERVAL_S = 10.0
-CONFIRM_BUSY_S = 1.0
-CONFIRM_IDLE_S = 0.1
-"""How often a newly confirmed position is sent to PostgreSQL: at most once a second while
-records are in flight, and within 0.1 s once everything read is on Kafka, so that the slot shows
-a burst delivered (and lets its WAL go) when it is, not up to a second later."""
-STOP_FLUSH_S = 5.0
 SLOT_RELEASE_S = 30.0
 """How long a slot to be dropped for a new snapshot may stay held: the server process of a
 connector that was killed lets it go once it sees its client gone."""
 BACKOFF_MAX_S = 30.0
-PROGRESS_LOG_S = 30.0
-GATHER_S = 0.001
-"""When a read had to wait for the server and then brought only a few messages, wait this long
-for more before handling them: each wake-up of the reading thread costs, and this is well inside
-the producer's linger. Never while messages are already waiting: a backlog of large messages comes
-a few per read, and sleeping between those reads would cut the throughput."""
-GATHER_BELOW = 50
-TABLES_LOOK_S = 5.0
-"""How often the stream loop looks for captured tables that appeared (to add them to a
-publication kept by the connector) and for partitions attached or detached: one or two catalog
-queries."""
 
 
 @dataclass
@@ -122,8 +98,12 @@ class PostgresSource:
         included; the initial snapshot's are not counted)."""
         self.oversized = Oversized(config.oversized, self.subject)
         """Records over Kafka's limits left out or truncated (``oversized``), across sessions."""
-        self.confirmed = 0
+        self.confirmation = Confirmation(config.heartbeat_interval_s)
+        """The positions confirmed to PostgreSQL (across sessions) and when they are sent."""
         self._delivery = DeliveryWatch(self.subject)
+        self._settings = StreamSettings(
+            self.subject, config.tombstones, kafka.producer.max_unacked_records
+        )
         self.finished = False
         """Set once an ``initial_only`` connector has delivered its snapshot."""
         self._always_done = False
@@ -133,6 +113,11 @@ class PostgresSource:
         """With partitions = "root", the schemas wal2json was told to decode (``add-tables``):
         a partition created elsewhere is skipped by wal2json until the session starts again."""
         """``cdc.partitions`` exists (else the partition trees are remembered in memory)."""
+
+    @property
+    def confirmed(self) -> int:
+        """Everything before this position is on Kafka and confirmed to PostgreSQL."""
+        return self.confirmation.confirmed
 
     def run(self, stop: threading.Event, started: threading.Event | None = None) -> None:
         """Keep a session up until ``stop``, reconnecting after retriable failures; set
@@ -208,7 +193,22 @@ class PostgresSource:
                 log.info("%s: streaming slot %s", self.subject, c.slot)
                 snapshots = IncrementalSnapshots(c, self.subject, sql, catalog, own_tables)
                 tables = _Tables(self, sql, catalog, publication, watch, decoder, own_tables)
-                self._stream(stop, repl, decoder, source, publisher, sql, snapshots, tables)
+                self.confirmation.heartbeat = (
+                    partial(sql.execute, c.heartbeat_query) if c.heartbeat_query else None
+                )
+                stream(
+                    stop,
+                    repl,
+                    decoder,
+                    source,
+                    publisher,
+                    snapshots,
+                    self.confirmation,
+                    self,
+                    self._delivery,
+                    self._settings,
+                    tables,
+                )
             except psycopg.Error as e:
                 raise self._failure(e) from e
 
@@ -229,198 +229,19 @@ class PostgresSource:
 
     def _decoder(
         self, catalog: PostgresCatalog, selector: TableSelector, watch: PartitionWatch
-    ) -> tuple[Wal2JsonDecoder | PgOutputDecoder, dict[str, str]]:
+    ) -> tuple[Decoder, dict[str, str]]:
         """The plugin's decoder and its ``START_REPLICATION`` options."""
         c = self.config
+        plugin = decoder_plugin(c.plugin)
         # A partition's changes are published under its partitioned table's name.
         root = catalog.partition_root if c.partitions == "root" else None
-        if c.plugin == "pgoutput":
-            if not has_c_tuples():
-                log.warning(
-                    "%s: pgoutput's values are decoded in Python, at about half the"
-                    " speed: cdc was installed without its C extension (no C compiler)",
-                    self.subject,
-                )
-            decoder = PgOutputDecoder(catalog, self._capture(selector), root)
-            return decoder, pgoutput_options(c.publication)
-        pushed = wal2json_table_options(c, watch.partition_schemas())
+        options = plugin.options(c, watch.partition_schemas())
         self._pushed_schemas = None
-        if "add-tables" in pushed and root is not None:
+        if "add-tables" in options and root is not None:
             self._pushed_schemas = frozenset(
-                i[:-2] for i in pushed["add-tables"].split(",") if i.endswith(".*")
+                i[:-2] for i in options["add-tables"].split(",") if i.endswith(".*")
             )
-        return Wal2JsonDecoder(catalog, self._capture(selector), root), {
-            **WAL2JSON_OPTIONS,
-            **pushed,
-        }
-
-    def _stream(  # noqa: PLR0912, PLR0915  (the hot loop reads best in one piece)
-        self,
-        stop: threading.Event,
-        repl: ReplicationConnection,
-        decoder: Wal2JsonDecoder | PgOutputDecoder,
-        source: SourceInfo,
-        publisher: AnyPublisher,
-        sql: psycopg.Connection[Any],
-        snapshots: IncrementalSnapshots,
-        tables: _Tables | None = None,
-    ) -> None:
-        tracker = AckTracker()
-        errors: deque[Exception] = deque()
-        txn: Txn | None = None
-        received = server_end = sent_flush = 0
-        heartbeat_s = self.config.heartbeat_interval_s
-        status_every = min(STATUS_INTERVAL_S, heartbeat_s) if heartbeat_s else STATUS_INTERVAL_S
-        last_status = last_heartbeat = last_progress = time.monotonic()
-        published_at_progress = self.published
-        acked_before = self.acked
-        self._delivery.session(tracker, last_progress)
-        watch = self._delivery.tick
-
-        def waiting() -> None:
-            # librdkafka's queue is full and send_with waits for room: the loop below is not
-            # turning, so the outage would go unsaid (and unknown to cdc status) without this.
-            tracker.count()
-            watch(tracker, time.monotonic())
-
-        if isinstance(publisher, ConfluentPublisher):
-            publisher.on_wait = waiting
-        tombstones = self.config.tombstones
-
-        max_unacked = self.kafka.producer.max_unacked_records
-
-        sent, acked, failed = tracker.sent, tracker.acked, errors.append
-        make_callback, send_with = publisher.callback, publisher.send_with
-
-        def publish(record: Record, txn: Txn) -> None:
-            sent(txn)
-            # The callback only queues the ack: counting happens on this thread (cdc.acks).
-            callback = txn.callback
-            if callback is None:
-                callback = txn.callback = make_callback(acked, failed, txn)
-            send_with(record, callback)
-
-        while not stop.is_set():
-            reply_now = False
-            if tracker.unacked >= max_unacked or publisher.unacked_bytes >= BUFFER_BYTES:
-                # Backpressure: let Kafka catch up before reading more, but keep the
-                # housekeeping below going so PostgreSQL keeps hearing from us.
-                messages: list[bytes] = []
-                publisher.poll(0.005)
-            else:
-                messages = repl.read(timeout_s=0.2)
-                if repl.waited and 0 < len(messages) < GATHER_BELOW:
-                    time.sleep(GATHER_S)
-                    messages += repl.read(timeout_s=0)
-            # The envelope's ts_ms (when the connector handled the event): one clock read per
-            # read, not per event; a read's messages are handled within a few milliseconds.
-            now_ms = int(time.time() * 1000)
-            for buf in messages:
-                if buf[0] != XLOGDATA:
-                    msg = parse_message(buf)
-                    if isinstance(msg, Keepalive):
-                        server_end = max(server_end, msg.wal_end)
-                        reply_now = reply_now or msg.reply_requested
-                    continue
-                start = xlog_start(buf)
-                received = max(received, start)
-                item = decoder.decode(buf[XLOGDATA_PAYLOAD:], start)
-                if item is None:
-                    continue
-                if isinstance(item, Begin):
-                    txn = tracker.begin(item.end_lsn)
-                elif isinstance(item, Commit):
-                    if txn is not None:
-                        txn.end = item.end_lsn  # pgoutput says it only now
-                        tracker.commit(txn)
-                    txn = None
-                    if decoder.truncated and tables is not None:
-                        tables.truncated(decoder.truncated)
-                else:
-                    if txn is None:
-                        raise CdcError(f"{self.config.plugin} sent a change outside a transaction")
-                    for change in item if isinstance(item, tuple) else (item,):
-                        if change.table == SIGNAL_TABLE[1] and change.schema == SIGNAL_TABLE[0]:
-                            for read in snapshots.on_signal(change, txn.end):
-                                publish(encode(read, source), txn)
-                                self.published += 1
-                            continue
-                        snapshots.observe(change)
-                        record = encode(change, source, now_ms)
-                        publish(record, txn)
-                        if tombstones and change.op == "d":
-                            publish(tombstone(record), txn)
-                        self.published += 1
-
-            if decoder.rereads:
-                for schema, table, why in decoder.rereads:
-                    snapshots.reread(schema, table, why)
-                decoder.rereads.clear()
-            publisher.poll()
-            if errors:
-                raise _delivery_failed(errors[0])
-            position = tracker.confirmable()
-            if position is not None and position > self.confirmed:
-                self.confirmed = position
-            self.acked = acked_before + tracker.acked_records
-            now = time.monotonic()
-            watch(tracker, now)
-            if heartbeat_s and txn is None and tracker.idle and server_end > self.confirmed:
-                # Nothing is in flight and the server has sent everything before server_end:
-                # confirming it lets the server recycle WAL that holds nothing for us.
-                self.confirmed = server_end
-
-            snapshots.tick(self.confirmed)
-            if tables is not None and now - tables.looked >= TABLES_LOOK_S:
-                tables.look(now)
-            if heartbeat_s and self.config.heartbeat_query and now - last_heartbeat >= heartbeat_s:
-                sql.execute(self.config.heartbeat_query)
-                last_heartbeat = now
-            if (
-                reply_now
-                or now - last_status >= status_every
-                or (
-                    self.confirmed > sent_flush
-                    and now - last_status >= (CONFIRM_IDLE_S if tracker.idle else CONFIRM_BUSY_S)
-                )
-            ):
-                # flushed = confirmed: the server may now forget everything before it.
-                repl.send_status(max(received, self.confirmed), self.confirmed, self.confirmed)
-                sent_flush, last_status = self.confirmed, now
-            if now - last_progress >= PROGRESS_LOG_S:
-                rate = (self.published - published_at_progress) / (now - last_progress)
-                log.info(
-                    "%s: %d events published (%.0f/s); Kafka acked %d records (tombstones"
-                    " included), %d waiting; confirmed LSN %s",
-                    self.subject,
-                    self.published,
-                    rate,
-                    self.acked,
-                    tracker.unacked,
-                    format_lsn(self.confirmed),
-                )
-                last_progress, published_at_progress = now, self.published
-
-        self._stop(repl, publisher, tracker, errors, received)
-
-    def _stop(
-        self,
-        repl: ReplicationConnection,
-        publisher: AnyPublisher,
-        tracker: AckTracker,
-        errors: deque[Exception],
-        received: int,
-    ) -> None:
-        # Stop reading; give in-flight records a few seconds, then confirm only what was acked.
-        try:
-            publisher.flush(STOP_FLUSH_S)
-        except CdcError as e:
-            log.warning("%s: stopping with records undelivered (%s)", self.subject, e)
-        position = tracker.confirmable()
-        if position is not None and position > self.confirmed:
-            self.confirmed = position
-        repl.send_status(max(received, self.confirmed), self.confirmed, self.confirmed)
-        log.info("%s: stopped at confirmed LSN %s", self.subject, format_lsn(self.confirmed))
+        return plugin.decoder(catalog, self._capture(selector), root, self.subject), options
 
     def _check_server(self, version: int) -> None:
         """Refuse, once and for all (not retriable), a server this connector cannot run on."""
@@ -698,7 +519,7 @@ class _Tables:
         catalog: PostgresCatalog,
         publication: Publication | None,
         watch: PartitionWatch,
-        decoder: Wal2JsonDecoder | PgOutputDecoder,
+        decoder: Decoder,
         snapshots: bool,
     ) -> None:
         self.source = source
@@ -758,64 +579,3 @@ class _Tables:
                 continue
             self.watch.resync(root, "some of its partitions were truncated")
         truncated.clear()
-
-
-def _delivery_failed(e: Exception) -> CdcError:
-    if isinstance(e, Refused):
-        return e  # ACLs refused: a person must act (the supervisor says so)
-    # Retriable: the session restarts from the slot's confirmed position and publishes again.
-    return KafkaUnavailable(f"Kafka did not take a record: {describe(e)}")
-
-
-def _escape(part: str) -> str:
-    return "".join("\\" + ch if ch in " ',.*\\" else ch for ch in part)
-
-
-def _pushable(glob: str) -> str | None:
-    schema, _, table = glob.partition(".")
-    parts = []
-    for part in (schema, table):
-        if part == "*":
-            parts.append("*")
-        elif is_plain(part):
-            parts.append(_escape(part))
-        else:
-            return None
-    return ".".join(parts)
-
-
-def wal2json_table_options(
-    config: ConnectorConfig, partition_schemas: frozenset[str] = frozenset()
-) -> dict[str, str]:
-    """``add-tables`` / ``filter-tables`` for the globs wal2json can apply itself.
-
-    wal2json understands only whole-part wildcards (``public.*``, ``*.orders``). Where every
-    include glob is of that form, wal2json skips unselected tables before they cost anything;
-    otherwise the connector filters them after decoding. Either way the result is the same.
-
-    wal2json names a partition's changes by the partition, whose name the globs need not
-    match when it is published under its partitioned table's name (``partitions = "root"``):
-    then only whole schemas are pushed (``SCHEMA.*``), when they hold every partition of the
-    captured partitioned tables (``partition_schemas``), and no exclusion is.
-    """
-    options = {}
-    root = config.partitions == "root"
-    includes = [_pushable(g) for g in config.tables]
-    if root and not all(i and i.endswith(".*") and not i.startswith("*.") for i in includes):
-        includes = [None]
-    if root and not partition_schemas <= {i[:-2] for i in includes if i}:
-        includes = [None]
-    if "*.*" not in includes and all(includes):
-        # The signal table carries snapshot watermarks and requests: always decoded.
-        signal = ".".join(SIGNAL_TABLE)
-        options["add-tables"] = ",".join([*(i for i in includes if i), signal])
-    # An exclusion that would hide the signal table from wal2json is left to the connector,
-    # which never publishes the cdc schema anyway.
-    excludes = [
-        e
-        for g in config.exclude_tables
-        if (e := _pushable(g)) and not compile_globs([g]).match(".".join(SIGNAL_TABLE))
-    ]
-    if excludes and not root:
-        options["filter-tables"] = ",".join(excludes)
-    return options
