@@ -2,9 +2,11 @@
 Kafka acked.
 
 Reading top to bottom: :meth:`PostgresSource.run` keeps a session alive (reconnecting with backoff
-after a retriable failure); :meth:`_session` opens the connections and makes sure the slot exists;
-:meth:`_stream` is the loop: read a message, decode it, publish its records without waiting,
-and, separately, confirm to PostgreSQL the newest position that Kafka has fully acked.
+after a retriable failure); :meth:`_session` opens the connections, makes sure the slot exists
+(:mod:`.slot`), takes an owed initial snapshot (:mod:`.initial`), then hands over to
+:func:`.stream.stream`, the loop: read a message, decode it, publish its records without waiting,
+and, separately, confirm to PostgreSQL the newest position that Kafka has fully acked. Driver
+errors are translated once, around the session (:func:`cdc.pgerrors.mapped`).
 
 Resume rule: streaming starts at the slot's confirmed flush position, which is only ever moved
 to the end of a transaction whose every record Kafka acked (or, when nothing at all is in
@@ -21,7 +23,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -34,7 +35,7 @@ from cdc.events import SourceInfo
 from cdc.globs import TableSelector
 from cdc.kafka import AnyPublisher, open_publisher
 from cdc.oversized import Oversized
-from cdc.pgerrors import refused
+from cdc.pgerrors import mapped
 from cdc.retry import Backoff, Stopped, retried
 from connectors.postgres.catalog import PostgresCatalog, selected_tables
 from connectors.postgres.check import own_tables
@@ -53,36 +54,14 @@ from connectors.postgres.partitions import PartitionWatch
 from connectors.postgres.publication import Publication
 from connectors.postgres.replication import (
     ReplicationConnection,
-    SlotExists,
-    format_lsn,
-    parse_lsn,
 )
+from connectors.postgres.slot import CreatedSlot, Slot
 from connectors.postgres.stream import Confirmation, StreamSettings, stream
-from connectors.postgres.versions import FAILOVER_SLOTS_SINCE, failover_problem, too_old
+from connectors.postgres.versions import failover_problem, too_old
 
 log = logging.getLogger(__name__)
 
-SLOT_RELEASE_S = 30.0
-"""How long a slot to be dropped for a new snapshot may stay held: the server process of a
-connector that was killed lets it go once it sees its client gone."""
 BACKOFF_MAX_S = 30.0
-
-
-@dataclass
-class CreatedSlot:
-    """The slot, and while it lasts, the connection that created it and its exported snapshot."""
-
-    repl: ReplicationConnection | None
-    lsn: int
-    """Where streaming starts: the consistent point of a new slot, else its confirmed flush."""
-    snapshot: str | None
-    created: bool
-
-    def close(self) -> None:
-        if self.repl is not None:
-            self.repl.close()
-            self.repl = None
-            self.snapshot = None
 
 
 class PostgresSource:
@@ -101,6 +80,7 @@ class PostgresSource:
         self.confirmation = Confirmation(config.heartbeat_interval_s)
         """The positions confirmed to PostgreSQL (across sessions) and when they are sent."""
         self._delivery = DeliveryWatch(self.subject)
+        self._slot = Slot(config, self.subject)
         self._settings = StreamSettings(
             self.subject, config.tombstones, kafka.producer.max_unacked_records
         )
@@ -136,92 +116,77 @@ class PostgresSource:
 
     def _session(self, stop: threading.Event) -> None:
         c = self.config
-        with contextlib.ExitStack() as opened:
-            try:
-                sql = opened.enter_context(
-                    psycopg.connect(
-                        c.dsn.conninfo, autocommit=True, application_name=f"cdc-{c.name}"
-                    )
-                )
-                self._check_server(sql.info.server_version)
-                own_tables = self._own_tables(sql)
-                selector = TableSelector(c.tables, c.exclude_tables)
-                publication: Publication | None = None
-                added: list[tuple[str, str]] = []
-                if c.plugin == "pgoutput":
-                    publication = Publication(c, self.subject, sql, selector)
-                    publication.ensure()
-                    added = publication.sync()
-                # Read before the slot is looked at, which may mark a new initial snapshot owed.
-                before = self._initial_state(sql) if own_tables else None
-                created = self._ensure_slot(sql, export=c.snapshot != "never")
-                opened.callback(created.close)
-                catalog = PostgresCatalog(sql, c.name if own_tables else None)
-                self._warn_about_tables(sql, selector, catalog)
-                watch = PartitionWatch(
-                    c, self.subject, sql, selector, own_tables, self._partitions_table
-                )
-                if created.created:
-                    # The trees as the slot's snapshot sees them, give or take the moment since:
-                    # a partition attached or detached during the initial snapshot is repaired.
-                    watch.forget()
-                    watch.look()
-                decoder, options = self._decoder(catalog, selector, watch)
-                source = SourceInfo(c.name, sql.info.dbname, c.topic_prefix)
-                publisher = open_publisher(self.kafka, self.oversized)
-                opened.callback(publisher.close, 1.0)
-                if self._initial_snapshot_owed(sql):
-                    self._mark_started()  # a snapshot may take hours: it runs
-                    created = self._snapshot_first(
-                        stop, sql, created, selector, source, publisher, watch, before, opened
-                    )
-                    if stop.is_set():
-                        return
-                created.close()  # the exported snapshot is no longer needed
-                if c.snapshot == "initial_only":
-                    log.info("%s: snapshot = 'initial_only': done, not streaming", self.subject)
-                    self.finished = True
-                    return
+        # Every driver error of the session is translated here, once (cdc.pgerrors.mapped).
+        with mapped(self.subject, c.dsn, other=CdcError), contextlib.ExitStack() as opened:
+            sql = opened.enter_context(
+                psycopg.connect(c.dsn.conninfo, autocommit=True, application_name=f"cdc-{c.name}")
+            )
+            self._check_server(sql.info.server_version)
+            own_tables = self._own_tables(sql)
+            selector = TableSelector(c.tables, c.exclude_tables)
+            publication: Publication | None = None
+            added: list[tuple[str, str]] = []
+            if c.plugin == "pgoutput":
+                publication = Publication(c, self.subject, sql, selector)
+                publication.ensure()
+                added = publication.sync()
+            # Read before the slot is looked at, which may mark a new initial snapshot owed.
+            before = self._initial_state(sql) if own_tables else None
+            created = self._slot.ensure(sql, export=c.snapshot != "never")
+            opened.callback(created.close)
+            catalog = PostgresCatalog(sql, c.name if own_tables else None)
+            self._warn_about_tables(sql, selector, catalog)
+            watch = PartitionWatch(
+                c, self.subject, sql, selector, own_tables, self._partitions_table
+            )
+            if created.created:
+                # The trees as the slot's snapshot sees them, give or take the moment since:
+                # a partition attached or detached during the initial snapshot is repaired.
+                watch.forget()
                 watch.look()
-                added = [t for t in added if t not in watch.snapshotted]
-                if added and not created.created:
-                    self._snapshot_added(sql, catalog, added, own_tables)
-                repl = ReplicationConnection(c.dsn.conninfo, c.dsn.password)
-                opened.callback(repl.close)
-                repl.start(c.slot, 0, options)
-                self._mark_started()
-                log.info("%s: streaming slot %s", self.subject, c.slot)
-                snapshots = IncrementalSnapshots(c, self.subject, sql, catalog, own_tables)
-                tables = _Tables(self, sql, catalog, publication, watch, decoder, own_tables)
-                self.confirmation.heartbeat = (
-                    partial(sql.execute, c.heartbeat_query) if c.heartbeat_query else None
+            decoder, options = self._decoder(catalog, selector, watch)
+            source = SourceInfo(c.name, sql.info.dbname, c.topic_prefix)
+            publisher = open_publisher(self.kafka, self.oversized)
+            opened.callback(publisher.close, 1.0)
+            if self._initial_snapshot_owed(sql):
+                self._mark_started()  # a snapshot may take hours: it runs
+                created = self._snapshot_first(
+                    stop, sql, created, selector, source, publisher, watch, before, opened
                 )
-                stream(
-                    stop,
-                    repl,
-                    decoder,
-                    source,
-                    publisher,
-                    snapshots,
-                    self.confirmation,
-                    self,
-                    self._delivery,
-                    self._settings,
-                    tables,
-                )
-            except psycopg.Error as e:
-                raise self._failure(e) from e
-
-    def _failure(self, e: psycopg.Error) -> CdcError:
-        """A refusal names its fix; a lost connection may pass; anything else would not."""
-        c = self.config
-        reason = describe(e, c.dsn.password)
-        permanent = refused(e, self.subject, c.dsn)
-        if permanent is not None:
-            return permanent
-        if isinstance(e, psycopg.OperationalError):
-            return SourceUnavailable(f"{c.dsn}: {reason}")
-        return CdcError(f"{self.subject}: {reason}")
+                if stop.is_set():
+                    return
+            created.close()  # the exported snapshot is no longer needed
+            if c.snapshot == "initial_only":
+                log.info("%s: snapshot = 'initial_only': done, not streaming", self.subject)
+                self.finished = True
+                return
+            watch.look()
+            added = [t for t in added if t not in watch.snapshotted]
+            if added and not created.created:
+                self._snapshot_added(sql, catalog, added, own_tables)
+            repl = ReplicationConnection(c.dsn.conninfo, c.dsn.password)
+            opened.callback(repl.close)
+            repl.start(c.slot, 0, options)
+            self._mark_started()
+            log.info("%s: streaming slot %s", self.subject, c.slot)
+            snapshots = IncrementalSnapshots(c, self.subject, sql, catalog, own_tables)
+            tables = _Tables(self, sql, catalog, publication, watch, decoder, own_tables)
+            self.confirmation.heartbeat = (
+                partial(sql.execute, c.heartbeat_query) if c.heartbeat_query else None
+            )
+            stream(
+                stop,
+                repl,
+                decoder,
+                source,
+                publisher,
+                snapshots,
+                self.confirmation,
+                self,
+                self._delivery,
+                self._settings,
+                tables,
+            )
 
     def _mark_started(self) -> None:
         if self._started is not None:
@@ -306,55 +271,6 @@ class PostgresSource:
                 ", ".join(keyed),
             )
 
-    def _ensure_slot(self, sql: psycopg.Connection[Any], export: bool) -> CreatedSlot:
-        """Make sure the slot exists. When this creates it, the result holds the replication
-        connection that created it open, with its exported snapshot, until closed."""
-        c = self.config
-        # pg_replication_slots has the failover column from PostgreSQL 17 on.
-        failover = "failover" if sql.info.server_version >= FAILOVER_SLOTS_SINCE else "false"
-        row = sql.execute(
-            psycopg.sql.SQL(
-                "SELECT plugin, slot_type, database, confirmed_flush_lsn::text, {}"
-                " FROM pg_replication_slots WHERE slot_name = %s"
-            ).format(psycopg.sql.SQL(failover)),
-            (c.slot,),
-        ).fetchone()
-        if row is not None:
-            plugin, slot_type, database, confirmed, is_failover = row
-            if slot_type != "logical" or plugin != c.plugin or database != sql.info.dbname:
-                raise CdcError(
-                    f"{self.subject}: slot {c.slot} exists but is a {slot_type} slot of plugin"
-                    f" {plugin} on database {database}; it needs a logical {c.plugin} slot on"
-                    f" {sql.info.dbname}. Choose another slot name, or drop that slot."
-                )
-            if c.failover_slot and not is_failover:
-                self._make_failover(c.slot)
-            return CreatedSlot(None, parse_lsn(confirmed or "0/0"), None, created=False)
-        if c.snapshot in ("initial", "initial_only"):
-            # Remembered before the slot exists: a crash between the two must not leave a slot
-            # whose snapshot nobody knows is owed.
-            self._mark_initial(sql, "pending")
-        repl = ReplicationConnection(c.dsn.conninfo, c.dsn.password)
-        try:
-            lsn, snapshot = repl.create_slot(
-                c.slot, c.plugin, export=export, failover=c.failover_slot
-            )
-        except SlotExists:
-            # Another process made it between our look and our create: use it as it is.
-            repl.close()
-            return self._ensure_slot(sql, export=False)
-        except BaseException:
-            repl.close()
-            raise
-        log.info(
-            "%s: created %sslot %s at %s",
-            self.subject,
-            "failover " if c.failover_slot else "",
-            c.slot,
-            format_lsn(lsn),
-        )
-        return CreatedSlot(repl, lsn, snapshot, created=True)
-
     def _snapshot_first(
         self,
         stop: threading.Event,
@@ -370,7 +286,7 @@ class PostgresSource:
         """The initial snapshot, in the exported snapshot of a slot made for it (made again
         when the slot has none); ``before``: its state in ``cdc.snapshots`` before this start."""
         if created.snapshot is None:
-            created = self._new_slot_for_snapshot(sql)
+            created = self._slot.made_again(sql)
             opened.callback(created.close)
             watch.forget()  # as for a new slot: the trees its snapshot sees
             watch.look()
@@ -378,52 +294,8 @@ class PostgresSource:
         self._initial_snapshot(stop, sql, created, selector, source, publisher, supersede)
         return created
 
-    def _new_slot_for_snapshot(self, sql: psycopg.Connection[Any]) -> CreatedSlot:
-        """Drop the slot and create it again, for its exported snapshot.
-
-        A snapshot is exact only at the position the stream starts from, and only a slot's
-        creation exports a snapshot at a known position. The old slot is held by no change that
-        matters: streaming never started (an interrupted initial snapshot), or a snapshot of
-        everything is wanted anyway (``always``); what it held is in the new snapshot, and the
-        snapshot's truncate markers retract what an earlier attempt published."""
-        slot = self.config.slot
-        deadline = time.monotonic() + SLOT_RELEASE_S
-        while True:
-            row = sql.execute(
-                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,)
-            ).fetchone()
-            if row is None:
-                break
-            if row[0] is None:
-                try:
-                    sql.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-                    break
-                except psycopg.errors.ObjectInUse:
-                    pass  # taken again meanwhile: look again
-            elif time.monotonic() > deadline:
-                raise SourceUnavailable(
-                    f"{self.subject}: slot {slot} is in use by server process {row[0]}, so the"
-                    " snapshot cannot start again; is another cdc running this connector?"
-                )
-            time.sleep(0.1)
-        log.info("%s: dropped slot %s for a snapshot at a known position", self.subject, slot)
-        created = self._ensure_slot(sql, export=True)
-        if created.snapshot is None:  # another process made the slot between drop and create
-            created.close()
-            raise SourceUnavailable(f"{self.subject}: slot {slot} was made again by another client")
-        return created
-
     def _initial_state(self, sql: psycopg.Connection[Any]) -> str | None:
         return initial_state(sql, self.config.name)
-
-    def _make_failover(self, slot: str) -> None:
-        """failover_slot = true on a slot made without it: turn it on, as configured."""
-        repl = ReplicationConnection(self.config.dsn.conninfo, self.config.dsn.password)
-        try:
-            repl.alter_slot_failover(slot)
-        finally:
-            repl.close()
-        log.info("%s: slot %s is now a failover slot", self.subject, slot)
 
     def _mark_initial(self, sql: psycopg.Connection[Any], state: str) -> None:
         mark_initial(sql, self.config.name, state)
