@@ -139,9 +139,14 @@ class Counts(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class StreamSettings:
+    """What the loop needs of the configuration, read once."""
+
     subject: str
+    """``connector NAME``, for log lines and errors."""
     tombstones: bool = True
+    """A delete's record is followed by a tombstone (``tombstones``)."""
     max_unacked: int = 100_000
+    """Reading waits while this many records are unacked (``max_unacked_records``)."""
 
 
 class Confirmation:
