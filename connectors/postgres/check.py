@@ -25,6 +25,7 @@ from cdc.findings import Finding
 from cdc.globs import TableSelector
 from cdc.pgerrors import unreachable
 from connectors.postgres.catalog import selected_tables
+from connectors.postgres.decoders import decoder_plugin
 from connectors.postgres.publication import MANAGED, Publication
 from connectors.postgres.versions import failover_problem, too_old
 
@@ -122,7 +123,7 @@ def check_source(config: ConnectorConfig) -> list[Finding]:
                     f"plugin {config.plugin} not probed: the findings above must be fixed first",
                 )
             )
-        if config.plugin == "pgoutput":
+        if decoder_plugin(config.plugin).publication:
             add(f"publication {config.publication}", lambda: _publication(conn, subject, config))
         add("tables", lambda: _tables(conn, subject, config))
         add("snapshot tables", lambda: own_tables(conn, subject, config, role.name))
@@ -303,23 +304,21 @@ def _wal_senders(conn: psycopg.Connection[tuple[object, ...]], subject: str) -> 
 def _probe_plugin(
     conn: psycopg.Connection[tuple[object, ...]], subject: str, plugin: str
 ) -> Finding:
+    found = decoder_plugin(plugin)
     # A temporary slot vanishes with the session, so a crash here leaves nothing behind.
     probe = f"cdc_check_{os.getpid()}_{secrets.token_hex(4)}"
     try:
         conn.execute(sql.SQL("SET statement_timeout = {}").format(PROBE_TIMEOUT))
         conn.execute("SELECT pg_create_logical_replication_slot(%s, %s, true)", (probe, plugin))
-        if plugin == "pgoutput":
-            conn.execute(
-                "SELECT count(*) FROM pg_logical_slot_peek_binary_changes(%s, NULL, 1,"
-                " 'proto_version', '1', 'publication_names', 'cdc_check_probe')",
-                (probe,),
-            )
-        else:
-            conn.execute(
-                "SELECT count(*) FROM pg_logical_slot_peek_changes(%s, NULL, 1,"
-                " 'format-version', '2')",
-                (probe,),
-            )
+        peek = (
+            "pg_logical_slot_peek_binary_changes"
+            if found.binary
+            else "pg_logical_slot_peek_changes"
+        )
+        query = sql.SQL("SELECT count(*) FROM {}(%s, NULL, 1, VARIADIC %s::text[])").format(
+            sql.Identifier(peek)
+        )
+        conn.execute(query, (probe, [x for kv in found.probe_options.items() for x in kv]))
         conn.execute("SELECT pg_drop_replication_slot(%s)", (probe,))
     except psycopg.errors.QueryCanceled:
         return Finding.fail(
@@ -328,9 +327,7 @@ def _probe_plugin(
             " long-running transaction holds logical decoding back",
         )
     except psycopg.Error as e:
-        hint = (
-            " (install the server package postgresql-NN-wal2json)" if plugin == "wal2json" else ""
-        )
+        hint = f" ({found.install_hint})" if found.install_hint else ""
         return Finding.fail(subject, f"plugin {plugin} cannot decode: {describe(e)}{hint}")
     finally:
         conn.execute("RESET statement_timeout")

@@ -36,6 +36,14 @@ class DecoderPlugin(Protocol):
     """A logical decoding plugin: its name (the slot's plugin), options and decoder."""
 
     name: str
+    publication: bool
+    """It decodes a table's changes only while the table is in a publication (pgoutput)."""
+    binary: bool
+    """Its output is binary (``pg_logical_slot_peek_binary_changes``)."""
+    install_hint: str
+    """What to install when the server cannot load it ('' when it comes with PostgreSQL)."""
+    probe_options: dict[str, str]
+    """The fewest options that make it decode (``cdc check``'s probe)."""
 
     def options(
         self, config: ConnectorConfig, partition_schemas: frozenset[str] = frozenset()

@@ -396,6 +396,10 @@ class PgOutputPlugin:
     """pgoutput in the decoder registry: its decoder and its ``START_REPLICATION`` options."""
 
     name = "pgoutput"
+    publication = True
+    binary = True
+    install_hint = ""
+    probe_options = pgoutput_options("cdc_check_probe")
 
     @staticmethod
     def options(

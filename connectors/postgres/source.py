@@ -126,7 +126,7 @@ class PostgresSource:
             selector = TableSelector(c.tables, c.exclude_tables)
             publication: Publication | None = None
             added: list[tuple[str, str]] = []
-            if c.plugin == "pgoutput":
+            if decoder_plugin(c.plugin).publication:
                 publication = Publication(c, self.subject, sql, selector)
                 publication.ensure()
                 added = publication.sync()
@@ -364,7 +364,7 @@ class PostgresSource:
                 # In a publication, PostgreSQL refuses such a table's updates and deletes.
                 refused = (
                     "; PostgreSQL refuses them while the table is in a publication"
-                    if self.config.plugin == "pgoutput"
+                    if decoder_plugin(self.config.plugin).publication
                     else ""
                 )
                 log.warning(

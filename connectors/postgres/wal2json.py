@@ -280,6 +280,10 @@ class Wal2JsonPlugin:
     """wal2json in the decoder registry: its decoder and its ``START_REPLICATION`` options."""
 
     name = "wal2json"
+    publication = False
+    binary = False
+    install_hint = "install the server package postgresql-NN-wal2json"
+    probe_options = {"format-version": "2"}  # noqa: RUF012  (read only)
 
     @staticmethod
     def options(
