@@ -73,9 +73,7 @@ from bench.workloads import DOCS_DDL, OLTP_PROCEDURE, ORDERS_DDL, Written, bulk,
 from cdc.config import LINGER_MS, KafkaConfig, parse_config
 from cdc.events import Record
 from cdc.kafka import ConfluentPublisher
-from connectors.postgres.pgoutput import pgoutput_options
-from connectors.postgres.source import wal2json_table_options
-from connectors.postgres.wal2json import WAL2JSON_OPTIONS
+from connectors.postgres.decoders import decoder_plugin
 
 CLIENTS = {"kafka-python": "kp", "confluent-kafka": "ck"}
 """Producer client -> the short name in its slot, topic and connector names."""
@@ -245,12 +243,13 @@ def run_workload(b: Bench, w: Workload) -> dict[str, Any]:
 def read_limits(b: Bench, w: Workload, dsn: str, written: Written) -> dict[str, Any]:
     """``pg_recvlogical`` draining the workload's WAL, with each plugin, to /dev/null."""
     config = parse_config(connector_config(b, w, dsn, "kafka-python"))
+    pgo = config.connectors[0].model_copy(update={"publication": b.name(w.name, PGOUTPUT)})
     plugins = {
         "read_limit": (
             "recv",
-            {**WAL2JSON_OPTIONS, **wal2json_table_options(config.connectors[0])},
+            decoder_plugin("wal2json").options(config.connectors[0]),
         ),
-        "read_limit_pgoutput": ("recvpgo", pgoutput_options(b.name(w.name, PGOUTPUT))),
+        "read_limit_pgoutput": ("recvpgo", decoder_plugin("pgoutput").options(pgo)),
     }
     result = {}
     for key, (slot, options) in plugins.items():

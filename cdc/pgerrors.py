@@ -8,16 +8,18 @@ retried (logged each time), as it was before this module.
 
 from __future__ import annotations
 
-__all__ = ["pg_fix", "refused", "role_of"]
+__all__ = ["mapped", "pg_fix", "refused", "role_of", "translated"]
 
+import contextlib
 import getpass
 import os
+from collections.abc import Iterator
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from cdc.config import Dsn
-from cdc.errors import Refused, describe
+from cdc.errors import CdcError, Refused, SourceUnavailable, describe
 
 # (text in the message, SQLSTATE, fix): the first whose text or SQLSTATE matches wins, so the
 # texts that refine a shared SQLSTATE (28000, 42501) come before the SQLSTATE alone.
@@ -77,3 +79,43 @@ def unreachable(e: psycopg.Error, subject: str, dsn: Dsn) -> str:
     message = describe(e, dsn.password)
     fix = pg_fix(message, e.sqlstate, role_of(dsn.conninfo), f"the dsn of {subject}")
     return f"cannot connect to {dsn}: {message}" + (f" (fix: {fix})" if fix else "")
+
+
+def translated(
+    e: psycopg.Error,
+    subject: str,
+    dsn: Dsn,
+    unavailable: type[CdcError] = SourceUnavailable,
+    other: type[CdcError] | None = None,
+) -> Exception:
+    """What ``e`` becomes at the boundary: :class:`Refused` naming the fix when only a person
+    can make it work; ``unavailable`` (retriable) for a lost or refused connection
+    (``OperationalError``); anything else ``other`` when given, else ``e`` itself."""
+    permanent = refused(e, subject, dsn)
+    if permanent is not None:
+        return permanent
+    if isinstance(e, psycopg.OperationalError):
+        return unavailable(f"{dsn}: {describe(e, dsn.password)}")
+    if other is not None:
+        return other(f"{subject}: {describe(e, dsn.password)}")
+    return e
+
+
+@contextlib.contextmanager
+def mapped(
+    subject: str,
+    dsn: Dsn,
+    unavailable: type[CdcError] = SourceUnavailable,
+    other: type[CdcError] | None = None,
+) -> Iterator[None]:
+    """Translate the psycopg errors raised inside, once, as :func:`translated` says.
+
+    The source wraps a whole session in it (``other=CdcError``: a failure it does not know is
+    not retried); a sink passes ``unavailable=TargetUnavailable`` and leaves the rest alone."""
+    try:
+        yield
+    except psycopg.Error as e:
+        error = translated(e, subject, dsn, unavailable, other)
+        if error is e:
+            raise
+        raise error from e

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 __all__ = ["PostgresSink", "PostgresTarget"]
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -22,7 +22,7 @@ from cdc.columns import Ledger
 from cdc.config import KafkaConfig, PostgresSinkConfig
 from cdc.errors import describe
 from cdc.findings import Finding
-from cdc.pgerrors import refused, unreachable
+from cdc.pgerrors import mapped, refused, unreachable
 from cdc.records import SinkEvent, Version
 from cdc.sink import Partition, SinkRuntime, TargetUnavailable, consumer_lag
 from cdc.sink.plan import (
@@ -279,28 +279,7 @@ class PostgresTarget:
 
     # -- errors ---------------------------------------------------------------------------------
 
-    def _translated(self) -> _Translate:
-        return _Translate(self.config)
-
-
-class _Translate:
-    """Refusals only a person can fix become :class:`Refused`, lost connections retriable
-    :class:`TargetUnavailable`; the rest stays as it is."""
-
-    def __init__(self, config: PostgresSinkConfig) -> None:
-        self.config = config
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, error: Any, tb: Any) -> None:
-        if not isinstance(error, psycopg.Error):
-            return
-        # A privilege or a database gone: say what to grant (the supervisor retries the sink).
-        permanent = refused(error, f"sink {self.config.name}", self.config.dsn)
-        if permanent is not None:
-            raise permanent from error
-        if isinstance(error, psycopg.OperationalError):
-            raise TargetUnavailable(
-                f"{self.config.dsn}: {describe(error, self.config.dsn.password)}"
-            ) from error
+    def _translated(self) -> contextlib.AbstractContextManager[None]:
+        """Refusals only a person can fix become :class:`Refused` (the supervisor retries the
+        sink), lost connections retriable :class:`TargetUnavailable`; the rest stays as it is."""
+        return mapped(f"sink {self.config.name}", self.config.dsn, unavailable=TargetUnavailable)

@@ -9,13 +9,13 @@ from collections.abc import Sequence
 
 from cdc.config import ConnectorConfig, KafkaConfig
 from cdc.findings import Finding
-from connectors.postgres.check import (
-    check_source,
+from connectors.postgres.check import check_source
+from connectors.postgres.source import PostgresSource
+from connectors.postgres.status import (
     request_incremental_snapshot,
     slot_status,
     snapshot_status,
 )
-from connectors.postgres.source import PostgresSource
 
 
 class PostgresConnector:

@@ -16,12 +16,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-import orjson
 import psycopg
 from psycopg import sql
 
 from cdc.sqltext import with_params
 from connectors.postgres.decoding import TableInfo
+from connectors.postgres.owntables import save_shape
 
 log = logging.getLogger(__name__)
 
@@ -149,12 +149,7 @@ class PostgresCatalog:
         # As the decoder compares them: wal2json writes "char" without format_type's quotes.
         columns = {c: t.replace('"', "") for c, t in columns.items()}
         try:
-            self._conn.execute(
-                "INSERT INTO cdc.shapes (connector, relid, table_name, columns) VALUES (%s, %s,"
-                " %s, %s::jsonb) ON CONFLICT (connector, relid) DO UPDATE SET table_name ="
-                " EXCLUDED.table_name, columns = EXCLUDED.columns, updated_at = now()",
-                (self.connector, relid, name, orjson.dumps(columns).decode()),
-            )
+            save_shape(self._conn, self.connector, relid, name, columns)
         except psycopg.errors.UndefinedTable:  # not made (ensure_source_tables): do without
             self.connector = None
 

@@ -31,7 +31,12 @@ from psycopg import sql
 
 from cdc.config import ConnectorConfig
 from connectors.postgres.catalog import PostgresCatalog
-from connectors.postgres.snapshot import OWN_SCHEMA, request_snapshot
+from connectors.postgres.owntables import (
+    OWN_SCHEMA,
+    forget_partitions,
+    request_snapshot,
+    save_partitions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +108,7 @@ class PartitionWatch:
         self._memory.clear()
         self._loaded = True
         if self.remembered:
-            self.conn.execute(
-                "DELETE FROM cdc.partitions WHERE connector = %s", (self.config.name,)
-            )
+            forget_partitions(self.conn, self.config.name)
 
     def look(self) -> bool:
         """Compare the trees with those remembered; repair what changed. True when a tree
@@ -212,17 +215,5 @@ class PartitionWatch:
             self._memory.pop(label, None)
         else:
             self._memory[label] = oids
-        if not self.remembered:
-            return
-        if oids is None:
-            self.conn.execute(
-                "DELETE FROM cdc.partitions WHERE connector = %s AND table_name = %s",
-                (self.config.name, label),
-            )
-            return
-        self.conn.execute(
-            "INSERT INTO cdc.partitions (connector, table_name, partitions)"
-            " VALUES (%s, %s, %s::bigint[]::oid[]) ON CONFLICT (connector, table_name)"
-            " DO UPDATE SET partitions = EXCLUDED.partitions, updated_at = now()",
-            (self.config.name, label, sorted(oids)),
-        )
+        if self.remembered:
+            save_partitions(self.conn, self.config.name, label, oids)

@@ -27,12 +27,14 @@ writes ``null``), as snapshot reads carry them.
 
 from __future__ import annotations
 
-__all__ = ["PgOutputDecoder", "has_c_tuples", "pgoutput_options"]
+__all__ = ["PGOUTPUT", "PgOutputDecoder", "has_c_tuples", "pgoutput_options"]
 
+import logging
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cdc.config import ConnectorConfig
 from cdc.errors import CdcError
 from cdc.events import UNAVAILABLE, Change, Row
 from connectors.postgres.decoding import (
@@ -43,6 +45,8 @@ from connectors.postgres.decoding import (
     RowDecoder,
     TableInfo,
 )
+
+log = logging.getLogger(__name__)
 
 try:
     from connectors.postgres._tuples import row as _native_row
@@ -386,3 +390,37 @@ class PgOutputDecoder(RowDecoder):
 def _cstring(payload: bytes, pos: int) -> tuple[str, int]:
     end = payload.index(b"\0", pos)
     return payload[pos:end].decode(), end + 1
+
+
+class PgOutputPlugin:
+    """pgoutput in the decoder registry: its decoder and its ``START_REPLICATION`` options."""
+
+    name = "pgoutput"
+    publication = True
+    binary = True
+    install_hint = ""
+    probe_options = pgoutput_options("cdc_check_probe")
+
+    @staticmethod
+    def options(
+        config: ConnectorConfig, partition_schemas: frozenset[str] = frozenset()
+    ) -> dict[str, str]:
+        return pgoutput_options(config.publication)
+
+    @staticmethod
+    def decoder(
+        catalog: Catalog,
+        selected: Callable[[str, str], bool],
+        root: Callable[[str, str, int], tuple[str, str]] | None = None,
+        subject: str = "cdc",
+    ) -> PgOutputDecoder:
+        if not has_c_tuples():
+            log.warning(
+                "%s: pgoutput's values are decoded in Python, at about half the speed: cdc was"
+                " installed without its C extension (no C compiler)",
+                subject,
+            )
+        return PgOutputDecoder(catalog, selected, root)
+
+
+PGOUTPUT = PgOutputPlugin()

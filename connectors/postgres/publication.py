@@ -33,7 +33,7 @@ from cdc.config import ConnectorConfig
 from cdc.errors import CdcError, describe
 from cdc.globs import is_plain
 from connectors.postgres.catalog import selected_tables
-from connectors.postgres.snapshot import OWN_SCHEMA, SIGNAL_TABLE
+from connectors.postgres.owntables import OWN_SCHEMA, SIGNAL_TABLE
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,16 @@ same JSON text (``-0.0``, ``1.0``).
 
 from __future__ import annotations
 
-__all__ = ["WAL2JSON_OPTIONS", "Begin", "Catalog", "Commit", "TableInfo", "Wal2JsonDecoder"]
+__all__ = [
+    "WAL2JSON",
+    "WAL2JSON_OPTIONS",
+    "Begin",
+    "Catalog",
+    "Commit",
+    "TableInfo",
+    "Wal2JsonDecoder",
+    "wal2json_table_options",
+]
 
 import operator
 import re
@@ -32,9 +41,12 @@ from typing import Any
 
 import orjson
 
+from cdc.config import ConnectorConfig
 from cdc.errors import CdcError
 from cdc.events import Change, Row
+from cdc.globs import compile_globs, is_plain
 from connectors.postgres.decoding import Begin, Catalog, Commit, RowDecoder, TableInfo
+from connectors.postgres.owntables import SIGNAL_TABLE
 from connectors.postgres.replication import parse_lsn
 
 WAL2JSON_OPTIONS = {
@@ -262,3 +274,85 @@ def _row(columns: Any) -> Row:
 def _ts_ms(text: str) -> int:
     # wal2json: "2026-11-27 05:30:18.979158+00"
     return int(datetime.fromisoformat(text).timestamp() * 1000)
+
+
+class Wal2JsonPlugin:
+    """wal2json in the decoder registry: its decoder and its ``START_REPLICATION`` options."""
+
+    name = "wal2json"
+    publication = False
+    binary = False
+    install_hint = "install the server package postgresql-NN-wal2json"
+    probe_options = {"format-version": "2"}  # noqa: RUF012  (read only)
+
+    @staticmethod
+    def options(
+        config: ConnectorConfig, partition_schemas: frozenset[str] = frozenset()
+    ) -> dict[str, str]:
+        return {**WAL2JSON_OPTIONS, **wal2json_table_options(config, partition_schemas)}
+
+    @staticmethod
+    def decoder(
+        catalog: Catalog,
+        selected: Callable[[str, str], bool],
+        root: Callable[[str, str, int], tuple[str, str]] | None = None,
+        subject: str = "cdc",
+    ) -> Wal2JsonDecoder:
+        return Wal2JsonDecoder(catalog, selected, root)
+
+
+WAL2JSON = Wal2JsonPlugin()
+
+
+def _escape(part: str) -> str:
+    return "".join("\\" + ch if ch in " ',.*\\" else ch for ch in part)
+
+
+def _pushable(glob: str) -> str | None:
+    schema, _, table = glob.partition(".")
+    parts = []
+    for part in (schema, table):
+        if part == "*":
+            parts.append("*")
+        elif is_plain(part):
+            parts.append(_escape(part))
+        else:
+            return None
+    return ".".join(parts)
+
+
+def wal2json_table_options(
+    config: ConnectorConfig, partition_schemas: frozenset[str] = frozenset()
+) -> dict[str, str]:
+    """``add-tables`` / ``filter-tables`` for the globs wal2json can apply itself.
+
+    wal2json understands only whole-part wildcards (``public.*``, ``*.orders``). Where every
+    include glob is of that form, wal2json skips unselected tables before they cost anything;
+    otherwise the connector filters them after decoding. Either way the result is the same.
+
+    wal2json names a partition's changes by the partition, whose name the globs need not
+    match when it is published under its partitioned table's name (``partitions = "root"``):
+    then only whole schemas are pushed (``SCHEMA.*``), when they hold every partition of the
+    captured partitioned tables (``partition_schemas``), and no exclusion is.
+    """
+    options = {}
+    root = config.partitions == "root"
+    includes = [_pushable(g) for g in config.tables]
+    if root and not all(i and i.endswith(".*") and not i.startswith("*.") for i in includes):
+        includes = [None]
+    if root and not partition_schemas <= {i[:-2] for i in includes if i}:
+        includes = [None]
+    if "*.*" not in includes and all(includes):
+        # The signal table carries snapshot watermarks and requests: always decoded.
+        signal = ".".join(SIGNAL_TABLE)
+        options["add-tables"] = ",".join([*(i for i in includes if i), signal])
+    # An exclusion that would hide the signal table from wal2json is left to the connector,
+    # which never publishes the cdc schema anyway.
+    excludes = [
+        e
+        for g in config.exclude_tables
+        if (e := _pushable(g)) and not compile_globs([g]).match(".".join(SIGNAL_TABLE))
+    ]
+    if excludes and not root:
+        options["filter-tables"] = ",".join(excludes)
+    return options

@@ -25,7 +25,7 @@ from psycopg.conninfo import make_conninfo
 from cdc.events import topic_for
 from cdc.sqltext import with_params
 from connectors.postgres.catalog import split_name
-from connectors.postgres.snapshot import request_snapshot
+from connectors.postgres.owntables import request_snapshot
 from tests.support.harness import (
     CdcProcess,
     current_wal_lsn,

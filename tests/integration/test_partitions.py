@@ -18,7 +18,7 @@ import pytest
 from kafka import KafkaConsumer
 from psycopg.conninfo import make_conninfo
 
-from connectors.postgres.snapshot import SOURCE_DDL
+from connectors.postgres.owntables import SOURCE_DDL
 from tests.support.harness import (
     CdcProcess,
     current_wal_lsn,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from connectors.postgres.snapshot import Column, RowReader
+from connectors.postgres.rows import Column, RowReader
 from tests.support.decoding import FLOAT_JSON, FLOAT_TEXTS
 
 COLUMNS = [

@@ -1,5 +1,6 @@
-"""The connector's streaming loop (``PostgresSource._stream``) on captured pgoutput messages, with
-a publisher whose acks the test holds back and then lets go: no server needed.
+"""The connector's streaming loop (:func:`connectors.postgres.stream.stream`) on captured
+pgoutput messages, with a publisher whose acks the test holds back and then lets go: no server
+needed. Its fakes are typed by the loop's Protocols, and mypy checks them.
 
 Nothing is confirmed to PostgreSQL before Kafka acked it; once every record is acked, the slot
 hears so within a fraction of a second (it hears at most once a second while records are in
@@ -20,10 +21,12 @@ from cdc.acks import DeliveryWatch
 from cdc.config import parse_config
 from cdc.events import Change, Record, SourceInfo
 from cdc.kafka import BUFFER_BYTES
-from connectors.postgres import source as source_module
+from connectors.postgres import stream as stream_module
 from connectors.postgres.decoding import Commit
 from connectors.postgres.pgoutput import PgOutputDecoder
-from connectors.postgres.source import CONFIRM_BUSY_S, PostgresSource
+from connectors.postgres.replication import Keepalive
+from connectors.postgres.source import PostgresSource
+from connectors.postgres.stream import CONFIRM_BUSY_S, Confirmation, stream
 from tests.support.decoding import FakeCatalog, messages
 from tests.support.harness import wait_for
 
@@ -90,10 +93,10 @@ class HeldPublisher:
 
 
 class NoSnapshots:
-    def on_signal(self, change: Change, txn_end: int) -> list[Change]:
-        return []
+    def on_change(self, change: Change, txn_end: int) -> list[Change] | None:
+        return None
 
-    def observe(self, change: Change) -> None:
+    def reread(self, schema: str, table: str, why: str) -> None:
         pass
 
     def tick(self, confirmed: int) -> None:
@@ -104,18 +107,23 @@ def stream_thread(
     source: PostgresSource, repl: FakeRepl, publisher: HeldPublisher, stop: threading.Event
 ) -> threading.Thread:
     """The connector's streaming loop over ``repl``'s messages, on a thread not started yet."""
-    return threading.Thread(
-        target=source._stream,
-        args=(
+
+    def run() -> None:
+        # Called here, not through Thread's args, so that mypy checks the fakes' types.
+        stream(
             stop,
             repl,
             PgOutputDecoder(FakeCatalog(), lambda s, t: True),
             SourceInfo("fake", "fake", "fake"),
             publisher,
-            None,
             NoSnapshots(),
-        ),
-    )
+            source.confirmation,
+            source,
+            source._delivery,
+            source._settings,
+        )
+
+    return threading.Thread(target=run)
 
 
 def test_confirmed_only_once_acked_and_at_once_when_all_is() -> None:
@@ -158,7 +166,7 @@ def test_a_kafka_that_stops_acking_is_logged_and_so_is_its_return(
     """Issue 18, item 6, through the streaming loop: acks held back past the stall time give a
     WARNING with the records waiting, their release an INFO line; the progress line says events
     published and records acked apart."""
-    monkeypatch.setattr(source_module, "PROGRESS_LOG_S", 0.2)
+    monkeypatch.setattr(stream_module, "PROGRESS_LOG_S", 0.2)
     caplog.set_level(logging.INFO)
     config = parse_config(CONFIG)
     source = PostgresSource(config.connectors[0], config.kafka)
@@ -209,3 +217,45 @@ def test_reading_waits_while_the_unacked_bytes_are_over_the_bound() -> None:
     finally:
         stop.set()
         streaming.join(10)
+
+
+class StatusLog:
+    """A replication connection that only keeps the statuses sent."""
+
+    waited = False
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, int, int]] = []
+
+    def read(self, timeout_s: float) -> list[bytes]:
+        return []
+
+    def send_status(self, written: int, flushed: int, applied: int) -> None:
+        self.sent.append((written, flushed, applied))
+
+
+def test_confirmation_moves_only_to_acked_ends_and_to_the_server_end_when_idle() -> None:
+    """The confirmation policy alone: acks move it; a keepalive's end of WAL only with heartbeats
+    on and nothing in flight; a requested reply goes out at once, once."""
+    heartbeats: list[float] = []
+    c = Confirmation(heartbeat_s=60.0, heartbeat=lambda: heartbeats.append(1.0))
+    c.session(0.0)
+    c.keepalive(Keepalive(wal_end=500, send_time_us=0, reply_requested=True))
+    c.acked(100, idle=False)
+    assert c.confirmed == 100, "a transaction in flight: the server's end is not confirmable"
+    c.acked(None, idle=True)
+    assert c.confirmed == 500
+    c.acked(300, idle=False)
+    assert c.confirmed == 500, "never back"
+    repl = StatusLog()
+    c.tick(repl, 0.01, idle=True)
+    assert repl.sent == [(500, 500, 500)] and not heartbeats
+    c.tick(repl, 0.02, idle=True)
+    assert len(repl.sent) == 1, "the reply was sent; nothing new to confirm"
+    c.tick(repl, 60.0, idle=True)
+    assert heartbeats == [1.0] and len(repl.sent) == 2  # heartbeat, and the status cadence
+    quiet = Confirmation()
+    quiet.session(0.0)
+    quiet.keepalive(Keepalive(wal_end=500, send_time_us=0, reply_requested=False))
+    quiet.acked(None, idle=True)
+    assert quiet.confirmed == 0, "without heartbeats the server's end is never confirmed"

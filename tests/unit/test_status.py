@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cdc.config import parse_config
-from connectors.postgres.check import slot_finding
+from connectors.postgres.status import slot_finding
 
 MIB = 1048576
 CONFIG = parse_config(

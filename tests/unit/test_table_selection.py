@@ -6,7 +6,7 @@ import pytest
 
 from cdc.config import parse_config
 from cdc.globs import TableSelector
-from connectors.postgres.source import wal2json_table_options
+from connectors.postgres.wal2json import wal2json_table_options
 
 
 def options(
