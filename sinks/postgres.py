@@ -12,19 +12,19 @@ __all__ = ["PostgresSink", "PostgresTarget"]
 
 import contextlib
 import logging
-import threading
 from collections.abc import Callable, Sequence
 
 import psycopg
 from psycopg import sql
 
 from cdc.columns import Ledger
-from cdc.config import KafkaConfig, PostgresSinkConfig
+from cdc.config import PostgresSinkConfig
 from cdc.errors import describe
 from cdc.findings import Finding
 from cdc.pgerrors import mapped, refused, unreachable
 from cdc.records import SinkEvent, Version
-from cdc.sink import Partition, SinkRuntime, TargetUnavailable, consumer_lag
+from cdc.sink import Partition, TargetUnavailable
+from cdc.sink.base import TargetSink
 from cdc.sink.plan import (
     BatchPlan,
     TablePlan,
@@ -40,12 +40,11 @@ from sinks.postgres_ddl import BOOKKEEPING, Schema
 log = logging.getLogger(__name__)
 
 
-class PostgresSink:
+class PostgresSink(TargetSink[PostgresSinkConfig]):
     """Applies events to PostgreSQL idempotently (see :class:`cdc.plugins.Sink`)."""
 
-    def __init__(self, config: PostgresSinkConfig, kafka: KafkaConfig) -> None:
-        self.config = config
-        self.kafka = kafka
+    def target(self) -> PostgresTarget:
+        return PostgresTarget(self.config)
 
     def check(self) -> list[Finding]:
         subject = f"sink {self.config.name}"
@@ -56,15 +55,6 @@ class PostgresSink:
             return [Finding.fail(subject, unreachable(e, subject, self.config.dsn))]
         shown = version[0] if version else "?"
         return [Finding.ok(subject, f"connected to {self.config.dsn} (PostgreSQL {shown})")]
-
-    def run(self, stop: threading.Event, started: threading.Event | None = None) -> None:
-        c = self.config
-        runtime = SinkRuntime(c.name, c.group_id, c.topics, self.kafka, lambda: PostgresTarget(c))
-        runtime.run(stop, started)
-
-    def status(self) -> list[Finding]:
-        c = self.config
-        return consumer_lag(c.name, c.group_id, c.topics, self.kafka, lambda: PostgresTarget(c))
 
 
 class PostgresTarget:

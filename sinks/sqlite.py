@@ -18,7 +18,6 @@ import hashlib
 import logging
 import os
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,11 @@ from typing import Any
 import orjson
 
 from cdc.columns import Ledger
-from cdc.config import KafkaConfig, SqliteSinkConfig
+from cdc.config import SqliteSinkConfig
 from cdc.findings import Finding
 from cdc.records import SinkEvent, Version
-from cdc.sink import Partition, SinkRuntime, TargetUnavailable, consumer_lag
+from cdc.sink import Partition, TargetUnavailable
+from cdc.sink.base import TargetSink
 from cdc.sink.plan import (
     BatchPlan,
     TablePlan,
@@ -54,12 +54,11 @@ from sinks.sqlite_ddl import (
 log = logging.getLogger(__name__)
 
 
-class SqliteSink:
+class SqliteSink(TargetSink[SqliteSinkConfig]):
     """Applies events to SQLite idempotently (see :class:`cdc.plugins.Sink`)."""
 
-    def __init__(self, config: SqliteSinkConfig, kafka: KafkaConfig) -> None:
-        self.config = config
-        self.kafka = kafka
+    def target(self) -> SqliteTarget:
+        return SqliteTarget(self.config)
 
     def check(self) -> list[Finding]:
         subject = f"sink {self.config.name}"
@@ -74,15 +73,6 @@ class SqliteSink:
         return [
             Finding.fail(subject, f"cannot create {path}: {parent} is not a writable directory")
         ]
-
-    def run(self, stop: threading.Event, started: threading.Event | None = None) -> None:
-        c = self.config
-        runtime = SinkRuntime(c.name, c.group_id, c.topics, self.kafka, lambda: SqliteTarget(c))
-        runtime.run(stop, started)
-
-    def status(self) -> list[Finding]:
-        c = self.config
-        return consumer_lag(c.name, c.group_id, c.topics, self.kafka, lambda: SqliteTarget(c))
 
 
 class SqliteTarget:
