@@ -1,14 +1,34 @@
-# Built in the full image, which has a C compiler for connectors/postgres/_tuples.c; run in the
-# slim one.
-FROM python:3.11 AS build
+# cdc's image: built on Debian bookworm's own Python 3.11 (the base can be made locally with
+# scripts/docker-base where no registry is reachable). The build stage compiles the C decoder
+# (connectors/postgres/_tuples.c, from setup.py) and installs the `fast` extra; the final stage
+# has no compiler and runs as a user of its own.
+ARG BASE=debian:bookworm-slim
+
+FROM ${BASE} AS build
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc libc6-dev ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+# A proxy's CA, when the network needs one to reach PyPI (image/extra-ca/README.md).
+COPY image/extra-ca/ /usr/local/share/ca-certificates/extra/
+RUN update-ca-certificates
+ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+RUN python3 -m venv /opt/cdc
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY cdc cdc
 COPY connectors connectors
 COPY sinks sinks
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN /opt/cdc/bin/pip install '.[fast]' \
+    && cd / && /opt/cdc/bin/python -c "import connectors.postgres._tuples, confluent_kafka"
 
-FROM python:3.11-slim
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
-ENTRYPOINT []
+FROM ${BASE}
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --create-home --home-dir /var/lib/cdc cdc
+COPY --from=build /opt/cdc /opt/cdc
+ENV PATH=/opt/cdc/bin:$PATH PYTHONUNBUFFERED=1
+USER cdc
+WORKDIR /var/lib/cdc
+ENTRYPOINT ["cdc"]
+CMD ["--help"]
