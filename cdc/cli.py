@@ -10,16 +10,16 @@ __all__ = ["cli", "main"]
 
 import gc
 import logging
-import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import FrameType
 
 import click
 
-from cdc import __version__
+from cdc import __version__, logs
 from cdc._entry import EARLY_SIGNALS
 from cdc.config import (
     Config,
@@ -57,12 +57,21 @@ config_option = click.option(
 @click.version_option(__version__, prog_name="cdc")
 @click.option(
     "--log-level",
-    default=lambda: os.environ.get("CDC_LOG_LEVEL", "INFO"),
-    show_default="INFO, or $CDC_LOG_LEVEL",
+    envvar="CDC_LOG_LEVEL",
+    show_default="$CDC_LOG_LEVEL, [logging] level or INFO",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     help="How much to log (to stderr).",
 )
-def cli(log_level: str) -> None:
+@click.option(
+    "--log-format",
+    envvar="CDC_LOG_FORMAT",
+    show_default="$CDC_LOG_FORMAT, [logging] format or text",
+    type=click.Choice(["text", "json"], case_sensitive=False),
+    help="Log lines as text, or as one JSON object a line (time, level, logger, message and"
+    " the connector or sink).",
+)
+@click.pass_context
+def cli(ctx: click.Context, log_level: str | None, log_format: str | None) -> None:
     """Change data capture from PostgreSQL to Kafka, and sinks that apply it idempotently.
 
     Connectors read a database's logical replication stream and publish every committed row
@@ -71,15 +80,42 @@ def cli(log_level: str) -> None:
 
     Exit codes: 0 clean stop, 1 runtime failure, 2 bad usage or bad configuration.
     """
-    logging.basicConfig(
-        level=log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    ctx.obj = _LogChoice(log_level, log_format)
+    _log_to_stderr(log_level or "INFO", log_format or "text")  # until FILE is read (_load)
+
+
+@dataclass(frozen=True)
+class _LogChoice:
+    """What the command line (or its environment variables) said about logging: it wins over
+    FILE's [logging] table."""
+
+    level: str | None
+    format: str | None
+
+
+_STDERR_LOG: logging.Handler | None = None
+"""The handler cdc installed: set up again, not added twice, once FILE's [logging] is read."""
+
+
+def _log_to_stderr(level: str, log_format: str) -> None:
+    global _STDERR_LOG  # noqa: PLW0603  (the process has one stderr)
+    root = logging.getLogger()
+    if _STDERR_LOG is None or _STDERR_LOG not in root.handlers:
+        if root.handlers:
+            return  # configured by whoever embeds cdc (a test runner): theirs stays
+        _STDERR_LOG = logging.StreamHandler(sys.stderr)
+        _STDERR_LOG.addFilter(logs.WorkerFilter())
+        root.addHandler(_STDERR_LOG)
+    _STDERR_LOG.setFormatter(
+        logs.JsonFormatter()
+        if log_format.lower() == "json"
+        else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     )
+    root.setLevel(level.upper())
     # kafka-python logs every failed connection attempt as an error; cdc's own lines say what
     # matters, so its chatter shows only when debugging.
-    if log_level.upper() != "DEBUG":
-        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    debug = level.upper() == "DEBUG"
+    logging.getLogger("kafka").setLevel(logging.NOTSET if debug else logging.CRITICAL)
 
 
 @cli.command()
@@ -234,10 +270,13 @@ def snapshot(config_path: str, connector: str, tables: Sequence[str]) -> None:
 
 def _load(path: str) -> Config:
     try:
-        return load_config(path)
+        config = load_config(path)
     except ConfigError as e:
         _error(e)
         sys.exit(EXIT_CONFIG)
+    said = click.get_current_context().find_object(_LogChoice) or _LogChoice(None, None)
+    _log_to_stderr(said.level or config.logging.level, said.format or config.logging.format)
+    return config
 
 
 def _select(
@@ -278,6 +317,9 @@ def _report(findings: list[Finding]) -> list[Finding]:
 
 def _error(e: BaseException | str) -> None:
     text = str(e)
+    if logs.json_on_stderr():  # every stderr line stays a JSON object
+        log.error("%s", text)
+        return
     prefix = "cdc: error: "
     click.echo(prefix + text.replace("\n", "\n" + prefix), err=True)
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 
 from cdc.errors import CdcError, describe, is_permanent
+from cdc.logs import working_as
 from cdc.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,10 @@ class Supervised:
         """Told ``(name, error, delay)`` at each failure (:class:`cdc.runstate.RunState`)."""
 
     def __call__(self) -> None:
+        with working_as(self.name):  # its records carry its name (cdc.logs)
+            self._supervise()
+
+    def _supervise(self) -> None:
         last = ""
         while not self.stop.is_set():
             began = self.clock()

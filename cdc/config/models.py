@@ -178,6 +178,19 @@ class KafkaConfig(_Spec):
         return self
 
 
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+class LoggingConfig(_Spec):
+    """The ``[logging]`` table. ``--log-level`` / ``--log-format`` (or ``CDC_LOG_LEVEL`` /
+    ``CDC_LOG_FORMAT``) win over it."""
+
+    level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = "info"
+    format: Literal["text", "json"] = "text"
+    """``json``: one JSON object a line (:mod:`cdc.logs`), for a log collector."""
+
+
 def _default_slot(name: str) -> str:
     return "cdc_" + re.sub(r"[^a-z0-9]", "_", name.lower())
 
@@ -299,6 +312,7 @@ class Config(_Spec):
     kafka: KafkaConfig
     connectors: Annotated[tuple[ConnectorConfig, ...], BeforeValidator(_as_tuple)] = ()
     sinks: Annotated[tuple[SinkConfig, ...], BeforeValidator(_as_tuple)] = ()
+    logging: LoggingConfig = LoggingConfig()
     source: str = ""
     """The file this came from (set by :func:`load_config`, not a TOML key)."""
 

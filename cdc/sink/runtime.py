@@ -43,6 +43,7 @@ from cdc.kafka import (
     open_consumer,
     open_publisher,
 )
+from cdc.logs import adopt_worker, current_worker
 from cdc.records import BadRecord, SinkEvent, parse_record
 from cdc.retry import Backoff, Stopped, retried
 from cdc.sink.dlq import DeadLetters
@@ -216,7 +217,12 @@ class SinkRuntime:
         target's own work (a PostgreSQL backend, SQLite's I/O) overlaps ours. Batches are still
         applied one at a time, in order, and every other use of the target waits for the batch
         in flight first (:meth:`_settle`), so stored offsets are read only once it committed."""
-        applier = ThreadPoolExecutor(1, thread_name_prefix="cdc-apply")
+        applier = ThreadPoolExecutor(  # its lines are the sink's (cdc.logs)
+            1,
+            thread_name_prefix="cdc-apply",
+            initializer=adopt_worker,
+            initargs=(current_worker(),),
+        )
         try:
             self._poll_loop(stop, watch, applier)
         except BaseException:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 
 from cdc.errors import CdcError, describe
 from cdc.kafka import Admin, TopicPartition
+from cdc.logs import adopt_worker, current_worker
 from cdc.sink.target import Partition
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,12 @@ class TopicWatch:
         """The topics, when the sink names them plainly: then only they are asked for, not the
         metadata of every topic in the cluster (tens of ms of Python with thousands)."""
         self._closed = threading.Event()
+        self._worker = current_worker()  # its lines are the sink's (cdc.logs)
         self._thread = threading.Thread(target=self._run, name="cdc-topics", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        adopt_worker(self._worker)
         while not self._closed.is_set():
             try:
                 self._look()

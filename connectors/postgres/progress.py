@@ -11,6 +11,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from cdc.logs import json_on_stderr
+
 log = logging.getLogger(__name__)
 
 
@@ -25,7 +27,7 @@ class Progress:
         """Rows done in all, and before this process started on the table."""
         self.started = self.last_log = time.monotonic()
         self.bar: Any = None
-        if sys.stderr.isatty():
+        if sys.stderr.isatty() and not json_on_stderr():  # JSON lines only, then
             self.bar = tqdm(
                 total=total, initial=done, desc=f"{subject}: {label}", unit=" rows", leave=True
             )

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,12 +53,13 @@ def write_config(
 class CdcProcess:
     """``cdc run`` in its own process, so tests can SIGKILL it like an operator's bad day."""
 
-    def __init__(self, config: Path, log: Path, *args: str) -> None:
+    def __init__(self, config: Path, log: Path, *args: str, options: Sequence[str] = ()) -> None:
+        """``args`` go after ``run``; ``options`` before it (``--log-format json``)."""
         self.log_path = log
         self._log = log.open("ab")
         env = {**os.environ, "CDC_LOG_LEVEL": "INFO"}
         self.proc = subprocess.Popen(
-            [CDC, "run", "-c", str(config), *args],
+            [CDC, *options, "run", "-c", str(config), *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -13,7 +13,14 @@ import pytest
 from click.testing import CliRunner
 
 from cdc.cli import cli
-from cdc.config import Dsn, PostgresSinkConfig, SqliteSinkConfig, load_config, parse_config
+from cdc.config import (
+    Dsn,
+    LoggingConfig,
+    PostgresSinkConfig,
+    SqliteSinkConfig,
+    load_config,
+    parse_config,
+)
 from cdc.errors import ConfigError
 from tests.support import ROOT
 
@@ -62,6 +69,12 @@ def test_defaults_follow_the_spec() -> None:
     assert replica.table == "{schema}.{table}"
     assert isinstance(local, SqliteSinkConfig)
     assert local.table == "{schema}_{table}"
+
+
+def test_logging_defaults_to_text_at_info_and_takes_any_case() -> None:
+    assert parse_config(GOOD).logging == LoggingConfig(level="info", format="text")
+    config = parse_config(KAFKA + '[logging]\nlevel = "WARNING"\nformat = "json"\n' + CONNECTOR)
+    assert config.logging == LoggingConfig(level="warning", format="json")
 
 
 def test_derived_defaults_for_odd_names_and_pgoutput() -> None:
@@ -162,7 +175,8 @@ BAD_CONFIGS = [
     (
         "unknown-root-key",
         "verbose = true\n" + GOOD,
-        "cfg.toml: verbose: unknown key 'verbose'; allowed keys here: kafka, connectors, sinks",
+        "cfg.toml: verbose: unknown key 'verbose'; allowed keys here: kafka, connectors, sinks,"
+        " logging",
     ),
     (
         "unknown-connector-key",
@@ -345,6 +359,22 @@ BAD_CONFIGS = [
         "sasl-without-mechanism",
         KAFKA + 'security_protocol = "SASL_SSL"\n' + CONNECTOR,
         "cfg.toml: kafka: security_protocol = 'SASL_SSL' needs sasl_mechanism",
+    ),
+    (
+        "bad-log-level",
+        KAFKA + '[logging]\nlevel = "verbose"\n' + CONNECTOR,
+        "cfg.toml: logging.level: bad value 'verbose'; allowed: 'debug', 'info', 'warning' or"
+        " 'error'",
+    ),
+    (
+        "bad-log-format",
+        KAFKA + '[logging]\nformat = "xml"\n' + CONNECTOR,
+        "cfg.toml: logging.format: bad value 'xml'; allowed: 'text' or 'json'",
+    ),
+    (
+        "unknown-logging-key",
+        KAFKA + '[logging]\nfile = "cdc.log"\n' + CONNECTOR,
+        "cfg.toml: logging.file: unknown key 'file'; allowed keys here: level, format",
     ),
     (
         "nothing-to-run",
