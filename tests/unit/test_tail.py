@@ -3,17 +3,22 @@ read, filtered and rendered; its options parsed."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import orjson
 import pytest
 from click.testing import CliRunner
 
+from cdc import tail as tail_module
 from cdc.cli import cli
+from cdc.config import KafkaConfig
 from cdc.events import Change, SourceInfo, encode, tombstone
 from cdc.kafka import ConsumedRecord, TopicPartition
 from cdc.tail import (
     Filter,
+    Start,
+    Tailed,
     TopicMatch,
     parse_event_id,
     parse_key,
@@ -203,3 +208,140 @@ def test_the_command_refuses_bad_options(tmp_path: Any) -> None:
     assert key.exit_code == 2 and "Invalid value for '--key'" in key.output
     since = runner.invoke(cli, ["tail", "-c", str(path), "--since", "soon"])
     assert since.exit_code == 2 and "neither a time" in since.output
+
+
+class FakeKafka:
+    """Partitions of records, an admin and a consumer over them: what :func:`tail` is given."""
+
+    def __init__(self) -> None:
+        self.records: dict[TopicPartition, list[ConsumedRecord]] = {}
+        self.positions: dict[TopicPartition, int] = {}
+        self.polls = 0
+        self.on_poll: Any = None
+
+    def add(self, tp: TopicPartition, c: Change, timestamp: int = 0) -> None:
+        found = self.records.setdefault(tp, [])
+        r = encode(c, SOURCE, COMMIT_MS)
+        found.append(ConsumedRecord(len(found), r.key, r.value, r.headers, timestamp))
+
+    # Admin
+    def topics(self) -> set[str]:
+        return {tp.topic for tp in self.records}
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return {tp.partition for tp in self.records if tp.topic == topic}
+
+    def beginning_offsets(self, tps: Any) -> dict[TopicPartition, int]:
+        return dict.fromkeys(tps, 0)
+
+    def end_offsets(self, tps: Any) -> dict[TopicPartition, int]:
+        return {tp: len(self.records[tp]) for tp in tps}
+
+    def offsets_for_time(self, tps: Any, ms: int) -> dict[TopicPartition, int | None]:
+        return {
+            tp: next((r.offset for r in self.records[tp] if r.timestamp >= ms), None) for tp in tps
+        }
+
+    # Consumer
+    def assign(self, tps: list[TopicPartition]) -> None:
+        self.positions = dict.fromkeys(tps, 0)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.positions[tp] = offset
+
+    def poll(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[ConsumedRecord]]:
+        self.polls += 1
+        if self.on_poll is not None:
+            self.on_poll(self)
+        batch = {}
+        for tp, at in self.positions.items():
+            if self.records[tp][at:]:
+                batch[tp] = self.records[tp][at:]
+                self.positions[tp] = len(self.records[tp])
+        return batch
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def kafka(monkeypatch: pytest.MonkeyPatch) -> FakeKafka:
+    fake = FakeKafka()
+    monkeypatch.setattr(tail_module, "open_admin", lambda config: fake)
+    monkeypatch.setattr(tail_module, "open_consumer", lambda config, group: fake)
+    monkeypatch.setattr(tail_module, "TOPIC_LOOK_S", 0.0)
+    return fake
+
+
+def insert(i: int, index: int = 0) -> Change:
+    return change("c", {"id": i}, None, {"id": i}, index=index, commit_lsn=100 + i)
+
+
+ALL = Filter()
+KAFKA = KafkaConfig.model_validate({"bootstrap_servers": ["127.0.0.1:1"]})
+A, B = TopicPartition("shop.public.a", 0), TopicPartition("shop.public.b", 0)
+
+
+def run_tail(
+    kafka: FakeKafka, start: Start, shown: Filter = ALL, first_only: bool = False
+) -> tuple[bool, list[str]]:
+    """Runs a tail for three polls; a search (``first_only``) must end by itself within 50."""
+    stop = threading.Event()
+    emitted: list[str] = []
+    kafka.polls = 0
+
+    def stop_after(fake: FakeKafka) -> None:
+        assert fake.polls < 50, "the search did not end"
+        if fake.polls >= 3 and not first_only:
+            stop.set()
+
+    kafka.on_poll = stop_after
+    found = tail_module.tail(
+        KAFKA,
+        TopicMatch(["shop.*"]),
+        start,
+        shown,
+        lambda batch: emitted.extend(render(t) for t in batch),
+        stop,
+        first_only,
+    )
+    return found, emitted
+
+
+def test_it_starts_at_the_end_the_beginning_or_a_time(kafka: FakeKafka) -> None:
+    for i in range(3):
+        kafka.add(A, insert(i), timestamp=i * 1000)
+    kafka.add(TopicPartition("other.public.a", 0), insert(9))
+    assert run_tail(kafka, Start("end")) == (False, [])
+    _, everything = run_tail(kafka, Start("beginning"))
+    assert [line.split(" id=")[1][:5] for line in everything] == ["100:0", "101:0", "102:0"]
+    _, recent = run_tail(kafka, Start("since", 1000))
+    assert len(recent) == 2 and "id=101:0" in recent[0]
+    _, future = run_tail(kafka, Start("since", 5000))
+    assert future == []
+
+
+def test_a_topic_that_appears_is_read_from_its_start(kafka: FakeKafka) -> None:
+    kafka.add(A, insert(0))
+
+    def later(fake: FakeKafka) -> None:
+        if fake.polls == 2:
+            fake.add(B, insert(1))
+            fake.add(B, insert(2))
+        if fake.polls >= 5:
+            stop.set()
+
+    stop = threading.Event()
+    kafka.on_poll = later
+    emitted: list[Tailed] = []
+    tail_module.tail(KAFKA, TopicMatch(["shop.*"]), Start("end"), Filter(), emitted.extend, stop)
+    assert [(t.topic, t.offset) for t in emitted] == [(B.topic, 0), (B.topic, 1)]
+
+
+def test_an_id_search_ends_at_the_match_or_at_the_end(kafka: FakeKafka) -> None:
+    for i in range(3):
+        kafka.add(A, insert(i))
+        kafka.add(B, insert(10 + i))
+    found, lines = run_tail(kafka, Start("beginning"), Filter(event_id="111:0"), True)
+    assert found and len(lines) == 1 and "id=111:0" in lines[0]
+    assert run_tail(kafka, Start("beginning"), Filter(event_id="1:1"), True) == (False, [])
