@@ -216,7 +216,7 @@ def render(t: Tailed) -> str:
     parts = [when, OPS[t.op], f"{t.schema}.{t.table}"]
     if t.op != "t":
         parts.append(key.strip())
-    parts.append(f"id={t.event_id}")
+    parts.append(f"event={t.event_id}")
     if t.op in ("c", "r"):
         parts.append(" ".join(f"{c}={_value(v)}" for c, v in (t.after or {}).items()))
     elif t.op == "u":

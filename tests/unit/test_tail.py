@@ -62,7 +62,7 @@ def line(c: Change) -> str:
 def test_an_insert_shows_time_op_table_key_id_values_and_where_it_sits() -> None:
     row = {"id": 1, "total": 9.5, "note": "new"}
     assert line(change("c", {"id": 1}, None, row)) == (
-        '2026-11-30T00:53:20.123Z INSERT public.orders key={"id":1} id=24023664:3'
+        '2026-11-30T00:53:20.123Z INSERT public.orders key={"id":1} event=24023664:3'
         ' id=1 total=9.5 note="new" [shop.public.orders:2@17]'
     )
 
@@ -75,7 +75,7 @@ def test_an_update_shows_only_the_columns_it_changed() -> None:
     before = {"id": 1, "total": 9.5, "note": "new", "big": "x" * 10}
     after = {"id": 1, "total": 10, "note": "new", "big": "x" * 10}
     assert line(change("u", {"id": 1}, before, after)) == (
-        '2026-11-30T00:53:20.123Z UPDATE public.orders key={"id":1} id=24023664:3'
+        '2026-11-30T00:53:20.123Z UPDATE public.orders key={"id":1} event=24023664:3'
         " total: 9.5 -> 10 [shop.public.orders:2@17]"
     )
 
@@ -96,14 +96,14 @@ def test_an_update_that_changed_nothing_says_so() -> None:
 
 def test_a_delete_shows_its_key() -> None:
     assert line(change("d", {"id": 1}, {"id": 1}, None)) == (
-        '2026-11-30T00:53:20.123Z DELETE public.orders key={"id":1} id=24023664:3'
+        '2026-11-30T00:53:20.123Z DELETE public.orders key={"id":1} event=24023664:3'
         " [shop.public.orders:2@17]"
     )
 
 
 def test_a_truncate_shows_its_table() -> None:
     assert line(change("t", None, None, None)) == (
-        "2026-11-30T00:53:20.123Z TRUNCATE public.orders id=24023664:3 [shop.public.orders:2@17]"
+        "2026-11-30T00:53:20.123Z TRUNCATE public.orders event=24023664:3 [shop.public.orders:2@17]"
     )
 
 
@@ -314,9 +314,9 @@ def test_it_starts_at_the_end_the_beginning_or_a_time(kafka: FakeKafka) -> None:
     kafka.add(TopicPartition("other.public.a", 0), insert(9))
     assert run_tail(kafka, Start("end")) == (False, [])
     _, everything = run_tail(kafka, Start("beginning"))
-    assert [line.split(" id=")[1][:5] for line in everything] == ["100:0", "101:0", "102:0"]
+    assert [line.split(" event=")[1][:5] for line in everything] == ["100:0", "101:0", "102:0"]
     _, recent = run_tail(kafka, Start("since", 1000))
-    assert len(recent) == 2 and "id=101:0" in recent[0]
+    assert len(recent) == 2 and "event=101:0" in recent[0]
     _, future = run_tail(kafka, Start("since", 5000))
     assert future == []
 
@@ -343,5 +343,5 @@ def test_an_id_search_ends_at_the_match_or_at_the_end(kafka: FakeKafka) -> None:
         kafka.add(A, insert(i))
         kafka.add(B, insert(10 + i))
     found, lines = run_tail(kafka, Start("beginning"), Filter(event_id="111:0"), True)
-    assert found and len(lines) == 1 and "id=111:0" in lines[0]
+    assert found and len(lines) == 1 and "event=111:0" in lines[0]
     assert run_tail(kafka, Start("beginning"), Filter(event_id="1:1"), True) == (False, [])
