@@ -13,7 +13,9 @@ from typing import IO
 
 import orjson
 import psycopg
-from kafka import KafkaAdminClient
+import pytest
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
 
 from tests.support.harness import (
     CDC,
@@ -126,3 +128,43 @@ def test_tail_shows_what_comes_and_finds_an_event_by_id(
     finally:
         admin.close()
     assert "cdc-unused" not in groups
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+def test_tail_reads_a_topic_made_after_it_started_and_shows_bad_records(
+    tmp_path: Path, kafka_bootstrap: str, unique: str, client: str
+) -> None:
+    """No topic matches at first; one made later is read from its start, and a record that
+    is not an event is printed as BAD with its place, without ending the tail."""
+    prefix = f"tailnew{unique}"
+    config = tmp_path / "cdc.toml"
+    config.write_text(
+        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
+        f'[kafka.consumer]\nclient = "{client}"\n'
+        f'[[sinks]]\nname = "s"\ntype = "sqlite"\ntopics = ["{prefix}.*"]\n'
+        f'path = "{tmp_path / "s.db"}"\n'
+    )
+    tail = subprocess.Popen(
+        [CDC, "tail", "-c", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert tail.stdout is not None and tail.stderr is not None
+    out, err = Lines(tail.stdout), Lines(tail.stderr)
+    try:
+        err.wait(r"reading 0 partition\(s\) of 0 topic\(s\)")
+        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        try:  # the broker creates no topic by itself
+            admin.create_topics([NewTopic(f"{prefix}.public.t{s}", 1, 1) for s in ("", ".dlq")])
+        finally:
+            admin.close()
+        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        producer.send(f"{prefix}.public.t", key=b'{"id": 1}', value=b"not json")
+        producer.send(f"{prefix}.public.t.dlq", value=b"dead")  # not asked for
+        producer.flush()
+        producer.close()
+        bad = out.wait(r"^BAD ", timeout_s=60)
+    finally:
+        tail.send_signal(signal.SIGTERM)
+        code = tail.wait(10)
+    assert code == 0, err.seen
+    assert bad.startswith(f"BAD [{prefix}.public.t:0@0] value is not JSON")
+    assert len(out.seen) == 1, out.seen
