@@ -1,4 +1,4 @@
-"""The ``cdc`` command line: ``run``, ``check``, ``status`` and ``snapshot``.
+"""The ``cdc`` command line: ``run``, ``check``, ``status``, ``snapshot`` and ``tail``.
 
 Exit codes: 0 clean stop, 1 runtime failure, 2 bad usage or bad configuration. This is
 the only module that configures logging handlers or writes to the terminal.
@@ -10,9 +10,11 @@ __all__ = ["cli", "main"]
 
 import gc
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
@@ -28,13 +30,25 @@ from cdc.config import (
     SqliteSinkConfig,
     load_config,
 )
-from cdc.errors import ConfigError, describe
+from cdc.errors import CdcError, ConfigError, describe
 from cdc.findings import Finding
 from cdc.kafka import check_kafka
 from cdc.plugins import Connector, Sink, connector_for, sink_for
 from cdc.runstate import RunState
 from cdc.runstate import findings as run_findings
 from cdc.supervise import Supervised
+from cdc.tail import (
+    Filter,
+    Start,
+    Tailed,
+    TopicMatch,
+    parse_event_id,
+    parse_key,
+    parse_since,
+    render,
+    render_json,
+    tail,
+)
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 STOP_GRACE_S = 10.0
@@ -266,6 +280,114 @@ def snapshot(config_path: str, connector: str, tables: Sequence[str]) -> None:
     (selected,), _ = _select(config, [connector], [])
     findings = _report(connector_for(selected, config.kafka).request_snapshot(tables))
     sys.exit(EXIT_FAILURE if any(f.level == "fail" for f in findings) else EXIT_OK)
+
+
+def _parsed(parse: Callable[[str], object]) -> Callable[..., object]:
+    """A click callback that checks an option with ``parse`` (its ValueError: a usage error)."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> object:
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
+
+    return callback
+
+
+@cli.command(name="tail")
+@config_option
+@click.option(
+    "--topic",
+    "globs",
+    multiple=True,
+    metavar="GLOB",
+    help="Read the topics matching GLOB; repeat for more. Default: every connector's"
+    " topics ({topic_prefix}.*), else every sink's; *.dlq only when GLOB ends in .dlq.",
+)
+@click.option("--from-beginning", is_flag=True, help="Read each partition from its first record.")
+@click.option(
+    "--since",
+    metavar="TIME",
+    callback=_parsed(lambda v: parse_since(v, int(time.time() * 1000))),
+    help="Read the records Kafka took at or after TIME: ISO 8601 (UTC when no zone is given)"
+    " or a duration back from now (90s, 10m, 2h, 1d).",
+)
+@click.option(
+    "--key", metavar="JSON", callback=_parsed(parse_key), help="Only this key: '{\"id\": 42}'."
+)
+@click.option(
+    "--id",
+    "event_id",
+    metavar="EVENT_ID",
+    callback=_parsed(parse_event_id),
+    help="Find the event with this cdc-event-id (commit_lsn:index): search from the beginning"
+    " (or --since) up to the end as of now, print it and exit 0; exit 1 when it is not there.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print each record as one line of JSON.")
+def tail_command(
+    config_path: str,
+    globs: Sequence[str],
+    from_beginning: bool,
+    since: int | None,
+    key: bytes | None,
+    event_id: str | None,
+    as_json: bool,
+) -> None:
+    """Print the events on Kafka as they arrive, or from a point in time.
+
+    One line an event: commit time, op, table, key, event id, the values of an insert or the
+    changed columns of an update (col: old -> new), and where it sits (topic:partition@offset);
+    a record that is not cdc's event is printed as BAD with why. It reads without a consumer
+    group and commits nothing, so no sink is disturbed. Ctrl-C or SIGTERM ends it (exit 0).
+    """
+    if from_beginning and since is not None:
+        raise click.UsageError("--from-beginning and --since exclude each other")
+    config = _load(config_path)
+    if not globs:
+        globs = [f"{c.topic_prefix}.*" for c in config.connectors] or [
+            g for s in config.sinks for g in s.topics
+        ]
+    if since is not None:
+        start = Start("since", since)
+    elif from_beginning or event_id is not None:
+        start = Start("beginning")  # an id names an event of the past
+    else:
+        start = Start("end")
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    line = render_json if as_json else render
+
+    def emit(batch: list[Tailed]) -> None:
+        try:
+            sys.stdout.write("".join(line(t) + "\n" for t in batch))
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader went away (| head): a clean end
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            stop.set()
+
+    try:
+        found = tail(
+            config.kafka,
+            TopicMatch(globs or ["*"]),
+            start,
+            Filter(key, event_id),
+            emit,
+            stop,
+            first_only=event_id is not None,
+        )
+    except CdcError as e:
+        _error(describe(e))
+        sys.exit(EXIT_FAILURE)
+    if event_id is not None and not found and not stop.is_set():
+        _error(f"no event {event_id} in {', '.join(globs or ['*'])}")
+        sys.exit(EXIT_FAILURE)
 
 
 def _load(path: str) -> Config:

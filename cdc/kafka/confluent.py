@@ -88,6 +88,13 @@ class ConfluentAdmin:
     def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         return self._offsets(partitions, self._ck.admin.OffsetSpec.latest())
 
+    def offsets_for_time(
+        self, partitions: Iterable[TopicPartition], timestamp_ms: int
+    ) -> dict[TopicPartition, int | None]:
+        spec = self._ck.admin.OffsetSpec.for_timestamp(timestamp_ms)
+        # librdkafka answers -1 when no record is that recent.
+        return {tp: o if o >= 0 else None for tp, o in self._offsets(partitions, spec).items()}
+
     def _offsets(
         self, partitions: Iterable[TopicPartition], spec: Any
     ) -> dict[TopicPartition, int]:

@@ -110,6 +110,17 @@ class KafkaPythonAdmin:
     def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         return list_offsets(self._consumer(), partitions, end=True)
 
+    def offsets_for_time(
+        self, partitions: Iterable[TopicPartition], timestamp_ms: int
+    ) -> dict[TopicPartition, int | None]:
+        asked = list(partitions)
+        if not asked:
+            return {}
+        with translated("Kafka did not list offsets"):
+            found = self._consumer().offsets_for_times(dict.fromkeys(asked, timestamp_ms))
+        # Keyed by kafka-python's namedtuples, equal to ours: looked up by what was asked.
+        return {tp: None if found.get(tp) is None else found[tp].offset for tp in asked}
+
     def topic_limits(self, topic: str) -> tuple[str | None, str | None]:
         admin = self.admin()
         topic_max = None

@@ -137,6 +137,13 @@ class Admin(Protocol):
         """Each partition's next offset to be written (as :meth:`beginning_offsets`)."""
         ...
 
+    def offsets_for_time(
+        self, partitions: Iterable[TopicPartition], timestamp_ms: int
+    ) -> dict[TopicPartition, int | None]:
+        """Each partition's first offset whose record's timestamp is ``timestamp_ms`` or later;
+        None when no record is that recent (as :meth:`beginning_offsets`)."""
+        ...
+
     def topic_limits(self, topic: str) -> tuple[str | None, str | None]:
         """The topic's ``max.message.bytes`` and the broker's ``socket.request.max.bytes`` as
         Kafka states them; None for what cannot be read."""

@@ -411,3 +411,28 @@ def _offsets(admin: Admin, tps: list[TopicPartition], end: bool) -> Any:
         return admin.end_offsets(tps) if end else admin.beginning_offsets(tps)
     except CdcError:  # a leader not known yet
         return None
+
+
+def test_the_admin_finds_the_first_offset_at_a_time(
+    kafka_bootstrap: str, client: str, unique: str
+) -> None:
+    """What ``cdc tail --since`` seeks to: the first record of each partition at or after a
+    time; None for a partition with nothing that recent."""
+    topic = f"contract{unique}.times"
+    produce(kafka_bootstrap, topic, 2, 3)
+    time.sleep(0.05)
+    between = int(time.time() * 1000)
+    time.sleep(0.05)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer.send(topic, value=b"late", partition=1)
+    producer.flush()
+    producer.close()
+    admin: Admin = open_admin(config(kafka_bootstrap, client))
+    a, b = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    try:
+        assert admin.offsets_for_time([a, b], 0) == {a: 0, b: 0}
+        assert admin.offsets_for_time([a, b], between) == {a: None, b: 3}
+        assert admin.offsets_for_time([a, b], between + 3_600_000) == {a: None, b: None}
+        assert admin.offsets_for_time([], between) == {}
+    finally:
+        admin.close()
