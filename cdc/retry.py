@@ -61,9 +61,12 @@ def retried(
     caller must not take an unfinished attempt for a done one. ``before_retry(error)`` runs
     after the wait (to reconnect, say); its own ``retry_on`` errors count as the next failure."""
     backoff = backoff or Backoff(max_s=30.0)
+    failed: BaseException | None = None
     while True:
         began = clock()
         try:
+            if failed is not None and before_retry is not None:
+                before_retry(failed)  # inside the attempt: its failure is the next one
             return attempt()
         except retry_on as e:
             if stop.is_set() or (when is not None and not when(e)):
@@ -72,10 +75,4 @@ def retried(
             log.warning("%s: %s; retrying in %.0f s", what, e, delay)
             if stop.wait(delay):
                 raise Stopped(what) from e
-            if before_retry is not None:
-                try:
-                    before_retry(e)
-                except retry_on as again:
-                    if stop.is_set():
-                        raise
-                    log.warning("%s: %s", what, again)
+            failed = e

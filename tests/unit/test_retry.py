@@ -81,3 +81,30 @@ def test_retried_stops_waiting_when_stopped_and_never_passes_for_done() -> None:
     # Already stopped: the error itself, not a wait.
     with pytest.raises(CdcError):
         retried(Flaky([CdcError("away")]), stop=stop, retry_on=CdcError, log=log, what="x")
+
+
+def test_a_failed_before_retry_counts_as_the_next_failure_and_waits_its_backoff(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A reconnect that fails is logged and waited out like a failed attempt, then tried again."""
+    attempt = Flaky([SourceUnavailable("away")])
+    reconnects = Flaky([SourceUnavailable("reconnect refused")])
+    seen: list[BaseException] = []
+
+    def reconnect(e: BaseException) -> None:
+        seen.append(e)
+        reconnects()
+
+    with caplog.at_level(logging.WARNING):
+        got = retried(
+            attempt,
+            stop=threading.Event(),
+            retry_on=CdcError,
+            log=log,
+            what="sink pg",
+            backoff=Backoff(0.001, 0.002),
+            before_retry=reconnect,
+        )
+    assert got == "done" and attempt.calls == 2 and reconnects.calls == 2
+    assert [str(e) for e in seen] == ["away", "reconnect refused"]
+    assert "sink pg: reconnect refused; retrying in 0 s" in caplog.text
