@@ -112,14 +112,14 @@ class InitialSnapshot:
                     if publisher.unacked_bytes >= BUFFER_BYTES:
                         _drain(publisher, tracker, errors, self.max_unacked)
                     if n % 1000 == 0:
-                        progress.add(1000)
+                        self._advance(progress, 1000, schema, table)
                         if stop.is_set():
                             return n
                         _drain(publisher, tracker, errors, self.max_unacked)
                         if time.monotonic() - last_note > 5:
                             last_note = time.monotonic()
                             self._record(sql_conn, label, "running", progress.done, total)
-                self._table_done(sql_conn, shapes, reads, progress, total, supersede)
+                self._table_done(sql_conn, shapes, reads, progress, total, supersede, schema, table)
             conn.rollback()
         if held is not None:
             tracker.sent(txn)
@@ -134,6 +134,12 @@ class InitialSnapshot:
         progress = Progress(self.subject, label, total)
         return progress if self.stats is None else self.stats.snapshot("initial", progress)
 
+    def _advance(self, progress: Progress, rows: int, schema: str, table: str) -> None:
+        """``rows`` more of the table read and published (counted for /metrics as they go)."""
+        progress.add(rows)
+        if self.stats is not None:
+            self.stats.by_table[schema, table, "r"] += rows
+
     def _table_done(
         self,
         sql_conn: psycopg.Connection[Any],
@@ -142,13 +148,12 @@ class InitialSnapshot:
         progress: Progress,
         total: int | None,
         supersede: bool,
+        schema: str,
+        table: str,
     ) -> None:
-        if self.stats is not None:
-            schema, _, table = progress.label.partition(".")
-            self.stats.by_table[schema, table, "r"] += reads.count
-            if supersede:
-                self.stats.by_table[schema, table, "t"] += 1  # its truncate marker
-        progress.add(reads.count - progress.done)
+        if supersede and self.stats is not None:
+            self.stats.by_table[schema, table, "t"] += 1  # its truncate marker
+        self._advance(progress, reads.count - progress.done, schema, table)
         progress.close()
         self._record(sql_conn, progress.label, "done", reads.count, total)
         if reads.shape is not None:  # what later schema changes are compared with

@@ -9,6 +9,7 @@ it runs last).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import socket
@@ -75,7 +76,14 @@ class Endpoint:
 def pipeline(
     tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str
 ) -> Iterator[tuple[Pipeline, Endpoint]]:
-    p = Pipeline(tmp_path, pg_dsn, database, kafka_bootstrap, unique, schema=SCHEMA, tables=0)
+    with started(
+        Pipeline(tmp_path, pg_dsn, database, kafka_bootstrap, unique, schema=SCHEMA, tables=0)
+    ) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def started(p: Pipeline) -> Iterator[tuple[Pipeline, Endpoint]]:
     port = free_port()
     with p.config.open("a") as config:
         config.write(f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
@@ -88,6 +96,34 @@ def pipeline(
         if process.alive():
             process.stop()
         p.close()
+
+
+def test_the_initial_snapshot_shows_its_progress(
+    tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str
+) -> None:
+    rows = 2500
+    p = Pipeline(
+        tmp_path, pg_dsn, database, kafka_bootstrap, unique, schema=SCHEMA, tables=0,
+        snapshot="initial",
+    )  # fmt: skip
+    with psycopg.connect(p.source, autocommit=True) as conn:
+        conn.execute("INSERT INTO m SELECT g, 'v' FROM generate_series(1, %s::int) g", (rows,))
+        conn.execute("ANALYZE m")
+    with started(p) as (_, endpoint):
+        wait_for(
+            lambda: endpoint.value("cdc_sink_records_applied_total", sink="lite", op="r") == rows,
+            60,
+            "the snapshot applied",
+        )
+        table = {"connector": p.prefix, "table": "public.m", "kind": "initial"}
+        assert endpoint.value("cdc_connector_snapshot_rows_read", **table) == rows
+        assert endpoint.value("cdc_connector_snapshot_rows_estimated", **table) == rows
+        assert endpoint.value("cdc_connector_snapshot_state", **table, state="done") == 1
+        assert endpoint.value("cdc_connector_snapshot_state", **table, state="running") == 0
+        assert (
+            endpoint.value("cdc_connector_events_published_total", table="public.m", op="r") == rows
+        )
+        assert endpoint.value("cdc_connector_state", state="streaming") == 1
 
 
 def _ready(endpoint: Endpoint) -> bool:
