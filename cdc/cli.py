@@ -498,4 +498,11 @@ def _error(e: BaseException | str) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    cli(prog_name="cdc")
+    try:
+        cli(prog_name="cdc")
+    except Exception as e:
+        if not logs.json_on_stderr():
+            raise  # Python's own traceback, as ever
+        # A bug: with --log-format json its traceback is one JSON line like every other.
+        log.critical("unexpected %s: %s", type(e).__name__, describe(e), exc_info=e)
+        sys.exit(EXIT_FAILURE)

@@ -290,3 +290,26 @@ def test_no_progress_bar_between_json_lines(monkeypatch: pytest.MonkeyPatch) -> 
     text.close()
     logging.getLogger().handlers[0].setFormatter(JsonFormatter())
     assert Progress("connector shop", "public.t", 10).bar is None  # log lines instead
+
+
+def test_an_unexpected_error_in_json_mode_is_one_json_line(tmp_path: Path) -> None:
+    """A bug that escapes the command (here: loading the file raises) is logged as one JSON
+    object with its traceback in exc_info, not as Python's multi-line traceback."""
+    config = tmp_path / "c.toml"
+    config.write_text("")
+    script = (
+        "import sys, cdc.cli as c\n"
+        "def boom(path): raise RuntimeError('a bug')\n"
+        "c.load_config = boom\n"
+        f"sys.argv = ['cdc', '--log-format', 'json', 'check', '-c', {str(config)!r}]\n"
+        "c.main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    line = orjson.loads(lines[0])
+    assert (line["level"], line["message"]) == ("CRITICAL", "unexpected RuntimeError: a bug")
+    assert "Traceback" in line["exc_info"] and "RuntimeError: a bug" in line["exc_info"]
