@@ -35,6 +35,7 @@ from cdc.config import (
 from cdc.errors import CdcError, ConfigError, describe
 from cdc.findings import Finding
 from cdc.kafka import check_kafka
+from cdc.kafka.options import LIBRDKAFKA_LOGGER
 from cdc.metrics import Health, KafkaProbe, MetricsServer
 from cdc.plugins import Connector, Sink, connector_for, sink_for
 from cdc.runstate import RunState
@@ -132,7 +133,8 @@ def _log_to_stderr(level: str, log_format: str) -> None:
     # kafka-python logs every failed connection attempt as an error; cdc's own lines say what
     # matters, so its chatter shows only when debugging.
     debug = level.upper() == "DEBUG"
-    logging.getLogger("kafka").setLevel(logging.NOTSET if debug else logging.CRITICAL)
+    for chatty in ("kafka", LIBRDKAFKA_LOGGER):
+        logging.getLogger(chatty).setLevel(logging.NOTSET if debug else logging.CRITICAL)
 
 
 @cli.command()

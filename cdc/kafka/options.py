@@ -13,11 +13,14 @@ __all__ = [
     "librdkafka_options",
 ]
 
+import logging
 from typing import Any
 
 from cdc.config import KafkaConfig
 from cdc.errors import CdcError
 
+LIBRDKAFKA_LOGGER = "confluent_kafka"
+"""The logger librdkafka's own log lines go to (quiet unless --log-level DEBUG)."""
 SINK_SESSION_TIMEOUT_MS = 10_000
 """A sink that died must hand its partitions over in seconds, not Kafka's 45 s default: its
 successor (or its peers) cannot read them until then. Both consumer clients use it."""
@@ -87,6 +90,9 @@ def librdkafka_options(config: KafkaConfig) -> dict[str, Any]:
         "client.id": config.client_id,
         "security.protocol": config.security_protocol.lower(),
         "reconnect.backoff.max.ms": 1000,
+        # librdkafka's own lines (every failed connection attempt while a broker is away) go
+        # through logging, not straight to stderr: shown at DEBUG, like kafka-python's.
+        "logger": logging.getLogger(LIBRDKAFKA_LOGGER),
     }
     for key, value in _security(config).items():
         if key == "ssl_check_hostname":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import subprocess
 import sys
 from typing import Any
 
@@ -47,6 +49,7 @@ def test_secured_settings_in_both_clients_names() -> None:
         "client.id": "cdc",
         "security.protocol": "sasl_ssl",
         "reconnect.backoff.max.ms": 1000,
+        "logger": logging.getLogger("confluent_kafka"),
         "sasl.mechanism": "PLAIN",
         "sasl.username": "u",
         "sasl.password": "p",
@@ -72,6 +75,7 @@ def test_plaintext_has_no_security_settings() -> None:
         "client.id": "cdc",
         "security.protocol": "plaintext",
         "reconnect.backoff.max.ms": 1000,
+        "logger": logging.getLogger("confluent_kafka"),
     }
     hostname = KafkaConfig.model_validate(
         {"bootstrap_servers": ["a:1"], "security_protocol": "SSL"}
@@ -99,3 +103,27 @@ def test_confluent_kafka_missing_is_a_plain_error_naming_the_setting(
         f"{setting} = 'confluent-kafka' needs the confluent-kafka package (pip install 'cdc[fast]')"
     )
     assert not raised.value.retriable
+
+
+def test_librdkafka_lines_go_through_logging_not_to_stderr() -> None:
+    """With no broker, librdkafka wrote a line per failed connection attempt straight to stderr
+    (hundreds in a minute); now they go to the confluent_kafka logger, quiet unless DEBUG."""
+    script = (
+        "import logging, time\n"
+        "from cdc.config import KafkaConfig\n"
+        "from cdc.kafka import open_consumer\n"
+        "logging.getLogger('confluent_kafka').setLevel(logging.CRITICAL)\n"
+        "config = KafkaConfig.model_validate({'bootstrap_servers': ['127.0.0.1:1'],"
+        " 'consumer': {'client': 'confluent-kafka'}})\n"
+        "consumer = open_consumer(config, 'g')\n"
+        "consumer.subscribe(topics=['t'], listener=None)\n"
+        "deadline = time.monotonic() + 2\n"
+        "while time.monotonic() < deadline:\n"
+        "    consumer.poll(timeout_ms=200, max_records=10)\n"
+        "print('polled')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.stdout.strip() == "polled", done.stderr
+    assert "|FAIL|" not in done.stderr, done.stderr[:500]  # librdkafka: %3|time|FAIL|...
