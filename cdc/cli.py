@@ -36,7 +36,7 @@ from cdc.errors import CdcError, ConfigError, describe
 from cdc.findings import Finding
 from cdc.kafka import check_kafka
 from cdc.kafka.options import LIBRDKAFKA_LOGGER
-from cdc.metrics import Health, KafkaProbe, MetricsServer
+from cdc.metrics import Health, KafkaProbe, MetricsServer, Observed, observe
 from cdc.plugins import Connector, Sink, connector_for, sink_for
 from cdc.runstate import RunState
 from cdc.runstate import findings as run_findings
@@ -194,14 +194,17 @@ def run(
         return give_up
 
     _tune_gc()
+    supervised: list[Supervised] = []
+    observed = [(name, observe(worker)) for name, worker in workers]
+    health = Health(observed, KafkaProbe(config.kafka) if listen else None)
+    # Before the state file: a port in use exits here, leaving nothing behind.
+    server = _serve_metrics(listen, observed, health, supervised)
     state = RunState(config_path, [name for name, _ in workers])
-    supervised = [
+    supervised += [
         Supervised(name, worker.run, stop, fatal(name), on_failure=state.failed)
         for name, worker in workers
     ]
     threads = [threading.Thread(target=s, name=s.name, daemon=True) for s in supervised]
-    health = Health(workers, KafkaProbe(config.kafka) if listen else None)
-    server = _serve_metrics(listen, workers, health, supervised)
     try:
         for t in threads:
             t.start()
@@ -234,7 +237,7 @@ def _metrics_listen(option: str | None, config: Config) -> str | None:
 
 def _serve_metrics(
     listen: str | None,
-    workers: Sequence[tuple[str, Connector | Sink]],
+    workers: Sequence[tuple[str, Observed]],
     health: Health,
     supervised: Sequence[Supervised],
 ) -> MetricsServer | None:

@@ -23,6 +23,7 @@ __all__ = [
     "MetricsServer",
     "Observed",
     "age",
+    "observe",
     "parse_listen",
 ]
 
@@ -117,6 +118,23 @@ class Observed(Protocol):
     def readiness(self) -> str | None:
         """None when doing its job; else why not, in a few words."""
         ...
+
+
+class _Unobserved:
+    """A plugin written before ``/metrics``: no samples, and ready while it runs."""
+
+    def collect(self, out: Families) -> None:
+        pass
+
+    def readiness(self) -> str | None:
+        return None
+
+
+def observe(worker: object) -> Observed:
+    """``worker`` as ``/metrics`` and ``/readyz`` see it."""
+    if callable(getattr(worker, "collect", None)) and callable(getattr(worker, "readiness", None)):
+        return worker  # type: ignore[return-value]
+    return _Unobserved()
 
 
 class _Workers(Collector):

@@ -323,9 +323,11 @@ class SinkRuntime:
         assert self.target is not None
         try:
             stored = self.target.stored_offsets(self.group_id, list(watch.ranges))
-        except TargetUnavailable:
+        except TargetUnavailable as e:
             self.progress.reset()  # the next batch or seek finds the target away and waits
+            self.stats.unreachable(e)  # /readyz says so, also while no record comes
             return
+        self.stats.problem = None
         stuck = self.progress.stuck(watch.ranges, stored, time.monotonic(), STALL_S)
         if stuck:
             raise KafkaUnavailable(
@@ -340,7 +342,7 @@ class SinkRuntime:
             self.target = None
 
     def _connect_target(self, stop: threading.Event) -> Target:
-        return retried(
+        target = retried(
             self.target_factory,
             stop=stop,
             retry_on=TargetUnavailable,
@@ -349,6 +351,8 @@ class SinkRuntime:
             backoff=Backoff(max_s=BACKOFF_MAX_S),
             before_retry=self.stats.unreachable,
         )
+        self.stats.problem = None
+        return target
 
     def _reconnect_target(self, stop: threading.Event) -> None:
         self._close_target()  # it is broken already; closing is courtesy
@@ -441,6 +445,8 @@ class SinkRuntime:
         batch, events, bad, offsets, plan, counts, newest_ts_ms = held[0]
         stats = self.stats
         stats.applying_since = time.monotonic()
+        refused: Counter[tuple[str, str, str]] = Counter()
+        """Events the target rejected in the attempt that committed (each attempt says anew)."""
 
         def before_commit(rejected: list[tuple[SinkEvent, str]]) -> None:
             dead = list(bad)
@@ -450,8 +456,9 @@ class SinkRuntime:
                 if rejected
                 else {}
             )
+            refused.clear()
             for event, reason in rejected:
-                counts[event.schema, event.table, event.op] -= 1  # dead-lettered, not applied
+                refused[event.schema, event.table, event.op] += 1  # dead-lettered, not applied
                 r = raw[(event.topic, event.partition, event.offset)]
                 dead.append(
                     Rejected(
@@ -500,8 +507,12 @@ class SinkRuntime:
             stats.applying_since = None
         self.applied += len(events)
         stats.batches += 1
+        counts.subtract(refused)
         stats.applied.update(counts)
-        stats.positions.update(offsets)
+        positions = stats.positions
+        for partition, offset in offsets.items():
+            if partition in positions:  # else revoked meanwhile: another member's now
+                positions[partition] = offset
         stats.newest_ts_ms = max(stats.newest_ts_ms, newest_ts_ms)
         if stats.state == "consuming":
             stats.problem = None

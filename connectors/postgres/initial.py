@@ -112,7 +112,8 @@ class InitialSnapshot:
                     if publisher.unacked_bytes >= BUFFER_BYTES:
                         _drain(publisher, tracker, errors, self.max_unacked)
                     if n % 1000 == 0:
-                        self._advance(progress, 1000, schema, table)
+                        # This table's rows: n counts every table's.
+                        self._advance(progress, reads.count - progress.done, schema, table)
                         if stop.is_set():
                             return n
                         _drain(publisher, tracker, errors, self.max_unacked)
@@ -139,6 +140,7 @@ class InitialSnapshot:
         progress.add(rows)
         if self.stats is not None:
             self.stats.by_table[schema, table, "r"] += rows
+            self.stats.last_event = time.time()
 
     def _table_done(
         self,

@@ -38,7 +38,10 @@ class SourceStats:
         """Commit time of the newest such transaction that carried a change."""
         self.in_flight = 0
         self.caught_up = False
-        """The last read found nothing waiting and nothing is in flight."""
+        """The last read found nothing waiting, nothing is in flight, and the server has
+        decoded its WAL as far as it went at the last look (:attr:`wal_end`)."""
+        self.caught_up_at = 0.0
+        """``time.time()`` when the connector was last caught up."""
         self.last_event = 0.0
         """``time.time()`` of the read that last published an event."""
         self.confirmed = 0
@@ -137,7 +140,10 @@ class SourceStats:
             c,
             max(0, self.wal_end - self.confirmed) if self.wal_end and self.confirmed else math.nan,
         )
-        lag = 0.0 if self.caught_up else age(now, self.acked_ts_ms / 1000)
+        # Behind: since the newest change acked, or since it was last caught up if later (a
+        # change that arrived after a long idle is not hours late).
+        behind = max(self.acked_ts_ms / 1000, self.caught_up_at)
+        lag = 0.0 if self.caught_up else age(now, behind)
         out.gauge(
             "cdc_connector_replication_lag_seconds",
             "Now minus the commit time of the newest change Kafka acknowledged; 0 when idle and"

@@ -141,6 +141,8 @@ class Counts(Protocol):
     acked_ts_ms: int
     in_flight: int
     caught_up: bool
+    caught_up_at: float
+    wal_end: int
     last_event: float
     confirmed: int
     kafka_out_since: float | None
@@ -353,7 +355,17 @@ def stream(  # noqa: PLR0912, PLR0915  (the hot loop reads best in one piece)
             counts.acked_ts_ms = tracker.confirmed_ts_ms
         counts.in_flight = tracker.unacked
         counts.confirmed = confirmation.confirmed
-        counts.caught_up = repl.waited and txn is None and tracker.idle  # nothing queued
+        # Caught up: nothing queued here, nothing in flight, and the server decoded (its last
+        # keepalive) as far as its WAL went at the last look, so no backlog hides behind.
+        caught_up = (
+            repl.waited
+            and txn is None
+            and tracker.idle
+            and confirmation.server_end >= counts.wal_end
+        )
+        counts.caught_up = caught_up
+        if caught_up:
+            counts.caught_up_at = now_ms / 1000
         counts.kafka_out_since = delivery.out_since
         counts.turned = now
         if counts.published != published_before:

@@ -25,7 +25,15 @@ from cdc.errors import (
     SourceUnavailable,
     TargetUnavailable,
 )
-from cdc.metrics import KAFKA_STALE_S, LOOP_STALE_S, Families, Health, KafkaProbe, MetricsServer
+from cdc.metrics import (
+    KAFKA_STALE_S,
+    LOOP_STALE_S,
+    Families,
+    Health,
+    KafkaProbe,
+    MetricsServer,
+    observe,
+)
 from cdc.sink.stats import SinkStats
 from connectors.postgres.progress import Progress
 from connectors.postgres.stats import SourceStats
@@ -281,3 +289,30 @@ def test_metrics_listen_option_is_checked(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["run", "-c", str(config), "--metrics-listen", "nowhere"])
     assert result.exit_code == 2
     assert "--metrics-listen" in result.output and "host:port" in result.output
+
+
+def test_a_plugin_without_metrics_is_ready_and_shows_nothing() -> None:
+    worker = FakeWorker("a", 1)
+    assert observe(worker) is worker
+    old = observe(object())  # a plugin written before /metrics
+    families = Families()
+    old.collect(families)
+    assert (list(families), old.readiness()) == ([], None)
+
+
+def test_a_metrics_port_in_use_stops_cdc_run_before_anything_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CDC_STATE_DIR", str(tmp_path / "state"))
+    config = tmp_path / "c.toml"
+    config.write_text(KAFKA.replace("x.db", str(tmp_path / "x.db")))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(
+            cli, ["run", "-c", str(config), "--metrics-listen", f"127.0.0.1:{port}"]
+        )
+    assert result.exit_code == 1, result.output
+    assert f"metrics: cannot listen on 127.0.0.1:{port}" in result.output
+    assert not list((tmp_path / "state").glob("run-*.json"))  # no state file left behind
