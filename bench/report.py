@@ -142,6 +142,28 @@ def source_table(found: dict[str, tuple[str, Result]]) -> list[str]:
     return lines
 
 
+def metrics_table(found: dict[str, tuple[str, Result]]) -> list[str]:
+    lines = [
+        "What `/metrics` costs: cdc on pgoutput with confluent-kafka, each run with `cdc run"
+        " --metrics-listen` and `/metrics` scraped every second right after a run without it,"
+        " on the same WAL (each on a slot of its own); the medians of the runs, and each run.",
+        "",
+        *head("workload", "without metrics", "with metrics", "with / without", "peak RSS"),
+    ]
+    for name in WORKLOADS:
+        cost = found[name][1].get("metrics_cost") if name in found else None
+        if not cost:
+            continue
+        off = ", ".join(num(x) for x in cost["off_changes_per_s"])
+        on = ", ".join(num(x) for x in cost["on_changes_per_s"])
+        lines.append(
+            f"| {TITLES[name]} | {num(cost['median_off'])} ({off})"
+            f" | {num(cost['median_on'])} ({on}) | {cost['ratio_on_to_off']:.3f}"
+            f" | {cost['peak_rss_mb_off']:.0f} / {cost['peak_rss_mb_on']:.0f} MB |"
+        )
+    return lines
+
+
 def sink_table(found: dict[str, tuple[str, Result]]) -> list[str]:
     lines = [
         "Sinks: changes/s applied from a backlog on Kafka (the workload's events as cdc"
@@ -331,7 +353,13 @@ def machine_line(found: dict[str, tuple[str, Result]]) -> str:
 
 
 def table(found: dict[str, tuple[str, Result]]) -> str:
-    parts = [source_table(found), sink_table(found), cpu_table(found), latency_table(found)]
+    parts = [
+        source_table(found),
+        metrics_table(found),
+        sink_table(found),
+        cpu_table(found),
+        latency_table(found),
+    ]
     lines: list[str] = []
     for part in parts:
         if len(part) > 4:  # a header and no row: leave it out

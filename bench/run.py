@@ -34,10 +34,12 @@ import argparse
 import bisect
 import math
 import os
+import socket
 import sqlite3
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +99,13 @@ def nth(short: str, i: int) -> str:
 
 
 PGOUTPUT_CLIENT = "confluent-kafka"
+METRICS = "pgm"
+"""The short name of cdc's pgoutput runs with ``/metrics`` served and scraped (OLTP only): each
+comes right after a run without, on the same WAL, so that the two medians show what metrics
+cost."""
+METRICS_WORKLOAD = "oltp"
+SCRAPE_EVERY_S = 1.0
+"""Prometheus scrapes every 15 s or so by default: once a second is the harder case."""
 LOADS = (1000, 5000)
 """Offered loads of the latency runs, changes/s."""
 WARM_UP_S = 5
@@ -201,6 +210,7 @@ def run_workload(b: Bench, w: Workload) -> dict[str, Any]:
             for slot in [
                 *(nth(PGOUTPUT, i) for i in range(1, PGOUTPUT_PAIRS)),
                 *(nth("recvpgo", i) for i in range(PGOUTPUT_PAIRS)),
+                *(metric_runs(w)),
             ]:
                 conn.execute(
                     "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')",
@@ -212,6 +222,7 @@ def run_workload(b: Bench, w: Workload) -> dict[str, Any]:
         readers = [
             *CLIENTS.values(),
             *(nth(PGOUTPUT, i) for i in range(PGOUTPUT_PAIRS)),
+            *metric_runs(w),
             *(["dbz"] if b.debezium else []),
         ]
         b.kafka.create_topics([f"{b.prefix(w.name, r)}.public.{w.table}" for r in readers])
@@ -280,19 +291,29 @@ def run_sources(
     recv_s = limits["read_limit"]["seconds"]
     result: dict[str, Any] = {}
 
-    def cdc_run(client: str, plugin: str, short: str, recv: float) -> dict[str, Any]:
+    def cdc_run(
+        client: str, plugin: str, short: str, recv: float, metrics: bool = False
+    ) -> dict[str, Any]:
         topic = f"{b.prefix(w.name, short)}.public.{w.table}"
         config = connector_config(b, w, dsn, client, plugin, short)
-        with CdcProcess(f"{w.name}-{short}", config, b.workdir) as cdc:
+        port = free_port() if metrics else 0
+        args = ["--metrics-listen", f"127.0.0.1:{port}"] if metrics else []
+        with CdcProcess(f"{w.name}-{short}", config, b.workdir, args) as cdc, Scraper(port) as s:
             done, rss = wait_confirmed(b, dsn, b.name(w.name, short), written, [cdc])
             run = source_result(b, topic, cdc.started, done, rss, written, recv)
-        say(f"{w.name}: cdc -> Kafka ({plugin}, {client}) {summary(run)}")
+        if metrics:
+            run["scrapes"] = s.scrapes
+            if not s.scrapes:
+                raise RuntimeError(f"{w.name}: /metrics of {short} never answered")
+        with_metrics = f", /metrics scraped {s.scrapes} times" if metrics else ""
+        say(f"{w.name}: cdc -> Kafka ({plugin}, {client}{with_metrics}) {summary(run)}")
         check_records(run, written.cdc_records)
         return {"client": client, "plugin": plugin, **run}
 
     for client, short in CLIENTS.items():
         result[f"cdc_{short}"] = cdc_run(client, "wal2json", short, recv_s)
     pairs = []
+    metered: list[dict[str, Any]] = []
     options = limits["read_limit_pgoutput"]["options"]
     for i in range(PGOUTPUT_PAIRS):
         if i == 0:
@@ -302,6 +323,11 @@ def run_sources(
             say(f"{w.name}: read limit pgoutput {limit['changes_per_s']:,.0f} changes/s")
         run = cdc_run(PGOUTPUT_CLIENT, "pgoutput", nth(PGOUTPUT, i), limit["seconds"])
         pairs.append((limit, run))
+        if metric_runs(w):
+            short = nth(METRICS, i)
+            metered.append(cdc_run(PGOUTPUT_CLIENT, "pgoutput", short, limit["seconds"], True))
+    if metered:
+        result["metrics_cost"] = metrics_cost(w, [r for _, r in pairs], metered)
     limit, run = median_pair(pairs)
     result["read_limit_pgoutput"] = limit
     result["cdc_pgo"] = {
@@ -332,6 +358,73 @@ def run_sources(
         say(f"{w.name}: Debezium -> Kafka {summary(run)}")
         check_records(run, written.changes)
     return result
+
+
+def metric_runs(w: Workload) -> list[str]:
+    """The short names of the runs with metrics on (OLTP only)."""
+    return [nth(METRICS, i) for i in range(PGOUTPUT_PAIRS)] if w.name == METRICS_WORKLOAD else []
+
+
+def metrics_cost(
+    w: Workload, off: Sequence[dict[str, Any]], on: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    """Throughput with metrics on against off (each run right after one without, same WAL)."""
+    off_rates = sorted(r["changes_per_s"] for r in off)
+    on_rates = sorted(r["changes_per_s"] for r in on)
+    median_off = off_rates[(len(off_rates) - 1) // 2]
+    median_on = on_rates[(len(on_rates) - 1) // 2]
+    say(
+        f"{w.name}: cdc (pgoutput) with /metrics scraped every {SCRAPE_EVERY_S:.0f} s:"
+        f" {median_on:,.0f} changes/s against {median_off:,.0f} without (medians of"
+        f" {len(on)}; on/off {median_on / median_off:.3f})"
+    )
+    return {
+        "off_changes_per_s": [r["changes_per_s"] for r in off],
+        "on_changes_per_s": [r["changes_per_s"] for r in on],
+        "median_off": median_off,
+        "median_on": median_on,
+        "ratio_on_to_off": median_on / median_off,
+        "scrape_every_s": SCRAPE_EVERY_S,
+        "peak_rss_mb_off": max(r["peak_rss_mb"] for r in off),
+        "peak_rss_mb_on": max(r["peak_rss_mb"] for r in on),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Scraper:
+    """GETs ``/metrics`` every :data:`SCRAPE_EVERY_S` on a thread while a run lasts (port 0:
+    nothing)."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.port = port
+        self.scrapes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(SCRAPE_EVERY_S):
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as r:  # noqa: S310
+                    r.read()
+                self.scrapes += 1
+            except OSError:
+                pass  # not listening yet
+
+    def __enter__(self) -> Scraper:
+        if self.port:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self.port:
+            self._thread.join(10)
 
 
 def median_pair(

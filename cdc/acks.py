@@ -26,7 +26,7 @@ STALL_REPEAT_S = 30.0
 class Txn:
     """One source transaction's delivery state."""
 
-    __slots__ = ("callback", "closed", "end", "pending")
+    __slots__ = ("callback", "closed", "end", "pending", "ts_ms")
 
     def __init__(self, end: int) -> None:
         self.end = end
@@ -37,6 +37,8 @@ class Txn:
         """Its commit was read: no more records will come."""
         self.callback: Any = None
         """The publisher's callback for its records (:meth:`ConfluentPublisher.callback`)."""
+        self.ts_ms = 0
+        """Its commit time, once a change of it was published (0: none was)."""
 
 
 class AckTracker:
@@ -48,6 +50,10 @@ class AckTracker:
         self._sent = 0  # records sent whose acks have not been counted yet
         self.acked_records = 0
         """Records Kafka acked, counted so far (tombstones included)."""
+        self.transactions = 0
+        """Transactions found confirmable so far."""
+        self.confirmed_ts_ms = 0
+        """Commit time of the newest of them that carried a change (0: none yet)."""
 
     def begin(self, end: int) -> Txn:
         txn = Txn(end)
@@ -84,6 +90,9 @@ class AckTracker:
             done = open_.popleft()
             done.callback = None  # it refers to the transaction: no cycle left for the cyclic GC
             position = done.end
+            self.transactions += 1
+            if done.ts_ms:
+                self.confirmed_ts_ms = done.ts_ms
         return position
 
     @property

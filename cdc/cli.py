@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from types import FrameType
 
 import click
+from pydantic import ValidationError
 
 from cdc import __version__, logs
 from cdc._entry import EARLY_SIGNALS
 from cdc.config import (
     Config,
     ConnectorConfig,
+    MetricsConfig,
     PostgresSinkConfig,
     SqliteSinkConfig,
     load_config,
@@ -33,6 +35,7 @@ from cdc.config import (
 from cdc.errors import CdcError, ConfigError, describe
 from cdc.findings import Finding
 from cdc.kafka import check_kafka
+from cdc.metrics import Health, KafkaProbe, MetricsServer
 from cdc.plugins import Connector, Sink, connector_for, sink_for
 from cdc.runstate import RunState
 from cdc.runstate import findings as run_findings
@@ -138,7 +141,17 @@ def _log_to_stderr(level: str, log_format: str) -> None:
     "--connector", "connectors", multiple=True, metavar="NAME", help="Run only this connector."
 )
 @click.option("--sink", "sinks", multiple=True, metavar="NAME", help="Run only this sink.")
-def run(config_path: str, connectors: Sequence[str], sinks: Sequence[str]) -> None:
+@click.option(
+    "--metrics-listen",
+    metavar="HOST:PORT",
+    help="Serve /metrics (Prometheus), /healthz and /readyz there (wins over [metrics] listen).",
+)
+def run(
+    config_path: str,
+    connectors: Sequence[str],
+    sinks: Sequence[str],
+    metrics_listen: str | None,
+) -> None:
     """Run the connectors and sinks of FILE until SIGTERM or SIGINT.
 
     Without --connector or --sink, everything in FILE runs. With them, only the named ones.
@@ -146,8 +159,10 @@ def run(config_path: str, connectors: Sequence[str], sinks: Sequence[str]) -> No
     and the others go on. A permanent failure (a wrong password, a missing privilege) of one
     that never started exits 1 with the fix. On SIGTERM/SIGINT reading stops, in-flight work
     is delivered or dropped without being acknowledged, and cdc exits 0 within 10 seconds.
+    With --metrics-listen or [metrics] listen, /metrics, /healthz and /readyz are served.
     """
     config = _load(config_path)
+    listen = _metrics_listen(metrics_listen, config)
     selected_connectors, selected_sinks = _select(config, connectors, sinks)
     workers: list[tuple[str, Connector | Sink]] = [
         (f"connector {c.name}", connector_for(c, config.kafka)) for c in selected_connectors
@@ -178,27 +193,62 @@ def run(config_path: str, connectors: Sequence[str], sinks: Sequence[str]) -> No
 
     _tune_gc()
     state = RunState(config_path, [name for name, _ in workers])
-    threads = [
-        threading.Thread(
-            target=Supervised(name, worker.run, stop, fatal(name), on_failure=state.failed),
-            name=name,
-            daemon=True,
-        )
+    supervised = [
+        Supervised(name, worker.run, stop, fatal(name), on_failure=state.failed)
         for name, worker in workers
     ]
+    threads = [threading.Thread(target=s, name=s.name, daemon=True) for s in supervised]
+    health = Health(workers, KafkaProbe(config.kafka) if listen else None)
+    server = _serve_metrics(listen, workers, health, supervised)
     try:
         for t in threads:
             t.start()
         while any(t.is_alive() for t in threads) and not stop.wait(0.5):
-            pass
+            health.beat()
         for t in threads:
             t.join(STOP_GRACE_S)
     finally:
         state.close()
+        if server is not None:
+            server.close()
+        if health.kafka is not None:
+            health.kafka.close()
     if errors:
         for e in errors:
             _error(e)
         sys.exit(EXIT_FAILURE)
+
+
+def _metrics_listen(option: str | None, config: Config) -> str | None:
+    if option is None:
+        return config.metrics.listen
+    try:
+        return MetricsConfig(listen=option).listen
+    except ValidationError:
+        raise click.BadParameter(
+            f"{option!r} is not of the form host:port", param_hint="--metrics-listen"
+        ) from None
+
+
+def _serve_metrics(
+    listen: str | None,
+    workers: Sequence[tuple[str, Connector | Sink]],
+    health: Health,
+    supervised: Sequence[Supervised],
+) -> MetricsServer | None:
+    if listen is None:
+        return None
+    try:
+        server = MetricsServer(
+            listen, workers, health, lambda: {s.name: s.failures for s in supervised}
+        )
+    except CdcError as e:
+        _error(str(e))
+        sys.exit(EXIT_FAILURE)
+    assert health.kafka is not None
+    health.kafka.start()
+    server.start()
+    return server
 
 
 def _tune_gc() -> None:

@@ -17,6 +17,7 @@ from typing import Protocol
 from cdc.config import ConnectorConfig, KafkaConfig, PostgresSinkConfig, SqliteSinkConfig
 from cdc.errors import CdcError
 from cdc.findings import Finding
+from cdc.metrics import Families
 
 
 class Connector(Protocol):
@@ -49,6 +50,14 @@ class Connector(Protocol):
         """Ask the running connector, through the source, for an incremental snapshot."""
         ...
 
+    def collect(self, out: Families) -> None:
+        """Its metrics, for ``/metrics`` (:class:`cdc.metrics.Observed`)."""
+        ...
+
+    def readiness(self) -> str | None:
+        """None while streaming or snapshotting; else why not (``/readyz``)."""
+        ...
+
 
 class Sink(Protocol):
     """A consumer that applies events from Kafka to a target store, idempotently.
@@ -75,6 +84,14 @@ class Sink(Protocol):
 
     def status(self) -> list[Finding]:
         """Where the sink stands: its consumer lag."""
+        ...
+
+    def collect(self, out: Families) -> None:
+        """Its metrics, for ``/metrics`` (:class:`cdc.metrics.Observed`)."""
+        ...
+
+    def readiness(self) -> str | None:
+        """None while consuming with its target reachable; else why not (``/readyz``)."""
         ...
 
 

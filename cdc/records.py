@@ -84,6 +84,9 @@ class SinkEvent:
     missing: Mapping[str, str] = dataclasses.field(default_factory=lambda: _NO_MISSING)
     """Column -> the value (as text) that rows written before the column was added hold
     (``cdc-missing`` header): the default of a column a sink adds."""
+    commit_ts_ms: int = 0
+    """``source.ts_ms``: the source's commit time (0 when the record has none), for the sink's
+    lag in seconds."""
 
 
 def parse_record(
@@ -152,12 +155,14 @@ def parse_record(
         found.get(IDENTITY_HEADER) == b"full",
         None if parsed_key is None else orjson.dumps(parsed_key, option=orjson.OPT_SORT_KEYS),
         _NO_MISSING if (raw := found.get(MISSING_HEADER)) is None else _missing(raw),
+        ts if type(ts := source.ts_ms) is int else 0,
     )
 
 
 class _Source(msgspec.Struct):
     table: Any = None
     schema: Any = None
+    ts_ms: Any = None
 
 
 class _Envelope(msgspec.Struct):

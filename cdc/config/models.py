@@ -191,6 +191,14 @@ class LoggingConfig(_Spec):
     """``json``: one JSON object a line (:mod:`cdc.logs`), for a log collector."""
 
 
+class MetricsConfig(_Spec):
+    """The ``[metrics]`` table: where ``cdc run`` serves ``/metrics``, ``/healthz`` and
+    ``/readyz`` (``cdc run --metrics-listen`` wins over it)."""
+
+    listen: Annotated[str, AfterValidator(_hostport)] | None = None
+    """``host:port`` (``[::1]:9187`` for IPv6; ``0.0.0.0`` for every interface); none: off."""
+
+
 def _default_slot(name: str) -> str:
     return "cdc_" + re.sub(r"[^a-z0-9]", "_", name.lower())
 
@@ -313,6 +321,7 @@ class Config(_Spec):
     connectors: Annotated[tuple[ConnectorConfig, ...], BeforeValidator(_as_tuple)] = ()
     sinks: Annotated[tuple[SinkConfig, ...], BeforeValidator(_as_tuple)] = ()
     logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
     source: str = ""
     """The file this came from (set by :func:`load_config`, not a TOML key)."""
 

@@ -11,8 +11,10 @@ from typing import Generic, Protocol, TypeVar
 
 from cdc.config import KafkaConfig
 from cdc.findings import Finding
+from cdc.metrics import Families
 from cdc.sink.lag import consumer_lag
 from cdc.sink.runtime import SinkRuntime
+from cdc.sink.stats import SinkStats
 from cdc.sink.target import Target
 
 
@@ -36,6 +38,8 @@ class TargetSink(ABC, Generic[C]):
     def __init__(self, config: C, kafka: KafkaConfig) -> None:
         self.config = config
         self.kafka = kafka
+        self.stats = SinkStats(config.name)
+        """Its numbers for ``/metrics``, across supervised restarts."""
 
     @abstractmethod
     def target(self) -> Target:
@@ -47,8 +51,17 @@ class TargetSink(ABC, Generic[C]):
 
     def run(self, stop: threading.Event, started: threading.Event | None = None) -> None:
         c = self.config
-        SinkRuntime(c.name, c.group_id, c.topics, self.kafka, self.target).run(stop, started)
+        runtime = SinkRuntime(
+            c.name, c.group_id, c.topics, self.kafka, self.target, stats=self.stats
+        )
+        runtime.run(stop, started)
 
     def status(self) -> list[Finding]:
         c = self.config
         return consumer_lag(c.name, c.group_id, c.topics, self.kafka, self.target)
+
+    def collect(self, out: Families) -> None:
+        self.stats.collect(out)
+
+    def readiness(self) -> str | None:
+        return self.stats.readiness()

@@ -26,6 +26,7 @@ import re
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import NamedTuple
@@ -44,10 +45,12 @@ from cdc.kafka import (
     open_publisher,
 )
 from cdc.logs import adopt_worker, current_worker
+from cdc.metrics import BATCH_SECONDS
 from cdc.records import BadRecord, SinkEvent, parse_record
 from cdc.retry import Backoff, Stopped, retried
 from cdc.sink.dlq import DeadLetters
 from cdc.sink.plan import BatchPlan
+from cdc.sink.stats import SinkStats
 from cdc.sink.target import (
     Partition,
     Rejected,
@@ -71,6 +74,10 @@ class _Prepared(NamedTuple):
     offsets: dict[Partition, int]
     plan: BatchPlan | None
     """What the target's ``plan`` made of the events (see :class:`Target`); None without any."""
+    counts: Counter[tuple[str, str, str]]
+    """``(schema, table, op)`` -> events, for ``/metrics``."""
+    newest_ts_ms: int
+    """The newest source commit time of the events (each partition's last one)."""
 
 
 class Progress:
@@ -126,6 +133,9 @@ class _Unseek:
     def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self.runtime.rebalances += 1
         self.runtime.positioned.difference_update(revoked)
+        positions = self.runtime.stats.positions
+        for tp in revoked:
+            positions.pop((tp.topic, tp.partition), None)
         log.info("%s: partitions revoked: %s", self.runtime.subject, partition_names(revoked))
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -145,8 +155,12 @@ class SinkRuntime:
         kafka: KafkaConfig,
         target_factory: Callable[[], Target],
         batch_records: int = 5000,
+        stats: SinkStats | None = None,
     ) -> None:
         self.subject = f"sink {name}"
+        self.stats = stats or SinkStats(name)
+        """What it counts for ``/metrics`` (kept by the sink across restarts)."""
+        self._apply_seconds = BATCH_SECONDS.labels(sink=name)
         self.group_id = group_id
         self.pattern = subscription_pattern(topics)
         self.names = list(topics) if all(map(is_plain, topics)) else None
@@ -180,7 +194,7 @@ class SinkRuntime:
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         try:
             retried(
-                lambda: self._session(stop, started),
+                lambda: self._counted_session(stop, started),
                 stop=stop,
                 retry_on=CdcError,
                 when=lambda e: isinstance(e, CdcError) and e.retriable,
@@ -190,6 +204,14 @@ class SinkRuntime:
             )
         except Stopped:
             return
+
+    def _counted_session(self, stop: threading.Event, started: threading.Event | None) -> None:
+        self.stats.sessions += 1
+        try:
+            self._session(stop, started)
+        except Exception as e:
+            self.stats.failed(e, describe(e))
+            raise
 
     def _session(self, stop: threading.Event, started: threading.Event | None) -> None:
         with contextlib.ExitStack() as opened:
@@ -210,6 +232,8 @@ class SinkRuntime:
             opened.callback(self._close_target)
             if started is not None:
                 started.set()
+            self.stats.positions.clear()
+            self.stats.consuming()
             self._consume(stop, watch)
 
     def _consume(self, stop: threading.Event, watch: TopicWatch) -> None:
@@ -241,7 +265,10 @@ class SinkRuntime:
         log.info("%s: consuming topics matching %s", self.subject, self.pattern)
         topics: set[str] = set()
         next_look = 0.0
+        stats = self.stats
+        stats.watch = watch
         while not stop.is_set():
+            stats.turned = time.monotonic()
             if time.monotonic() >= next_look:
                 self._restart_if_stuck(watch)
                 next_look = time.monotonic() + TOPIC_LOOK_S
@@ -320,6 +347,7 @@ class SinkRuntime:
             log=log,
             what=self.subject,
             backoff=Backoff(max_s=BACKOFF_MAX_S),
+            before_retry=self.stats.unreachable,
         )
 
     def _reconnect_target(self, stop: threading.Event) -> None:
@@ -343,6 +371,7 @@ class SinkRuntime:
                 fresh.append(tp)
             elif self._seek(tp, offset):
                 sought.append(tp)
+                self.stats.positions[tp.topic, tp.partition] = offset
         if fresh:
             # Explicit offsets rather than seek_to_beginning: kafka-python's lazy reset was
             # seen to leave a consumer fetching nothing, spinning.
@@ -355,6 +384,7 @@ class SinkRuntime:
             for tp, offset in beginnings.items():
                 if self._seek(tp, offset):
                     sought.append(tp)
+                    self.stats.positions[tp.topic, tp.partition] = offset
         self.positioned.update(sought)
         if self.rebalances != rebalances:
             # A partition revoked and assigned again meanwhile lost its seek with its old
@@ -383,6 +413,7 @@ class SinkRuntime:
         events: list[SinkEvent] = []
         bad: list[Rejected] = []
         offsets: dict[Partition, int] = {}
+        newest_ts_ms = 0
         for tp, records in batch.items():
             for r in records:
                 try:
@@ -398,13 +429,18 @@ class SinkRuntime:
                     if event is not None:
                         events.append(event)
             offsets[(tp.topic, tp.partition)] = records[-1].offset + 1
+            if events:
+                newest_ts_ms = max(newest_ts_ms, events[-1].commit_ts_ms)
         assert self.target is not None
         plan = self.target.plan(events) if events else None
-        return _Prepared(batch, events, bad, offsets, plan)
+        counts = Counter([(e.schema, e.table, e.op) for e in events])
+        return _Prepared(batch, events, bad, offsets, plan, counts, newest_ts_ms)
 
     def _apply(self, held: list[_Prepared], stop: threading.Event) -> None:
         """Apply a batch with its offsets, retrying while the target or the DLQ is away."""
-        batch, events, bad, offsets, plan = held[0]
+        batch, events, bad, offsets, plan, counts, newest_ts_ms = held[0]
+        stats = self.stats
+        stats.applying_since = time.monotonic()
 
         def before_commit(rejected: list[tuple[SinkEvent, str]]) -> None:
             dead = list(bad)
@@ -415,6 +451,7 @@ class SinkRuntime:
                 else {}
             )
             for event, reason in rejected:
+                counts[event.schema, event.table, event.op] -= 1  # dead-lettered, not applied
                 r = raw[(event.topic, event.partition, event.offset)]
                 dead.append(
                     Rejected(
@@ -431,14 +468,19 @@ class SinkRuntime:
                 assert self.dead is not None
                 self.dead.write(dead)  # in Kafka before the offset moves past them
                 self.dead_lettered += len(dead)
+                stats.dead_lettered += len(dead)
 
         def apply() -> None:
             assert self.target is not None
+            began = time.perf_counter()
             self.target.apply(self.group_id, events, offsets, before_commit, plan)
+            self._apply_seconds.observe(time.perf_counter() - began)
 
         def again(e: BaseException) -> None:
             # The store (or the DLQ) is down, not the records: the same batch again.
             self.progress.reset()  # nobody's fault that nothing was applied meanwhile
+            stats.target_retries += 1
+            stats.problem = describe(e)
             if isinstance(e, TargetUnavailable):
                 self._reconnect_target(stop)
 
@@ -454,4 +496,12 @@ class SinkRuntime:
             )
         except Stopped:
             return  # stopping: the batch was not committed and will be read again
+        finally:
+            stats.applying_since = None
         self.applied += len(events)
+        stats.batches += 1
+        stats.applied.update(counts)
+        stats.positions.update(offsets)
+        stats.newest_ts_ms = max(stats.newest_ts_ms, newest_ts_ms)
+        if stats.state == "consuming":
+            stats.problem = None

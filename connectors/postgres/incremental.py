@@ -43,6 +43,7 @@ from connectors.postgres.rows import (
     estimated_rows,
     table_columns,
 )
+from connectors.postgres.stats import SourceStats
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ class IncrementalSnapshots:
         conn: psycopg.Connection[Any],
         catalog: PostgresCatalog,
         enabled: bool = True,
+        stats: SourceStats | None = None,
     ) -> None:
         self.config = config
         self.subject = subject
@@ -125,6 +127,7 @@ class IncrementalSnapshots:
         """(end of the high watermark's transaction, job, last key, rows, table done, the job's
         epoch) waiting for that position to be confirmed."""
         self.progress: dict[str, Progress] = {}
+        self.stats = stats
         self.chunk_started = 0.0
         if enabled:
             self._load()
@@ -312,7 +315,10 @@ class IncrementalSnapshots:
             self.queue.popleft()
             return
         if job.label not in self.progress:
-            self.progress[job.label] = Progress(self.subject, job.label, job.total, job.rows_done)
+            progress = Progress(self.subject, job.label, job.total, job.rows_done)
+            self.progress[job.label] = progress
+            if self.stats is not None:
+                self.stats.snapshot("incremental", progress)
         chunk_id = uuid.uuid4().hex
         self._signal(WINDOW_OPEN, chunk_id)
         self._await_racing_commits()

@@ -34,6 +34,7 @@ from connectors.postgres.owntables import record_progress
 from connectors.postgres.progress import Progress
 from connectors.postgres.replication import format_lsn
 from connectors.postgres.rows import RowReader, copy_rows, estimated_rows, table_columns
+from connectors.postgres.stats import SourceStats
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,9 @@ class InitialSnapshot:
         max_unacked: int,
         selected: Callable[[str, str], bool],
         subject: str,
+        stats: SourceStats | None = None,
     ) -> None:
+        self.stats = stats
         self.config = config
         self.max_unacked = max_unacked
         self.selected = selected
@@ -97,7 +100,7 @@ class InitialSnapshot:
                     publisher.send_with(encode(marker, source), callback)
                 label = f"{schema}.{table}"
                 total = estimated_rows(conn, schema, table)
-                progress = Progress(self.subject, label, total)
+                progress = self._progress(label, total)
                 self._record(sql_conn, label, "running", 0, total)
                 last_note = time.monotonic()
                 for change in reads.table(schema, table, n):
@@ -116,7 +119,7 @@ class InitialSnapshot:
                         if time.monotonic() - last_note > 5:
                             last_note = time.monotonic()
                             self._record(sql_conn, label, "running", progress.done, total)
-                self._table_done(sql_conn, shapes, reads, progress, total)
+                self._table_done(sql_conn, shapes, reads, progress, total, supersede)
             conn.rollback()
         if held is not None:
             tracker.sent(txn)
@@ -127,6 +130,10 @@ class InitialSnapshot:
         log.info("%s: snapshot of %d row(s) is on Kafka", self.subject, n)
         return n
 
+    def _progress(self, label: str, total: int | None) -> Progress:
+        progress = Progress(self.subject, label, total)
+        return progress if self.stats is None else self.stats.snapshot("initial", progress)
+
     def _table_done(
         self,
         sql_conn: psycopg.Connection[Any],
@@ -134,7 +141,13 @@ class InitialSnapshot:
         reads: _TableReads,
         progress: Progress,
         total: int | None,
+        supersede: bool,
     ) -> None:
+        if self.stats is not None:
+            schema, _, table = progress.label.partition(".")
+            self.stats.by_table[schema, table, "r"] += reads.count
+            if supersede:
+                self.stats.by_table[schema, table, "t"] += 1  # its truncate marker
         progress.add(reads.count - progress.done)
         progress.close()
         self._record(sql_conn, progress.label, "done", reads.count, total)

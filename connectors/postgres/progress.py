@@ -25,6 +25,8 @@ class Progress:
         self.subject, self.label, self.total = subject, label, total
         self.done = self.base = done
         """Rows done in all, and before this process started on the table."""
+        self.state = "running"
+        """``running``, ``done``, or ``stopped`` (its session ended first), for ``/metrics``."""
         self.started = self.last_log = time.monotonic()
         self.bar: Any = None
         if sys.stderr.isatty() and not json_on_stderr():  # JSON lines only, then
@@ -56,6 +58,7 @@ class Progress:
         return text
 
     def close(self) -> None:
+        self.state = "done"
         if self.bar is not None:
             self.bar.close()
         log.info("%s: snapshot %s, finished", self.subject, self.describe())

@@ -56,6 +56,7 @@ from connectors.postgres.replication import (
     ReplicationConnection,
 )
 from connectors.postgres.slot import CreatedSlot, Slot
+from connectors.postgres.stats import SourceStats
 from connectors.postgres.stream import Confirmation, StreamSettings, stream
 from connectors.postgres.versions import failover_problem, too_old
 
@@ -67,14 +68,14 @@ BACKOFF_MAX_S = 30.0
 class PostgresSource:
     """Streams one database into Kafka; see the module docstring for the guarantees."""
 
-    def __init__(self, config: ConnectorConfig, kafka: KafkaConfig) -> None:
+    def __init__(
+        self, config: ConnectorConfig, kafka: KafkaConfig, stats: SourceStats | None = None
+    ) -> None:
         self.config = config
         self.kafka = kafka
         self.subject = f"connector {config.name}"
-        self.published = 0
-        self.acked = 0
-        """Records Kafka acked while streaming (tombstones and incremental snapshot reads
-        included; the initial snapshot's are not counted)."""
+        self.stats = stats or SourceStats(config.name)
+        """What it counts for ``/metrics`` (kept by the connector across restarts)."""
         self.oversized = Oversized(config.oversized, self.subject)
         """Records over Kafka's limits left out or truncated (``oversized``), across sessions."""
         self.confirmation = Confirmation(config.heartbeat_interval_s)
@@ -105,7 +106,7 @@ class PostgresSource:
         self._started = started
         with contextlib.suppress(Stopped):
             retried(
-                lambda: self._session(stop),
+                lambda: self._counted_session(stop),
                 stop=stop,
                 retry_on=CdcError,
                 when=lambda e: isinstance(e, CdcError) and e.retriable,
@@ -113,6 +114,18 @@ class PostgresSource:
                 what=self.subject,
                 backoff=Backoff(max_s=BACKOFF_MAX_S),
             )
+
+    def _counted_session(self, stop: threading.Event) -> None:
+        stats = self.stats
+        stats.session_started()
+        try:
+            self._session(stop)
+        except Exception as e:
+            stats.failed(e, describe(e))
+            for progress in stats.snapshots.values():
+                if progress.state == "running":
+                    progress.state = "stopped"
+            raise
 
     def _session(self, stop: threading.Event) -> None:
         c = self.config
@@ -150,6 +163,7 @@ class PostgresSource:
             opened.callback(publisher.close, 1.0)
             if self._initial_snapshot_owed(sql):
                 self._mark_started()  # a snapshot may take hours: it runs
+                self.stats.state = "snapshotting"
                 created = self._snapshot_first(
                     stop, sql, created, selector, source, publisher, watch, before, opened
                 )
@@ -159,6 +173,7 @@ class PostgresSource:
             if c.snapshot == "initial_only":
                 log.info("%s: snapshot = 'initial_only': done, not streaming", self.subject)
                 self.finished = True
+                self.stats.state = "done"
                 return
             watch.look()
             added = [t for t in added if t not in watch.snapshotted]
@@ -169,8 +184,10 @@ class PostgresSource:
             repl.start(c.slot, 0, options)
             self._mark_started()
             log.info("%s: streaming slot %s", self.subject, c.slot)
-            snapshots = IncrementalSnapshots(c, self.subject, sql, catalog, own_tables)
+            snapshots = IncrementalSnapshots(c, self.subject, sql, catalog, own_tables, self.stats)
             tables = _Tables(self, sql, catalog, publication, watch, decoder, own_tables)
+            tables.wal_end()
+            self.stats.streaming()
             self.confirmation.heartbeat = (
                 partial(sql.execute, c.heartbeat_query) if c.heartbeat_query else None
             )
@@ -182,7 +199,7 @@ class PostgresSource:
                 publisher,
                 snapshots,
                 self.confirmation,
-                self,
+                self.stats,
                 self._delivery,
                 self._settings,
                 tables,
@@ -335,13 +352,14 @@ class PostgresSource:
             self.kafka.producer.max_unacked_records,
             lambda s, t: s != OWN_SCHEMA and selector(s, t),
             self.subject,
+            self.stats,
         )
         rows = reader.run(stop, slot.snapshot, slot.lsn, source, publisher, sql, supersede)
         if stop.is_set():
             return
         self._mark_initial(sql, "done")
         self._always_done = True
-        self.published += rows
+        self.stats.published += rows
 
     @staticmethod
     def _capture(selector: TableSelector) -> Callable[[str, str], bool]:
@@ -405,6 +423,7 @@ class _Tables:
 
     def look(self, now: float) -> None:
         self.looked = now
+        self.wal_end()
         if self.watch.look():
             self.decoder.forget_routes()
             self._follow_partitions()
@@ -415,6 +434,16 @@ class _Tables:
             added = [t for t in added if t not in self.watch.snapshotted]
             if added:
                 self.source._snapshot_added(self.sql, self.catalog, added, self.snapshots)
+
+    def wal_end(self) -> None:
+        """The server's WAL position now, for the slot's lag in bytes (``/metrics``); a standby
+        (decoding there, PostgreSQL 16 and later) says how far it replayed."""
+        row = self.sql.execute(
+            "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
+            " ELSE pg_current_wal_lsn() END) - '0/0'::pg_lsn"
+        ).fetchone()
+        if row is not None and row[0] is not None:
+            self.source.stats.wal_end = int(row[0])
 
     def _follow_partitions(self) -> None:
         """wal2json skips a partition outside the schemas it was told to decode: its rows since

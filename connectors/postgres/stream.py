@@ -31,7 +31,7 @@ __all__ = [
 import logging
 import threading
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -131,10 +131,20 @@ class TableHooks(Protocol):
 
 
 class Counts(Protocol):
-    """Where the loop counts what it did (the source, across sessions)."""
+    """Where the loop counts what it did, across sessions, for ``/metrics``
+    (:class:`~connectors.postgres.stats.SourceStats`)."""
 
     published: int
     acked: int
+    by_table: defaultdict[tuple[str, str, str], int]
+    transactions: int
+    acked_ts_ms: int
+    in_flight: int
+    caught_up: bool
+    last_event: float
+    confirmed: int
+    kafka_out_since: float | None
+    turned: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +251,8 @@ def stream(  # noqa: PLR0912, PLR0915  (the hot loop reads best in one piece)
     last_progress = now
     published_at_progress = counts.published
     acked_before = counts.acked
+    transactions_before = counts.transactions
+    by_table = counts.by_table
     delivery.session(tracker, last_progress)
     watch = delivery.tick
 
@@ -249,6 +261,7 @@ def stream(  # noqa: PLR0912, PLR0915  (the hot loop reads best in one piece)
         # turning, so the outage would go unsaid (and unknown to cdc status) without this.
         tracker.count()
         watch(tracker, time.monotonic())
+        counts.kafka_out_since = delivery.out_since
 
     if isinstance(publisher, ConfluentPublisher):
         publisher.on_wait = waiting
@@ -282,6 +295,7 @@ def stream(  # noqa: PLR0912, PLR0915  (the hot loop reads best in one piece)
         # The envelope's ts_ms (when the connector handled the event): one clock read per
         # read, not per event; a read's messages are handled within a few milliseconds.
         now_ms = int(time.time() * 1000)
+        published_before = counts.published
         for buf in messages:
             if buf[0] != XLOGDATA:
                 msg = parse_message(buf)
@@ -311,12 +325,15 @@ def stream(  # noqa: PLR0912, PLR0915  (the hot loop reads best in one piece)
                         for read in reads:
                             publish(encode(read, source), txn)
                             counts.published += 1
+                            by_table[read.schema, read.table, "r"] += 1
                         continue
                     record = encode(change, source, now_ms)
                     publish(record, txn)
                     if tombstones and change.op == "d":
                         publish(tombstone(record), txn)
                     counts.published += 1
+                    by_table[change.schema, change.table, change.op] += 1
+                    txn.ts_ms = change.commit_ts_ms
 
         if decoder.rereads:
             for schema, table, why in decoder.rereads:
@@ -330,6 +347,17 @@ def stream(  # noqa: PLR0912, PLR0915  (the hot loop reads best in one piece)
         counts.acked = acked_before + tracker.acked_records
         now = time.monotonic()
         watch(tracker, now)
+        # For /metrics (connectors.postgres.stats): once per read, never per event.
+        counts.transactions = transactions_before + tracker.transactions
+        if tracker.confirmed_ts_ms:
+            counts.acked_ts_ms = tracker.confirmed_ts_ms
+        counts.in_flight = tracker.unacked
+        counts.confirmed = confirmation.confirmed
+        counts.caught_up = repl.waited and txn is None and tracker.idle  # nothing queued
+        counts.kafka_out_since = delivery.out_since
+        counts.turned = now
+        if counts.published != published_before:
+            counts.last_event = now_ms / 1000
         snapshots.tick(confirmation.confirmed)
         if tables is not None and now - tables.looked >= TABLES_LOOK_S:
             tables.look(now)

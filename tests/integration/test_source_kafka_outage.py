@@ -12,41 +12,18 @@ gone for good, and the final check would find it missing.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT
 from tests.support.harness import CdcProcess, current_wal_lsn, slot_confirmed_lsn, wait_for
 from tests.support.scenario import Scenario
+from tests.support.services import start_kafka, stop_kafka
 
 pytestmark = pytest.mark.devstack
 
 OUTAGE_S = float(os.environ.get("CDC_TEST_KAFKA_OUTAGE_S", "30"))
-STATE = Path(os.environ.get("CDC_DEV_DIR", ROOT / ".devstack"))
-
-
-def stop_kafka() -> None:
-    pid_file = STATE / "kafka" / "kafka.pid"
-    if not pid_file.exists():
-        pytest.fail(f"no devstack Kafka pid at {pid_file}: this test needs `scripts/devstack up`")
-    pid = int(pid_file.read_text().split()[0])
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 60
-    while Path(f"/proc/{pid}").exists():
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2)
-
-
-def start_kafka() -> None:
-    up = subprocess.run(
-        [str(ROOT / "scripts" / "devstack"), "up"], capture_output=True, text=True, check=False
-    )
-    assert up.returncode == 0, up.stderr
 
 
 @pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])

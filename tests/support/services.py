@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
+import pytest
 from kafka import KafkaAdminClient
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+
+from tests.support import ROOT
+
+DEVSTACK = Path(os.environ.get("CDC_DEV_DIR", ROOT / ".devstack"))
 
 
 def delete_test_topics(servers: str, tokens: set[str]) -> list[str]:
@@ -54,3 +64,24 @@ def fresh_database(server: str, name: str) -> Iterator[str]:
         yield make_conninfo(server, dbname=name)
     finally:
         drop_database(server, name)
+
+
+def stop_kafka() -> None:
+    """Stop the devstack's broker (tests marked ``devstack`` only: they run last)."""
+    pid_file = DEVSTACK / "kafka" / "kafka.pid"
+    if not pid_file.exists():
+        pytest.fail(f"no devstack Kafka pid at {pid_file}: this test needs `scripts/devstack up`")
+    pid = int(pid_file.read_text().split()[0])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{pid}").exists():
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+
+
+def start_kafka() -> None:
+    up = subprocess.run(
+        [str(ROOT / "scripts" / "devstack"), "up"], capture_output=True, text=True, check=False
+    )
+    assert up.returncode == 0, up.stderr

@@ -13,6 +13,7 @@ import logging
 import struct
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -52,6 +53,7 @@ class FakeRepl:
         self.statuses: list[tuple[float, int]] = []  # (when, flushed)
 
     def read(self, timeout_s: float = 0.2) -> list[bytes]:
+        self.waited = not self.pending
         if not self.pending:
             time.sleep(min(timeout_s, 0.01))
             return []
@@ -118,7 +120,7 @@ def stream_thread(
             publisher,
             NoSnapshots(),
             source.confirmation,
-            source,
+            source.stats,
             source._delivery,
             source._settings,
         )
@@ -259,3 +261,43 @@ def test_confirmation_moves_only_to_acked_ends_and_to_the_server_end_when_idle()
     quiet.keepalive(Keepalive(wal_end=500, send_time_us=0, reply_requested=False))
     quiet.acked(None, idle=True)
     assert quiet.confirmed == 0, "without heartbeats the server's end is never confirmed"
+
+
+def test_the_loop_counts_what_metrics_show() -> None:
+    """Issue 20: per table and op, transactions, records in flight, the newest acked commit
+    time, and caught up only once everything read is acked."""
+    config = parse_config(CONFIG)
+    source = PostgresSource(config.connectors[0], config.kafka)
+    stats = source.stats
+    decoder = PgOutputDecoder(FakeCatalog(), lambda s, t: True)
+    want: Counter[tuple[str, str, str]] = Counter()
+    commits, newest = 0, 0
+    for data, lsn in messages():
+        item = decoder.decode(data, lsn)
+        if isinstance(item, Commit):
+            commits += 1
+        for change in item if isinstance(item, tuple) else (item,):
+            if isinstance(change, Change):
+                want[change.schema, change.table, change.op] += 1
+                newest = change.commit_ts_ms
+    assert sum(want.values()) >= 10 and newest
+    repl, publisher, stop = FakeRepl(messages()), HeldPublisher(), threading.Event()
+    streaming = stream_thread(source, repl, publisher, stop)
+    streaming.start()
+    try:
+        wait_for(lambda: not repl.pending and stats.in_flight, 10, "records in flight")
+        time.sleep(0.1)
+        assert stats.in_flight == publisher.sent
+        assert (stats.transactions, stats.acked_ts_ms, stats.caught_up) == (0, 0, False)
+        assert dict(stats.by_table) == dict(want)
+        assert stats.last_event > 0
+        publisher.release.set()
+        wait_for(lambda: stats.caught_up, 10, "caught up")
+        assert stats.in_flight == 0
+        assert stats.transactions == commits
+        assert stats.acked_ts_ms == newest
+        assert stats.acked == publisher.sent
+        assert stats.confirmed == source.confirmed > 0
+    finally:
+        stop.set()
+        streaming.join(10)
