@@ -4,7 +4,8 @@ and the comparison of the source with its two copies (the PostgreSQL and the SQL
 Imported by scripts/demo.py; run by the compose stack's writer service (the cdc image's Python
 has psycopg):
 
-    python shop.py write      # SHOP_DSN; WRITER_ORDERS (0: forever), WRITER_RATE (per second)
+    python shop.py write      # SHOP_DSN; WRITER_ORDERS (0: forever), WRITER_RATE (per second),
+                              # WRITER_WAIT_FOR_SLOT (a slot to wait for when half is written)
     python shop.py compare    # SHOP_DSN, REPLICA_DSN, SQLITE_PATH; exit 0 when the three agree
 
 The writer touches ALIVE_FILE while it runs and makes DONE_FILE when its orders are written
@@ -20,7 +21,7 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import psycopg
@@ -52,10 +53,11 @@ def write_orders(
     orders: int | None = None,
     rate: float | None = None,
     alive: Path | None = None,
+    halfway: Callable[[], None] | None = None,
 ) -> int:
     """Customers, then one transaction per order (insert, pay another, now and then delete one)
-    until `seconds` have passed or `orders` are written, at most `rate` a second. Returns the
-    number of orders written."""
+    until `seconds` have passed or `orders` are written, at most `rate` a second; `halfway` is
+    called once half of `orders` are written. Returns the number of orders written."""
     rng = random.Random(7)
     pause = 1 / rate if rate else 0.01
     written = 0
@@ -84,8 +86,27 @@ def write_orders(
             written += 1
             if alive is not None:
                 alive.touch()
+            if halfway is not None and orders is not None and written == orders // 2:
+                halfway()
             time.sleep(pause)
     return written
+
+
+def wait_for_slot(dsn: str, slot: str, *, alive: Path, timeout: float = 300) -> bool:
+    """Wait until a connector streams from `slot` (active, a position confirmed); True if it
+    does within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            if conn.execute(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s AND active"
+                " AND confirmed_flush_lsn IS NOT NULL",
+                (slot,),
+            ).fetchone():
+                return True
+            alive.touch()
+            time.sleep(0.5)
+    return False
 
 
 def digest(rows: Iterable[Iterable[object]]) -> tuple[int, str]:
@@ -144,10 +165,20 @@ def main(argv: list[str]) -> int:
         dsn = os.environ["SHOP_DSN"]
         orders = int(os.environ.get("WRITER_ORDERS", "0")) or None
         rate = float(os.environ.get("WRITER_RATE", "10"))
+        slot = os.environ.get("WRITER_WAIT_FOR_SLOT", "")
         create_schema(dsn)
         ALIVE_FILE.touch()
+
+        def halfway() -> None:
+            # The first half is there for the connector's initial snapshot, the second one for
+            # its stream: both paths are shown (and tested by make compose-test).
+            if slot:
+                print(f"shop writer: half written; waiting for slot {slot} to stream", flush=True)
+                if not wait_for_slot(dsn, slot, alive=ALIVE_FILE):
+                    print(f"shop writer: slot {slot} does not stream; writing on", flush=True)
+
         print(f"shop writer: writing {orders or 'endless'} orders, {rate:g} a second", flush=True)
-        written = write_orders(dsn, orders=orders, rate=rate, alive=ALIVE_FILE)
+        written = write_orders(dsn, orders=orders, rate=rate, alive=ALIVE_FILE, halfway=halfway)
         DONE_FILE.touch()
         print(f"shop writer: done, {written} orders written", flush=True)
         while True:  # stays up (and healthy) for `compare` and the healthcheck

@@ -140,6 +140,8 @@ def test_cdc_waits_for_healthy_dependencies_and_mounts_the_example_config() -> N
     assert "./examples/compose.toml:/etc/cdc/cdc.toml:ro" in cdc["volumes"]
     for dependency in ("postgres", "kafka", "writer"):
         assert cdc["depends_on"][dependency] == {"condition": "service_healthy"}
+    config = (ROOT / "examples" / "compose.toml").read_text()
+    assert '[metrics]\nlisten = "${CDC_METRICS_LISTEN:-0.0.0.0:9187}"' in config
 
 
 def test_the_test_stack_runs_on_the_hosts_loopback_on_ports_of_its_own() -> None:
