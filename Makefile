@@ -15,7 +15,7 @@ BENCH_SCALE ?= 1.0
 PG_VERSIONS ?= 13 14 15 18
 PG_VERSIONS_ALL := 13 14 15 16 17 18
 
-.PHONY: test test-full test-pg-matrix unit lint install stack-up stack-down demo bench clean
+.PHONY: test test-full test-pg-matrix unit lint install stack-up stack-down demo compose-test bench clean
 
 # Create .venv when missing, install the project, bring up the local stack, run every test.
 test: lint stack-up
@@ -88,6 +88,13 @@ stack-down:
 # The whole pipeline on sample data: a shop database -> Kafka -> PostgreSQL and SQLite sinks.
 demo: install stack-up
 	eval "$$(scripts/devstack env)" && $(PY) scripts/demo.py
+
+# The compose stack for real (docker-compose.yml with docker-compose.test.yml): installs Docker
+# and Compose when missing (as root), builds every image on debian:bookworm-slim, runs the
+# pipeline in containers until both sinks hold the source's rows, checks /metrics, /readyz and
+# Prometheus, and tears the stack down. Needs no .venv.
+compose-test:
+	scripts/compose-test
 
 # Every benchmark in one run, Debezium beside cdc (see bench/README.md): results in
 # bench/results/, then the chart, docs/benchmarks.md's tables and README.md's summary rewritten.

@@ -464,6 +464,8 @@ def test_examples_take_every_address_from_the_environment(example: Path) -> None
         "CDC_KAFKA": "kafka.test:29092",
         "CDC_TEST_PG_DSN": "postgresql://postgres@pg.test:25432/postgres",
         "CDC_PG_DSN": "postgresql://postgres@pg.test:25432/postgres",
+        "CDC_SHOP_DSN": "postgresql://postgres@pg.test:25432/shop",
+        "CDC_REPLICA_DSN": "postgresql://postgres@pg.test:25432/replica",
         "CDC_DEMO_SHOP": "postgresql://postgres@pg.test:25432/demo_shop",
         "CDC_DEMO_REPLICA": "postgresql://postgres@pg.test:25432/demo_replica",
         "CDC_DEMO_SQLITE": "demo.db",
