@@ -3,73 +3,27 @@ sinks (PostgreSQL and SQLite) on the devstack.
 
 After N changes the published and applied counters say N, by op; the sink's lag in seconds rises
 while its target is locked and falls back to 0 once it caught up; ``/readyz`` turns 503 while
-Kafka is stopped and 200 again after (that test stops the devstack's broker: marked ``devstack``,
-it runs last).
+Kafka is stopped and 200 again after (tests/integration/test_source_kafka_outage.py, which stops
+the devstack's broker anyway).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import math
-import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.harness import wait_for
-from tests.support.services import start_kafka, stop_kafka
+from tests.support.metrics import Endpoint, free_port
 from tests.support.sinks import Pipeline
 
 SCHEMA = "CREATE TABLE public.m (id int PRIMARY KEY, v text)"
 INSERTS, UPDATES, DELETES = 60, 20, 10
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Endpoint:
-    def __init__(self, port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}"
-
-    def get(self, path: str) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(self.base + path, timeout=10) as r:  # noqa: S310
-                return int(r.status), bytes(r.read())
-        except urllib.error.HTTPError as e:
-            return int(e.code), bytes(e.read())
-
-    def health(self, path: str) -> tuple[int, dict[str, object]]:
-        status, body = self.get(path)
-        return status, json.loads(body)
-
-    def samples(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-        status, body = self.get("/metrics")
-        assert status == 200
-        return {
-            (s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(body.decode())
-            for s in family.samples
-        }
-
-    def value(self, name: str, **labels: str) -> float:
-        """The sum of ``name``'s samples whose labels include ``labels`` (NaN when none)."""
-        found = [
-            v
-            for (n, ls), v in self.samples().items()
-            if n == name and set(labels.items()) <= set(ls)
-        ]
-        return sum(found) if found else math.nan
 
 
 @pytest.fixture
@@ -90,7 +44,7 @@ def started(p: Pipeline) -> Iterator[tuple[Pipeline, Endpoint]]:
     process = p.start()
     endpoint = Endpoint(port)
     try:
-        wait_for(lambda: _ready(endpoint), 90, "/readyz 200")
+        wait_for(endpoint.ready, 90, "/readyz 200")
         yield p, endpoint
     finally:
         if process.alive():
@@ -124,13 +78,6 @@ def test_the_initial_snapshot_shows_its_progress(
             endpoint.value("cdc_connector_events_published_total", table="public.m", op="r") == rows
         )
         assert endpoint.value("cdc_connector_state", state="streaming") == 1
-
-
-def _ready(endpoint: Endpoint) -> bool:
-    try:
-        return endpoint.get("/readyz")[0] == 200
-    except OSError:
-        return False  # not listening yet
 
 
 def test_counters_say_what_flowed_and_lag_follows_the_target(
@@ -228,27 +175,3 @@ def test_counters_say_what_flowed_and_lag_follows_the_target(
     )
     assert endpoint.value("cdc_sink_records_applied_total", sink="pg", op="c") == INSERTS + 1
     assert endpoint.get("/nowhere")[0] == 404
-
-
-@pytest.mark.devstack
-def test_readyz_says_when_kafka_is_away(pipeline: tuple[Pipeline, Endpoint]) -> None:
-    _, endpoint = pipeline
-    status, body = endpoint.health("/readyz")
-    assert status == 200, body
-    assert body["checks"] == {
-        f"connector {pipeline[0].prefix}": "ready",
-        "sink pg": "ready",
-        "sink lite": "ready",
-        "kafka": "ready",
-    }
-    stop_kafka()
-    try:
-        wait_for(lambda: endpoint.get("/readyz")[0] == 503, 60, "/readyz 503 with Kafka stopped")
-        status, body = endpoint.health("/readyz")
-        assert status == 503
-        assert body["status"] == "not ready"
-        assert "kafka:" in str(body["reason"]), body
-        assert endpoint.health("/healthz")[0] == 200  # alive all the same: nothing to restart
-    finally:
-        start_kafka()
-    wait_for(lambda: endpoint.get("/readyz")[0] == 200, 120, "/readyz 200 with Kafka back")

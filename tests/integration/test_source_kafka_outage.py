@@ -6,7 +6,8 @@ the other `devstack` tests, last). ``CDC_TEST_KAFKA_OUTAGE_S`` sets the outage (
 Two outages. In the first the connector rides it out and delivers everything once Kafka is back.
 In the second the connector is SIGKILLed while Kafka is still down, losing whatever it held in
 memory: if it had confirmed to PostgreSQL any change Kafka had not acked, that change would be
-gone for good, and the final check would find it missing.
+gone for good, and the final check would find it missing. ``/readyz`` says 503, naming Kafka,
+while it is away, and 200 once it is back (issue 20).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.harness import CdcProcess, current_wal_lsn, slot_confirmed_lsn, wait_for
+from tests.support.metrics import Endpoint, free_port
 from tests.support.scenario import Scenario
 from tests.support.services import start_kafka, stop_kafka
 
@@ -30,18 +32,29 @@ OUTAGE_S = float(os.environ.get("CDC_TEST_KAFKA_OUTAGE_S", "30"))
 def test_kafka_outage_loses_nothing(
     tmp_path: Path, database: str, kafka_bootstrap: str, unique: str, client: str
 ) -> None:
+    port = free_port()
     s = Scenario(
-        tmp_path, database, kafka_bootstrap, f"outage{unique}", pause_s=0.02, client=client
-    )
+        tmp_path, database, kafka_bootstrap, f"outage{unique}", pause_s=0.02, client=client,
+        metrics_port=port,
+    )  # fmt: skip
+    readyz = Endpoint(port)
     samples: list[tuple[int, int]] = []  # (confirmed LSN while down, WAL end when Kafka stopped)
     for outage in ("ridden out", "connector killed during it"):
+        wait_for(readyz.ready, 60, "/readyz 200")
         time.sleep(3)
         stop_kafka()
         down_at = time.monotonic()
         wal_at_stop = current_wal_lsn(database)
+        said: list[tuple[int, dict[str, object]]] = []  # /readyz while Kafka is down
         while time.monotonic() - down_at < OUTAGE_S:
             samples.append((slot_confirmed_lsn(database, s.slot), wal_at_stop))
+            said.append(readyz.health("/readyz"))
             time.sleep(1)
+        # Issue 20: not ready while Kafka is away, saying so; alive all the same.
+        status, body = said[-1]
+        assert status == 503, said
+        assert "kafka: " in str(body["reason"]), body
+        assert readyz.health("/healthz")[0] == 200
         if outage == "connector killed during it":
             s.cdc.kill()  # whatever it held in memory is gone
         start_kafka()
@@ -58,6 +71,7 @@ def test_kafka_outage_loses_nothing(
             log = s.log.read_text()
             assert ": Kafka has acknowledged nothing for " in log
             assert ": Kafka acknowledges again, after " in log
+    wait_for(readyz.ready, 60, "/readyz 200 after the outages")
     stats = s.finish()
     # While Kafka was down the confirmed position may only rise to what was acked before the
     # stop: never to WAL written during the outage.

@@ -149,6 +149,7 @@ class Scenario:
         copy_rows: int = 0,
         client: str = "kafka-python",
         plugin: str = "wal2json",
+        metrics_port: int = 0,
     ) -> None:
         with psycopg.connect(database, autocommit=True) as conn:
             conn.execute(SCHEMA)
@@ -157,6 +158,9 @@ class Scenario:
         self.config = write_config(
             tmp_path / "cdc.toml", database, kafka, name=name, kafka_client=client, plugin=plugin
         )
+        if metrics_port:
+            with self.config.open("a") as config:
+                config.write(f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n')
         self.log = tmp_path / "cdc.log"
         self.cdc = CdcProcess(self.config, self.log)
         wait_for(lambda: slot_confirmed_lsn(database, self.slot), 30, "the connector's slot")
