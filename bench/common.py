@@ -259,6 +259,12 @@ def peak_rss_mb(pid: int) -> float:
     return int(_status(pid).get("VmHWM", "0 kB").split()[0]) / 1024
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user and system, every thread) the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_until(
     done: Callable[[], bool],
     timeout_s: float,

@@ -146,9 +146,17 @@ def metrics_table(found: dict[str, tuple[str, Result]]) -> list[str]:
     lines = [
         "What `/metrics` costs: cdc on pgoutput with confluent-kafka, each run with `cdc run"
         " --metrics-listen` and `/metrics` scraped every second right after a run without it,"
-        " on the same WAL (each on a slot of its own); the medians of the runs, and each run.",
+        " on the same WAL (each on a slot of its own); the medians of the runs, and each run;"
+        " the cdc process's own CPU time per change (user and system, every thread), median.",
         "",
-        *head("workload", "without metrics", "with metrics", "with / without", "peak RSS"),
+        *head(
+            "workload",
+            "without metrics",
+            "with metrics",
+            "with / without",
+            "cdc's CPU µs a change, without / with",
+            "peak RSS",
+        ),
     ]
     for name in WORKLOADS:
         cost = found[name][1].get("metrics_cost") if name in found else None
@@ -159,6 +167,8 @@ def metrics_table(found: dict[str, tuple[str, Result]]) -> list[str]:
         lines.append(
             f"| {TITLES[name]} | {num(cost['median_off'])} ({off})"
             f" | {num(cost['median_on'])} ({on}) | {cost['ratio_on_to_off']:.3f}"
+            f" | {cost.get('cpu_us_per_change_off', 0):.1f}"
+            f" / {cost.get('cpu_us_per_change_on', 0):.1f}"
             f" | {cost['peak_rss_mb_off']:.0f} / {cost['peak_rss_mb_on']:.0f} MB |"
         )
     return lines

@@ -65,6 +65,7 @@ from bench.common import (
     create_wal2json_slot,
     machine,
     peak_rss_mb,
+    process_cpu_s,
     recvlogical,
     scratch_database,
     wait_until,
@@ -299,8 +300,8 @@ def run_sources(
         port = free_port() if metrics else 0
         args = ["--metrics-listen", f"127.0.0.1:{port}"] if metrics else []
         with CdcProcess(f"{w.name}-{short}", config, b.workdir, args) as cdc, Scraper(port) as s:
-            done, rss = wait_confirmed(b, dsn, b.name(w.name, short), written, [cdc])
-            run = source_result(b, topic, cdc.started, done, rss, written, recv)
+            done, rss, cpu_s = wait_confirmed(b, dsn, b.name(w.name, short), written, [cdc])
+            run = source_result(b, topic, cdc.started, done, rss, written, recv, cpu_s)
         if metrics:
             run["scrapes"] = s.scrapes
             if not s.scrapes:
@@ -352,8 +353,8 @@ def run_sources(
         )  # fmt: skip
         launched = time.time()
         with engine:
-            done, rss = wait_confirmed(b, dsn, dbz, written, [engine.pid])
-            run = source_result(b, topic, launched, done, rss, written, recv_pgo_s)
+            done, rss, cpu_s = wait_confirmed(b, dsn, dbz, written, [engine.pid])
+            run = source_result(b, topic, launched, done, rss, written, recv_pgo_s, cpu_s)
         result["debezium"] = run
         say(f"{w.name}: Debezium -> Kafka {summary(run)}")
         check_records(run, written.changes)
@@ -373,12 +374,20 @@ def metrics_cost(
     on_rates = sorted(r["changes_per_s"] for r in on)
     median_off = off_rates[(len(off_rates) - 1) // 2]
     median_on = on_rates[(len(on_rates) - 1) // 2]
+    # The cdc process's own CPU per change: what metrics add, without the machine's noise that
+    # moves a 2-core run's throughput by a tenth.
+    cpu_off = sorted(r["process_cpu_us_per_change"] for r in off)[(len(off) - 1) // 2]
+    cpu_on = sorted(r["process_cpu_us_per_change"] for r in on)[(len(on) - 1) // 2]
     say(
         f"{w.name}: cdc (pgoutput) with /metrics scraped every {SCRAPE_EVERY_S:.0f} s:"
         f" {median_on:,.0f} changes/s against {median_off:,.0f} without (medians of"
-        f" {len(on)}; on/off {median_on / median_off:.3f})"
+        f" {len(on)}; on/off {median_on / median_off:.3f}); its CPU {cpu_on:.1f} µs a change"
+        f" against {cpu_off:.1f} (on/off {cpu_on / cpu_off:.3f})"
     )
     return {
+        "cpu_us_per_change_off": cpu_off,
+        "cpu_us_per_change_on": cpu_on,
+        "cpu_ratio_on_to_off": cpu_on / cpu_off,
         "off_changes_per_s": [r["changes_per_s"] for r in off],
         "on_changes_per_s": [r["changes_per_s"] for r in on],
         "median_off": median_off,
@@ -462,8 +471,9 @@ def connector_config(
 
 def wait_confirmed(
     b: Bench, dsn: str, slot: str, written: Written, watch: Sequence[CdcProcess | int]
-) -> tuple[float, float]:
-    """When the slot confirmed the workload's end; the reader's peak RSS (MiB) by then."""
+) -> tuple[float, float, float]:
+    """When the slot confirmed the workload's end; the reader's peak RSS (MiB) and the CPU
+    seconds it used (start-up included) by then."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         done = wait_until(
             lambda: confirmed_lsn(conn, slot) >= written.end_lsn,
@@ -472,11 +482,18 @@ def wait_confirmed(
             watch,
         )
     pid = watch[0].pid if isinstance(watch[0], CdcProcess) else watch[0]
-    return done, peak_rss_mb(pid)
+    return done, peak_rss_mb(pid), process_cpu_s(pid)
 
 
 def source_result(
-    b: Bench, topic: str, launched: float, done: float, rss: float, written: Written, recv: float
+    b: Bench,
+    topic: str,
+    launched: float,
+    done: float,
+    rss: float,
+    written: Written,
+    recv: float,
+    cpu_s: float,
 ) -> dict[str, Any]:
     """Timed from the first record on Kafka, so that start-up (a JVM's, a Python's) is not."""
     end = b.kafka.end_offset(topic)
@@ -488,6 +505,7 @@ def source_result(
         "ratio_to_read_limit": recv / seconds,
         "peak_rss_mb": rss,
         "cpu": b.cpu.use(first, done, written.changes),
+        "process_cpu_us_per_change": cpu_s * 1e6 / written.changes,
         "startup_s": first - launched,
         "first_to_last_record_s": b.kafka.timestamp_s(topic, end - 1) - first,
         "records": end,

@@ -5,6 +5,7 @@ accepts."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import time
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from bench import report
-from bench.common import CLOCK_TICKS, CpuMeter, busy_cpu_s, cdc_config
+from bench.common import CLOCK_TICKS, CpuMeter, busy_cpu_s, cdc_config, process_cpu_s
 from bench.run import OffsetPoller, median_pair, stats, window_stats
 from cdc.config import parse_config
 from tests.support import ROOT
@@ -225,3 +226,31 @@ def test_the_pgoutput_cell_gives_the_range_of_the_pairs() -> None:
     run["pairs"] = [{"ratio_to_read_limit": r} for r in (0.97, 0.78, 0.99)]
     assert report.pairs_cell(run) == "84 022 (0.97; 0.78-0.99 in 3 pairs), 72 MB"
     assert report.pairs_cell(None) == "—"
+
+
+def test_the_metrics_table_gives_both_medians_and_their_ratio() -> None:
+    cost = {
+        "off_changes_per_s": [40_000.0, 42_000.0, 41_000.0],
+        "on_changes_per_s": [40_500.0, 39_000.0, 41_500.0],
+        "median_off": 41_000.0,
+        "median_on": 40_500.0,
+        "ratio_on_to_off": 40_500 / 41_000,
+        "cpu_us_per_change_off": 21.04,
+        "cpu_us_per_change_on": 21.31,
+        "peak_rss_mb_off": 73.2,
+        "peak_rss_mb_on": 75.9,
+    }
+    lines = report.metrics_table({"oltp": ("2026-12-06", {"metrics_cost": cost})})
+    assert lines[-1] == (
+        "| OLTP | 41 000 (40 000, 42 000, 41 000) | 40 500 (40 500, 39 000, 41 500) | 0.988"
+        " | 21.0 / 21.3 | 73 / 76 MB |"
+    )
+    assert len(report.metrics_table({"oltp": ("2026-12-06", {})})) == 4  # header only: left out
+
+
+def test_process_cpu_counts_this_process() -> None:
+    before = process_cpu_s(os.getpid())
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:
+        pass
+    assert process_cpu_s(os.getpid()) >= before + 0.03
