@@ -91,6 +91,13 @@ class Families:
     def gauge(self, name: str, doc: str, labels: dict[str, str], value: float) -> None:
         self._add(GaugeMetricFamily, name, doc, labels, value)
 
+    def states(
+        self, name: str, doc: str, labels: dict[str, str], states: tuple[str, ...], now: str
+    ) -> None:
+        """A gauge per state in label ``state``: 1 for ``now``, 0 for the others."""
+        for state in states:
+            self.gauge(name, doc, {**labels, "state": state}, 1 if state == now else 0)
+
     def _add(
         self,
         kind: type[CounterMetricFamily] | type[GaugeMetricFamily],

@@ -130,13 +130,13 @@ class SinkStats:
             c,
             self.target_retries,
         )
-        for state in ("starting", "consuming", "reconnecting"):
-            out.gauge(
-                "cdc_sink_state",
-                "1 for what the sink is doing.",
-                {**c, "state": state},
-                1 if self.state == state else 0,
-            )
+        out.states(
+            "cdc_sink_state",
+            "1 for what the sink is doing.",
+            c,
+            ("starting", "consuming", "reconnecting"),
+            self.state,
+        )
         for kind, n in list(self.errors.items()):
             out.counter(
                 "cdc_sink_errors",

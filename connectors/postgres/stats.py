@@ -172,20 +172,20 @@ class SourceStats:
                 labels,
                 p.total if p.total is not None else math.nan,
             )
-            for state in ("running", "done", "stopped"):
-                out.gauge(
-                    "cdc_connector_snapshot_state",
-                    "1 for the state of a table's newest snapshot.",
-                    {**labels, "state": state},
-                    1 if p.state == state else 0,
-                )
-        for state in ("starting", "snapshotting", "streaming", "reconnecting", "done"):
-            out.gauge(
-                "cdc_connector_state",
-                "1 for what the connector is doing.",
-                {**c, "state": state},
-                1 if self.state == state else 0,
+            out.states(
+                "cdc_connector_snapshot_state",
+                "1 for the state of a table's newest snapshot.",
+                labels,
+                ("running", "done", "stopped"),
+                p.state,
             )
+        out.states(
+            "cdc_connector_state",
+            "1 for what the connector is doing.",
+            c,
+            ("starting", "snapshotting", "streaming", "reconnecting", "done"),
+            self.state,
+        )
         out.counter(
             "cdc_connector_reconnects",
             "Sessions started again after a failure.",
