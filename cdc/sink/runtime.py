@@ -171,8 +171,6 @@ class SinkRuntime:
         self.target: Target | None = None
         self.consumer: Consumer | None = None
         self.dead: DeadLetters | None = None
-        self.applied = 0
-        self.dead_lettered = 0
         self.progress = Progress()
         self._inflight: Future[None] | None = None
         self._held: list[_Prepared] = []
@@ -474,7 +472,6 @@ class SinkRuntime:
             if dead:
                 assert self.dead is not None
                 self.dead.write(dead)  # in Kafka before the offset moves past them
-                self.dead_lettered += len(dead)
                 stats.dead_lettered += len(dead)
 
         def apply() -> None:
@@ -505,7 +502,6 @@ class SinkRuntime:
             return  # stopping: the batch was not committed and will be read again
         finally:
             stats.applying_since = None
-        self.applied += len(events)
         stats.batches += 1
         counts.subtract(refused)
         stats.applied.update(counts)

@@ -126,7 +126,7 @@ def test_a_consumer_that_reads_nothing_is_replaced_and_the_records_applied(
     caplog.set_level(logging.WARNING, logger="cdc.sink.runtime")
     thread.start()
     try:
-        wait_for(lambda: runtime.applied == 3, 60, "the records to be applied")
+        wait_for(lambda: sum(runtime.stats.applied.values()) == 3, 60, "the records to be applied")
     finally:
         stop.set()
         thread.join(15)
