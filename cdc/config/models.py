@@ -199,6 +199,133 @@ class MetricsConfig(_Spec):
     """``host:port`` (``[::1]:9187`` for IPv6; ``0.0.0.0`` for every interface); none: off."""
 
 
+Columns = Annotated[
+    tuple[Annotated[str, AfterValidator(_identifier)], ...], BeforeValidator(_as_tuple)
+]
+
+
+class ColumnsRule(_Spec):
+    """One ``[[connectors.columns]]`` entry: which columns of the matching tables leave the
+    database, and which are masked. Key columns can be neither dropped nor masked (an error
+    at start names them)."""
+
+    tables: Annotated[TableGlobs, AfterValidator(_non_empty)]
+    include: Columns = ()
+    """Keep only these columns (and nothing else); empty: every column."""
+    exclude: Columns = ()
+    """Leave these columns out of every event."""
+    mask: dict[Annotated[str, AfterValidator(_identifier)], str] = {}
+    """Column -> the constant text that replaces every value of it (NULL stays NULL)."""
+    hash: Columns = ()
+    """Columns replaced by the hex SHA-256 of the connector's ``mask_salt`` and the value's
+    text: stable, so equal values still join."""
+
+    @model_validator(mode="after")
+    def _one_fate_per_column(self) -> ColumnsRule:
+        if self.include and self.exclude:
+            raise ValueError("give include or exclude, not both")
+        seen: dict[str, str] = {}
+        for fate, names in (
+            ("exclude", self.exclude),
+            ("mask", tuple(self.mask)),
+            ("hash", self.hash),
+        ):
+            for name in names:
+                if name in seen:
+                    raise ValueError(f"column {name!r} is in both {seen[name]} and {fate}")
+                seen[name] = fate
+        if self.include:
+            outside = [n for n in (*self.mask, *self.hash) if n not in self.include]
+            if outside:
+                raise ValueError(
+                    f"masked column(s) {', '.join(outside)} are not in include: add them or"
+                    " drop the mask"
+                )
+        if not (self.include or self.exclude or self.mask or self.hash):
+            raise ValueError("says nothing: give include, exclude, mask or hash")
+        return self
+
+
+class FilterRule(_Spec):
+    """One ``[[connectors.filters]]`` entry: only rows of the matching tables for which
+    ``where`` holds are published (:mod:`cdc.transforms.filters` for the language)."""
+
+    tables: Annotated[TableGlobs, AfterValidator(_non_empty)]
+    where: str
+
+    @model_validator(mode="after")
+    def _parses(self) -> FilterRule:
+        from cdc.transforms.filters import parse_filter  # noqa: PLC0415 (models import first)
+
+        parse_filter(self.where)  # a ValueError names what is wrong, with the position
+        return self
+
+
+class RouteRule(_Spec):
+    """One ``[[connectors.routes]]`` entry: the topic of the matching tables' events, by a
+    template (``topic``), by a regex rewrite of the default topic (``regex`` and
+    ``replacement``), or by the value of a key column (``by_column`` with ``{value}`` in
+    ``topic``)."""
+
+    tables: Annotated[TableGlobs, AfterValidator(_non_empty)] = ("*.*",)
+    topic: str | None = None
+    """Template: ``{topic_prefix}``, ``{db}``, ``{schema}``, ``{table}``, and ``{value}`` with
+    ``by_column``."""
+    regex: str | None = None
+    """Applied to the default topic (``{topic_prefix}.{schema}.{table}``), whole-match."""
+    replacement: str | None = None
+    """``$1`` (as in Debezium) or ``\\1`` for groups."""
+    by_column: Annotated[str, AfterValidator(_identifier)] | None = None
+    key_table_field: str | None = None
+    """Add the source table (``schema.table``) to each key under this field, so keys of
+    different tables on one topic differ (Debezium: ``__dbz__physicalTableIdentifier``). Default:
+    that name when the route can put several tables on one topic, else none. ``""``: never."""
+
+    @model_validator(mode="after")
+    def _one_way(self) -> RouteRule:
+        from cdc.transforms.routes import check_route  # noqa: PLC0415
+
+        check_route(self)
+        return self
+
+
+class OutboxConfig(_Spec):
+    """One ``[[connectors.outbox]]`` entry: an outbox table whose inserts are published as
+    domain events (Debezium's outbox event router)."""
+
+    table: str
+    """``schema.table`` (no globs)."""
+    id_column: Annotated[str, AfterValidator(_identifier)] = "id"
+    aggregate_type_column: Annotated[str, AfterValidator(_identifier)] = "aggregatetype"
+    aggregate_id_column: Annotated[str, AfterValidator(_identifier)] = "aggregateid"
+    type_column: Annotated[str, AfterValidator(_identifier)] = "type"
+    payload_column: Annotated[str, AfterValidator(_identifier)] = "payload"
+    topic: str = "outbox.event.{aggregatetype}"
+    """Template: ``{aggregatetype}``, ``{topic_prefix}``, ``{schema}``, ``{table}``."""
+    publish_rows: bool = False
+    """Also publish the table's own row events on its usual topic."""
+    delete_published: bool = False
+    """The connector deletes each outbox row once its event is on Kafka (the table stays
+    small without the application's help). Off: cdc deletes nothing."""
+
+    @model_validator(mode="after")
+    def _table_name(self) -> OutboxConfig:
+        from cdc.transforms.outbox import check_outbox  # noqa: PLC0415
+
+        check_outbox(self)
+        return self
+
+
+class MessagesRule(_Spec):
+    """One ``[[connectors.messages]]`` entry: logical decoding messages
+    (``pg_logical_emit_message``) whose prefix matches are published."""
+
+    prefixes: Annotated[tuple[str, ...], BeforeValidator(_as_tuple), AfterValidator(_non_empty)]
+    """Globs on the message's prefix."""
+    topic: str = "{topic_prefix}.message.{prefix}"
+    """Template: ``{topic_prefix}``, ``{prefix}`` (characters Kafka forbids become ``_``)."""
+
+
 def _default_slot(name: str) -> str:
     return "cdc_" + re.sub(r"[^a-z0-9]", "_", name.lower())
 
@@ -235,6 +362,15 @@ class ConnectorConfig(_Spec):
     """``cdc status``: WARN when the slot, even streaming, is more than this behind."""
     status_lag_fail_mb: float = Field(default=1024.0, ge=0)
     """``cdc status``: FAIL when the slot is not streaming and more than this behind."""
+    columns: Annotated[tuple[ColumnsRule, ...], BeforeValidator(_as_tuple)] = ()
+    filters: Annotated[tuple[FilterRule, ...], BeforeValidator(_as_tuple)] = ()
+    routes: Annotated[tuple[RouteRule, ...], BeforeValidator(_as_tuple)] = ()
+    outbox: Annotated[tuple[OutboxConfig, ...], BeforeValidator(_as_tuple)] = ()
+    messages: Annotated[tuple[MessagesRule, ...], BeforeValidator(_as_tuple)] = ()
+    mask_salt: SecretStr | None = None
+    """The salt of ``hash`` masks: a secret (``${ENV}`` works), never logged."""
+    transaction_topic: bool = False
+    """Publish a BEGIN and an END record per transaction to ``{topic_prefix}.transaction``."""
 
     @model_validator(mode="before")
     @classmethod
@@ -262,6 +398,16 @@ class ConnectorConfig(_Spec):
             raise ValueError(
                 "publication_autocreate only applies to plugin = 'pgoutput'"
                 f" (this connector uses {self.plugin!r}); remove it"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _salt_for_hashes(self) -> ConnectorConfig:
+        hashed = [c for rule in self.columns for c in rule.hash]
+        if hashed and (self.mask_salt is None or not self.mask_salt.get_secret_value()):
+            raise ValueError(
+                f"column(s) {', '.join(hashed)} are hashed: set mask_salt (a secret, for"
+                ' example mask_salt = "${CDC_MASK_SALT}")'
             )
         return self
 

@@ -24,7 +24,8 @@ from cdc.errors import describe
 from cdc.findings import Finding
 from cdc.globs import TableSelector
 from cdc.pgerrors import unreachable
-from connectors.postgres.catalog import selected_tables
+from cdc.transforms import Transforms
+from connectors.postgres.catalog import PostgresCatalog, selected_tables
 from connectors.postgres.decoders import decoder_plugin
 from connectors.postgres.publication import MANAGED, Publication
 from connectors.postgres.versions import failover_problem, too_old
@@ -126,6 +127,8 @@ def check_source(config: ConnectorConfig) -> list[Finding]:
         if decoder_plugin(config.plugin).publication:
             add(f"publication {config.publication}", lambda: _publication(conn, subject, config))
         add("tables", lambda: _tables(conn, subject, config))
+        if Transforms(config).active:
+            add("transforms", lambda: _transforms(conn, subject, config))
         add("snapshot tables", lambda: own_tables(conn, subject, config, role.name))
     if role.may_replicate:
         add("replication connection", lambda: _replication_connection(subject, config))
@@ -397,6 +400,25 @@ def _tables(
             f" {list(config.exclude_tables)} (yet)",
         )
     return Finding.ok(subject, f"{len(chosen)} table(s) selected for capture")
+
+
+def _transforms(
+    conn: psycopg.Connection[tuple[object, ...]], subject: str, config: ConnectorConfig
+) -> list[Finding]:
+    """The columns, filters, routes and outbox rules against the captured tables, as ``cdc
+    run`` checks them at start."""
+    selector = TableSelector(config.tables, config.exclude_tables)
+    catalog = PostgresCatalog(conn)
+    tables = {}
+    for schema, table in selected_tables(conn, selector, config.partitions):
+        info = catalog.table(schema, table)
+        if info is not None:
+            tables[schema, table] = info
+    errors, warnings = Transforms(config).problems(tables)
+    found = [Finding.fail(subject, e) for e in errors] + [
+        Finding.warn(subject, w) for w in warnings
+    ]
+    return found or [Finding.ok(subject, "transforms fit the captured tables")]
 
 
 def _replication_connection(subject: str, config: ConnectorConfig) -> Finding:

@@ -26,8 +26,9 @@ from psycopg import sql
 from cdc.acks import AckTracker
 from cdc.config import ConnectorConfig
 from cdc.errors import KafkaUnavailable, Refused, describe
-from cdc.events import Change, SourceInfo, encode
+from cdc.events import Change, Record, SourceInfo, encode
 from cdc.kafka import BUFFER_BYTES, AnyPublisher
+from cdc.transforms import TableShape
 from connectors.postgres.catalog import PostgresCatalog, selected_tables
 from connectors.postgres.decoding import TableInfo
 from connectors.postgres.owntables import record_progress
@@ -49,8 +50,11 @@ class InitialSnapshot:
         selected: Callable[[str, str], bool],
         subject: str,
         stats: SourceStats | None = None,
+        shape: Callable[[str, str], TableShape | None] | None = None,
     ) -> None:
         self.stats = stats
+        self.shape = shape
+        """A table's transforms (:meth:`cdc.transforms.Transforms.lookup`); None: none has any."""
         self.config = config
         self.max_unacked = max_unacked
         self.selected = selected
@@ -77,6 +81,13 @@ class InitialSnapshot:
         # One callback for all the snapshot's records (they are one transaction's).
         callback: Any = publisher.callback(tracker.acked, errors.append, txn)
         held: Change | None = None  # one record behind, so the very last can say "last"
+        held_shape: TableShape | None = None
+
+        def send(records: list[Record]) -> None:
+            for record in records:
+                tracker.sent(txn)
+                publisher.send_with(record, callback)
+
         n = 0
         with psycopg.connect(c.dsn.conninfo, application_name=f"cdc-{c.name}-snapshot") as conn:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -94,10 +105,10 @@ class InitialSnapshot:
             reads = _TableReads(conn, position, int(time.time() * 1000))
             shapes = PostgresCatalog(sql_conn, c.name)
             for ordinal, (schema, table) in enumerate(tables):
+                shape = self._shape(schema, table)
                 if supersede:
-                    tracker.sent(txn)
                     marker = truncate_marker(schema, table, position, ordinal, reads.started_ms)
-                    publisher.send_with(encode(marker, source), callback)
+                    send(_records(shape, marker, source))
                 label = f"{schema}.{table}"
                 total = estimated_rows(conn, schema, table)
                 progress = self._progress(label, total)
@@ -106,9 +117,8 @@ class InitialSnapshot:
                 for change in reads.table(schema, table, n):
                     n += 1
                     if held is not None:
-                        tracker.sent(txn)
-                        publisher.send_with(encode(held, source), callback)
-                    held = change
+                        send(_records(held_shape, held, source))
+                    held, held_shape = change, shape
                     if publisher.unacked_bytes >= BUFFER_BYTES:
                         _drain(publisher, tracker, errors, self.max_unacked)
                     if n % 1000 == 0:
@@ -123,13 +133,14 @@ class InitialSnapshot:
                 self._table_done(sql_conn, shapes, reads, progress, total, supersede, schema, table)
             conn.rollback()
         if held is not None:
-            tracker.sent(txn)
-            last = encode(dataclasses.replace(held, snapshot="last"), source)
-            publisher.send_with(last, callback)
+            send(_records(held_shape, dataclasses.replace(held, snapshot="last"), source))
         tracker.commit(txn)
         _await_delivery(stop, publisher, tracker, errors)
         log.info("%s: snapshot of %d row(s) is on Kafka", self.subject, n)
         return n
+
+    def _shape(self, schema: str, table: str) -> TableShape | None:
+        return None if self.shape is None else self.shape(schema, table)
 
     def _progress(self, label: str, total: int | None) -> Progress:
         progress = Progress(self.subject, label, total)
@@ -294,3 +305,9 @@ def _raise_on(errors: deque[Exception]) -> None:
         raise errors[0]  # ACLs refused: a person must act (the supervisor says so)
     if errors:
         raise KafkaUnavailable(f"Kafka did not take a snapshot record: {describe(errors[0])}")
+
+
+def _records(shape: TableShape | None, change: Change, source: SourceInfo) -> list[Record]:
+    """What a snapshot publishes for ``change``: its record, or what its table's transforms make
+    of it."""
+    return [encode(change, source)] if shape is None else shape.records(change, source, None, False)

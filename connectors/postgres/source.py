@@ -37,9 +37,11 @@ from cdc.kafka import AnyPublisher, open_publisher
 from cdc.oversized import Oversized
 from cdc.pgerrors import mapped
 from cdc.retry import Backoff, Stopped, retried
+from cdc.transforms import Transforms
 from connectors.postgres.catalog import PostgresCatalog, selected_tables
 from connectors.postgres.check import own_tables
 from connectors.postgres.decoders import Decoder, decoder_plugin
+from connectors.postgres.decoding import TableInfo
 from connectors.postgres.incremental import IncrementalSnapshots
 from connectors.postgres.initial import InitialSnapshot
 from connectors.postgres.owntables import (
@@ -82,8 +84,13 @@ class PostgresSource:
         """The positions confirmed to PostgreSQL (across sessions) and when they are sent."""
         self._delivery = DeliveryWatch(self.subject)
         self._slot = Slot(config, self.subject)
+        self.transforms = Transforms(config)
+        """The connector's columns, filters, routes and outbox rules, compiled once."""
         self._settings = StreamSettings(
-            self.subject, config.tombstones, kafka.producer.max_unacked_records
+            self.subject,
+            config.tombstones,
+            kafka.producer.max_unacked_records,
+            self.transforms.lookup(),
         )
         self.finished = False
         """Set once an ``initial_only`` connector has delivered its snapshot."""
@@ -353,6 +360,7 @@ class PostgresSource:
             lambda s, t: s != OWN_SCHEMA and selector(s, t),
             self.subject,
             self.stats,
+            self.transforms.lookup(),
         )
         rows = reader.run(stop, slot.snapshot, slot.lsn, source, publisher, sql, supersede)
         if stop.is_set():
@@ -373,11 +381,23 @@ class PostgresSource:
 
         return capture
 
+    def _check_transforms(self, tables: dict[tuple[str, str], TableInfo]) -> None:
+        """Refuse to start when a transform names a column that does not exist or would drop
+        or mask a key; warn about rules that match no table."""
+        errors, warnings = self.transforms.problems(tables)
+        for warning in warnings:
+            log.warning("%s: %s", self.subject, warning)
+        if errors:
+            raise CdcError(f"{self.subject}: " + "; ".join(errors))
+
     def _warn_about_tables(
         self, sql: psycopg.Connection[Any], selector: TableSelector, catalog: PostgresCatalog
     ) -> None:
+        infos: dict[tuple[str, str], TableInfo] = {}
         for schema, table in selected_tables(sql, selector):
             info = catalog.table(schema, table)
+            if info is not None:
+                infos[schema, table] = info
             if info is not None and not info.key:
                 # In a publication, PostgreSQL refuses such a table's updates and deletes.
                 refused = (
@@ -397,6 +417,8 @@ class PostgresSource:
                     schema,
                     table,
                 )
+        if self.transforms.active:
+            self._check_transforms(infos)
 
 
 class _Tables:

@@ -40,6 +40,7 @@ from cdc.acks import AckTracker, DeliveryWatch, Txn
 from cdc.errors import CdcError, KafkaUnavailable, Refused, describe
 from cdc.events import Change, Record, SourceInfo, encode, tombstone
 from cdc.kafka import BUFFER_BYTES, ConfluentPublisher
+from cdc.transforms import TableShape
 from connectors.postgres.decoders import Decoder
 from connectors.postgres.decoding import Begin, Commit
 from connectors.postgres.replication import (
@@ -159,6 +160,8 @@ class StreamSettings:
     """A delete's record is followed by a tombstone (``tombstones``)."""
     max_unacked: int = 100_000
     """Reading waits while this many records are unacked (``max_unacked_records``)."""
+    shape: Callable[[str, str], TableShape | None] | None = None
+    """A table's transforms (:meth:`cdc.transforms.Transforms.lookup`); None: no table has any."""
 
 
 class Confirmation:
@@ -283,6 +286,18 @@ def stream(  # noqa: PLR0912, PLR0915  (the hot loop reads best in one piece)
             callback = txn.callback = make_callback(acked, failed, txn)
         send_with(record, callback)
 
+    shape_of = settings.shape
+
+    def shaped(shape: TableShape, change: Change, txn: Txn, now_ms: int) -> None:
+        # A table with transforms: any number of records (none when filtered out).
+        records = shape.records(change, source, now_ms, tombstones)
+        for record in records:
+            publish(record, txn)
+        if records:
+            counts.published += 1
+            by_table[change.schema, change.table, change.op] += 1
+            txn.ts_ms = change.commit_ts_ms
+
     while not stop.is_set():
         if tracker.unacked >= max_unacked or publisher.unacked_bytes >= BUFFER_BYTES:
             # Backpressure: let Kafka catch up before reading more, but keep the
@@ -325,9 +340,17 @@ def stream(  # noqa: PLR0912, PLR0915  (the hot loop reads best in one piece)
                     reads = on_change(change, txn.end)
                     if reads is not None:  # a signal: its reads instead
                         for read in reads:
+                            if shape_of is not None and (
+                                shape := shape_of(read.schema, read.table)
+                            ):
+                                shaped(shape, read, txn, now_ms)
+                                continue
                             publish(encode(read, source), txn)
                             counts.published += 1
                             by_table[read.schema, read.table, "r"] += 1
+                        continue
+                    if shape_of is not None and (shape := shape_of(change.schema, change.table)):
+                        shaped(shape, change, txn, now_ms)
                         continue
                     record = encode(change, source, now_ms)
                     publish(record, txn)

@@ -1,0 +1,169 @@
+"""Shaping events in the connector before they are published: columns kept, dropped or masked
+(:mod:`.columns`), row filters (:mod:`.filters`), routing (:mod:`.routes`) and the outbox
+(:mod:`.outbox`).
+
+A connector compiles its rules once (:class:`Transforms`); each table's rules are looked up once
+(:meth:`Transforms.shape`), and a table without any has no shape, so the event path costs nothing
+when nothing is configured. A shape turns one change into the records to publish, in order, with
+the event id the change had: a filter that drops a change never shifts its neighbours' ids.
+"""
+
+from __future__ import annotations
+
+__all__ = ["TableShape", "Transforms"]
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cdc.config import ConnectorConfig
+from cdc.events import Change, Record, SourceInfo, encode, tombstone
+from cdc.globs import compile_globs
+from cdc.transforms.columns import ColumnShaper
+from cdc.transforms.filters import RowFilter
+from cdc.transforms.outbox import Outbox
+from cdc.transforms.routes import Router
+
+
+class TableInfo(Protocol):
+    """What the start-time checks need to know of a captured table (the catalog's
+    :class:`connectors.postgres.decoding.TableInfo`)."""
+
+    @property
+    def columns(self) -> tuple[str, ...]: ...
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """Primary key, else replica-identity index columns, else (REPLICA IDENTITY FULL)
+        every column, else nothing."""
+        ...
+
+    @property
+    def identity(self) -> str:
+        """``default``, ``full``, ``index`` or ``nothing`` (REPLICA IDENTITY)."""
+        ...
+
+    @property
+    def has_primary_key(self) -> bool: ...
+
+
+@dataclass(slots=True)
+class TableShape:
+    """One table's transforms, applied in this order: filter, columns, then the outbox or the
+    route (or the plain encoding)."""
+
+    filter: RowFilter | None = None
+    columns: ColumnShaper | None = None
+    outbox: Outbox | None = None
+    publish_rows: bool = True
+    """With an outbox: also publish the table's row events."""
+    route: Router | None = None
+
+    def records(
+        self, change: Change, source: SourceInfo, now_ms: int | None, tombstones: bool
+    ) -> list[Record]:
+        """The records to publish for ``change`` (none when a filter drops it)."""
+        if self.filter is not None:
+            kept = self.filter(change)
+            if kept is None:
+                return []
+            change = kept
+        if self.columns is not None:
+            change = self.columns(change)
+        out: list[Record] = []
+        if self.outbox is not None:
+            out.extend(self.outbox.records(change, source))
+            if not self.publish_rows:
+                return out
+        if self.route is not None:
+            out.extend(self.route.records(change, source, now_ms, tombstones))
+            return out
+        record = encode(change, source, now_ms)
+        out.append(record)
+        if tombstones and change.op == "d":
+            out.append(tombstone(record))
+        return out
+
+
+@dataclass
+class Transforms:
+    """A connector's compiled transforms."""
+
+    config: ConnectorConfig
+    _shapes: dict[tuple[str, str], TableShape | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        c = self.config
+        salt = c.mask_salt.get_secret_value().encode() if c.mask_salt is not None else b""
+        self._salt = salt
+        self._column_globs = [(compile_globs(r.tables), r) for r in c.columns]
+        self._filter_globs = [(compile_globs(r.tables), r) for r in c.filters]
+        self._route_globs = [(compile_globs(r.tables), r) for r in c.routes]
+        self._outboxes = {o.table: o for o in c.outbox}
+        self.active = bool(c.columns or c.filters or c.routes or c.outbox)
+        """Some table may have a shape: when False, :meth:`shape` is never needed."""
+
+    def shape(self, schema: str, table: str) -> TableShape | None:
+        """The table's shape, None when no rule names it (cached: once per table)."""
+        key = (schema, table)
+        try:
+            return self._shapes[key]
+        except KeyError:
+            found = self._shapes[key] = self._compile(schema, table)
+            return found
+
+    def lookup(self) -> Callable[[str, str], TableShape | None] | None:
+        """:meth:`shape`, or None when nothing is configured (the event path then skips it)."""
+        return self.shape if self.active else None
+
+    def _matching(self, rules: list, name: str) -> list:  # type: ignore[type-arg]
+        return [rule for pattern, rule in rules if pattern.fullmatch(name)]
+
+    def _compile(self, schema: str, table: str) -> TableShape | None:
+        name = f"{schema}.{table}"
+        columns = self._matching(self._column_globs, name)
+        filters = self._matching(self._filter_globs, name)
+        routes = self._matching(self._route_globs, name)
+        outbox = self._outboxes.get(name)
+        if not (columns or filters or routes or outbox):
+            return None
+        return TableShape(
+            filter=RowFilter.of(filters) if filters else None,
+            columns=ColumnShaper.of(columns, self._salt) if columns else None,
+            outbox=Outbox(outbox) if outbox else None,
+            publish_rows=outbox.publish_rows if outbox else True,
+            route=Router(routes[0]) if routes else None,
+        )
+
+    def problems(self, tables: Mapping[tuple[str, str], TableInfo]) -> tuple[list[str], list[str]]:
+        """``(errors, warnings)`` of the rules against the captured tables: a rule naming no
+        table warns; a column that does not exist, or a key column dropped or masked, is an
+        error. Each names the rule's table and column."""
+        errors: list[str] = []
+        warnings: list[str] = []
+        names = {f"{s}.{t}": info for (s, t), info in tables.items()}
+        for kind, rules in (
+            ("columns", self._column_globs),
+            ("filters", self._filter_globs),
+            ("routes", self._route_globs),
+        ):
+            for i, (pattern, _rule) in enumerate(rules):
+                if not any(pattern.fullmatch(n) for n in names):
+                    warnings.append(f"[[connectors.{kind}]] #{i + 1} matches no captured table")
+        for name in self._outboxes:
+            if name not in names:
+                errors.append(f"outbox table {name} is not a captured table")
+        for (schema, table), info in tables.items():
+            name = f"{schema}.{table}"
+            columns = self._matching(self._column_globs, name)
+            if columns:
+                errors += ColumnShaper.of(columns, self._salt).problems(name, info)
+            filters = self._matching(self._filter_globs, name)
+            if filters:
+                errors += RowFilter.of(filters).problems(name, info)
+            routes = self._matching(self._route_globs, name)
+            if routes:
+                errors += Router.problems(routes[0], name, info)
+            if (outbox := self._outboxes.get(name)) is not None:
+                errors += Outbox.problems(outbox, name, info)
+        return errors, warnings
