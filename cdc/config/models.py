@@ -304,9 +304,6 @@ class OutboxConfig(_Spec):
     """Template: ``{aggregatetype}``, ``{topic_prefix}``, ``{schema}``, ``{table}``."""
     publish_rows: bool = False
     """Also publish the table's own row events on its usual topic."""
-    delete_published: bool = False
-    """The connector deletes each outbox row once its event is on Kafka (the table stays
-    small without the application's help). Off: cdc deletes nothing."""
 
     @model_validator(mode="after")
     def _table_name(self) -> OutboxConfig:
