@@ -144,28 +144,31 @@ def source_table(found: dict[str, tuple[str, Result]]) -> list[str]:
 
 def metrics_table(found: dict[str, tuple[str, Result]]) -> list[str]:
     lines = [
-        "What `/metrics` costs: cdc on pgoutput with confluent-kafka, each run with `cdc run"
-        " --metrics-listen` and `/metrics` scraped every second right after a run without it,"
-        " on the same WAL (each on a slot of its own); the medians of the runs, and each run;"
-        " the cdc process's own CPU time per change (user and system, every thread), median.",
+        "What `/metrics` and column transforms cost: cdc on pgoutput with confluent-kafka, each"
+        " run with `cdc run --metrics-listen` and `/metrics` scraped every second, and each run"
+        " with a `[[connectors.columns]]` rule (`note` excluded, `customer_id` hashed with a"
+        " salt), right after a run without either, on the same WAL (each on a slot of its own);"
+        " the medians of the runs, and each run; the cdc process's own CPU time per change (user"
+        " and system, every thread), median.",
         "",
         *head(
             "workload",
-            "without metrics",
-            "with metrics",
+            "without",
+            "with",
             "with / without",
             "cdc's CPU µs a change, without / with",
             "peak RSS",
         ),
     ]
-    for name in WORKLOADS:
-        cost = found[name][1].get("metrics_cost") if name in found else None
+    for name, key in ((n, k) for n in WORKLOADS for k in ("metrics_cost", "transforms_cost")):
+        cost = found[name][1].get(key) if name in found else None
         if not cost:
             continue
         off = ", ".join(num(x) for x in cost["off_changes_per_s"])
         on = ", ".join(num(x) for x in cost["on_changes_per_s"])
         lines.append(
-            f"| {TITLES[name]} | {num(cost['median_off'])} ({off})"
+            f"| {TITLES[name]}, {cost.get('what', 'with /metrics')}"
+            f" | {num(cost['median_off'])} ({off})"
             f" | {num(cost['median_on'])} ({on}) | {cost['ratio_on_to_off']:.3f}"
             f" | {cost.get('cpu_us_per_change_off', 0):.1f}"
             f" / {cost.get('cpu_us_per_change_on', 0):.1f}"

@@ -105,6 +105,16 @@ METRICS = "pgm"
 comes right after a run without, on the same WAL, so that the two medians show what metrics
 cost."""
 METRICS_WORKLOAD = "oltp"
+TRANSFORMS = "pgx"
+"""The short name of cdc's pgoutput runs with column transforms on (OLTP only): ``note``
+excluded and ``customer_id`` hashed with a salt, each right after a run without, same WAL."""
+VARIANTS: dict[str, tuple[str, str, tuple[bool, bool]]] = {
+    METRICS: ("metrics_cost", "with /metrics scraped every 1 s", (True, False)),
+    TRANSFORMS: ("transforms_cost", "with `note` excluded and `customer_id` hashed", (False, True)),
+}
+"""The OLTP runs with a feature on, each right after one without it: short name -> (result key,
+label, ``cdc_run``'s metrics and transforms flags)."""
+TRANSFORM_RULES = [{"tables": ["public.orders"], "exclude": ["note"], "hash": ["customer_id"]}]
 SCRAPE_EVERY_S = 1.0
 """Prometheus scrapes every 15 s or so by default: once a second is the harder case."""
 LOADS = (1000, 5000)
@@ -293,10 +303,15 @@ def run_sources(
     result: dict[str, Any] = {}
 
     def cdc_run(
-        client: str, plugin: str, short: str, recv: float, metrics: bool = False
+        client: str,
+        plugin: str,
+        short: str,
+        recv: float,
+        metrics: bool = False,
+        transforms: bool = False,
     ) -> dict[str, Any]:
         topic = f"{b.prefix(w.name, short)}.public.{w.table}"
-        config = connector_config(b, w, dsn, client, plugin, short)
+        config = connector_config(b, w, dsn, client, plugin, short, transforms)
         port = free_port() if metrics else 0
         args = ["--metrics-listen", f"127.0.0.1:{port}"] if metrics else []
         with CdcProcess(f"{w.name}-{short}", config, b.workdir, args) as cdc, Scraper(port) as s:
@@ -307,6 +322,7 @@ def run_sources(
             if not s.scrapes:
                 raise RuntimeError(f"{w.name}: /metrics of {short} never answered")
         with_metrics = f", /metrics scraped {s.scrapes} times" if metrics else ""
+        with_metrics += ", 1 column excluded and 1 hashed" if transforms else ""
         say(f"{w.name}: cdc -> Kafka ({plugin}, {client}{with_metrics}) {summary(run)}")
         check_records(run, written.cdc_records)
         return {"client": client, "plugin": plugin, **run}
@@ -314,7 +330,8 @@ def run_sources(
     for client, short in CLIENTS.items():
         result[f"cdc_{short}"] = cdc_run(client, "wal2json", short, recv_s)
     pairs = []
-    metered: list[dict[str, Any]] = []
+    variants = VARIANTS if w.name == METRICS_WORKLOAD else {}
+    variant_runs: dict[str, list[dict[str, Any]]] = {short: [] for short in variants}
     options = limits["read_limit_pgoutput"]["options"]
     for i in range(PGOUTPUT_PAIRS):
         if i == 0:
@@ -324,11 +341,11 @@ def run_sources(
             say(f"{w.name}: read limit pgoutput {limit['changes_per_s']:,.0f} changes/s")
         run = cdc_run(PGOUTPUT_CLIENT, "pgoutput", nth(PGOUTPUT, i), limit["seconds"])
         pairs.append((limit, run))
-        if metric_runs(w):
-            short = nth(METRICS, i)
-            metered.append(cdc_run(PGOUTPUT_CLIENT, "pgoutput", short, limit["seconds"], True))
-    if metered:
-        result["metrics_cost"] = metrics_cost(w, [r for _, r in pairs], metered)
+        for short, (_, _, on) in variants.items():
+            run = cdc_run(PGOUTPUT_CLIENT, "pgoutput", nth(short, i), limit["seconds"], *on)
+            variant_runs[short].append(run)
+    for short, (key, label, _) in variants.items():
+        result[key] = variant_cost(w, label, [r for _, r in pairs], variant_runs[short])
     limit, run = median_pair(pairs)
     result["read_limit_pgoutput"] = limit
     result["cdc_pgo"] = {
@@ -362,14 +379,17 @@ def run_sources(
 
 
 def metric_runs(w: Workload) -> list[str]:
-    """The short names of the runs with metrics on (OLTP only)."""
-    return [nth(METRICS, i) for i in range(PGOUTPUT_PAIRS)] if w.name == METRICS_WORKLOAD else []
+    """The short names of the runs with metrics on, then with transforms on (OLTP only)."""
+    if w.name != METRICS_WORKLOAD:
+        return []
+    return [nth(short, i) for short in (METRICS, TRANSFORMS) for i in range(PGOUTPUT_PAIRS)]
 
 
-def metrics_cost(
-    w: Workload, off: Sequence[dict[str, Any]], on: Sequence[dict[str, Any]]
+def variant_cost(
+    w: Workload, label: str, off: Sequence[dict[str, Any]], on: Sequence[dict[str, Any]]
 ) -> dict[str, Any]:
-    """Throughput with metrics on against off (each run right after one without, same WAL)."""
+    """Throughput with a feature on against off (each run right after one without, same
+    WAL)."""
     off_rates = sorted(r["changes_per_s"] for r in off)
     on_rates = sorted(r["changes_per_s"] for r in on)
     median_off = off_rates[(len(off_rates) - 1) // 2]
@@ -379,7 +399,7 @@ def metrics_cost(
     cpu_off = sorted(r["process_cpu_us_per_change"] for r in off)[(len(off) - 1) // 2]
     cpu_on = sorted(r["process_cpu_us_per_change"] for r in on)[(len(on) - 1) // 2]
     say(
-        f"{w.name}: cdc (pgoutput) with /metrics scraped every {SCRAPE_EVERY_S:.0f} s:"
+        f"{w.name}: cdc (pgoutput) {label}:"
         f" {median_on:,.0f} changes/s against {median_off:,.0f} without (medians of"
         f" {len(on)}; on/off {median_on / median_off:.3f}); its CPU {cpu_on:.1f} µs a change"
         f" against {cpu_off:.1f} (on/off {cpu_on / cpu_off:.3f})"
@@ -393,7 +413,7 @@ def metrics_cost(
         "median_off": median_off,
         "median_on": median_on,
         "ratio_on_to_off": median_on / median_off,
-        "scrape_every_s": SCRAPE_EVERY_S,
+        "what": label,
         "peak_rss_mb_off": max(r["peak_rss_mb"] for r in off),
         "peak_rss_mb_on": max(r["peak_rss_mb"] for r in on),
     }
@@ -446,12 +466,20 @@ def median_pair(
 
 
 def connector_config(
-    b: Bench, w: Workload, dsn: str, client: str, plugin: str = "wal2json", short: str = ""
+    b: Bench,
+    w: Workload,
+    dsn: str,
+    client: str,
+    plugin: str = "wal2json",
+    short: str = "",
+    transforms: bool = False,
 ) -> str:
     short = short or (CLIENTS[client] if plugin == "wal2json" else PGOUTPUT)
-    extra = (
+    extra: dict[str, Any] = (
         {"plugin": plugin, "publication": b.name(w.name, PGOUTPUT)} if plugin != "wal2json" else {}
     )
+    if transforms:
+        extra.update(columns=TRANSFORM_RULES, mask_salt="bench-salt")
     return cdc_config(
         b.stack.kafka,
         client=client,
