@@ -1,7 +1,8 @@
 """Routing through Kafka, both plugins: two tables merged onto one topic by a regex rewrite keep
 each row's events in order (same key, same partition) and their keys apart; by-column routing
 puts each tenant's rows on its own topic, and a row whose tenant changes moves topic with a
-delete (and its tombstone) on the old one and a create on the new one."""
+delete (and its tombstone) on the old one and a create on the new one. ``cdc check`` names a
+by-column route outside the key and a missing outbox column."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 
+from cdc.cli import cli
 from tests.support.harness import CdcProcess, Event, read_topics, slot_confirmed_lsn, wait_for
 
 SCHEMA = """
@@ -148,3 +151,28 @@ def test_routed_topics_keep_per_key_order_and_tenants_apart(
             ("u", {"tenant": "big co", "id": 1, "balance": 41}),
         ]
     }
+
+
+def test_cdc_check_names_a_by_column_outside_the_key_and_a_missing_outbox_column(
+    tmp_path: Path, database: str, kafka_bootstrap: str, unique: str
+) -> None:
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(SCHEMA)
+        conn.execute("CREATE TABLE outbox (id uuid PRIMARY KEY, aggregatetype text)")
+    path = tmp_path / "cdc.toml"
+    path.write_text(
+        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
+        f'[[connectors]]\nname = "ck{unique}"\ndsn = "{database}"\ntables = ["public.*"]\n'
+        '[[connectors.routes]]\ntables = ["public.t_*"]\nby_column = "v"\ntopic = "x.{value}"\n'
+        '[[connectors.outbox]]\ntable = "public.outbox"\n'
+    )
+    result = CliRunner().invoke(cli, ["check", "-c", str(path)])
+    assert result.exit_code != 0, result.output
+    for table in ("public.t_1", "public.t_2"):
+        assert f"route of table {table}: by_column 'v' is not in the table's key (id)" in (
+            result.output
+        )
+    assert "outbox table public.outbox: aggregate_id_column 'aggregateid': no such column" in (
+        result.output
+    )
+    assert "outbox table public.outbox: payload_column 'payload': no such column" in result.output
