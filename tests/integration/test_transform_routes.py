@@ -2,11 +2,13 @@
 each row's events in order (same key, same partition) and their keys apart; by-column routing
 puts each tenant's rows on its own topic, and a row whose tenant changes moves topic with a
 delete (and its tombstone) on the old one and a create on the new one. ``cdc check`` names a
-by-column route outside the key and a missing outbox column."""
+by-column route outside the key and a missing outbox column. A SQLite sink of the routed topics
+ends with tables equal to the source's."""
 
 from __future__ import annotations
 
 import random
+import sqlite3
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,24 @@ def config(tmp_path: Path, kafka: str, name: str, dsn: str, plugin: str) -> Path
         '[[connectors.routes]]\ntables = ["public.accounts"]\nby_column = "tenant"\n'
         'topic = "{topic_prefix}.tenant.{value}"\n'
     )
+    if plugin == "pgoutput":  # the sink's side is the same whatever the plugin: once
+        # A sink of the routed topics: each event applied to the table its envelope names.
+        path.write_text(
+            path.read_text()
+            + f'[[sinks]]\nname = "lite"\ntype = "sqlite"\npath = "{tmp_path / "lite.db"}"\n'
+            f'group_id = "g-{name}"\ntopics = ["{name}.merged", "{name}.tenant.acme",'
+            f' "{name}.tenant.globex", "{name}.tenant.big_co"]\n'
+        )
     return path
+
+
+def lite_rows(path: Path, table: str) -> list[tuple[Any, ...]] | None:
+    try:
+        with sqlite3.connect(path) as db:
+            names = "tenant, id, balance" if table == "accounts" else "id, v"
+            return db.execute(f"SELECT {names} FROM public_{table} ORDER BY {names}").fetchall()
+    except sqlite3.OperationalError:  # not created yet
+        return None
 
 
 def count(kafka: str, topics: list[str]) -> int:
@@ -84,11 +103,25 @@ def test_routed_topics_keep_per_key_order_and_tenants_apart(
             finals: dict[str, dict[int, int]] = {
                 t: dict(conn.execute(f"SELECT id, v FROM {t}").fetchall()) for t in ("t_1", "t_2")
             }
+            sources = {
+                "t_1": conn.execute("SELECT id, v FROM t_1 ORDER BY id, v").fetchall(),
+                "t_2": conn.execute("SELECT id, v FROM t_2 ORDER BY id, v").fetchall(),
+                "accounts": conn.execute(
+                    "SELECT tenant, id, balance FROM accounts ORDER BY tenant, id, balance"
+                ).fetchall(),
+            }
         merged = f"{name}.merged"
         tenants = [f"{name}.tenant.{t}" for t in ("acme", "globex", "big_co")]
         expected = 2 * KEYS + UPDATES
         wait_for(lambda: count(kafka_bootstrap, [merged]) >= expected, 60, "updates")
         wait_for(lambda: count(kafka_bootstrap, tenants) >= 13, 60, "tenants' rows")
+        lite = tmp_path / "lite.db"
+        if plugin == "pgoutput":
+            wait_for(
+                lambda: all(lite_rows(lite, t) == rows for t, rows in sources.items()),
+                60,
+                "the sink's tables equal to the source's",
+            )
     finally:
         assert cdc.stop() == 0, cdc.output()[-3000:]
 
