@@ -320,9 +320,10 @@ class Router:
         new: str,
     ) -> list[Record]:
         """An update that moves the row to another topic: a delete of the old key on the old
-        topic and a create on the new one, both with the change's event id (as Debezium does
-        for a key change; the decoders already split key changes, so this only happens when the
-        column's value changed without its key changing)."""
+        topic and a create on the new one, both with the change's event id, as Debezium
+        publishes a key change. (The decoders already publish a key change as a delete and a
+        create, each routed by its own key; this covers an update whose old image shows another
+        value all the same.)"""
         before = change.before or {}
         old_key = None if change.key is None else {k: before.get(k) for k in change.key}
         gone = dataclasses.replace(change, op="d", key=old_key, after=None)
