@@ -40,6 +40,12 @@ MISSING_HEADER = "cdc-missing"
 """Header holding ``{"column": "value as text"}`` for columns added with a default: the value
 that rows written before the column was added hold, though no event says it (PostgreSQL does
 not rewrite them). Sinks give a column they add this default."""
+TABLE_HEADER = "cdc-table"
+"""``schema.table`` on routed records (:mod:`cdc.transforms.routes`): a topic may hold several
+tables' events."""
+KEY_FIELD_HEADER = "cdc-key-field"
+"""On routed records whose key holds the source table under this field (so keys of tables that
+share a topic differ): sinks drop the field from the key."""
 IDENTITY_HEADER = "cdc-identity"
 """``full`` on events of a table without a primary key whose REPLICA IDENTITY FULL makes the whole
 row its key: sinks keep such a table as a multiset of rows."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 __all__ = ["OVERSIZED_HEADER", "Oversized", "OversizedRecord", "record_size"]
 
 import logging
-from typing import Any, Literal
+from typing import Literal
 
 import orjson
 
@@ -115,7 +115,13 @@ def _truncated(record: Record, limit: int) -> tuple[Record, dict[str, int]] | No
     ``limit`` bytes, and the size of each value left out; None if nothing makes it fit."""
     if record.value is None:
         return None
-    envelope: dict[str, Any] = orjson.loads(record.value)
+    try:
+        envelope = orjson.loads(record.value)
+    except orjson.JSONDecodeError:
+        return None
+    if type(envelope) is not dict or "op" not in envelope or "source" not in envelope:
+        # Not a row event (an outbox event's payload, bytes or JSON): never rewrite it.
+        return None
     after = envelope.get("after") or {}
     before = envelope.get("before") or {}
     sizes = sorted(

@@ -75,3 +75,13 @@ def test_truncate_skips_what_cannot_fit() -> None:
     huge_key = Record("p.public.t", b"k" * 20_000, b'{"after":{"a":1}}', [])
     assert policy.check(huge_key, LIMIT) is None
     assert policy.skipped == 1 and policy.truncated == 0
+
+
+def test_truncate_never_rewrites_an_outbox_event() -> None:
+    """An outbox event's value is its payload (bytes, or any JSON, here one with an ``after``):
+    not an envelope whose values may be replaced. Left out, never rewritten."""
+    policy = Oversized("truncate", "connector c")
+    for value in (b"\xff" * LIMIT, orjson.dumps({"after": {"big": "x" * LIMIT}, "n": 1})):
+        event = Record("outbox.event.Order", b"42", value, [("cdc-event-id", b"1:0")])
+        assert policy.check(event, LIMIT) is None
+    assert policy.skipped == 2 and policy.truncated == 0
