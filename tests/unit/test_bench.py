@@ -240,11 +240,17 @@ def test_the_metrics_table_gives_both_medians_and_their_ratio() -> None:
         "peak_rss_mb_off": 73.2,
         "peak_rss_mb_on": 75.9,
     }
-    lines = report.metrics_table({"oltp": ("2026-12-06", {"metrics_cost": cost})})
-    assert lines[-1] == (
-        "| OLTP | 41 000 (40 000, 42 000, 41 000) | 40 500 (40 500, 39 000, 41 500) | 0.988"
-        " | 21.0 / 21.3 | 73 / 76 MB |"
+    shaped = {**cost, "what": "with a column hashed", "median_on": 20_500.0}
+    shaped["ratio_on_to_off"] = 20_500 / 41_000
+    lines = report.metrics_table(
+        {"oltp": ("2026-12-06", {"metrics_cost": cost, "transforms_cost": shaped})}
     )
+    assert lines[-2:] == [  # results from before transforms had a label: "with /metrics"
+        "| OLTP, with /metrics | 41 000 (40 000, 42 000, 41 000) | 40 500 (40 500, 39 000,"
+        " 41 500) | 0.988 | 21.0 / 21.3 | 73 / 76 MB |",
+        "| OLTP, with a column hashed | 41 000 (40 000, 42 000, 41 000) | 20 500 (40 500, 39 000,"
+        " 41 500) | 0.500 | 21.0 / 21.3 | 73 / 76 MB |",
+    ]
     assert len(report.metrics_table({"oltp": ("2026-12-06", {})})) == 4  # header only: left out
 
 
