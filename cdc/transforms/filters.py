@@ -30,7 +30,7 @@ What each change becomes (every rule matching a table must hold: they are ANDed)
 
 from __future__ import annotations
 
-__all__ = ["Filter", "RowFilter", "parse_filter"]
+__all__ = ["Filter", "RowFilter", "Token", "parse_filter"]
 
 import dataclasses
 import logging
@@ -71,15 +71,19 @@ _FALSE = {"f", "false", "n", "no", "off", "0"}
 
 
 @dataclass(frozen=True, slots=True)
-class _Token:
+class Token:
+    """One word of a filter: ``kind`` ``column`` (``value`` its name), ``text`` (``value`` the
+    text), ``number`` (``value`` a Decimal), a keyword (``and``, ``null``, ...), ``op``,
+    ``minus``, ``(``, ``)``, ``,``."""
+
     kind: str
     text: str
     pos: int
     value: Any = None
 
 
-def _tokens(text: str) -> list[_Token]:
-    out: list[_Token] = []
+def _tokens(text: str) -> list[Token]:
+    out: list[Token] = []
     pos = 0
     while pos < len(text):
         if text[pos:].strip() == "":
@@ -105,9 +109,9 @@ def _tokens(text: str) -> list[_Token]:
                 kind = raw.lower()
             else:
                 kind, value = "column", raw.lower()
-        out.append(_Token(kind, raw, start, value))
+        out.append(Token(kind, raw, start, value))
         pos = m.end()
-    out.append(_Token("end", "", len(text)))
+    out.append(Token("end", "", len(text)))
     return out
 
 
@@ -121,6 +125,9 @@ class Filter:
     """The columns it names."""
     orders_text: bool
     """It orders text (``<`` etc. with a text literal): PostgreSQL's collation may differ."""
+    tokens: tuple[Token, ...] = ()
+    """Its words, from which the publication's row filter is written (identifiers and
+    literals quoted by psycopg, never the text as the user wrote it)."""
 
 
 class _Parser:
@@ -131,10 +138,10 @@ class _Parser:
         self.columns: set[str] = set()
         self.orders_text = False
 
-    def peek(self) -> _Token:
+    def peek(self) -> Token:
         return self.tokens[self.at]
 
-    def take(self, *kinds: str) -> _Token | None:
+    def take(self, *kinds: str) -> Token | None:
         token = self.tokens[self.at]
         if token.kind in kinds:
             self.at += 1
@@ -150,7 +157,9 @@ class _Parser:
         test = self.disjunction()
         if self.peek().kind != "end":
             raise self.fail("AND, OR or the end")
-        return Filter(self.text, test, frozenset(self.columns), self.orders_text)
+        return Filter(
+            self.text, test, frozenset(self.columns), self.orders_text, tuple(self.tokens[:-1])
+        )
 
     def disjunction(self) -> Test:
         parts = [self.conjunction()]
