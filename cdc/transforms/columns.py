@@ -18,7 +18,6 @@ from __future__ import annotations
 
 __all__ = ["ColumnShaper"]
 
-import dataclasses
 import functools
 import hashlib
 from collections.abc import Callable
@@ -78,6 +77,7 @@ class ColumnShaper:
             masks = {n: f for n, f in masks.items() if n in include}
         masks = {n: f for n, f in masks.items() if n not in exclude}
         self._masks = masks
+        self._mask_items = tuple(masks.items())
         self.masked = frozenset(masks)
         """Columns whose values are replaced (and still published)."""
         self._types: dict[int, tuple[Pairs, Pairs]] = {}
@@ -128,13 +128,29 @@ class ColumnShaper:
         missing = (
             self._pairs(change.missing, self._missing, None) if change.missing else change.missing
         )
-        return dataclasses.replace(
-            change,
-            before=before,
-            after=after,
-            unavailable=unavailable,
-            types=types,
-            missing=missing,
+        c = change
+        # Positional, in the order of Change's fields (a unit test holds it): a fifth of what
+        # dataclasses.replace costs, on the path of every row change.
+        return Change(
+            c.op,
+            c.schema,
+            c.table,
+            key,
+            before,
+            after,
+            c.commit_lsn,
+            c.index,
+            c.lsn,
+            c.xid,
+            c.commit_ts_ms,
+            unavailable,
+            types,
+            c.whole_row_key,
+            c.snapshot,
+            c.last_commit_lsn,
+            c.total_order,
+            c.data_collection_order,
+            missing,
         )
 
     def _row(self, row: Row, unavailable: tuple[str, ...] | None) -> Row:
@@ -148,7 +164,7 @@ class ColumnShaper:
             out = {k: v for k, v in row.items() if k not in exclude}
         else:
             out = dict(row)
-        for name, replace in self._masks.items():
+        for name, replace in self._mask_items:
             value = out.get(name)
             if value is None:
                 continue

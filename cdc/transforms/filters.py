@@ -357,11 +357,28 @@ def _compare(column: str, operator: str, literal: Any) -> Test:
         ">=": lambda a, b: a >= b,
     }[operator]
     ordered = operator in _ORDERING
+    # The common case, checked first: a text column against a text literal, an integer
+    # column against an integer literal.
+    fast_type: type = str
+    fast = literal
+    if isinstance(literal, Decimal):
+        fast_type, fast = (
+            (int, int(literal))
+            if literal == literal.to_integral_value()
+            else (
+                type(None),
+                None,
+            )
+        )
+    elif isinstance(literal, bool):
+        fast_type = bool
 
     def test(row: Row) -> Truth:
         value = row.get(column)
         if value is None:
             return None
+        if type(value) is fast_type:
+            return check(value, fast)
         wanted = _literal_for(value, literal)
         if wanted is None:
             return None

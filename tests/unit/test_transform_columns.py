@@ -4,6 +4,7 @@ while streaming."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Any
 
@@ -154,3 +155,33 @@ def test_a_key_that_changed_since_the_start_stops_the_stream() -> None:
     s(change())
     with pytest.raises(CdcError, match=r"public\.t: key column email is masked"):
         s(change(key={"email": "a@b.c"}))
+
+
+def test_change_fields_are_what_the_shaper_copies() -> None:
+    # ColumnShaper builds a Change positionally, for speed: a field added to Change must be
+    # added there too.
+    assert [f.name for f in dataclasses.fields(Change)] == [
+        "op",
+        "schema",
+        "table",
+        "key",
+        "before",
+        "after",
+        "commit_lsn",
+        "index",
+        "lsn",
+        "xid",
+        "commit_ts_ms",
+        "unavailable",
+        "types",
+        "whole_row_key",
+        "snapshot",
+        "last_commit_lsn",
+        "total_order",
+        "data_collection_order",
+        "missing",
+    ]
+    c = change(whole_row_key=True, snapshot="last", last_commit_lsn=5, total_order=9)
+    out = shaper(mask={"note": "x"})(dataclasses.replace(c, data_collection_order=4))
+    assert (out.whole_row_key, out.snapshot, out.last_commit_lsn) == (True, "last", 5)
+    assert (out.total_order, out.data_collection_order) == (9, 4)
