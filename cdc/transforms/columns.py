@@ -213,6 +213,8 @@ class ColumnShaper:
         """Errors at start: unknown columns, key columns dropped or masked."""
         errors: list[str] = []
         known = set(info.columns)
+        # Generated columns are never published: naming them changes nothing, and is no typo.
+        generated = set(getattr(info, "generated", ()))
         named: list[tuple[str, str]] = [
             *(("include", c) for c in sorted(self.include or ())),
             *(("exclude", c) for c in sorted(self.exclude)),
@@ -220,7 +222,7 @@ class ColumnShaper:
             *(("hash", c) for c in sorted(self.hashed)),
         ]
         for fate, column in named:
-            if column not in known:
+            if column not in known and column not in generated:
                 errors.append(
                     f"{name}: column {column} ([[connectors.columns]] {fate}) does not exist"
                 )

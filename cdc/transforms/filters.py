@@ -504,9 +504,14 @@ class RowFilter:
 
     def problems(self, name: str, info: TableInfo) -> list[str]:
         known = set(info.columns)
-        return [
-            f"{name}: column {column} (in filter {f.text!r}) does not exist"
-            for f in self.filters
-            for column in sorted(f.columns)
-            if column not in known
-        ]
+        generated = set(getattr(info, "generated", ()))
+        errors = []
+        for f in self.filters:
+            for column in sorted(f.columns - known):
+                why = (
+                    "is generated: events never carry it"
+                    if column in generated
+                    else "does not exist"
+                )
+                errors.append(f"{name}: column {column} (in filter {f.text!r}) {why}")
+        return errors

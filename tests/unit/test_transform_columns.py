@@ -185,3 +185,9 @@ def test_change_fields_are_what_the_shaper_copies() -> None:
     out = shaper(mask={"note": "x"})(dataclasses.replace(c, data_collection_order=4))
     assert (out.whole_row_key, out.snapshot, out.last_commit_lsn) == (True, "last", 5)
     assert (out.total_order, out.data_collection_order) == (9, 4)
+
+
+def test_generated_columns_may_be_named() -> None:
+    # Never published anyway: excluding one is no typo.
+    info = TableInfo(("id", "email"), ("id",), "default", generated=("upper_email",))
+    assert shaper(exclude=("upper_email",)).problems("public.t", info) == []

@@ -231,3 +231,11 @@ def test_problems_name_unknown_columns() -> None:
         "public.t: column regoin (in filter \"regoin = 'eu'\") does not exist"
     ]
     assert F.problems("public.t", TableInfo(("id", "region", "v"), ("id",), "default")) == []
+
+
+def test_a_generated_column_cannot_be_filtered_on() -> None:
+    # Events never carry generated columns: such a filter would drop every row.
+    info = TableInfo(columns=("id", "region"), key=("id",), identity="default", generated=("g",))
+    assert flt("g = 1").problems("public.t", info) == [
+        "public.t: column g (in filter 'g = 1') is generated: events never carry it"
+    ]
