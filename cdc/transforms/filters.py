@@ -446,8 +446,11 @@ class RowFilter:
         if after is None:
             return change
         before = change.before
-        old_known = self._known(before)
-        old_matched = old_known and self.matches(before)  # type: ignore[arg-type]
+        # An update's key is its old key too (the decoders make a key change a delete and an
+        # insert): a filter on key columns knows the old row from it.
+        old = before if before is not None else change.key
+        old_known = self._known(old)
+        old_matched = old_known and self.matches(old)  # type: ignore[arg-type]
         new_matches = self._new_matches(change, after, before)
         if new_matches:
             if old_known and not old_matched:

@@ -239,3 +239,10 @@ def test_a_generated_column_cannot_be_filtered_on() -> None:
     assert flt("g = 1").problems("public.t", info) == [
         "public.t: column g (in filter 'g = 1') is generated: events never carry it"
     ]
+
+
+def test_update_filtered_on_the_key_alone_knows_the_old_row() -> None:
+    # The key did not change (the decoders split key changes): out before, out after.
+    assert flt("id > 5")(change("u", IN, None)) is None
+    out = flt("id < 5")(change("u", IN, None))
+    assert out is not None and out.op == "u"
