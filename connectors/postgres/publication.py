@@ -383,7 +383,9 @@ class Publication:
             column_list = None
             shaper = shape.columns
             if lists_ok and shaper is not None and has_pk and identity == "d":
-                kept = tuple(c for c in columns if shaper.kept(c))
+                # The connector filters before it drops columns: it needs the filter's too.
+                needed = shape.filter.columns if shape.filter is not None else frozenset()
+                kept = tuple(c for c in columns if shaper.kept(c) or c in needed)
                 if kept != tuple(columns) and set(ident_columns) <= set(kept):
                     column_list = kept
             where = None

@@ -22,6 +22,7 @@ CREATE TABLE fully (id int PRIMARY KEY, email text, region text);
 ALTER TABLE fully REPLICA IDENTITY FULL;
 CREATE TABLE bykey (id int PRIMARY KEY, v text);
 CREATE TABLE masked_only (id int PRIMARY KEY, email text);
+CREATE TABLE hidden (id int PRIMARY KEY, region text, secret text, v text);
 CREATE TABLE texty (id int PRIMARY KEY, name text);
 ALTER TABLE texty REPLICA IDENTITY FULL;
 """
@@ -36,6 +37,12 @@ exclude = ["secret"]
 [[connectors.columns]]
 tables = ["public.masked_only"]
 mask = { email = "***" }
+[[connectors.columns]]
+tables = ["public.hidden"]
+exclude = ["region", "secret"]
+[[connectors.filters]]
+tables = ["public.hidden"]
+where = "region = 'eu'"
 [[connectors.filters]]
 tables = ["public.keyed", "public.fully"]
 where = "region IN ('eu', 'uk')"
@@ -53,7 +60,7 @@ def config(dsn: str, name: str, rules: str) -> Any:
         '[kafka]\nbootstrap_servers = "localhost:1"\n'
         f'[[connectors]]\nname = "{name}"\ndsn = "{dsn}"\nplugin = "pgoutput"\n'
         'tables = ["public.keyed", "public.fully", "public.bykey", "public.masked_only",'
-        ' "public.texty"]\n' + rules
+        ' "public.texty", "public.hidden"]\n' + rules
     )
     return parse_config(text).connectors[0]
 
@@ -91,6 +98,8 @@ def test_pushdown_where_exact_and_following_the_rules(database: str, unique: str
     # REPLICA IDENTITY FULL: the row filter (every column is in the identity), no column list.
     assert found["fully"][0] == ["id", "email", "region"]
     assert "region" in found["fully"][1] and "'eu'" in found["fully"][1]
+    # The connector filters on an excluded column before it drops it: it stays in the list.
+    assert found["hidden"] == (["id", "region", "v"], None)
     # A filter on the key alone is exact.
     assert found["bykey"] == (["id", "v"], "(id > 10)")
     # A mask needs the value; text ordering may differ from PostgreSQL's collation.
