@@ -15,11 +15,19 @@ partitions then come with their own names (and their truncates, which a publicat
 root leaves out), and the decoder publishes them under the partitioned table's name.
 
 The connector changes only a publication it made (it says so in the publication's comment).
+
+Pushdown (PostgreSQL 15+): a table listed one by one gets the column list of its
+``[[connectors.columns]]`` include/exclude rules when it has a primary key and REPLICA IDENTITY
+DEFAULT (a column list must cover the replica identity, and masks need the values), and the row
+filter of its ``[[connectors.filters]]`` when every column the filter names is in its replica
+identity (else PostgreSQL refuses the application's UPDATE and DELETE on the table) and it orders
+no text (PostgreSQL's collation may order it otherwise). The connector still applies both itself.
+:meth:`Publication.sync` keeps them in step with the rules and the tables' identities.
 """
 
 from __future__ import annotations
 
-__all__ = ["MANAGED", "Plan", "Publication", "plan_publication"]
+__all__ = ["MANAGED", "Plan", "Publication", "Pushdown", "plan_publication"]
 
 import logging
 from collections.abc import Callable, Sequence
@@ -32,6 +40,8 @@ from psycopg import sql
 from cdc.config import ConnectorConfig
 from cdc.errors import CdcError, describe
 from cdc.globs import is_plain
+from cdc.transforms import Transforms
+from cdc.transforms.filters import RowFilter
 from connectors.postgres.catalog import selected_tables
 from connectors.postgres.owntables import OWN_SCHEMA, SIGNAL_TABLE
 
@@ -41,6 +51,10 @@ MANAGED = "cdc: kept in step with connector {}'s tables"
 """The comment on a publication the connector made; it changes no other."""
 SCHEMA_FORM_VERSION = 150000
 """``FOR TABLES IN SCHEMA`` arrived in PostgreSQL 15."""
+PUSHDOWN_VERSION = 150000
+"""Column lists and row filters arrived in PostgreSQL 15."""
+LISTS_WITH_SCHEMAS_VERSION = 160000
+"""PostgreSQL 15 refuses a column list in a publication that also publishes whole schemas."""
 LOCK_TIMEOUT = "1s"
 """Adding a table waits for a lock its writers hold: the stream loop does not wait long, it
 tries again at the next look."""
@@ -106,6 +120,79 @@ def plan_publication(
     return Plan(tuple(sorted(schemas)), (*sorted(set(listed)), SIGNAL_TABLE))
 
 
+@dataclass(frozen=True)
+class Pushdown:
+    """A table's column list and row filter in the publication (None: none)."""
+
+    columns: tuple[str, ...] | None = None
+    where: sql.Composable | None = None
+
+
+def _where(rows: RowFilter) -> sql.Composed:
+    """``rows``'s filters as SQL, written from their words: identifiers and text through
+    psycopg, numbers as they parsed, keywords and operators from a fixed set."""
+    parts: list[sql.Composable] = []
+    for f in rows.filters:
+        words: list[sql.Composable] = []
+        for token in f.tokens:
+            if token.kind == "column":
+                words.append(sql.Identifier(token.value))
+            elif token.kind == "text":
+                words.append(sql.Literal(token.value))
+            elif token.kind == "number":
+                words.append(sql.SQL(str(token.value)))
+            elif token.kind in _WORDS:
+                words.append(sql.SQL(_WORDS[token.kind]))
+            else:
+                words.append(sql.SQL(_OPERATORS[token.text]))
+        parts.append(sql.SQL("({})").format(sql.SQL(" ").join(words)))
+    return sql.SQL(" AND ").join(parts)
+
+
+_WORDS = {
+    "and": "AND",
+    "or": "OR",
+    "not": "NOT",
+    "in": "IN",
+    "is": "IS",
+    "null": "NULL",
+    "true": "true",
+    "false": "false",
+    "minus": "-",
+    "(": "(",
+    ")": ")",
+    ",": ",",
+}
+_OPERATORS = {o: o for o in ("=", "<>", "!=", "<", "<=", ">", ">=")}
+
+
+def _facts(
+    conn: psycopg.Connection[Any], tables: Sequence[tuple[str, str]]
+) -> list[tuple[str, str, str, str, bool, list[str], list[str]]]:
+    """Per table: schema, name, relkind, relreplident, whether it has a primary key, its
+    columns (not generated) and its replica identity's columns (the primary key with DEFAULT,
+    the index's with USING INDEX)."""
+    if not tables:
+        return []
+    rows = conn.execute(
+        "SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relreplident::text,"
+        " EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),"
+        " ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid"
+        "  AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum),"
+        " ARRAY(SELECT a.attname::text FROM pg_index i JOIN pg_attribute a"
+        "  ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indrelid = c.oid"
+        "  AND ((c.relreplident = 'd' AND i.indisprimary)"
+        "   OR (c.relreplident = 'i' AND i.indisreplident)))"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+        ([s for s, _ in tables], [t for _, t in tables]),
+    ).fetchall()
+    return [
+        (str(s), str(t), str(k), str(i), bool(pk), list(cols), list(ident))
+        for s, t, k, i, pk, cols, ident in rows
+    ]
+
+
 @dataclass
 class _State:
     all_tables: bool
@@ -135,6 +222,13 @@ class Publication:
         )
         self.managed = False
         """Made by the connector with a table list: :meth:`sync` keeps it in step."""
+        self.transforms = Transforms(config)
+        self._pushed: dict[tuple[str, str], Pushdown] = {}
+        """What this process made (or found) each table's column list and row filter."""
+        self._checked: set[tuple[str, str]] = set()
+        """Tables whose column list and row filter this process set or found as wanted."""
+        self._clean = False
+        """The last look found nothing left to do."""
 
     def plan(self) -> Plan:
         c = self.config
@@ -266,7 +360,147 @@ class Publication:
                 added.append((schema, table))
         for schema, table in sorted(state.tables - wanted):
             self._alter("DROP", schema, table)
+        self._push(plan)
         return added
+
+    def pushdown(self, plan: Plan) -> dict[tuple[str, str], Pushdown]:
+        """Each listed table's column list and row filter, as the rules and the table's key
+        and identity make them now (none where nothing is exact)."""
+        version = self.conn.info.server_version
+        if version < PUSHDOWN_VERSION or not (self.config.columns or self.config.filters):
+            return {}
+        lists_ok = not plan.schemas or version >= LISTS_WITH_SCHEMAS_VERSION
+        shapes = {t: self.transforms.shape(*t) for t in plan.tables if t != SIGNAL_TABLE}
+        shaped = [t for t, shape in shapes.items() if shape is not None]
+        wanted: dict[tuple[str, str], Pushdown] = {}
+        for schema, table, kind, identity, has_pk, columns, ident_columns in _facts(
+            self.conn, shaped
+        ):
+            shape = shapes[(schema, table)]
+            assert shape is not None
+            if kind != "r":
+                continue  # a partitioned table: its partitions' own lists would apply
+            column_list = None
+            shaper = shape.columns
+            if lists_ok and shaper is not None and has_pk and identity == "d":
+                # The connector filters before it drops columns: it needs the filter's too.
+                needed = shape.filter.columns if shape.filter is not None else frozenset()
+                kept = tuple(c for c in columns if shaper.kept(c) or c in needed)
+                if kept != tuple(columns) and set(ident_columns) <= set(kept):
+                    column_list = kept
+            where = None
+            rows = shape.filter
+            if rows is not None and not rows.orders_text:
+                covered = set(columns) if identity == "f" else set(ident_columns)
+                if rows.columns <= covered:
+                    where = _where(rows)
+            wanted[(schema, table)] = Pushdown(column_list, where)
+        return wanted
+
+    def _push(self, plan: Plan) -> None:
+        """Make each listed table's column list and row filter what :meth:`pushdown` says."""
+        if self.conn.info.server_version < PUSHDOWN_VERSION:
+            return
+        none = Pushdown()
+        wanted = {t: p for t, p in self.pushdown(plan).items() if p != none}
+        if self._clean and self._pushed == wanted:
+            return  # as this process last made or found it (sync runs every few seconds)
+        current = self._current()
+        clean = True
+        for table in sorted(set(current) | set(wanted)):
+            if table not in plan.tables:
+                continue
+            want = wanted.get(table, none)
+            if table in self._checked and self._pushed.get(table, none) == want:
+                continue
+            columns, filtered = current.get(table, (None, False))
+            # A row filter reads back as PostgreSQL prints it: one is set again once per
+            # process, in case the rules changed between runs.
+            made: Pushdown | None = want
+            if not (columns == want.columns and not filtered and want.where is None):
+                made = self._set(table, want)
+            if made is None:
+                clean = False
+                continue
+            self._checked.add(table)
+            if made == none:
+                self._pushed.pop(table, None)
+            else:
+                self._pushed[table] = made
+        self._clean = clean
+
+    def _current(self) -> dict[tuple[str, str], tuple[tuple[str, ...] | None, bool]]:
+        """Each listed table's column list, and whether it has a row filter, as the
+        publication holds them."""
+        rows = self.conn.execute(
+            "SELECT n.nspname::text, c.relname::text,"
+            " CASE WHEN r.prattrs IS NULL THEN NULL ELSE ARRAY(SELECT a.attname::text"
+            "  FROM pg_attribute a WHERE a.attrelid = r.prrelid AND a.attnum = ANY(r.prattrs)"
+            "  ORDER BY a.attnum) END,"
+            " r.prqual IS NOT NULL"
+            " FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid"
+            " JOIN pg_class c ON c.oid = r.prrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.pubname = %s",
+            (self.name,),
+        ).fetchall()
+        return {
+            (str(s), str(t)): (None if cols is None else tuple(cols), bool(filtered))
+            for s, t, cols, filtered in rows
+        }
+
+    def _set(self, table: tuple[str, str], want: Pushdown) -> Pushdown | None:
+        """Put ``table`` back in the publication with ``want``'s column list and row filter,
+        in one transaction (it is never out of the publication meanwhile). Returns what is
+        set: none when PostgreSQL refused ``want``; None when the table was busy."""
+        name = sql.Identifier(*table)
+        target: sql.Composable = name
+        if want.columns is not None:
+            target = sql.SQL("{} ({})").format(
+                name, sql.SQL(", ").join(sql.Identifier(c) for c in want.columns)
+            )
+        if want.where is not None:
+            target = sql.SQL("{} WHERE ({})").format(target, want.where)
+        drop = sql.SQL("ALTER PUBLICATION {} DROP TABLE {}").format(sql.Identifier(self.name), name)
+        add = sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(sql.Identifier(self.name), target)
+        try:
+            with self.conn.transaction():
+                self.conn.execute(
+                    sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT))
+                )
+                self.conn.execute(drop)
+                self.conn.execute(add)
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.UndefinedTable):
+            return None  # busy, or gone meanwhile: the next look sees
+        except psycopg.Error as e:
+            # PostgreSQL refused the filter (a literal of the wrong type for its column):
+            # the connector filters by itself.
+            log.warning(
+                "%s: publication %s: %s.%s: cannot push the rules into the publication"
+                " (%s); the connector applies them itself",
+                self.subject,
+                self.name,
+                *table,
+                describe(e, self.config.dsn.password),
+            )
+            if want == Pushdown():
+                return None
+            return self._set(table, Pushdown())
+        log.info(
+            "%s: publication %s: %s.%s published with %s",
+            self.subject,
+            self.name,
+            *table,
+            ", ".join(
+                [
+                    f"columns ({', '.join(want.columns)})" if want.columns is not None else "",
+                    f"row filter {want.where.as_string(self.conn)}"
+                    if want.where is not None
+                    else "",
+                ]
+            ).strip(", ")
+            or "every column and row",
+        )
+        return want
 
     def _alter(self, verb: str, schema: str, table: str) -> bool:
         statement = sql.SQL("ALTER PUBLICATION {} " + verb + " TABLE {}").format(
