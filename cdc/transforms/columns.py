@@ -18,7 +18,6 @@ from __future__ import annotations
 
 __all__ = ["ColumnShaper"]
 
-import functools
 import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -35,6 +34,8 @@ if TYPE_CHECKING:
 Pairs = tuple[tuple[str, str], ...]
 
 _CACHE_LIMIT = 4096
+_HASH_CACHE_LIMIT = 16_384
+"""Hashes remembered per type: a few MB at most."""
 
 
 def hash_value(salt: bytes, value: Any) -> str:
@@ -42,6 +43,32 @@ def hash_value(salt: bytes, value: Any) -> str:
     as its JSON text)."""
     text = value.encode() if isinstance(value, str) else orjson.dumps(value)
     return hashlib.sha256(salt + text).hexdigest()
+
+
+class _Hasher:
+    """:func:`hash_value` with the salt bound, remembering the hashes of recent strings and
+    integers: a hashed column (a customer id, an e-mail) repeats its values, and a lookup costs
+    a tenth of a SHA-256. Keyed by type as well, so that ``1``, ``1.0`` and ``true`` (equal in
+    Python) never share an entry."""
+
+    __slots__ = ("_ints", "_salt", "_strs")
+
+    def __init__(self, salt: bytes) -> None:
+        self._salt = salt
+        self._strs: dict[str, str] = {}
+        self._ints: dict[int, str] = {}
+
+    def __call__(self, value: Any) -> str:
+        kind = type(value)
+        cache = self._strs if kind is str else self._ints if kind is int else None
+        if cache is None:
+            return hash_value(self._salt, value)
+        found = cache.get(value)
+        if found is None:
+            if len(cache) >= _HASH_CACHE_LIMIT:
+                cache.clear()
+            found = cache[value] = hash_value(self._salt, value)
+        return found
 
 
 def _constant(text: str) -> Callable[[Any], Any]:
@@ -71,12 +98,14 @@ class ColumnShaper:
         masks: dict[str, Callable[[Any], Any]] = {}
         for name, text in mask.items():
             masks[name] = _constant(text)
+        hasher = _Hasher(salt)
         for name in hashed:
-            masks[name] = functools.partial(hash_value, salt)
+            masks[name] = hasher
         if include is not None:
             masks = {n: f for n, f in masks.items() if n in include}
         masks = {n: f for n, f in masks.items() if n not in exclude}
         self._masks = masks
+        self._exclude_list = tuple(exclude)
         self._mask_items = tuple(masks.items())
         self.masked = frozenset(masks)
         """Columns whose values are replaced (and still published)."""
@@ -157,13 +186,13 @@ class ColumnShaper:
         """``unavailable``: the columns of ``after`` that hold the placeholder; None for an
         old row, where a plugin may mark a value not logged with it too."""
         include = self.include
-        exclude = self.exclude
         if include is not None:
-            out = {k: v for k, v in row.items() if k in include and k not in exclude}
-        elif exclude:
-            out = {k: v for k, v in row.items() if k not in exclude}
+            out = {k: v for k, v in row.items() if k in include and k not in self.exclude}
         else:
-            out = dict(row)
+            # A copy less a few columns: a fifth of what a filtering comprehension costs.
+            out = row.copy()
+            for name in self._exclude_list:
+                out.pop(name, None)
         for name, replace in self._mask_items:
             value = out.get(name)
             if value is None:

@@ -14,7 +14,7 @@ import pytest
 from cdc.config.models import ColumnsRule
 from cdc.errors import CdcError
 from cdc.events import UNAVAILABLE, Change, SourceInfo, encode
-from cdc.transforms.columns import ColumnShaper
+from cdc.transforms.columns import ColumnShaper, _Hasher, hash_value
 from connectors.postgres.decoding import TableInfo
 
 SALT = b"pepper"
@@ -191,3 +191,15 @@ def test_generated_columns_may_be_named() -> None:
     # Never published anyway: excluding one is no typo.
     info = TableInfo(("id", "email"), ("id",), "default", generated=("upper_email",))
     assert shaper(exclude=("upper_email",)).problems("public.t", info) == []
+
+
+def test_remembered_hashes_never_mix_values_python_calls_equal() -> None:
+    # 1, 1.0 and True are equal (and hash alike) in Python, not in JSON: each has its own text.
+    hasher = _Hasher(b"salt")
+    for _ in range(2):  # the second round is served from memory
+        assert hasher(1) == hash_value(b"salt", 1)
+        assert hasher(True) == hash_value(b"salt", True)
+        assert hasher(1.0) == hash_value(b"salt", 1.0)
+        assert hasher("1") == hash_value(b"salt", "1")
+    # 1 and "1" have the same text, so the same hash (a join of an int and a text column holds).
+    assert len({hasher(1), hasher(True), hasher(1.0), hasher("1")}) == 3
