@@ -38,6 +38,7 @@ from cdc.oversized import Oversized
 from cdc.pgerrors import mapped
 from cdc.retry import Backoff, Stopped, retried
 from cdc.transforms import Transforms
+from cdc.transforms.messages import Messages
 from connectors.postgres.catalog import PostgresCatalog, selected_tables
 from connectors.postgres.check import own_tables
 from connectors.postgres.decoders import Decoder, decoder_plugin
@@ -53,6 +54,7 @@ from connectors.postgres.owntables import (
     request_snapshot,
 )
 from connectors.postgres.partitions import PartitionWatch
+from connectors.postgres.pgoutput import messages_problem
 from connectors.postgres.publication import Publication
 from connectors.postgres.replication import (
     ReplicationConnection,
@@ -91,6 +93,8 @@ class PostgresSource:
             config.tombstones,
             kafka.producer.max_unacked_records,
             self.transforms.lookup(),
+            Messages(config.messages, config.topic_prefix) if config.messages else None,
+            config.transaction_topic,
         )
         self.finished = False
         """Set once an ``initial_only`` connector has delivered its snapshot."""
@@ -237,6 +241,9 @@ class PostgresSource:
         problem = too_old(version)
         if problem is None and self.config.failover_slot:
             problem = failover_problem(version)
+        if problem is None:
+            c = self.config
+            problem = messages_problem(c.plugin, bool(c.messages), version)
         if problem is not None:
             raise CdcError(f"{self.subject}: {problem}")
 
