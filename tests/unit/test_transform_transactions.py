@@ -11,14 +11,19 @@ from typing import Any
 
 import orjson
 
-from cdc.config import parse_config
+from cdc.config import KafkaConfig, parse_config
 from cdc.events import Record, SourceInfo
+from cdc.kafka.types import ConsumedRecord, TopicPartition
+from cdc.sink.runtime import SinkRuntime
+from cdc.transforms.messages import Messages
 from cdc.transforms.transactions import Boundaries, is_boundary_or_message
+from connectors.postgres.decoding import Message
 from connectors.postgres.pgoutput import PgOutputDecoder
 from connectors.postgres.source import PostgresSource
 from connectors.postgres.stream import stream
 from tests.support.decoding import FakeCatalog
 from tests.support.harness import wait_for
+from tests.support.memory_target import MemoryTarget
 from tests.unit.test_source_stream import FakeRepl, NoSnapshots
 
 CONFIG = """
@@ -268,3 +273,38 @@ def test_boundaries_alone() -> None:
     assert is_boundary_or_message(first.value) and is_boundary_or_message(end.value)
     assert not is_boundary_or_message(b'{"op":"c","after":{},"source":{}}')
     assert not is_boundary_or_message(b"not json") and not is_boundary_or_message(None)
+
+
+def test_a_sink_skips_boundaries_and_messages_and_dead_letters_other_junk() -> None:
+    """A sink whose globs match ``.transaction`` and ``.message`` topics: their records are no
+    row change; skipped and counted, not dead-lettered; their offsets advance all the same."""
+    boundaries = Boundaries(SOURCE)
+    boundaries.begin(4, 0x20, 78)
+    begin = boundaries.event("public.a", 1)
+    end = boundaries.end()
+    decoder = PgOutputDecoder(FakeCatalog(), lambda s, t: True)
+    decoder.messages = True
+    decoded = decoder.decode(message(False, 0x30, b"audit", b"\xff"), 0x30)
+    assert begin is not None and end is not None and isinstance(decoded, Message)
+    text = '[kafka]\nbootstrap_servers = "k:9092"\n[[connectors]]\nname = "fake"\n'
+    text += 'dsn = "host=h dbname=d"\n[[connectors.messages]]\nprefixes = ["*"]\n'
+    rules = parse_config(text).connectors[0]
+    msg = Messages(rules.messages, "fake").record(decoded, SOURCE, 1)
+    assert msg is not None
+    runtime = SinkRuntime(
+        "s", "g", ("fake.*",), KafkaConfig(bootstrap_servers=("x:1",)), MemoryTarget
+    )
+    runtime.target = MemoryTarget()
+    batch = {
+        TopicPartition("fake.transaction", 0): [
+            ConsumedRecord(0, begin.key, begin.value, [], 0),
+            ConsumedRecord(1, end.key, end.value, [], 0),
+        ],
+        TopicPartition(msg.topic, 0): [ConsumedRecord(5, msg.key, msg.value, msg.headers, 0)],
+        TopicPartition("fake.junk", 0): [ConsumedRecord(7, None, b'{"status":"x"}', [], 0)],
+    }
+    prepared = runtime._prepare(batch)
+    assert runtime.stats.skipped == 3
+    assert [r.topic for r in prepared.bad] == ["fake.junk"]
+    assert prepared.events == []
+    assert prepared.offsets == {("fake.transaction", 0): 2, (msg.topic, 0): 6, ("fake.junk", 0): 8}
