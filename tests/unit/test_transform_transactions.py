@@ -258,6 +258,30 @@ def test_ends_keep_commit_order() -> None:
         thread.join(10)
 
 
+class FlushAcks(AckOnRequest):
+    """Acks nothing until flushed (as at a stop), then everything sent."""
+
+    def flush(self, timeout_s: float) -> None:
+        self.ack_all()
+        self.poll()
+
+
+def test_a_stop_sends_the_ends_of_what_its_flush_delivered() -> None:
+    publisher = FlushAcks()
+    source, _, stop, thread = run_stream(payloads(), publisher)
+    try:
+        wait_for(lambda: len(publisher.records) >= 9, 10, "the records")
+        time.sleep(0.2)
+        assert source.confirmed == 0
+    finally:
+        stop.set()
+        thread.join(10)
+    sent = publisher.sent()
+    ends = [v["id"] for t, v in sent if t == "fake.transaction" and v["status"] == "END"]
+    assert ends == [f"7:{T1}", f"8:{T2}"]
+    assert source.confirmed == 0x3030  # the ENDs acked at the stop: everything delivered
+
+
 def test_boundaries_alone() -> None:
     boundaries = Boundaries(SOURCE)
     boundaries.begin(3, 0x10, 77)
