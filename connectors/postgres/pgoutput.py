@@ -15,8 +15,8 @@ relation's id and the values. Per message:
   REPLICA IDENTITY FULL; a delete one of the two.
 - ``T`` truncate of several relations, ``C`` commit with the end of the commit record (the
   position to confirm). ``O`` origin and ``Y`` type carry nothing for us.
-- ``M`` a logical decoding message (PostgreSQL 14 and later, only when started with
-  ``messages``, which the connector asks for when it publishes messages): flags (1:
+- ``M`` a logical decoding message (only when started with ``messages``, PostgreSQL 14 and
+  later, the oldest cdc supports; the connector asks for it when it publishes messages): flags (1:
   transactional), its LSN, the prefix, the content's length and bytes, exact.
 
 The position of a change is the XLogData message's start, which the caller passes in: for a row
@@ -31,11 +31,9 @@ writes ``null``), as snapshot reads carry them.
 from __future__ import annotations
 
 __all__ = [
-    "MESSAGES_SINCE",
     "PGOUTPUT",
     "PgOutputDecoder",
     "has_c_tuples",
-    "messages_problem",
     "pgoutput_options",
 ]
 
@@ -73,8 +71,6 @@ _H16 = struct.Struct(">H")
 _RELATION_COLUMN = struct.Struct(">Ii")  # type oid, type modifier
 _IGNORED = frozenset(b"OY")  # origin, type
 _MESSAGE = struct.Struct(">BQ")  # flags, LSN
-MESSAGES_SINCE = 140000
-"""pgoutput sends logical decoding messages from PostgreSQL 14 (its ``messages`` option)."""
 
 Convert = Callable[[bytes], object] | None
 
@@ -86,22 +82,11 @@ def has_c_tuples() -> bool:
 
 def pgoutput_options(publication: str, messages: bool = False) -> dict[str, str]:
     """``START_REPLICATION`` options: protocol 1 (every PostgreSQL from 10), text values;
-    ``messages``: logical decoding messages too (PostgreSQL 14 and later)."""
+    ``messages``: logical decoding messages too (PostgreSQL 14 and later, as cdc)."""
     options = {"proto_version": "1", "publication_names": publication}
     if messages:
         options["messages"] = "true"
     return options
-
-
-def messages_problem(plugin: str, messages: bool, server_version: int) -> str | None:
-    """Why the connector cannot publish logical decoding messages from this server, if so."""
-    if messages and plugin == "pgoutput" and server_version < MESSAGES_SINCE:
-        return (
-            "[[connectors.messages]] needs PostgreSQL 14 or later with pgoutput (its messages"
-            f" option); this server is {server_version // 10000}: use plugin = 'wal2json' or"
-            " remove the messages rules"
-        )
-    return None
 
 
 def _float(raw: bytes) -> object:

@@ -54,7 +54,6 @@ from connectors.postgres.owntables import (
     request_snapshot,
 )
 from connectors.postgres.partitions import PartitionWatch
-from connectors.postgres.pgoutput import messages_problem
 from connectors.postgres.publication import Publication
 from connectors.postgres.replication import (
     ReplicationConnection,
@@ -241,9 +240,6 @@ class PostgresSource:
         problem = too_old(version)
         if problem is None and self.config.failover_slot:
             problem = failover_problem(version)
-        if problem is None:
-            c = self.config
-            problem = messages_problem(c.plugin, bool(c.messages), version)
         if problem is not None:
             raise CdcError(f"{self.subject}: {problem}")
 

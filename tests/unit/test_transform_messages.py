@@ -13,7 +13,7 @@ from cdc.events import Change, SourceInfo
 from cdc.transforms.messages import Messages
 from cdc.transforms.transactions import is_boundary_or_message
 from connectors.postgres.decoding import Message
-from connectors.postgres.pgoutput import PGOUTPUT, PgOutputDecoder, messages_problem
+from connectors.postgres.pgoutput import PGOUTPUT, PgOutputDecoder
 from connectors.postgres.wal2json import Wal2JsonDecoder
 from tests.support.decoding import FakeCatalog
 
@@ -150,11 +150,6 @@ plugin = "pgoutput"
     assert "messages" not in PGOUTPUT.options(plain)
     rules = parse_config(base + '[[connectors.messages]]\nprefixes = ["audit*"]\n').connectors[0]
     assert PGOUTPUT.options(rules)["messages"] == "true"
-    assert messages_problem("pgoutput", True, 130012) is not None
-    assert "PostgreSQL 14" in (messages_problem("pgoutput", True, 130012) or "")
-    assert messages_problem("pgoutput", True, 140000) is None
-    assert messages_problem("wal2json", True, 130012) is None
-    assert messages_problem("pgoutput", False, 130012) is None
 
 
 def rules(*pairs: tuple[list[str], str | None]) -> Messages:
