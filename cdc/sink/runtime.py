@@ -59,6 +59,7 @@ from cdc.sink.target import (
     partition_names,
 )
 from cdc.sink.watch import TOPIC_LOOK_S, TopicWatch, subscription_pattern
+from cdc.transforms.transactions import is_boundary_or_message
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,8 @@ class SinkRuntime:
         atomic, and the rebalance thread only removes)."""
         self.rebalances = 0
         """Assignment changes seen by the rebalance listener (written by its thread only)."""
+        self._skipped_topics: set[str] = set()
+        """Topics whose records that are no row change were skipped (logged once each)."""
 
     def run(self, stop: threading.Event, started: threading.Event | None = None) -> None:
         """Consume until ``stop``; a lost Kafka or target restarts the session with backoff.
@@ -423,6 +426,11 @@ class SinkRuntime:
                         tp.topic, tp.partition, r.offset, r.key, r.value, r.headers
                     )
                 except BadRecord as e:
+                    if is_boundary_or_message(r.value):
+                        # Not a row change (its topic matched the sink's globs): nothing to
+                        # apply, and not an error either; its offset advances with the batch.
+                        self._skip(tp.topic)
+                        continue
                     headers = list(r.headers)
                     bad.append(
                         Rejected(tp.topic, tp.partition, r.offset, r.key, r.value, headers, str(e))
@@ -437,6 +445,17 @@ class SinkRuntime:
         plan = self.target.plan(events) if events else None
         counts = Counter([(e.schema, e.table, e.op) for e in events])
         return _Prepared(batch, events, bad, offsets, plan, counts, newest_ts_ms)
+
+    def _skip(self, topic: str) -> None:
+        self.stats.skipped += 1
+        if topic not in self._skipped_topics:
+            self._skipped_topics.add(topic)
+            log.info(
+                "%s: %s holds transaction boundaries or logical decoding messages, not row"
+                " changes: skipped (cdc_sink_skipped_records_total counts them)",
+                self.subject,
+                topic,
+            )
 
     def _apply(self, held: list[_Prepared], stop: threading.Event) -> None:
         """Apply a batch with its offsets, retrying while the target or the DLQ is away."""

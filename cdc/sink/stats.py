@@ -38,6 +38,9 @@ class SinkStats:
         """``(schema, table, op)`` -> events applied."""
         self.batches = 0
         self.dead_lettered = 0
+        self.skipped = 0
+        """Records that are no row change (transaction boundaries, logical decoding messages),
+        skipped: their offsets advance like the others'."""
         self.target_retries = 0
         self.newest_ts_ms = 0
         """Source commit time of the newest event applied."""
@@ -123,6 +126,13 @@ class SinkStats:
             "Records sent to the dead-letter topics ({topic}.dlq).",
             c,
             self.dead_lettered,
+        )
+        out.counter(
+            "cdc_sink_skipped_records",
+            "Records that are no row change (transaction boundaries, logical decoding"
+            " messages), skipped.",
+            c,
+            self.skipped,
         )
         out.counter(
             "cdc_sink_target_retries",

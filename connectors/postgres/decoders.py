@@ -10,12 +10,13 @@ from typing import Protocol
 
 from cdc.config import ConnectorConfig
 from cdc.events import Change
-from connectors.postgres.decoding import Begin, Catalog, Commit
+from connectors.postgres.decoding import Begin, Catalog, Commit, Message
 from connectors.postgres.pgoutput import PGOUTPUT
 from connectors.postgres.wal2json import WAL2JSON
 
-Decoded = Begin | Change | tuple[Change, ...] | Commit | None
-"""What one message decodes to: a transaction's bounds, its changes, or nothing to publish."""
+Decoded = Begin | Change | tuple[Change, ...] | Commit | Message | None
+"""What one message decodes to: a transaction's bounds, its changes, a logical decoding message,
+or nothing to publish."""
 
 
 class Decoder(Protocol):
@@ -25,6 +26,8 @@ class Decoder(Protocol):
     """``(schema, table, why)`` of tables to read again; the stream loop clears it."""
     truncated: dict[tuple[str, str], set[tuple[str, str]]]
     """Per partitioned table, the partitions the current transaction truncated."""
+    messages: bool
+    """Decode logical decoding messages (else they are dropped, and take no index)."""
 
     def decode(self, payload: bytes, lsn: int) -> Decoded: ...
 

@@ -9,7 +9,16 @@ transaction position. No I/O except through the :class:`Catalog`.
 
 from __future__ import annotations
 
-__all__ = ["JSON_KINDS", "NOT_NUMBERS", "Begin", "Catalog", "Commit", "RowDecoder", "TableInfo"]
+__all__ = [
+    "JSON_KINDS",
+    "NOT_NUMBERS",
+    "Begin",
+    "Catalog",
+    "Commit",
+    "Message",
+    "RowDecoder",
+    "TableInfo",
+]
 
 import logging
 import math
@@ -116,6 +125,8 @@ class Begin:
     """End of the commit record: the position to confirm once the transaction is on Kafka.
     pgoutput says it only at the commit; until then this is ``commit_lsn + 1``, which confirms
     the same transaction (a slot resumes with the first commit at or after its position)."""
+    commit_ts_ms: int = 0
+    """Commit time, milliseconds since the Unix epoch (the transaction topic's ``ts_ms``)."""
 
 
 @dataclass(slots=True)
@@ -125,6 +136,35 @@ class Commit:
     xid: int
     commit_lsn: int
     end_lsn: int
+
+
+@dataclass(slots=True)
+class Message:
+    """A logical decoding message (``pg_logical_emit_message``), decoded only when the connector
+    publishes messages (:attr:`RowDecoder.messages`).
+
+    A transactional one comes inside its transaction and takes the next index of the
+    transaction's changes (its event id is ``{commit_lsn}:{index}``, as a change's); a
+    non-transactional one comes between transactions, and is its own: ``commit_lsn`` is its
+    ``lsn``, ``index`` 0."""
+
+    transactional: bool
+    prefix: str
+    content: bytes
+    lsn: int
+    """Where the server says the message is: the end of its WAL record (the position that,
+    confirmed, makes the slot skip it, and no transaction committed after it)."""
+    commit_lsn: int
+    index: int
+    xid: int | None
+    """None for a non-transactional message."""
+    commit_ts_ms: int
+    """Its transaction's commit time; 0 for a non-transactional message."""
+    last_commit_lsn: int
+    total_order: int
+    """1-based position in its transaction, counted with the changes (0: non-transactional)."""
+    data_collection_order: int
+    """1-based position among its transaction's messages of the same prefix."""
 
 
 class RowDecoder:
@@ -148,6 +188,10 @@ class RowDecoder:
         self._commit_ts_ms = 0
         self._index = 0
         self._per_table: dict[tuple[str, str], int] = {}
+        self.messages = False
+        """Decode logical decoding messages (:class:`Message`). False: the plugin's messages
+        are dropped and take no index, so the changes' event ids are those of a connector that
+        publishes no messages."""
         self._whole_row_key = False
         self._is_selected: dict[tuple[str, str], bool] = {}
         self._shapes: dict[tuple[str, str], tuple[int, tuple[tuple[str, str], ...]]] = {}
@@ -172,11 +216,36 @@ class RowDecoder:
         self._per_table.clear()
         self.truncated.clear()
         self._truncated_at.clear()
-        return Begin(xid, commit_lsn, end_lsn)
+        return Begin(xid, commit_lsn, end_lsn, commit_ts_ms)
 
     def _commit(self, end_lsn: int) -> Commit:
         self._last_commit_lsn = self._commit_lsn
         return Commit(self._xid, self._commit_lsn, end_lsn)
+
+    def _message(self, transactional: bool, prefix: str, content: bytes, lsn: int) -> Message:
+        if not transactional:
+            return Message(
+                False, prefix, content, lsn, lsn, 0, None, 0, self._last_commit_lsn, 0, 0
+            )
+        index = self._index
+        self._index = index + 1
+        # Apart from the tables' counts: a prefix is no table.
+        key = ("\0message", prefix)
+        per_prefix = self._per_table.get(key, 0) + 1
+        self._per_table[key] = per_prefix
+        return Message(
+            True,
+            prefix,
+            content,
+            lsn,
+            self._commit_lsn,
+            index,
+            self._xid,
+            self._commit_ts_ms,
+            self._last_commit_lsn,
+            index + 1,
+            per_prefix,
+        )
 
     def _route(self, schema: str, table: str, fresh: bool = False) -> tuple[str, str] | None:
         """The name ``schema.table``'s changes are published under, None when not captured.

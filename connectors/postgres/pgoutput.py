@@ -14,7 +14,10 @@ relation's id and the values. Per message:
   An update carries the old key (``K``) when it changed, or the whole old row (``O``) under
   REPLICA IDENTITY FULL; a delete one of the two.
 - ``T`` truncate of several relations, ``C`` commit with the end of the commit record (the
-  position to confirm). ``O`` origin, ``Y`` type and ``M`` message carry nothing for us.
+  position to confirm). ``O`` origin and ``Y`` type carry nothing for us.
+- ``M`` a logical decoding message (only when started with ``messages``, PostgreSQL 14 and
+  later, the oldest cdc supports; the connector asks for it when it publishes messages): flags (1:
+  transactional), its LSN, the prefix, the content's length and bytes, exact.
 
 The position of a change is the XLogData message's start, which the caller passes in: for a row
 change, the change's own LSN, as wal2json's ``lsn``.
@@ -27,7 +30,12 @@ writes ``null``), as snapshot reads carry them.
 
 from __future__ import annotations
 
-__all__ = ["PGOUTPUT", "PgOutputDecoder", "has_c_tuples", "pgoutput_options"]
+__all__ = [
+    "PGOUTPUT",
+    "PgOutputDecoder",
+    "has_c_tuples",
+    "pgoutput_options",
+]
 
 import logging
 import struct
@@ -42,6 +50,7 @@ from connectors.postgres.decoding import (
     Begin,
     Catalog,
     Commit,
+    Message,
     RowDecoder,
     TableInfo,
 )
@@ -60,7 +69,8 @@ _U32 = struct.Struct(">I")
 _I32 = struct.Struct(">i")
 _H16 = struct.Struct(">H")
 _RELATION_COLUMN = struct.Struct(">Ii")  # type oid, type modifier
-_IGNORED = frozenset(b"OYM")  # origin, type, logical message
+_IGNORED = frozenset(b"OY")  # origin, type
+_MESSAGE = struct.Struct(">BQ")  # flags, LSN
 
 Convert = Callable[[bytes], object] | None
 
@@ -70,9 +80,13 @@ def has_c_tuples() -> bool:
     return _native_row is not None
 
 
-def pgoutput_options(publication: str) -> dict[str, str]:
-    """``START_REPLICATION`` options: protocol 1 (every PostgreSQL from 10), text values."""
-    return {"proto_version": "1", "publication_names": publication}
+def pgoutput_options(publication: str, messages: bool = False) -> dict[str, str]:
+    """``START_REPLICATION`` options: protocol 1 (every PostgreSQL from 10), text values;
+    ``messages``: logical decoding messages too (PostgreSQL 14 and later, as cdc)."""
+    options = {"proto_version": "1", "publication_names": publication}
+    if messages:
+        options["messages"] = "true"
+    return options
 
 
 def _float(raw: bytes) -> object:
@@ -144,7 +158,7 @@ class PgOutputDecoder(RowDecoder):
 
     def decode(
         self, payload: bytes, lsn: int
-    ) -> Begin | Change | tuple[Change, ...] | Commit | None:
+    ) -> Begin | Change | tuple[Change, ...] | Commit | Message | None:
         """One pgoutput message; ``lsn`` is where the stream said it starts."""
         kind = payload[0]
         if kind == 73:  # I
@@ -183,7 +197,18 @@ class PgOutputDecoder(RowDecoder):
             return self._truncate(payload, lsn)
         if kind in _IGNORED:
             return None
+        if kind == 77:  # M
+            return self._logical_message(payload) if self.messages else None
         raise CdcError(f"pgoutput sent a message of unknown kind {chr(kind)!r}")
+
+    def _logical_message(self, payload: bytes) -> Message:
+        flags, lsn = _MESSAGE.unpack_from(payload, 1)
+        end = payload.index(b"\0", 10)
+        # A prefix is text; one in another encoding than UTF-8 still names a topic.
+        prefix = payload[10:end].decode(errors="replace")
+        size = _U32.unpack_from(payload, end + 1)[0]
+        content = payload[end + 5 : end + 5 + size]
+        return self._message(bool(flags & 1), prefix, bytes(content), lsn)
 
     def _relation(self, payload: bytes, kind: str) -> _Relation:
         relid = _U32.unpack_from(payload, 1)[0]
@@ -405,7 +430,7 @@ class PgOutputPlugin:
     def options(
         config: ConnectorConfig, partition_schemas: frozenset[str] = frozenset()
     ) -> dict[str, str]:
-        return pgoutput_options(config.publication)
+        return pgoutput_options(config.publication, messages=bool(config.messages))
 
     @staticmethod
     def decoder(

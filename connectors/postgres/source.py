@@ -38,6 +38,7 @@ from cdc.oversized import Oversized
 from cdc.pgerrors import mapped
 from cdc.retry import Backoff, Stopped, retried
 from cdc.transforms import Transforms
+from cdc.transforms.messages import Messages
 from connectors.postgres.catalog import PostgresCatalog, selected_tables
 from connectors.postgres.check import own_tables
 from connectors.postgres.decoders import Decoder, decoder_plugin
@@ -91,6 +92,8 @@ class PostgresSource:
             config.tombstones,
             kafka.producer.max_unacked_records,
             self.transforms.lookup(),
+            Messages(config.messages, config.topic_prefix) if config.messages else None,
+            config.transaction_topic,
         )
         self.finished = False
         """Set once an ``initial_only`` connector has delivered its snapshot."""

@@ -10,7 +10,10 @@ parts.
 
 Resume rule: the confirmed position only ever moves to the end of a transaction whose every
 record Kafka acked (or, when nothing at all is in flight, to the server's reported end of WAL); a
-crash re-publishes at most the unconfirmed suffix, with the same event ids.
+crash re-publishes at most the unconfirmed suffix, with the same event ids. With the transaction
+topic, a transaction's END record is sent once the rest of it is acked, and the transaction is
+delivered only once the END is acked too (:mod:`cdc.transforms.transactions`). A
+non-transactional logical decoding message is a transaction of its own, ending at its LSN.
 """
 
 from __future__ import annotations
@@ -41,8 +44,10 @@ from cdc.errors import CdcError, KafkaUnavailable, Refused, describe
 from cdc.events import Change, Record, SourceInfo, encode, tombstone
 from cdc.kafka import BUFFER_BYTES, ConfluentPublisher
 from cdc.transforms import TableShape
+from cdc.transforms.messages import Messages
+from cdc.transforms.transactions import Boundaries
 from connectors.postgres.decoders import Decoder
-from connectors.postgres.decoding import Begin, Commit
+from connectors.postgres.decoding import Begin, Commit, Message
 from connectors.postgres.replication import (
     XLOGDATA,
     XLOGDATA_PAYLOAD,
@@ -162,6 +167,11 @@ class StreamSettings:
     """Reading waits while this many records are unacked (``max_unacked_records``)."""
     shape: Callable[[str, str], TableShape | None] | None = None
     """A table's transforms (:meth:`cdc.transforms.Transforms.lookup`); None: no table has any."""
+    messages: Messages | None = None
+    """Logical decoding messages to publish (``[[connectors.messages]]``); None: none is
+    decoded."""
+    transaction_topic: bool = False
+    """BEGIN and END records on ``{topic_prefix}.transaction`` (``transaction_topic``)."""
 
 
 class Confirmation:
@@ -272,6 +282,13 @@ def stream(  # noqa: PLR0912, PLR0915  (the hot loop reads best in one piece)
         publisher.on_wait = waiting
     tombstones = settings.tombstones
     max_unacked = settings.max_unacked
+    message_rules = settings.messages
+    # The decoder drops the plugin's messages (and gives them no index) unless they are wanted.
+    decoder.messages = message_rules is not None
+    boundaries = Boundaries(source) if settings.transaction_topic else None
+    ending: deque[tuple[Txn, Record]] = deque()
+    """Transactions read whose END record waits for the rest of them to be acked, in commit
+    order."""
 
     # Looked up once per session: the per-message path makes no attribute lookups it can avoid.
     sent, acked, failed = tracker.sent, tracker.acked, errors.append
@@ -291,12 +308,51 @@ def stream(  # noqa: PLR0912, PLR0915  (the hot loop reads best in one piece)
     def shaped(shape: TableShape, change: Change, txn: Txn, now_ms: int) -> None:
         # A table with transforms: any number of records (none when filtered out).
         records = shape.records(change, source, now_ms, tombstones)
+        if records and boundaries is not None:
+            counted = sum(r.value is not None for r in records)
+            begin = boundaries.event(f"{change.schema}.{change.table}", counted)
+            if begin is not None:
+                publish(begin, txn)
         for record in records:
             publish(record, txn)
         if records:
             counts.published += 1
             by_table[change.schema, change.table, change.op] += 1
             txn.ts_ms = change.commit_ts_ms
+
+    def message(item: Message, txn: Txn | None, now_ms: int) -> None:
+        assert message_rules is not None  # the decoder decodes none otherwise
+        record = message_rules.record(item, source, now_ms)
+        if item.transactional:
+            if txn is None:
+                raise CdcError(f"{subject}: a transactional message came outside a transaction")
+            if record is None:
+                return
+            if boundaries is not None:
+                begin = boundaries.event(item.prefix, 1)
+                if begin is not None:
+                    publish(begin, txn)
+            publish(record, txn)
+            counts.published += 1
+            return
+        if record is None:
+            return
+        # Between transactions: a transaction of its own, delivered once acked. Its end is the
+        # message's LSN (the end of its WAL record): confirmed, the slot skips the message,
+        # and nothing committed after it (a commit record may start right there).
+        own = tracker.begin(item.lsn)
+        publish(record, own)
+        tracker.commit(own)
+        counts.published += 1
+
+    def end_acked() -> None:
+        # END records of transactions whose every other record is acked, in commit order; the
+        # transaction is delivered (confirmable) once its END is acked too.
+        tracker.count()
+        while ending and ending[0][0].pending == 0:
+            done, end = ending.popleft()
+            publish(end, done)
+            tracker.commit(done)
 
     while not stop.is_set():
         if tracker.unacked >= max_unacked or publisher.unacked_bytes >= BUFFER_BYTES:
@@ -326,13 +382,20 @@ def stream(  # noqa: PLR0912, PLR0915  (the hot loop reads best in one piece)
                 continue
             if isinstance(item, Begin):
                 txn = tracker.begin(item.end_lsn)
+                if boundaries is not None:
+                    boundaries.begin(item.xid, item.commit_lsn, item.commit_ts_ms)
             elif isinstance(item, Commit):
                 if txn is not None:
                     txn.end = item.end_lsn  # pgoutput says it only now
-                    tracker.commit(txn)
+                    if boundaries is not None and (end := boundaries.end()) is not None:
+                        ending.append((txn, end))  # sent once the rest of txn is acked
+                    else:
+                        tracker.commit(txn)
                 txn = None
                 if decoder.truncated and tables is not None:
                     tables.truncated(decoder.truncated)
+            elif isinstance(item, Message):
+                message(item, txn, now_ms)
             else:
                 if txn is None:
                     raise CdcError(f"{subject}: a change came outside a transaction")
@@ -353,6 +416,10 @@ def stream(  # noqa: PLR0912, PLR0915  (the hot loop reads best in one piece)
                         shaped(shape, change, txn, now_ms)
                         continue
                     record = encode(change, source, now_ms)
+                    if boundaries is not None and (
+                        begin := boundaries.event(f"{change.schema}.{change.table}", 1)
+                    ):
+                        publish(begin, txn)
                     publish(record, txn)
                     if tombstones and change.op == "d":
                         publish(tombstone(record), txn)
@@ -367,6 +434,8 @@ def stream(  # noqa: PLR0912, PLR0915  (the hot loop reads best in one piece)
         publisher.poll()
         if errors:
             raise _delivery_failed(errors[0])
+        if ending:
+            end_acked()
         confirmation.received = received
         confirmation.acked(tracker.confirmable(), txn is None and tracker.idle)
         counts.acked = acked_before + tracker.acked_records
@@ -414,6 +483,9 @@ def stream(  # noqa: PLR0912, PLR0915  (the hot loop reads best in one piece)
     # Stop reading; give in-flight records a few seconds, then confirm only what was acked.
     try:
         publisher.flush(STOP_FLUSH_S)
+        if ending:  # transactions acked but for their END: send it, and wait for it
+            end_acked()
+            publisher.flush(STOP_FLUSH_S)
     except CdcError as e:
         log.warning("%s: stopping with records undelivered (%s)", subject, e)
     confirmation.received = received

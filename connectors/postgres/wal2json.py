@@ -18,6 +18,11 @@ message's types say which, see :meth:`Wal2JsonDecoder._layout`) become floats ag
 may have been ``-0`` makes the decoder parse the message again, with a ``.0`` after each such
 value. The values are then the floats pgoutput and snapshot reads give, and are written as the
 same JSON text (``-0.0``, ``1.0``).
+
+A logical message's (``M``) content is what wal2json 2.5 prints: the bytes up to the first NUL
+(it reads the content as a C string), JSON-escaped but not made valid UTF-8, so the object may
+not be JSON a parser accepts; the content is then read from the bytes themselves
+(:func:`_raw_message`). Bytes after a NUL are lost, which pgoutput does not lose.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from cdc.config import ConnectorConfig
 from cdc.errors import CdcError
 from cdc.events import Change, Row
 from cdc.globs import compile_globs, is_plain
-from connectors.postgres.decoding import Begin, Catalog, Commit, RowDecoder, TableInfo
+from connectors.postgres.decoding import Begin, Catalog, Commit, Message, RowDecoder, TableInfo
 from connectors.postgres.owntables import SIGNAL_TABLE
 from connectors.postgres.replication import parse_lsn
 
@@ -64,6 +69,21 @@ _BARE_NUMERIC = re.compile(rb'"type":"numeric(?:\([0-9,]+\))?","value":(-?[0-9][
 # A float printed as an integer ("-0", "1"); the look-ahead leaves "1e+20" and "0.5" alone.
 _INTEGRAL_FLOAT = re.compile(rb'"type":"(?:real|double precision)","value":-?[0-9]+(?=[,}])')
 _FLOAT_TYPES = frozenset({"real", "double precision"})
+_MESSAGE_START = b'{"action":"M"'
+_CONTENT = b',"content":"'
+"""Where an ``M`` object's content starts: inside a JSON string quotes are escaped, so only the
+field itself holds these bytes."""
+_UNESCAPE = re.compile(rb'\\(["\\/bfnrt]|u[0-9a-fA-F]{4})')
+_ESCAPES = {
+    b'"': b'"',
+    b"\\": b"\\",
+    b"/": b"/",
+    b"b": b"\b",
+    b"f": b"\f",
+    b"n": b"\n",
+    b"r": b"\r",
+    b"t": b"\t",
+}
 _UNKNOWN: Any = object()
 _NAME = operator.itemgetter("name")
 _NAME_VALUE = operator.itemgetter("name", "value")
@@ -93,11 +113,16 @@ class Wal2JsonDecoder(RowDecoder):
 
     def decode(  # noqa: PLR0912, PLR0915  (one piece: a call more would cost every row)
         self, payload: bytes, lsn: int = 0
-    ) -> Begin | Change | tuple[Change, ...] | Commit | None:
+    ) -> Begin | Change | tuple[Change, ...] | Commit | Message | None:
         """``lsn``, the message's position in the stream, is not needed: wal2json says it."""
         if b'"numeric' in payload:
             payload = _quote_numerics(payload)
-        msg = orjson.loads(payload)
+        try:
+            msg = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            if payload.startswith(_MESSAGE_START):  # content that is not UTF-8
+                return self._raw_message(payload) if self.messages else None
+            raise
         action = msg["action"]
         if action == "B":
             return self._begin(
@@ -109,7 +134,14 @@ class Wal2JsonDecoder(RowDecoder):
         if action == "C":
             return self._commit(parse_lsn(msg["nextlsn"]))
         if action == "M":
-            return None
+            if not self.messages:
+                return None
+            return self._message(
+                msg["transactional"],
+                msg["prefix"],
+                msg["content"].encode(),
+                parse_lsn(msg["lsn"]),
+            )
         name = (msg["schema"], msg["table"])
         route = self._routes.get(name, _UNKNOWN)
         if route is _UNKNOWN:
@@ -167,6 +199,16 @@ class Wal2JsonDecoder(RowDecoder):
             if all(c["name"] in names for c in columns):
                 types = self._layout(schema, table, True, old)[0]
         return self._update(schema, table, after, types, identity, lsn, pk_names)
+
+    def _raw_message(self, payload: bytes) -> Message:
+        """An ``M`` object that is not valid JSON: its content (the last field) is taken as
+        the bytes wal2json printed, unescaped; the fields before it are JSON."""
+        start = payload.find(_CONTENT)
+        if start < 0 or not payload.endswith(b'"}'):
+            raise CdcError(f"wal2json sent a message that cannot be read: {payload[:200]!r}")
+        head = orjson.loads(payload[:start].decode(errors="replace") + "}")
+        content = _UNESCAPE.sub(_unescaped, payload[start + len(_CONTENT) : -2])
+        return self._message(head["transactional"], head["prefix"], content, parse_lsn(head["lsn"]))
 
     def _layout(
         self, schema: str, table: str, deleted: bool, columns: Any
@@ -265,6 +307,13 @@ def _strip(msg: dict[str, Any], generated: frozenset[str]) -> None:
     for part in ("columns", "identity"):
         if part in msg:
             msg[part] = [c for c in msg[part] if c["name"] not in generated]
+
+
+def _unescaped(match: re.Match[bytes]) -> bytes:
+    escape = match.group(1)
+    if escape[0] == 117:  # u: a control character (wal2json escapes nothing else so)
+        return chr(int(escape[1:], 16)).encode()
+    return _ESCAPES[escape]
 
 
 def _row(columns: Any) -> Row:

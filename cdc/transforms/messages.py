@@ -1,0 +1,129 @@
+"""Logical decoding messages (``pg_logical_emit_message``) as events: an outbox without a table.
+
+A connector with ``[[connectors.messages]]`` rules decodes the plugin's messages; a message whose
+prefix matches a rule's globs (the first rule that matches) is published to the rule's topic, in
+Debezium's message event layout: key ``{"prefix": ...}``, value ``{"op": "m", "ts_ms", "source",
+"message": {"prefix", "content"}, "transaction"}`` with the content in base64 (it is bytes), and
+the ``cdc-event-id`` header: ``{commit_lsn}:{index}`` for a transactional message (the index
+counted with its transaction's changes), ``{lsn}:0`` for a non-transactional one. A prefix no rule
+matches publishes nothing.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MessageLike", "Messages"]
+
+import base64
+import re
+from collections.abc import Sequence
+from typing import Protocol
+
+import orjson
+
+from cdc.config.models import MessagesRule
+from cdc.events import EVENT_ID_HEADER, VERSION, Record, SourceInfo
+from cdc.globs import compile_globs
+
+_TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class MessageLike(Protocol):
+    """A decoded message (:class:`connectors.postgres.decoding.Message`)."""
+
+    @property
+    def transactional(self) -> bool: ...
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def content(self) -> bytes: ...
+    @property
+    def lsn(self) -> int: ...
+    @property
+    def commit_lsn(self) -> int: ...
+    @property
+    def index(self) -> int: ...
+    @property
+    def xid(self) -> int | None: ...
+    @property
+    def commit_ts_ms(self) -> int: ...
+    @property
+    def last_commit_lsn(self) -> int: ...
+    @property
+    def total_order(self) -> int: ...
+    @property
+    def data_collection_order(self) -> int: ...
+
+
+class Messages:
+    """A connector's message rules, compiled: which prefix goes to which topic."""
+
+    def __init__(self, rules: Sequence[MessagesRule], topic_prefix: str) -> None:
+        self._rules = [(compile_globs(r.prefixes), r.topic) for r in rules]
+        self._topic_prefix = topic_prefix
+        self._topics: dict[str, str | None] = {}
+
+    def topic(self, prefix: str) -> str | None:
+        """The topic of a message with this prefix; None: not published (cached per prefix)."""
+        try:
+            return self._topics[prefix]
+        except KeyError:
+            pass
+        found = None
+        for pattern, template in self._rules:
+            if pattern.fullmatch(prefix):
+                found = template.format(
+                    topic_prefix=self._topic_prefix, prefix=_TOPIC_UNSAFE.sub("_", prefix)
+                )
+                break
+        if len(self._topics) >= 4096:  # prefixes made per request, say
+            self._topics.clear()
+        self._topics[prefix] = found
+        return found
+
+    def record(self, message: MessageLike, source: SourceInfo, now_ms: int) -> Record | None:
+        """The record of ``message``, None when no rule matches its prefix."""
+        topic = self.topic(message.prefix)
+        if topic is None:
+            return None
+        return Record(
+            topic,
+            orjson.dumps({"prefix": message.prefix}),
+            orjson.dumps(value(message, source, now_ms)),
+            [(EVENT_ID_HEADER, b"%d:%d" % (message.commit_lsn, message.index))],
+        )
+
+
+def value(message: MessageLike, source: SourceInfo, now_ms: int) -> dict[str, object]:
+    """Debezium's message event, with the change envelope's ``transaction`` block (None for a
+    non-transactional message, which belongs to no transaction)."""
+    transactional = message.transactional
+    return {
+        "op": "m",
+        "ts_ms": now_ms,
+        "source": {
+            "version": VERSION,
+            "connector": "postgresql",
+            "name": source.name,
+            # A non-transactional message has no commit: when the connector read it.
+            "ts_ms": message.commit_ts_ms if transactional else now_ms,
+            "snapshot": "false",
+            "db": source.db,
+            "sequence": f'["{message.last_commit_lsn}","{message.lsn}"]',
+            "schema": "",
+            "table": "",
+            "txId": message.xid,
+            "lsn": message.lsn,
+            "xmin": None,
+        },
+        "message": {
+            "prefix": message.prefix,
+            "content": base64.b64encode(message.content).decode(),
+        },
+        "transaction": {
+            "id": f"{message.xid}:{message.commit_lsn}",
+            "total_order": message.total_order,
+            "data_collection_order": message.data_collection_order,
+        }
+        if transactional
+        else None,
+    }
