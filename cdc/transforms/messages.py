@@ -5,7 +5,8 @@ prefix matches a rule's globs (the first rule that matches) is published to the 
 Debezium's message event layout: key ``{"prefix": ...}``, value ``{"op": "m", "ts_ms", "source",
 "message": {"prefix", "content"}, "transaction"}`` with the content in base64 (it is bytes), and
 the ``cdc-event-id`` header: ``{commit_lsn}:{index}`` for a transactional message (the index
-counted with its transaction's changes), ``{lsn}:0`` for a non-transactional one. A prefix no rule
+counted with its transaction's changes), ``{lsn - 1}:0`` for a non-transactional one (``lsn``
+ends its WAL record; no other record starts inside it, so no change has that id). A prefix no rule
 matches publishes nothing.
 """
 

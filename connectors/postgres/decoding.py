@@ -146,7 +146,7 @@ class Message:
     A transactional one comes inside its transaction and takes the next index of the
     transaction's changes (its event id is ``{commit_lsn}:{index}``, as a change's); a
     non-transactional one comes between transactions, and is its own: ``commit_lsn`` is its
-    ``lsn``, ``index`` 0."""
+    ``lsn - 1`` (so that no change shares its id), ``index`` 0."""
 
     transactional: bool
     prefix: str
@@ -224,8 +224,11 @@ class RowDecoder:
 
     def _message(self, transactional: bool, prefix: str, content: bytes, lsn: int) -> Message:
         if not transactional:
+            # Its id is {lsn - 1}:0: lsn ends the message's WAL record, where the next (a
+            # commit, whose {commit_lsn}:0 is a change's id) may start; lsn - 1 is inside the
+            # message's own record, where no other record starts.
             return Message(
-                False, prefix, content, lsn, lsn, 0, None, 0, self._last_commit_lsn, 0, 0
+                False, prefix, content, lsn, lsn - 1, 0, None, 0, self._last_commit_lsn, 0, 0
             )
         index = self._index
         self._index = index + 1

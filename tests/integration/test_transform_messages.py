@@ -117,7 +117,7 @@ def test_messages_and_transaction_boundaries(
     assert audit.value is not None and audit.value["op"] == "m"
     nt = next(e for e in events if e.topic == f"{name}.message.audit.nt")
     assert nt.value is not None and nt.value["transaction"] is None
-    assert nt.event_id == f"{nt.value['source']['lsn']}:0"
+    assert nt.event_id == f"{nt.value['source']['lsn'] - 1}:0"
 
     # Ids: a transactional message's index is counted with its transaction's changes.
     first_txn = audit.value["transaction"]["id"]

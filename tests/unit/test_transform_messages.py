@@ -97,9 +97,11 @@ def test_a_non_transactional_message_is_its_own_at_its_lsn() -> None:
     message = decoder.decode(PG_NON_TX, 0xB428E2D10)
     assert isinstance(message, Message)
     assert (message.transactional, message.prefix, message.content) == (False, "nt2", b"\xffA")
+    # Its id is {lsn - 1}:0: a commit record may start at lsn, and its first change is
+    # {commit_lsn}:0.
     assert (message.lsn, message.commit_lsn, message.index, message.xid) == (
         0xB428E2D10,
-        0xB428E2D10,
+        0xB428E2D10 - 1,
         0,
         None,
     )
@@ -200,7 +202,7 @@ def test_message_record_is_debeziums_layout_with_the_event_id() -> None:
     assert isinstance(own, Message)
     record = rules((["*"], None)).record(own, SOURCE, 99)
     assert record is not None
-    assert record.headers == [("cdc-event-id", f"{0xB428E2D10}:0".encode())]
+    assert record.headers == [("cdc-event-id", f"{0xB428E2D10 - 1}:0".encode())]
     value = orjson.loads(record.value or b"")
     assert value["transaction"] is None
     assert (value["source"]["txId"], value["source"]["ts_ms"]) == (None, 99)
