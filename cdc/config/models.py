@@ -322,6 +322,14 @@ class MessagesRule(_Spec):
     topic: str = "{topic_prefix}.message.{prefix}"
     """Template: ``{topic_prefix}``, ``{prefix}`` (characters Kafka forbids become ``_``)."""
 
+    @model_validator(mode="after")
+    def _template(self) -> MessagesRule:
+        from cdc.transforms.routes import template_fields  # noqa: PLC0415 (models import first)
+
+        fields = frozenset({"topic_prefix", "prefix"})
+        template_fields(self.topic, fields, "messages topic template")
+        return self
+
 
 def _default_slot(name: str) -> str:
     return "cdc_" + re.sub(r"[^a-z0-9]", "_", name.lower())

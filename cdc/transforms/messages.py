@@ -72,8 +72,9 @@ class Messages:
         found = None
         for pattern, template in self._rules:
             if pattern.fullmatch(prefix):
-                found = template.format(
-                    topic_prefix=self._topic_prefix, prefix=_TOPIC_UNSAFE.sub("_", prefix)
+                # The template's own text may hold what Kafka forbids too (`events/{prefix}`).
+                found = _TOPIC_UNSAFE.sub(
+                    "_", template.format(topic_prefix=self._topic_prefix, prefix=prefix)
                 )
                 break
         if len(self._topics) >= 4096:  # prefixes made per request, say

@@ -7,8 +7,10 @@ import base64
 import struct
 
 import orjson
+import pytest
 
 from cdc.config import parse_config
+from cdc.errors import ConfigError
 from cdc.events import Change, SourceInfo
 from cdc.transforms.messages import Messages
 from cdc.transforms.transactions import is_boundary_or_message
@@ -170,6 +172,22 @@ def test_topics_by_prefix_first_rule_wins_unmatched_publish_nothing() -> None:
     assert messages.topic("audit.login") == "shop.audit"
     assert messages.topic("orders/placed") == "shop.message.orders_placed"
     assert rules((["a*"], None)).topic("b") is None
+
+
+def test_a_bad_topic_template_stops_the_configuration_naming_it() -> None:
+    # It used to load, and the first message matching it raised a bare KeyError in the
+    # stream loop (the connector restarting forever); and a `/` in the template's text made a
+    # topic name Kafka refuses.
+    for topic, said in (
+        ("{topic_prefix}.{prefx}", "unknown placeholder {prefx}"),
+        ("{topic_prefix}.{prefix", "messages topic template"),
+        ("{prefix:>10}", "takes no format spec"),
+    ):
+        with pytest.raises(ConfigError) as raised:
+            rules((["a*"], topic))
+        assert "connectors[0].messages[0]" in str(raised.value), str(raised.value)
+        assert said in str(raised.value), str(raised.value)
+    assert rules((["a*"], "events/{prefix}")).topic("a b") == "events_a_b"
 
 
 def test_message_record_is_debeziums_layout_with_the_event_id() -> None:
