@@ -397,7 +397,8 @@ class PostgresSource:
         self, sql: psycopg.Connection[Any], selector: TableSelector, catalog: PostgresCatalog
     ) -> None:
         infos: dict[tuple[str, str], TableInfo] = {}
-        for schema, table in selected_tables(sql, selector):
+        # The tables as they are published (partitions with "leaf"), as `cdc check` sees them.
+        for schema, table in selected_tables(sql, selector, self.config.partitions):
             info = catalog.table(schema, table)
             if info is not None:
                 infos[schema, table] = info

@@ -18,6 +18,11 @@ from click.testing import CliRunner
 from kafka import KafkaConsumer, TopicPartition
 
 from cdc.cli import cli
+from cdc.config import parse_config
+from cdc.errors import CdcError
+from cdc.globs import TableSelector
+from connectors.postgres.catalog import PostgresCatalog
+from connectors.postgres.source import PostgresSource
 from tests.support.harness import read_topics, slot_confirmed_lsn, wait_for
 from tests.support.replicas import Replicas, pg_columns, pg_table
 
@@ -220,3 +225,36 @@ def test_check_names_a_masked_key_column_and_an_unknown_column(
     assert any("public.customers: key column id is masked" in line for line in fails), fails
     assert any("public.customers: column emial" in line for line in fails), fails
     assert any("public.customers: column regoin" in line for line in fails), fails
+
+
+def test_run_checks_the_rules_against_the_partitions_it_publishes(
+    database: str, unique: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With ``partitions = "leaf"`` each partition is published as a table: ``cdc run`` checks
+    the rules against the partitions, as ``cdc check`` does. It used to check them against the
+    partitioned tables, so a typo in a mask on a partition (the column then published in clear)
+    started with a warning that the rule matched nothing, while a rule on the partitioned
+    table, which matches none of the published tables, said nothing."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE events (id int, email text, PRIMARY KEY (id)) PARTITION BY RANGE (id);"
+            " CREATE TABLE events_1 PARTITION OF events FOR VALUES FROM (0) TO (100)"
+        )
+    loaded = parse_config(
+        '[kafka]\nbootstrap_servers = "127.0.0.1:1"\n'
+        f'[[connectors]]\nname = "leaf{unique}"\ndsn = "{database}"\npartitions = "leaf"\n'
+        'mask_salt = "salt"\n[[connectors.columns]]\ntables = ["public.events_1"]\n'
+        'mask = { emial = "x" }\n'
+        '[[connectors.columns]]\ntables = ["public.events"]\nhash = ["email"]\n'
+    )
+    config = loaded.connectors[0]
+    source = PostgresSource(config, loaded.kafka)
+    with (
+        psycopg.connect(database, autocommit=True) as conn,
+        pytest.raises(CdcError, match=r"public\.events_1: column emial"),
+    ):
+        source._warn_about_tables(
+            conn, TableSelector(config.tables, config.exclude_tables), PostgresCatalog(conn)
+        )
+    assert "[[connectors.columns]] #2 matches no captured table" in caplog.text
+    assert "#1 matches no captured table" not in caplog.text
