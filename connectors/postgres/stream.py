@@ -305,10 +305,11 @@ def stream(  # noqa: PLR0912, PLR0915  (the hot loop reads best in one piece)
 
     shape_of = settings.shape
 
-    def shaped(shape: TableShape, change: Change, txn: Txn, now_ms: int) -> None:
-        # A table with transforms: any number of records (none when filtered out).
+    def shaped(shape: TableShape, change: Change, txn: Txn, now_ms: int, own: bool = True) -> None:
+        # A table with transforms: any number of records (none when filtered out). ``own``
+        # False: incremental snapshot reads, which are not the transaction's events.
         records = shape.records(change, source, now_ms, tombstones)
-        if records and boundaries is not None:
+        if records and boundaries is not None and own:
             counted = sum(r.value is not None for r in records)
             begin = boundaries.event(f"{change.schema}.{change.table}", counted)
             if begin is not None:
@@ -318,7 +319,8 @@ def stream(  # noqa: PLR0912, PLR0915  (the hot loop reads best in one piece)
         if records:
             counts.published += 1
             by_table[change.schema, change.table, change.op] += 1
-            txn.ts_ms = change.commit_ts_ms
+            if own:
+                txn.ts_ms = change.commit_ts_ms
 
     def message(item: Message, txn: Txn | None, now_ms: int) -> None:
         assert message_rules is not None  # the decoder decodes none otherwise
@@ -406,7 +408,7 @@ def stream(  # noqa: PLR0912, PLR0915  (the hot loop reads best in one piece)
                             if shape_of is not None and (
                                 shape := shape_of(read.schema, read.table)
                             ):
-                                shaped(shape, read, txn, now_ms)
+                                shaped(shape, read, txn, now_ms, False)
                                 continue
                             publish(encode(read, source), txn)
                             counts.published += 1

@@ -10,9 +10,10 @@ import time
 from typing import Any
 
 import orjson
+import pytest
 
 from cdc.config import KafkaConfig, parse_config
-from cdc.events import Record, SourceInfo
+from cdc.events import Change, Record, SourceInfo
 from cdc.kafka.types import ConsumedRecord, TopicPartition
 from cdc.sink.runtime import SinkRuntime
 from cdc.transforms.messages import Messages
@@ -39,6 +40,10 @@ transaction_topic = true
 prefixes = ["audit"]
 """
 SOURCE = SourceInfo("fake", "fake", "fake")
+FILTERED_A = """[[connectors.filters]]
+tables = ["public.a"]
+where = "id >= 0"
+"""
 
 
 def begin(commit_lsn: int, xid: int) -> bytes:
@@ -120,8 +125,13 @@ class AckOnRequest:
             ]
 
 
-def run_stream(payloads: list[tuple[bytes, int]], publisher: AckOnRequest) -> Any:
-    config = parse_config(CONFIG)
+def run_stream(
+    payloads: list[tuple[bytes, int]],
+    publisher: AckOnRequest,
+    text: str = CONFIG,
+    snapshots: Any = None,
+) -> Any:
+    config = parse_config(text)
     source = PostgresSource(config.connectors[0], config.kafka)
     repl, stop = FakeRepl(payloads), threading.Event()
     catalog = FakeCatalog()
@@ -134,7 +144,7 @@ def run_stream(payloads: list[tuple[bytes, int]], publisher: AckOnRequest) -> An
             PgOutputDecoder(catalog, lambda s, t: True),
             SOURCE,
             publisher,
-            NoSnapshots(),
+            NoSnapshots() if snapshots is None else snapshots,
             source.confirmation,
             source.stats,
             source._delivery,
@@ -238,6 +248,68 @@ def test_end_only_after_the_rest_is_acked_and_confirmed_only_after_the_end() -> 
         stop.set()
         thread.join(10)
     assert not thread.is_alive()
+
+
+class ReadsOnB(NoSnapshots):
+    """An insert into ``public.b`` is a signal: two incremental snapshot reads of ``public.a``
+    are published instead."""
+
+    def on_change(self, change: Change, txn_end: int) -> list[Change] | None:
+        if change.table != "b":
+            return None
+        return [
+            Change(
+                "r",
+                "public",
+                "a",
+                {"id": n},
+                None,
+                {"id": n},
+                1,
+                n,
+                1,
+                0,
+                0,
+                snapshot="incremental",
+            )
+            for n in (10, 11)
+        ]
+
+
+@pytest.mark.parametrize("rules", ["", FILTERED_A], ids=["plain", "filtered"])
+def test_incremental_snapshot_reads_are_not_the_transactions_events(rules: str) -> None:
+    # The reads' transaction.id is not the transaction's: they were counted in its END (and
+    # made a BEGIN of their own) when their table had a transform, and not when it had none.
+    publisher = AckOnRequest()
+    payloads = [
+        (begin(T1, 7), T1),
+        (relation(1, b"a"), T1),
+        (relation(2, b"b"), T1),
+        (insert(2, 1), 0x900),  # the signal: its reads
+        (insert(1, 1), 0x990),
+        (commit(T1, T1 + 0x30), T1 + 0x30),
+        (begin(T2, 8), T2),
+        (insert(2, 2), 0x1900),  # reads only: no BEGIN, no END
+        (commit(T2, T2 + 0x30), T2 + 0x30),
+    ]
+    source, _, stop, thread = run_stream(payloads, publisher, CONFIG + rules, ReadsOnB())
+    try:
+
+        def delivered() -> bool:
+            publisher.ack_all()  # the ENDs too, once sent
+            return bool(source.confirmed >= T2 + 0x30)
+
+        wait_for(delivered, 10, "both confirmed")
+    finally:
+        stop.set()
+        thread.join(10)
+    bounds = [v for t, v in publisher.sent() if t == "fake.transaction"]
+    assert [(b["status"], b["id"], b["event_count"]) for b in bounds] == [
+        ("BEGIN", f"7:{T1}", None),
+        ("END", f"7:{T1}", 1),
+    ], bounds
+    assert bounds[1]["data_collections"] == [{"data_collection": "public.a", "event_count": 1}]
+    assert sum(t == "fake.public.a" for t, _ in publisher.sent()) == 5
 
 
 def test_ends_keep_commit_order() -> None:
