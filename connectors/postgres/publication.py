@@ -17,7 +17,8 @@ root leaves out), and the decoder publishes them under the partitioned table's n
 The connector changes only a publication it made (it says so in the publication's comment).
 
 Pushdown (PostgreSQL 15+): a table listed one by one gets the column list of its
-``[[connectors.columns]]`` include/exclude rules when it has a primary key and REPLICA IDENTITY
+``[[connectors.columns]]`` include rules (less their excludes; not an exclude rule alone, which
+publishes a column added later) when it has a primary key and REPLICA IDENTITY
 DEFAULT (a column list must cover the replica identity, and masks need the values), and the row
 filter of its ``[[connectors.filters]]`` when every column the filter names is in its replica
 identity (else PostgreSQL refuses the application's UPDATE and DELETE on the table) and it orders
@@ -382,7 +383,15 @@ class Publication:
                 continue  # a partitioned table: its partitions' own lists would apply
             column_list = None
             shaper = shape.columns
-            if lists_ok and shaper is not None and has_pk and identity == "d":
+            # Only an include list: PostgreSQL's column list leaves out a column added later,
+            # which an exclude rule publishes (until the next look: its values never sent).
+            if (
+                lists_ok
+                and shaper is not None
+                and shaper.include is not None
+                and has_pk
+                and identity == "d"
+            ):
                 # The connector filters before it drops columns: it needs the filter's too.
                 needed = shape.filter.columns if shape.filter is not None else frozenset()
                 kept = tuple(c for c in columns if shaper.kept(c) or c in needed)

@@ -33,13 +33,13 @@ tables = ["public.fully"]
 exclude = ["email"]
 [[connectors.columns]]
 tables = ["public.keyed"]
-exclude = ["secret"]
+include = ["id", "email", "region"]
 [[connectors.columns]]
 tables = ["public.masked_only"]
 mask = { email = "***" }
 [[connectors.columns]]
 tables = ["public.hidden"]
-exclude = ["region", "secret"]
+include = ["id", "v"]
 [[connectors.filters]]
 tables = ["public.hidden"]
 where = "region = 'eu'"
@@ -138,3 +138,43 @@ def test_no_pushdown_when_identity_does_not_cover_the_filter(database: str, uniq
         conn.execute("INSERT INTO fully VALUES (1, 'a', 'eu')")
         conn.execute("UPDATE fully SET email = 'b'")
         conn.execute("DELETE FROM fully")
+
+
+def test_a_column_added_later_is_published_from_its_first_row(database: str, unique: str) -> None:
+    """An ``exclude`` rule publishes every other column, those added later too. As a column
+    list (an include list to PostgreSQL) it was not exact: a column added later was left out
+    of every change by PostgreSQL until the connector's next look (never sent: the target
+    held NULL). An ``include`` rule leaves a new column out anyway: that list is exact."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        if conn.info.server_version < 150000:
+            pytest.skip("column lists need PostgreSQL 15")
+        conn.execute(SCHEMA)
+        ensure_source_tables(conn)
+    name = f"push{unique}"
+    rules = (
+        '[[connectors.columns]]\ntables = ["public.keyed"]\nexclude = ["secret"]\n'
+        '[[connectors.columns]]\ntables = ["public.hidden"]\ninclude = ["id", "v"]\n'
+    )
+    found = sync(database, name, rules)
+    assert found["keyed"] == (["id", "email", "secret", "region"], None)
+    assert found["hidden"] == (["id", "v"], None)
+    slot = f"slot_{unique}"
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
+        try:
+            conn.execute("ALTER TABLE keyed ADD COLUMN phone text")
+            conn.execute("INSERT INTO keyed VALUES (1, 'e', 's', 'eu', 'PHONE-1')")
+            conn.execute("ALTER TABLE hidden ADD COLUMN phone text")
+            conn.execute("INSERT INTO hidden VALUES (1, 'eu', 's', 'v', 'PHONE-2')")
+            sent = b"".join(
+                bytes(data)
+                for (data,) in conn.execute(
+                    "SELECT data FROM pg_logical_slot_get_binary_changes(%s, NULL, NULL,"
+                    " 'proto_version', '1', 'publication_names', %s)",
+                    (slot, config(database, name, rules).publication),
+                )
+            )
+        finally:
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+    assert b"PHONE-1" in sent, sent
+    assert b"PHONE-2" not in sent, sent
