@@ -407,6 +407,18 @@ class ConnectorConfig(_Spec):
         return self
 
     @model_validator(mode="after")
+    def _one_outbox_per_table(self) -> ConnectorConfig:
+        seen: dict[str, int] = {}
+        for i, box in enumerate(self.outbox):
+            if box.table in seen:
+                raise ValueError(
+                    f"outbox[{i}]: table {box.table} is outbox[{seen[box.table]}]'s already:"
+                    " one entry per outbox table"
+                )
+            seen[box.table] = i
+        return self
+
+    @model_validator(mode="after")
     def _salt_for_hashes(self) -> ConnectorConfig:
         hashed = [c for rule in self.columns for c in rule.hash]
         if hashed and (self.mask_salt is None or not self.mask_salt.get_secret_value()):

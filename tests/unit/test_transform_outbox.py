@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from cdc.config import parse_config
 from cdc.config.models import ConnectorConfig, OutboxConfig
+from cdc.errors import ConfigError
 from cdc.events import Change, SourceInfo
 from cdc.transforms import Transforms
 from cdc.transforms.outbox import Outbox
@@ -136,6 +138,17 @@ def test_a_key_change_split_into_delete_and_create_is_an_update() -> None:
 def test_bad_configs_are_refused_at_load(config: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=re.escape(message)):
         OutboxConfig.model_validate(config)
+
+
+def test_one_table_in_two_outbox_entries_is_refused_naming_it() -> None:
+    # The second entry silently replaced the first (its topic, its columns).
+    text = (
+        '[kafka]\nbootstrap_servers = "k:9092"\n[[connectors]]\nname = "shop"\n'
+        'dsn = "host=h dbname=d"\n[[connectors.outbox]]\ntable = "public.outbox"\n'
+        '[[connectors.outbox]]\ntable = "public.outbox"\ntopic = "other.{aggregatetype}"\n'
+    )
+    with pytest.raises(ConfigError, match=r"connectors\[0\].*public\.outbox.*outbox\[0\]"):
+        parse_config(text)
 
 
 @dataclass(frozen=True)
