@@ -136,7 +136,7 @@ def _render_path(loc: Sequence[str | int]) -> str:
     return out
 
 
-_SECRET_KEYS = ("password", "dsn", "secret")
+_SECRET_KEYS = ("password", "dsn", "secret", "salt")
 
 
 def _show(loc: Sequence[str | int], value: Any) -> str:

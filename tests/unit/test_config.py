@@ -121,6 +121,19 @@ def test_passwords_never_show_in_repr_or_str() -> None:
     assert config.kafka.sasl_plain_password.get_secret_value() == "kafka-hunter2"
 
 
+@pytest.mark.parametrize("salt", ["738261945", "7382.61945", "true"])
+def test_a_mask_salt_of_the_wrong_type_is_never_shown(salt: str) -> None:
+    # The salt of hash masks is a secret: a bad one was said back in the error.
+    with pytest.raises(ConfigError) as raised:
+        parse_config(KAFKA + f'[[connectors]]\nname = "a"\ndsn = "host=db"\nmask_salt = {salt}\n')
+    assert "connectors[0].mask_salt: expected a string" in str(raised.value)
+    assert salt not in str(raised.value), str(raised.value)
+    config = parse_config(
+        KAFKA + '[[connectors]]\nname = "a"\ndsn = "host=db"\nmask_salt = "s4lt"\n'
+    )
+    assert "s4lt" not in repr(config) and "s4lt" not in str(config)
+
+
 def test_env_substitution_whole_and_embedded() -> None:
     text = (
         '[kafka]\nbootstrap_servers = ["${KAFKA_HOST}:19092"]\n'
