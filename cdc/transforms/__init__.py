@@ -12,6 +12,7 @@ from __future__ import annotations
 
 __all__ = ["TableShape", "Transforms"]
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -63,6 +64,7 @@ class TableShape:
         self, change: Change, source: SourceInfo, now_ms: int | None, tombstones: bool
     ) -> list[Record]:
         """The records to publish for ``change`` (none when a filter drops it)."""
+        op = change.op
         if self.filter is not None:
             kept = self.filter(change)
             if kept is None:
@@ -72,7 +74,9 @@ class TableShape:
             change = self.columns(change)
         out: list[Record] = []
         if self.outbox is not None:
-            out.extend(self.outbox.records(change, source))
+            # An update the filter made a create (the row moved in) is no new outbox event.
+            outboxed = change if op == change.op else dataclasses.replace(change, op=op)
+            out.extend(self.outbox.records(outboxed, source))
             if not self.publish_rows:
                 return out
         if self.route is not None:

@@ -3,6 +3,7 @@ the payload as it is whatever its type; updates, deletes, truncates and reads pu
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass
@@ -188,3 +189,23 @@ def test_publish_rows_also_publishes_the_row_events() -> None:
         "src.public.outbox",
         "src.public.outbox",  # the delete's tombstone
     ]
+
+
+def test_an_update_a_filter_turns_into_an_insert_is_still_an_update() -> None:
+    # REPLICA IDENTITY FULL and a filter on the outbox: an update moving a row into the filter
+    # is published as a create for row events, but it is no new outbox event.
+    config = ConnectorConfig.model_validate(
+        {
+            "name": "shop",
+            "dsn": "dbname=x",
+            "outbox": [{"table": "public.outbox"}],
+            "filters": [{"tables": ["public.outbox"], "where": "aggregatetype = 'Order'"}],
+        }
+    )
+    found = Transforms(config).shape("public", "outbox")
+    assert found is not None
+    moved_in = dataclasses.replace(
+        change("u", '{"a":1}'), before={**ROW, "aggregatetype": "Draft", "payload": '{"a":1}'}
+    )
+    assert found.records(moved_in, SOURCE, 1, True) == []
+    assert len(found.records(change("c", '{"a":1}'), SOURCE, 1, True)) == 1
