@@ -139,13 +139,40 @@ class Transforms:
             route=Router(routes[0]) if routes else None,
         )
 
-    def problems(self, tables: Mapping[tuple[str, str], TableInfo]) -> tuple[list[str], list[str]]:
+    def _partition_problems(
+        self, names: Mapping[str, object], partitions: Mapping[tuple[str, str], frozenset[str]]
+    ) -> list[str]:
+        errors = []
+        for kind, rules in (("columns", self._column_globs), ("filters", self._filter_globs)):
+            for i, (pattern, _rule) in enumerate(rules):
+                for (schema, table), leaves in sorted(partitions.items()):
+                    root = f"{schema}.{table}"
+                    if root not in names or pattern.fullmatch(root):
+                        continue
+                    for leaf in sorted(n for n in leaves if pattern.fullmatch(n)):
+                        errors.append(
+                            f"[[connectors.{kind}]] #{i + 1} names {leaf}, a partition of {root},"
+                            f' whose rows are published as {root} (partitions = "root"): name'
+                            f" {root} in its tables"
+                        )
+        return errors
+
+    def problems(
+        self,
+        tables: Mapping[tuple[str, str], TableInfo],
+        partitions: Mapping[tuple[str, str], frozenset[str]] | None = None,
+    ) -> tuple[list[str], list[str]]:
         """``(errors, warnings)`` of the rules against the captured tables: a rule naming no
         table warns; a column that does not exist, or a key column dropped or masked, is an
-        error. Each names the rule's table and column."""
+        error. Each names the rule's table and column. ``partitions``: per captured partitioned
+        table, its partitions (``partitions = "root"``, their rows published as its): a column
+        rule or filter naming one of them, not the table, is an error (it would shape nothing,
+        and the rows would go out as they are)."""
         errors: list[str] = []
         warnings: list[str] = []
         names = {f"{s}.{t}": info for (s, t), info in tables.items()}
+        if partitions:
+            errors += self._partition_problems(names, partitions)
         for kind, rules in (
             ("columns", self._column_globs),
             ("filters", self._filter_globs),

@@ -25,7 +25,7 @@ from cdc.findings import Finding
 from cdc.globs import TableSelector
 from cdc.pgerrors import unreachable
 from cdc.transforms import Transforms
-from connectors.postgres.catalog import PostgresCatalog, selected_tables
+from connectors.postgres.catalog import PostgresCatalog, partition_leaves, selected_tables
 from connectors.postgres.decoders import decoder_plugin
 from connectors.postgres.publication import MANAGED, Publication
 from connectors.postgres.versions import failover_problem, too_old
@@ -414,7 +414,8 @@ def _transforms(
         info = catalog.table(schema, table)
         if info is not None:
             tables[schema, table] = info
-    errors, warnings = Transforms(config).problems(tables)
+    leaves = partition_leaves(conn) if config.partitions == "root" else None
+    errors, warnings = Transforms(config).problems(tables, leaves)
     found = [Finding.fail(subject, e) for e in errors] + [
         Finding.warn(subject, w) for w in warnings
     ]

@@ -39,7 +39,7 @@ from cdc.pgerrors import mapped
 from cdc.retry import Backoff, Stopped, retried
 from cdc.transforms import Transforms
 from cdc.transforms.messages import Messages
-from connectors.postgres.catalog import PostgresCatalog, selected_tables
+from connectors.postgres.catalog import PostgresCatalog, partition_leaves, selected_tables
 from connectors.postgres.check import own_tables
 from connectors.postgres.decoders import Decoder, decoder_plugin
 from connectors.postgres.decoding import TableInfo
@@ -384,10 +384,14 @@ class PostgresSource:
 
         return capture
 
-    def _check_transforms(self, tables: dict[tuple[str, str], TableInfo]) -> None:
+    def _check_transforms(
+        self,
+        tables: dict[tuple[str, str], TableInfo],
+        partitions: dict[tuple[str, str], frozenset[str]] | None,
+    ) -> None:
         """Refuse to start when a transform names a column that does not exist or would drop
         or mask a key; warn about rules that match no table."""
-        errors, warnings = self.transforms.problems(tables)
+        errors, warnings = self.transforms.problems(tables, partitions)
         for warning in warnings:
             log.warning("%s: %s", self.subject, warning)
         if errors:
@@ -422,7 +426,8 @@ class PostgresSource:
                     table,
                 )
         if self.transforms.active:
-            self._check_transforms(infos)
+            root = self.config.partitions == "root"
+            self._check_transforms(infos, partition_leaves(sql) if root else None)
 
 
 class _Tables:

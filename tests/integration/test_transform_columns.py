@@ -258,3 +258,48 @@ def test_run_checks_the_rules_against_the_partitions_it_publishes(
         )
     assert "[[connectors.columns]] #2 matches no captured table" in caplog.text
     assert "#1 matches no captured table" not in caplog.text
+
+
+@pytest.mark.parametrize("via", ["run", "check"])
+def test_a_rule_naming_a_partition_of_a_root_published_table_is_an_error(
+    tmp_path: Path, database: str, kafka_bootstrap: str, unique: str, via: str
+) -> None:
+    """With ``partitions = "root"`` (the default) a partition's rows are published as its
+    partitioned table's: a column rule or a filter naming the partition shaped nothing, and its
+    rows went out in clear, with only a warning that the rule matched no captured table."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE events (id int, email text, PRIMARY KEY (id)) PARTITION BY RANGE (id);"
+            " CREATE TABLE events_1 PARTITION OF events FOR VALUES FROM (0) TO (100);"
+            " CREATE TABLE other (id int PRIMARY KEY, email text)"
+        )
+    text = (
+        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
+        f'[[connectors]]\nname = "root{unique}"\ndsn = "{database}"\n'
+        '[[connectors.columns]]\ntables = ["public.events_*"]\nexclude = ["email"]\n'
+        '[[connectors.filters]]\ntables = ["public.events_1"]\nwhere = "id > 5"\n'
+        '[[connectors.columns]]\ntables = ["public.events", "public.events_1"]\n'
+        'exclude = ["email"]\n'
+        '[[connectors.columns]]\ntables = ["public.other"]\nexclude = ["email"]\n'
+    )
+    if via == "check":
+        path = tmp_path / "cdc.toml"
+        path.write_text(text)
+        result = CliRunner().invoke(cli, ["check", "-c", str(path)])
+        assert result.exit_code != 0, result.output
+        said = "\n".join(line for line in result.output.splitlines() if "FAIL" in line)
+    else:
+        loaded = parse_config(text)
+        config = loaded.connectors[0]
+        source = PostgresSource(config, loaded.kafka)
+        with (
+            psycopg.connect(database, autocommit=True) as conn,
+            pytest.raises(CdcError) as raised,
+        ):
+            source._warn_about_tables(
+                conn, TableSelector(config.tables, config.exclude_tables), PostgresCatalog(conn)
+            )
+        said = str(raised.value)
+    assert "[[connectors.columns]] #1 names public.events_1, a partition of public.events" in said
+    assert "[[connectors.filters]] #1 names public.events_1, a partition of public.events" in said
+    assert "#2" not in said and "#3" not in said, said
