@@ -32,6 +32,7 @@ from __future__ import annotations
 
 __all__ = ["Filter", "RowFilter", "Token", "parse_filter"]
 
+import contextlib
 import dataclasses
 import logging
 import re
@@ -314,6 +315,8 @@ def _coerce(value: Any, literal: Any) -> Any:
     if isinstance(literal, Decimal):
         if isinstance(value, bool):
             return None
+        if isinstance(value, Decimal):
+            return value
         if isinstance(value, int):
             return Decimal(value)
         if isinstance(value, float):
@@ -337,7 +340,7 @@ def _literal_for(value: Any, literal: Any) -> Any:
         if isinstance(value, bool):
             lowered = literal.strip().lower()
             return True if lowered in _TRUE else False if lowered in _FALSE else None
-        if isinstance(value, int | float):
+        if isinstance(value, int | float | Decimal):
             try:
                 return Decimal(literal)
             except InvalidOperation:
@@ -411,6 +414,8 @@ class RowFilter:
         self.columns = frozenset().union(*(f.columns for f in filters))
         self.orders_text = any(f.orders_text for f in filters)
         self._logged = False
+        self._numeric: tuple[tuple[tuple[str, str], ...], frozenset[str]] = ((), frozenset())
+        """The filter's columns of type numeric, per ``types`` tuple (one per table layout)."""
 
     @classmethod
     def of(cls, rules: list[FilterRule]) -> RowFilter:
@@ -422,8 +427,32 @@ class RowFilter:
             return self.filters[0].text
         return " AND ".join(f"({f.text})" for f in self.filters)
 
-    def matches(self, row: Row) -> bool:
+    def matches(self, row: Row, numeric: frozenset[str] = frozenset()) -> bool:
+        """``numeric``: columns whose values (decimal strings) are read as numbers, as
+        PostgreSQL reads them (``amount = '10'`` holds for 10.00)."""
+        if numeric:
+            row = dict(row)
+            for column in numeric:
+                value = row.get(column)
+                if type(value) is str:
+                    with contextlib.suppress(InvalidOperation):
+                        row[column] = Decimal(value)
         return self.test(row) is True
+
+    def _numbers(self, change: Change) -> frozenset[str]:
+        """The filter's numeric columns, by the change's types (cached by their identity: a
+        decoder gives every change of a table layout the same tuple)."""
+        types = change.types
+        cached = self._numeric
+        if cached[0] is types:
+            return cached[1]
+        found = frozenset(
+            name
+            for name, kind in types
+            if name in self.columns and kind.startswith("numeric") and not kind.endswith("]")
+        )
+        self._numeric = (types, found)
+        return found
 
     def _known(self, row: Row | None) -> bool:
         """Whether ``row`` holds every column the filter names (an old row: the whole row with
@@ -433,11 +462,13 @@ class RowFilter:
     def __call__(self, change: Change) -> Change | None:
         """The change to publish (an update may become an insert or a delete), or None."""
         op = change.op
+        numeric = self._numbers(change) if change.types else frozenset()
         if op in ("c", "r"):
-            return change if change.after is not None and self.matches(change.after) else None
+            kept = change.after is not None and self.matches(change.after, numeric)
+            return change if kept else None
         if op == "d":
             before = change.before
-            if self._known(before) and not self.matches(before):  # type: ignore[arg-type]
+            if self._known(before) and not self.matches(before, numeric):  # type: ignore[arg-type]
                 return None
             return change
         if op != "u":
@@ -450,8 +481,8 @@ class RowFilter:
         # insert): a filter on key columns knows the old row from it.
         old = before if before is not None else change.key
         old_known = self._known(old)
-        old_matched = old_known and self.matches(old)  # type: ignore[arg-type]
-        new_matches = self._new_matches(change, after, before)
+        old_matched = old_known and self.matches(old, numeric)  # type: ignore[arg-type]
+        new_matches = self._new_matches(change, after, before, numeric)
         if new_matches:
             if old_known and not old_matched:
                 # It moves in: the target does not hold it. The old row (FULL) holds the
@@ -482,11 +513,13 @@ class RowFilter:
             unavailable=(),
         )
 
-    def _new_matches(self, change: Change, after: Row, before: Row | None) -> bool:
+    def _new_matches(
+        self, change: Change, after: Row, before: Row | None, numeric: frozenset[str]
+    ) -> bool:
         unavailable = change.unavailable
         missing = [c for c in unavailable if c in self.columns] if unavailable else []
         if not missing:
-            return self.matches(after)
+            return self.matches(after, numeric)
         row = dict(after)
         for column in missing:
             if before is not None and column in before and before[column] != UNAVAILABLE:
@@ -503,7 +536,7 @@ class RowFilter:
                         column,
                     )
                 return True
-        return self.matches(row)
+        return self.matches(row, numeric)
 
     def problems(self, name: str, info: TableInfo) -> list[str]:
         known = set(info.columns)

@@ -246,3 +246,27 @@ def test_update_filtered_on_the_key_alone_knows_the_old_row() -> None:
     assert flt("id > 5")(change("u", IN, None)) is None
     out = flt("id < 5")(change("u", IN, None))
     assert out is not None and out.op == "u"
+
+
+@pytest.mark.parametrize(
+    ("where", "amount", "kept"),
+    [
+        ("amount = '10'", "10.00", True),
+        ("amount >= '9'", "10.00", True),
+        ("amount IN ('10', '11')", "11.0", True),
+        ("amount < '9.5'", "10.00", False),
+        ("amount = 10", "10.00", True),
+        ("code = '10'", "10.00", False),  # a text column: its text
+        ("code >= '9'", "10.00", False),
+    ],
+)
+def test_a_quoted_number_against_a_numeric_column_compares_as_numbers(
+    where: str, amount: str, kept: bool
+) -> None:
+    # numeric values arrive as decimal strings: '10' against 10.00 compared as text (unequal,
+    # and '10.00' < '9'), where PostgreSQL (and the pushed-down row filter) reads 10.
+    types = (("id", "integer"), ("amount", "numeric(10,2)"), ("code", "text"))
+    row = {"id": 1, "amount": amount, "code": amount}
+    change = Change("c", "public", "t", {"id": 1}, None, row, 1, 0, 1, 7, 0, (), types)
+    rows = RowFilter.of([FilterRule(tables=("public.t",), where=where)])
+    assert (rows(change) is not None) is kept
