@@ -60,7 +60,7 @@ class InitialSnapshot:
         self.selected = selected
         self.subject = subject
 
-    def run(
+    def run(  # noqa: PLR0915  (the read loop reads best in one piece)
         self,
         stop: threading.Event,
         exported: str | None,
@@ -82,6 +82,9 @@ class InitialSnapshot:
         callback: Any = publisher.callback(tracker.acked, errors.append, txn)
         held: Change | None = None  # one record behind, so the very last can say "last"
         held_shape: TableShape | None = None
+        # The held change's records when its table has transforms (made to know that it
+        # publishes any: the one that says "last" must be published).
+        held_records = _NONE
 
         def send(records: list[Record]) -> None:
             for record in records:
@@ -116,9 +119,11 @@ class InitialSnapshot:
                 last_note = time.monotonic()
                 for change in reads.table(schema, table, n):
                     n += 1
-                    if held is not None:
-                        send(_records(held_shape, held, source))
-                    held, held_shape = change, shape
+                    records = _NONE if shape is None else shape.records(change, source, None, False)
+                    if shape is None or records:
+                        if held is not None:
+                            send(held_records if held_shape is not None else [encode(held, source)])
+                        held, held_shape, held_records = change, shape, records
                     if publisher.unacked_bytes >= BUFFER_BYTES:
                         _drain(publisher, tracker, errors, self.max_unacked)
                     if n % 1000 == 0:
@@ -305,6 +310,10 @@ def _raise_on(errors: deque[Exception]) -> None:
         raise errors[0]  # ACLs refused: a person must act (the supervisor says so)
     if errors:
         raise KafkaUnavailable(f"Kafka did not take a snapshot record: {describe(errors[0])}")
+
+
+_NONE: list[Record] = []
+"""No records (never added to): a table without transforms makes its record when it is sent."""
 
 
 def _records(shape: TableShape | None, change: Change, source: SourceInfo) -> list[Record]:

@@ -464,3 +464,31 @@ def test_a_role_that_may_not_create_the_connector_tables(
             )
             drop_database(pg_dsn, f"cdct_{unique}")
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def test_the_last_published_read_says_last_when_a_filter_drops_the_last_row(
+    tmp_path: Path, database: str, kafka_bootstrap: str, unique: str
+) -> None:
+    """``snapshot = "last"`` marks the snapshot's last published record (Debezium's end of the
+    snapshot). It was put on the last row read, so a row filter dropping that row left the
+    snapshot without a last record."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO a SELECT generate_series(1, 5); INSERT INTO b SELECT * FROM a")
+    prefix = f"last{unique}"
+    config = write_config(
+        tmp_path / "cdc.toml", database, kafka_bootstrap, name=prefix, snapshot="initial"
+    )
+    with config.open("a") as f:
+        f.write('[[connectors.filters]]\ntables = ["public.b"]\nwhere = "id < 3"\n')
+    cdc = CdcProcess(config, tmp_path / "cdc.log")
+    try:
+        slot = f"cdc_{prefix}"
+        wait_for(lambda: slot_confirmed_lsn(database, slot), 60, "the slot")
+        wait_for(lambda: "snapshot of 10 row(s) is on Kafka" in cdc.output(), 60, "the snapshot")
+    finally:
+        assert cdc.stop() == 0, cdc.output()[-3000:]
+    reads = read_topics(kafka_bootstrap, [f"{prefix}.public.a", f"{prefix}.public.b"])
+    marks = [(e.topic, e.key["id"], e.value["source"]["snapshot"]) for e in reads if e.value]
+    assert sorted(m for m in marks if m[2] == "last") == [(f"{prefix}.public.b", 2, "last")], marks
+    assert len(marks) == 7
