@@ -13,6 +13,7 @@ from __future__ import annotations
 __all__ = ["TableShape", "Transforms"]
 
 import dataclasses
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -139,6 +140,20 @@ class Transforms:
             route=Router(routes[0]) if routes else None,
         )
 
+    def _elsewhere(self, name: str, info: TableInfo, present: list[Counter[str]]) -> frozenset[str]:
+        """Columns table ``name`` lacks that every matching rule naming them finds in another
+        of its tables: a rule over many tables (``public.*``) names columns some lack. One
+        that none of a rule's tables has is a typo, still an error."""
+        here = set(info.columns)
+        found: dict[str, bool] = {}
+        for (pattern, rule), counts in zip(self._column_globs, present, strict=True):
+            if not pattern.fullmatch(name):
+                continue
+            for column in (*rule.include, *rule.exclude, *rule.mask, *rule.hash):
+                if column not in here:
+                    found[column] = found.get(column, True) and counts[column] > 0
+        return frozenset(c for c, ok in found.items() if ok)
+
     def _partition_problems(
         self, names: Mapping[str, object], partitions: Mapping[tuple[str, str], frozenset[str]]
     ) -> list[str]:
@@ -163,16 +178,21 @@ class Transforms:
         partitions: Mapping[tuple[str, str], frozenset[str]] | None = None,
     ) -> tuple[list[str], list[str]]:
         """``(errors, warnings)`` of the rules against the captured tables: a rule naming no
-        table warns; a column that does not exist, or a key column dropped or masked, is an
-        error. Each names the rule's table and column. ``partitions``: per captured partitioned
-        table, its partitions (``partitions = "root"``, their rows published as its): a column
-        rule or filter naming one of them, not the table, is an error (it would shape nothing,
-        and the rows would go out as they are)."""
+        table warns; a column none of a rule's tables has, or a key column dropped or masked,
+        is an error. Each names the rule's table and column. ``partitions``: per captured
+        partitioned table, its partitions (``partitions = "root"``, their rows published as
+        its): a column rule or filter naming one of them, not the table, is an error (it would
+        shape nothing, and the rows would go out as they are)."""
         errors: list[str] = []
         warnings: list[str] = []
         names = {f"{s}.{t}": info for (s, t), info in tables.items()}
         if partitions:
             errors += self._partition_problems(names, partitions)
+        # Per column rule, how many of its tables have each column.
+        present = [
+            Counter(c for n, i in names.items() if pattern.fullmatch(n) for c in i.columns)
+            for pattern, _rule in self._column_globs
+        ]
         for kind, rules in (
             ("columns", self._column_globs),
             ("filters", self._filter_globs),
@@ -188,7 +208,8 @@ class Transforms:
             name = f"{schema}.{table}"
             columns = self._matching(self._column_globs, name)
             if columns:
-                errors += ColumnShaper.of(columns, self._salt).problems(name, info)
+                elsewhere = self._elsewhere(name, info, present)
+                errors += ColumnShaper.of(columns, self._salt).problems(name, info, elsewhere)
             filters = self._matching(self._filter_globs, name)
             if filters:
                 errors += RowFilter.of(filters).problems(name, info)

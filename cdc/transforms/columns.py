@@ -238,8 +238,11 @@ class ColumnShaper:
                 )
         self._keys_checked.add(names)
 
-    def problems(self, name: str, info: TableInfo) -> list[str]:
-        """Errors at start: unknown columns, key columns dropped or masked."""
+    def problems(
+        self, name: str, info: TableInfo, elsewhere: frozenset[str] = frozenset()
+    ) -> list[str]:
+        """Errors at start: unknown columns (but those in ``elsewhere``, which other tables of
+        the rules naming them have), key columns dropped or masked."""
         errors: list[str] = []
         known = set(info.columns)
         # Generated columns are never published: naming them changes nothing, and is no typo.
@@ -251,7 +254,7 @@ class ColumnShaper:
             *(("hash", c) for c in sorted(self.hashed)),
         ]
         for fate, column in named:
-            if column not in known and column not in generated:
+            if column not in known and column not in generated and column not in elsewhere:
                 errors.append(
                     f"{name}: column {column} ([[connectors.columns]] {fate}) does not exist"
                 )

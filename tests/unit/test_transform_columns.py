@@ -11,9 +11,10 @@ from typing import Any
 import orjson
 import pytest
 
-from cdc.config.models import ColumnsRule
+from cdc.config.models import ColumnsRule, ConnectorConfig
 from cdc.errors import CdcError
 from cdc.events import UNAVAILABLE, Change, SourceInfo, encode
+from cdc.transforms import Transforms
 from cdc.transforms.columns import ColumnShaper, _Hasher, hash_value
 from connectors.postgres.decoding import TableInfo
 
@@ -203,3 +204,32 @@ def test_remembered_hashes_never_mix_values_python_calls_equal() -> None:
         assert hasher("1") == hash_value(b"salt", "1")
     # 1 and "1" have the same text, so the same hash (a join of an int and a text column holds).
     assert len({hasher(1), hasher(True), hasher(1.0), hasher("1")}) == 3
+
+
+def test_a_glob_rule_names_columns_some_of_its_tables_lack() -> None:
+    # "Hash email and drop password wherever they are in public": the tables without them
+    # were each an error at start, so a rule over a schema could not be written. A column
+    # none of the rule's tables has is still an error (a typo), in each table.
+    config = ConnectorConfig.model_validate(
+        {
+            "name": "a",
+            "dsn": "dbname=x",
+            "mask_salt": "s",
+            "columns": [
+                {"tables": ["public.*"], "exclude": ["password"], "hash": ["email"]},
+                {"tables": ["public.orders"], "mask": {"emial": "x"}},
+                {"tables": ["public.*"], "include": ["id", "email", "total", "tenant"]},
+                {"tables": ["public.*"], "exclude": ["pasword"]},
+            ],
+        }
+    )
+    users = TableInfo(("id", "email", "password", "tenant"), ("id",), "default")
+    orders = TableInfo(("id", "total", "tenant"), ("id",), "default")
+    errors, _ = Transforms(config).problems(
+        {("public", "users"): users, ("public", "orders"): orders}
+    )
+    assert sorted(errors) == [
+        "public.orders: column emial ([[connectors.columns]] mask) does not exist",
+        "public.orders: column pasword ([[connectors.columns]] exclude) does not exist",
+        "public.users: column pasword ([[connectors.columns]] exclude) does not exist",
+    ], errors
