@@ -414,6 +414,7 @@ class RowFilter:
         self.columns = frozenset().union(*(f.columns for f in filters))
         self.orders_text = any(f.orders_text for f in filters)
         self._logged = False
+        self._said_gone = False
         self._numeric: tuple[tuple[tuple[str, str], ...], frozenset[str]] = ((), frozenset())
         """The filter's columns of type numeric, per ``types`` tuple (one per table layout)."""
 
@@ -459,12 +460,15 @@ class RowFilter:
         REPLICA IDENTITY FULL, else the key)."""
         return row is not None and all(c in row for c in self.columns)
 
-    def __call__(self, change: Change) -> Change | None:
+    def __call__(self, change: Change) -> Change | None:  # noqa: PLR0912  (one table of cases)
         """The change to publish (an update may become an insert or a delete), or None."""
         op = change.op
         numeric = self._numbers(change) if change.types else frozenset()
         if op in ("c", "r"):
-            kept = change.after is not None and self.matches(change.after, numeric)
+            after = change.after
+            kept = after is not None and self.matches(after, numeric)
+            if not kept and not self._said_gone:
+                self._gone(change, after)
             return change if kept else None
         if op == "d":
             before = change.before
@@ -512,6 +516,23 @@ class RowFilter:
             after=None,
             unavailable=(),
         )
+
+    def _gone(self, change: Change, after: Row | None) -> None:
+        """Say once when a filter column is missing from a whole new row (dropped or renamed
+        since the start): the filter is then unknown for every row, and nothing is published.
+        Looked at only for rows the filter drops."""
+        if after is None or self.columns <= after.keys():  # the common case: a subset test
+            return
+        gone = sorted(c for c in self.columns if c not in after)
+        if gone:
+            self._said_gone = True
+            log.warning(
+                "%s.%s: filter column(s) %s not in its rows (dropped or renamed?): no row"
+                " matches, nothing but deletes is published; change [[connectors.filters]]",
+                change.schema,
+                change.table,
+                ", ".join(gone),
+            )
 
     def _new_matches(
         self, change: Change, after: Row, before: Row | None, numeric: frozenset[str]

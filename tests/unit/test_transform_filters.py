@@ -270,3 +270,20 @@ def test_a_quoted_number_against_a_numeric_column_compares_as_numbers(
     change = Change("c", "public", "t", {"id": 1}, None, row, 1, 0, 1, 7, 0, (), types)
     rows = RowFilter.of([FilterRule(tables=("public.t",), where=where)])
     assert (rows(change) is not None) is kept
+
+
+def test_a_filter_column_gone_from_the_rows_is_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    # A filter column dropped or renamed while streaming makes the filter unknown for every
+    # row: nothing was published any more, and nothing said why.
+    rows = RowFilter.of([FilterRule(tables=("public.t",), where="region = 'eu'")])
+    types = (("id", "integer"), ("area", "text"))
+    for n in (1, 2):
+        row = {"id": n, "area": "eu"}
+        change = Change("c", "public", "t", {"id": n}, None, row, 1, n, 1, 7, 0, (), types)
+        assert rows(change) is None
+    said = [r.getMessage() for r in caplog.records if "region" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "public.t" in said[0] and "not in its rows" in said[0], said
+    caplog.clear()
+    kept = Change("c", "public", "t", {"id": 3}, None, {"id": 3, "region": "us"}, 1, 3, 1, 7, 0)
+    assert rows(kept) is None and not caplog.records  # a row that does not match: no word
