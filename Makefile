@@ -32,6 +32,7 @@ test-full: export CDC_TEST_SNAPSHOT_ROWS = 1000000
 test-full: export CDC_TEST_SNAPSHOT_KILLS = 8
 test-full: export CDC_TEST_OVERSIZED_MB = 50
 test-full: export CDC_TEST_KAFKA_OUTAGE_S = 60
+test-full: export CDC_TEST_KAFKA_OUTAGES = all
 test-full: export CDC_TEST_PG_MATRIX_ROWS = 5000
 test-full: export CDC_TEST_PG_MATRIX_KILLS = 6
 test-full: PG_VERSIONS = $(PG_VERSIONS_ALL)

@@ -82,7 +82,7 @@ def test_sinks_killed_every_few_seconds(pipeline: Pipeline, unique: str) -> None
         wait_for(lambda: slot_confirmed_lsn(pipeline.source, pipeline.slot), 30, "the slot")
         work = pipeline.run_workload(int(unique, 16))
         while work.is_alive() or kills < 3:
-            time.sleep(rng.uniform(3, 12))
+            time.sleep(rng.uniform(2, 6))
             sinks.kill()
             kills += 1
             sinks = pipeline.start("--sink", "pg", "--sink", "lite")

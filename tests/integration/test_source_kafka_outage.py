@@ -3,9 +3,9 @@
 Integration test on the devstack (it stops and restarts the devstack's broker, so it runs with
 the other `devstack` tests, last). ``CDC_TEST_KAFKA_OUTAGE_S`` sets the outage (default 20 s).
 
-Two outages. In the first the connector rides it out and delivers everything once Kafka is back.
-In the second the connector is SIGKILLed while Kafka is still down, losing whatever it held in
-memory: if it had confirmed to PostgreSQL any change Kafka had not acked, that change would be
+Two outages (in `make test`, only the second for kafka-python). In the first the connector rides
+it out and delivers everything once Kafka is back. In the second the connector is SIGKILLed while
+Kafka is still down, losing whatever it held in memory: if it had confirmed to PostgreSQL any change Kafka had not acked, that change would be
 gone for good, and the final check would find it missing. ``/readyz`` says 503, naming Kafka,
 while it is away, and 200 once it is back (issue 20).
 """
@@ -28,6 +28,10 @@ pytestmark = pytest.mark.devstack
 OUTAGE_S = float(os.environ.get("CDC_TEST_KAFKA_OUTAGE_S", "20"))
 """Long enough for the 10 s stall warning and /readyz's 15 s Kafka staleness; `make test-full`
 holds it 60 s."""
+EVERY_OUTAGE = os.environ.get("CDC_TEST_KAFKA_OUTAGES", "") == "all"
+"""`make test-full`: both outages with both clients. `make test` (held under 20 minutes) keeps
+the one where loss could hide, the kill while Kafka is down, for kafka-python: each outage
+costs about 45 s."""
 
 
 @pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
@@ -41,7 +45,10 @@ def test_kafka_outage_loses_nothing(
     )  # fmt: skip
     readyz = Endpoint(port)
     samples: list[tuple[int, int]] = []  # (confirmed LSN while down, WAL end when Kafka stopped)
-    for outage in ("ridden out", "connector killed during it"):
+    outages = ["ridden out", "connector killed during it"]
+    if client == "kafka-python" and not EVERY_OUTAGE:
+        outages = outages[1:]
+    for outage in outages:
         wait_for(readyz.ready, 60, "/readyz 200")
         time.sleep(3)
         stop_kafka()
