@@ -85,7 +85,9 @@ class Outbox:
                     topic_prefix=source.topic_prefix,
                     schema=change.schema,
                     table=change.table,
-                )
+                ),
+                f"outbox {change.schema}.{change.table} ({self._aggregate_type} ="
+                f" {kind_text[:40]!r})",
             )
         aggregate_id = after.get(self._aggregate_id)
         payload = after.get(self._payload)

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from cdc.config import parse_config
 from cdc.config.models import ConnectorConfig, OutboxConfig
-from cdc.errors import ConfigError
+from cdc.errors import CdcError, ConfigError
 from cdc.events import Change, SourceInfo
 from cdc.transforms import Transforms
 from cdc.transforms.outbox import Outbox
@@ -209,3 +209,8 @@ def test_an_update_a_filter_turns_into_an_insert_is_still_an_update() -> None:
     )
     assert found.records(moved_in, SOURCE, 1, True) == []
     assert len(found.records(change("c", '{"a":1}'), SOURCE, 1, True)) == 1
+
+
+def test_an_aggregate_type_that_makes_a_topic_kafka_refuses_stops_naming_it() -> None:
+    with pytest.raises(CdcError, match=r"outbox public\.outbox \(aggregatetype = 'xxx.*262 char"):
+        outbox().records(change("c", "{}", aggregatetype="x" * 249), SOURCE)

@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from cdc.config.models import ConnectorConfig, RouteRule
+from cdc.errors import CdcError
 from cdc.events import Change, Record, SourceInfo
 from cdc.records import parse_record
 from cdc.transforms import Transforms
@@ -286,3 +287,12 @@ def test_sinks_drop_the_key_field_and_apply_to_the_named_table() -> None:
     # Without the header, a key field is a key column as any other.
     event = parse_record("t", 0, 0, b'{"id":1,"x":2}', record.value, record.headers[:1])
     assert event is not None and event.key == {"id": 1, "x": 2}
+
+
+def test_a_value_that_makes_a_topic_kafka_refuses_stops_naming_table_and_value() -> None:
+    # Kafka takes topic names of up to 249 characters: retrying such a record would never end.
+    r = route(tables=["public.orders"], by_column="tenant", topic="{topic_prefix}.tenant.{value}")
+    (fits,) = r.records(change("c", key={"tenant": "t" * 238, "id": 1}), SOURCE, 1, True)
+    assert len(fits.topic) == 249
+    with pytest.raises(CdcError, match=r"table public\.orders's route \(tenant = 'tttt.*250 char"):
+        r.records(change("c", key={"tenant": "t" * 239, "id": 1}), SOURCE, 1, True)
