@@ -291,6 +291,15 @@ class Router:
             topic = route.values[text] = self._render(change.schema, change.table, source, text)
         return topic
 
+    def topic_of(self, schema: str, table: str, source: SourceInfo) -> str:
+        """The table's topic (for ``by_column``, that of its truncates)."""
+        return self._route(schema, table, source).topic
+
+    @property
+    def names_table(self) -> bool:
+        """The keys of the records carry their table (``key_table_field``)."""
+        return self._field is not None
+
     def records(
         self, change: Change, source: SourceInfo, now_ms: int | None, tombstones: bool
     ) -> list[Record]:

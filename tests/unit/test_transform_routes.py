@@ -296,3 +296,30 @@ def test_a_value_that_makes_a_topic_kafka_refuses_stops_naming_table_and_value()
     assert len(fits.topic) == 249
     with pytest.raises(CdcError, match=r"table public\.orders's route \(tenant = 'tttt.*250 char"):
         r.records(change("c", key={"tenant": "t" * 239, "id": 1}), SOURCE, 1, True)
+
+
+def test_tables_routed_onto_one_topic_without_their_table_in_the_key_are_a_warning() -> None:
+    info = Info(("id",), ("id",))
+    tables = {("public", "a"): info, ("public", "b"): info, ("public", "c"): info}
+    # Two single-table rules onto one topic, and one onto another table's default topic.
+    split = Transforms(
+        connector(
+            routes=[
+                {"tables": ["public.a"], "topic": "shop.all"},
+                {"tables": ["public.b"], "topic": "shop.all"},
+                {"tables": ["public.c"], "topic": "shop.public.a"},
+            ]
+        )
+    )
+    errors, warnings = split.problems(tables)
+    assert errors == []
+    assert len(warnings) == 1
+    assert "tables public.a, public.b share topic shop.all" in warnings[0]
+    assert "key_table_field" in warnings[0]
+    # One rule merging them puts the table in the key: no warning; nor for distinct topics.
+    merged = Transforms(connector(routes=[{"tables": ["public.*"], "topic": "shop.all"}]))
+    assert merged.problems(tables) == ([], [])
+    assert Transforms(connector(routes=[{"topic": "x.{table}"}])).problems(tables) == ([], [])
+    onto = Transforms(connector(routes=[{"tables": ["public.c"], "topic": "shop.public.a"}]))
+    (warning,) = onto.problems(tables)[1]
+    assert "tables public.a, public.c share topic shop.public.a" in warning
