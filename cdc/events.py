@@ -43,6 +43,9 @@ not rewrite them). Sinks give a column they add this default."""
 TABLE_HEADER = "cdc-table"
 """``schema.table`` on routed records (:mod:`cdc.transforms.routes`): a topic may hold several
 tables' events."""
+OUTBOX_HEADER = "cdc-outbox"
+"""``schema.table`` of the outbox table on its domain events (:mod:`cdc.transforms.outbox`):
+their value is the payload, no row change, so a sink whose topics match them skips them."""
 KEY_FIELD_HEADER = "cdc-key-field"
 """On routed records whose key holds the source table under this field (so keys of tables that
 share a topic differ): sinks drop the field from the key."""

@@ -33,6 +33,7 @@ from typing import NamedTuple
 
 from cdc.config import KafkaConfig
 from cdc.errors import CdcError, KafkaUnavailable, describe
+from cdc.events import OUTBOX_HEADER
 from cdc.globs import is_plain
 from cdc.kafka import (
     ConsumedRecord,
@@ -426,9 +427,12 @@ class SinkRuntime:
                         tp.topic, tp.partition, r.offset, r.key, r.value, r.headers
                     )
                 except BadRecord as e:
-                    if is_boundary_or_message(r.value):
-                        # Not a row change (its topic matched the sink's globs): nothing to
-                        # apply, and not an error either; its offset advances with the batch.
+                    if is_boundary_or_message(r.value) or any(
+                        name == OUTBOX_HEADER for name, _ in r.headers
+                    ):
+                        # Not a row change (its topic matched the sink's globs): a boundary,
+                        # a message or an outbox event. Nothing to apply, and not an error
+                        # either; its offset advances with the batch.
                         self._skip(tp.topic)
                         continue
                     headers = list(r.headers)

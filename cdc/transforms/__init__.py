@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from cdc.config import ConnectorConfig
-from cdc.events import Change, Record, SourceInfo, encode, tombstone
+from cdc.events import Change, Record, SourceInfo, encode, tombstone, topic_for
 from cdc.globs import compile_globs
 from cdc.transforms.columns import ColumnShaper
 from cdc.transforms.filters import RowFilter
@@ -218,4 +218,38 @@ class Transforms:
                 errors += Router.problems(routes[0], name, info)
             if (outbox := self._outboxes.get(name)) is not None:
                 errors += Outbox.problems(outbox, name, info)
+        warnings += self._shared_topics(tables)
         return errors, warnings
+
+    def _shared_topics(self, tables: Mapping[tuple[str, str], TableInfo]) -> list[str]:
+        """A warning per topic that routes give several tables whose keys do not name their
+        table (two single-table rules onto one topic, or a route onto another table's default
+        topic): equal keys of different tables then collide on a compacted topic."""
+        c = self.config
+        source = SourceInfo(c.name, "db", c.topic_prefix)
+        on: dict[str, list[tuple[str, bool]]] = {}
+        for schema, table in tables:
+            name = f"{schema}.{table}"
+            outbox = self._outboxes.get(name)
+            if outbox is not None and not outbox.publish_rows:
+                continue
+            routes = self._matching(self._route_globs, name)
+            if not routes:
+                topic, named = topic_for(c.topic_prefix, schema, table), False
+            elif routes[0].by_column is not None:
+                continue  # a topic per value
+            else:
+                router = Router(routes[0])
+                topic, named = router.topic_of(schema, table, source), router.names_table
+            on.setdefault(topic, []).append((name, named))
+        warnings = []
+        for topic, found in on.items():
+            unnamed = [name for name, named in found if not named]
+            if len(found) > 1 and unnamed:
+                warnings.append(
+                    f"tables {', '.join(n for n, _ in found)} share topic {topic}, and the keys"
+                    f" of {', '.join(unnamed)} do not name their table: rows of different tables"
+                    " with equal keys collide on a compacted topic (set key_table_field on"
+                    " their routes)"
+                )
+        return warnings

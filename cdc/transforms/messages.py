@@ -15,7 +15,6 @@ from __future__ import annotations
 __all__ = ["MessageLike", "Messages"]
 
 import base64
-import re
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -24,8 +23,7 @@ import orjson
 from cdc.config.models import MessagesRule
 from cdc.events import EVENT_ID_HEADER, VERSION, Record, SourceInfo
 from cdc.globs import compile_globs
-
-_TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+from cdc.transforms.routes import safe_topic
 
 
 class MessageLike(Protocol):
@@ -73,8 +71,9 @@ class Messages:
         for pattern, template in self._rules:
             if pattern.fullmatch(prefix):
                 # The template's own text may hold what Kafka forbids too (`events/{prefix}`).
-                found = _TOPIC_UNSAFE.sub(
-                    "_", template.format(topic_prefix=self._topic_prefix, prefix=prefix)
+                found = safe_topic(
+                    template.format(topic_prefix=self._topic_prefix, prefix=prefix),
+                    f"message prefix {prefix[:40]!r}",
                 )
                 break
         if len(self._topics) >= 4096:  # prefixes made per request, say

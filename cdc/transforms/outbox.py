@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from cdc.events import EVENT_ID_HEADER, Change, Record, SourceInfo
+from cdc.events import EVENT_ID_HEADER, OUTBOX_HEADER, Change, Record, SourceInfo
 from cdc.globs import is_plain
 from cdc.transforms.routes import MAX_VALUES, safe_topic, template_fields
 
@@ -53,6 +53,7 @@ class Outbox:
         self._id, self._type = c.id_column, c.type_column
         self._aggregate_type, self._aggregate_id = c.aggregate_type_column, c.aggregate_id_column
         self._payload = c.payload_column
+        self._table = c.table.encode()
         self._topics: dict[str, str] = {}
         self._bytea: tuple[tuple[tuple[str, str], ...], bool] | None = None
         self._warned = False
@@ -85,7 +86,9 @@ class Outbox:
                     topic_prefix=source.topic_prefix,
                     schema=change.schema,
                     table=change.table,
-                )
+                ),
+                f"outbox {change.schema}.{change.table} ({self._aggregate_type} ="
+                f" {kind_text[:40]!r})",
             )
         aggregate_id = after.get(self._aggregate_id)
         payload = after.get(self._payload)
@@ -97,7 +100,10 @@ class Outbox:
             value = bytes.fromhex(payload) if self._is_bytea(change.types) else payload.encode()
         else:
             value = orjson.dumps(payload)
-        headers = [(EVENT_ID_HEADER, b"%d:%d" % (change.commit_lsn, change.index))]
+        headers = [
+            (EVENT_ID_HEADER, b"%d:%d" % (change.commit_lsn, change.index)),
+            (OUTBOX_HEADER, self._table),
+        ]
         if (event_id := after.get(self._id)) is not None:
             headers.append(("id", _text(event_id)))
         if (event_type := after.get(self._type)) is not None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from cdc.errors import CdcError
 from cdc.events import (
     KEY_FIELD_HEADER,
     TABLE_HEADER,
@@ -48,10 +49,24 @@ MAX_VALUES = 10_000
 _TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-def safe_topic(name: str) -> str:
+MAX_TOPIC_CHARS = 249
+"""The longest topic name Kafka takes."""
+
+
+def safe_topic(name: str, made_for: str = "") -> str:
     """``name`` with the characters Kafka forbids in topic names as ``_`` (as
-    :func:`cdc.events.topic_for` does)."""
-    return _TOPIC_UNSAFE.sub("_", name)
+    :func:`cdc.events.topic_for` does). A name Kafka would still refuse (over 249 characters,
+    ``.`` or ``..``), made from a value in a row, stops the connector with an error saying
+    which (``made_for``) rather than retrying a record Kafka never takes."""
+    topic = _TOPIC_UNSAFE.sub("_", name)
+    if len(topic) > MAX_TOPIC_CHARS or topic in (".", ".."):
+        shown = topic if len(topic) <= 80 else f"{topic[:60]}...{topic[-12:]}"
+        raise CdcError(
+            f"{made_for or 'a template'} makes the topic {shown!r} ({len(topic)} characters),"
+            f" which Kafka refuses (at most {MAX_TOPIC_CHARS} characters, not '.' or '..'):"
+            " change the topic template"
+        )
+    return topic
 
 
 def template_fields(template: str, known: frozenset[str], what: str) -> set[str]:
@@ -232,7 +247,12 @@ class Router:
         default = topic_for(source.topic_prefix, schema, table)
         if self._regex is not None:
             match = self._regex.fullmatch(default)
-            topic = default if match is None else safe_topic(_expand(match, self._replacement))
+            made_for = f"table {schema}.{table}'s route"
+            topic = (
+                default
+                if match is None
+                else safe_topic(_expand(match, self._replacement), made_for)
+            )
         elif self._column is not None:
             topic = default  # a truncate has no row, so no value
         else:
@@ -246,6 +266,9 @@ class Router:
 
     def _render(self, schema: str, table: str, source: SourceInfo, value: str | None) -> str:
         assert self.rule.topic is not None
+        made_for = f"table {schema}.{table}'s route" + (
+            "" if value is None else f" ({self._column} = {value[:40]!r})"
+        )
         return safe_topic(
             self.rule.topic.format(
                 topic_prefix=source.topic_prefix,
@@ -253,7 +276,8 @@ class Router:
                 schema=schema,
                 table=table,
                 value=value,
-            )
+            ),
+            made_for,
         )
 
     def _by_value(
@@ -266,6 +290,15 @@ class Router:
                 route.values.clear()
             topic = route.values[text] = self._render(change.schema, change.table, source, text)
         return topic
+
+    def topic_of(self, schema: str, table: str, source: SourceInfo) -> str:
+        """The table's topic (for ``by_column``, that of its truncates)."""
+        return self._route(schema, table, source).topic
+
+    @property
+    def names_table(self) -> bool:
+        """The keys of the records carry their table (``key_table_field``)."""
+        return self._field is not None
 
     def records(
         self, change: Change, source: SourceInfo, now_ms: int | None, tombstones: bool

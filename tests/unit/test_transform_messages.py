@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from cdc.config import parse_config
-from cdc.errors import ConfigError
+from cdc.errors import CdcError, ConfigError
 from cdc.events import Change, SourceInfo
 from cdc.transforms.messages import Messages
 from cdc.transforms.transactions import is_boundary_or_message
@@ -224,3 +224,8 @@ def test_message_record_is_debeziums_layout_with_the_event_id() -> None:
     value = orjson.loads(record.value or b"")
     assert value["transaction"] is None
     assert (value["source"]["txId"], value["source"]["ts_ms"]) == (None, 99)
+
+
+def test_a_prefix_that_makes_a_topic_kafka_refuses_stops_naming_it() -> None:
+    with pytest.raises(CdcError, match=r"message prefix 'ppp.*263 char"):
+        rules((["*"], None)).topic("p" * 250)

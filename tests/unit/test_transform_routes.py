@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from cdc.config.models import ConnectorConfig, RouteRule
+from cdc.errors import CdcError
 from cdc.events import Change, Record, SourceInfo
 from cdc.records import parse_record
 from cdc.transforms import Transforms
@@ -286,3 +287,39 @@ def test_sinks_drop_the_key_field_and_apply_to_the_named_table() -> None:
     # Without the header, a key field is a key column as any other.
     event = parse_record("t", 0, 0, b'{"id":1,"x":2}', record.value, record.headers[:1])
     assert event is not None and event.key == {"id": 1, "x": 2}
+
+
+def test_a_value_that_makes_a_topic_kafka_refuses_stops_naming_table_and_value() -> None:
+    # Kafka takes topic names of up to 249 characters: retrying such a record would never end.
+    r = route(tables=["public.orders"], by_column="tenant", topic="{topic_prefix}.tenant.{value}")
+    (fits,) = r.records(change("c", key={"tenant": "t" * 238, "id": 1}), SOURCE, 1, True)
+    assert len(fits.topic) == 249
+    with pytest.raises(CdcError, match=r"table public\.orders's route \(tenant = 'tttt.*250 char"):
+        r.records(change("c", key={"tenant": "t" * 239, "id": 1}), SOURCE, 1, True)
+
+
+def test_tables_routed_onto_one_topic_without_their_table_in_the_key_are_a_warning() -> None:
+    info = Info(("id",), ("id",))
+    tables = {("public", "a"): info, ("public", "b"): info, ("public", "c"): info}
+    # Two single-table rules onto one topic, and one onto another table's default topic.
+    split = Transforms(
+        connector(
+            routes=[
+                {"tables": ["public.a"], "topic": "shop.all"},
+                {"tables": ["public.b"], "topic": "shop.all"},
+                {"tables": ["public.c"], "topic": "shop.public.a"},
+            ]
+        )
+    )
+    errors, warnings = split.problems(tables)
+    assert errors == []
+    assert len(warnings) == 1
+    assert "tables public.a, public.b share topic shop.all" in warnings[0]
+    assert "key_table_field" in warnings[0]
+    # One rule merging them puts the table in the key: no warning; nor for distinct topics.
+    merged = Transforms(connector(routes=[{"tables": ["public.*"], "topic": "shop.all"}]))
+    assert merged.problems(tables) == ([], [])
+    assert Transforms(connector(routes=[{"topic": "x.{table}"}])).problems(tables) == ([], [])
+    onto = Transforms(connector(routes=[{"tables": ["public.c"], "topic": "shop.public.a"}]))
+    (warning,) = onto.problems(tables)[1]
+    assert "tables public.a, public.c share topic shop.public.a" in warning

@@ -398,9 +398,18 @@ def test_a_sink_skips_boundaries_and_messages_and_dead_letters_other_junk() -> N
         ],
         TopicPartition(msg.topic, 0): [ConsumedRecord(5, msg.key, msg.value, msg.headers, 0)],
         TopicPartition("fake.junk", 0): [ConsumedRecord(7, None, b'{"status":"x"}', [], 0)],
+        # An outbox event (its value the payload) on a topic the globs match: skipped too.
+        TopicPartition("fake.orders", 0): [
+            ConsumedRecord(3, b"42", b'{"total":1}', [("cdc-outbox", b"public.outbox")], 0)
+        ],
     }
     prepared = runtime._prepare(batch)
-    assert runtime.stats.skipped == 3
+    assert runtime.stats.skipped == 4
     assert [r.topic for r in prepared.bad] == ["fake.junk"]
     assert prepared.events == []
-    assert prepared.offsets == {("fake.transaction", 0): 2, (msg.topic, 0): 6, ("fake.junk", 0): 8}
+    assert prepared.offsets == {
+        ("fake.transaction", 0): 2,
+        (msg.topic, 0): 6,
+        ("fake.junk", 0): 8,
+        ("fake.orders", 0): 4,
+    }
