@@ -5,9 +5,10 @@ the other `devstack` tests, last). ``CDC_TEST_KAFKA_OUTAGE_S`` sets the outage (
 
 Two outages (in `make test`, only the second for kafka-python). In the first the connector rides
 it out and delivers everything once Kafka is back. In the second the connector is SIGKILLed while
-Kafka is still down, losing whatever it held in memory: if it had confirmed to PostgreSQL any change Kafka had not acked, that change would be
-gone for good, and the final check would find it missing. ``/readyz`` says 503, naming Kafka,
-while it is away, and 200 once it is back (issue 20).
+Kafka is still down, losing whatever it held in memory: if it had confirmed to PostgreSQL any
+change Kafka had not acked, that change would be gone for good, and the final check would find
+it missing. ``/readyz`` says 503, naming Kafka, while it is away, and 200 once it is back (issue
+20).
 """
 
 from __future__ import annotations
