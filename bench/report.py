@@ -147,7 +147,8 @@ def metrics_table(found: dict[str, tuple[str, Result]]) -> list[str]:
         "What `/metrics` and column transforms cost: cdc on pgoutput with confluent-kafka, each"
         " run with `cdc run --metrics-listen` and `/metrics` scraped every second, and each run"
         " with a `[[connectors.columns]]` rule (`note` excluded, `customer_id` hashed with a"
-        " salt), right after a run without either, on the same WAL (each on a slot of its own);"
+        " salt), beside runs without either, on the same WAL (each on a slot of its own; the"
+        " order of the three turns by one each time);"
         " the medians of the runs, and each run; the cdc process's own CPU time per change (user"
         " and system, every thread), median.",
         "",
