@@ -139,7 +139,8 @@ class Record:
     headers: list[tuple[str, bytes]]
 
 
-_TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+"""Characters Kafka forbids in topic names (each becomes ``_``)."""
 
 
 _TOPIC_TABLES: dict[str, tuple[str, str]] = {}
@@ -152,7 +153,7 @@ def topic_for(prefix: str, schema: str, table: str) -> str:
     whose names differ only there (``a%b`` and ``a_b``) share a topic: their events stay apart
     (each names its table, and sinks apply it to that table's target), but consumers of the
     topic see both, so it is logged, once per table."""
-    topic = f"{prefix}.{_TOPIC_UNSAFE.sub('_', schema)}.{_TOPIC_UNSAFE.sub('_', table)}"
+    topic = f"{prefix}.{TOPIC_UNSAFE.sub('_', schema)}.{TOPIC_UNSAFE.sub('_', table)}"
     first = _TOPIC_TABLES.setdefault(topic, (schema, table))
     if first != (schema, table):
         log.warning(
@@ -166,26 +167,44 @@ def topic_for(prefix: str, schema: str, table: str) -> str:
     return topic
 
 
+def source_block(
+    source: SourceInfo,
+    ts_ms: int,
+    snapshot: str,
+    last_commit_lsn: int,
+    lsn: int,
+    schema: str,
+    table: str,
+    xid: int | None,
+) -> dict[str, Any]:
+    """An event's ``source``, as Debezium's PostgreSQL connector writes it (row changes and
+    logical decoding messages alike)."""
+    return {
+        "version": VERSION,
+        "connector": "postgresql",
+        "name": source.name,
+        "ts_ms": ts_ms,
+        "snapshot": snapshot,
+        "db": source.db,
+        "sequence": f'["{last_commit_lsn}","{lsn}"]',
+        "schema": schema,
+        "table": table,
+        "txId": xid,
+        "lsn": lsn,
+        "xmin": None,
+    }
+
+
 def envelope(change: Change, source: SourceInfo, now_ms: int) -> dict[str, Any]:
     """The record value of ``change``: Debezium's envelope, before it is JSON. :func:`encode`
     writes the same JSON, key for key, without building this dict."""
+    c = change
     return {
-        "before": change.before,
-        "after": change.after,
-        "source": {
-            "version": VERSION,
-            "connector": "postgresql",
-            "name": source.name,
-            "ts_ms": change.commit_ts_ms,
-            "snapshot": change.snapshot,
-            "db": source.db,
-            "sequence": f'["{change.last_commit_lsn}","{change.lsn}"]',
-            "schema": change.schema,
-            "table": change.table,
-            "txId": change.xid,
-            "lsn": change.lsn,
-            "xmin": None,
-        },
+        "before": c.before,
+        "after": c.after,
+        "source": source_block(
+            source, c.commit_ts_ms, c.snapshot, c.last_commit_lsn, c.lsn, c.schema, c.table, c.xid
+        ),
         "op": change.op,
         "ts_ms": now_ms,
         "transaction": {

@@ -21,7 +21,7 @@ from typing import Protocol
 import orjson
 
 from cdc.config.models import MessagesRule
-from cdc.events import EVENT_ID_HEADER, VERSION, Record, SourceInfo
+from cdc.events import EVENT_ID_HEADER, Record, SourceInfo, source_block
 from cdc.globs import compile_globs
 from cdc.transforms.routes import safe_topic
 
@@ -101,21 +101,17 @@ def value(message: MessageLike, source: SourceInfo, now_ms: int) -> dict[str, ob
     return {
         "op": "m",
         "ts_ms": now_ms,
-        "source": {
-            "version": VERSION,
-            "connector": "postgresql",
-            "name": source.name,
-            # A non-transactional message has no commit: when the connector read it.
-            "ts_ms": message.commit_ts_ms if transactional else now_ms,
-            "snapshot": "false",
-            "db": source.db,
-            "sequence": f'["{message.last_commit_lsn}","{message.lsn}"]',
-            "schema": "",
-            "table": "",
-            "txId": message.xid,
-            "lsn": message.lsn,
-            "xmin": None,
-        },
+        # A non-transactional message has no commit: its ts_ms is when the connector read it.
+        "source": source_block(
+            source,
+            message.commit_ts_ms if transactional else now_ms,
+            "false",
+            message.last_commit_lsn,
+            message.lsn,
+            "",
+            "",
+            message.xid,
+        ),
         "message": {
             "prefix": message.prefix,
             "content": base64.b64encode(message.content).decode(),

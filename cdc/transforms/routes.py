@@ -26,6 +26,7 @@ from cdc.errors import CdcError
 from cdc.events import (
     KEY_FIELD_HEADER,
     TABLE_HEADER,
+    TOPIC_UNSAFE,
     Change,
     Record,
     SourceInfo,
@@ -46,9 +47,6 @@ VALUE_FIELDS = TABLE_FIELDS | {"value"}
 MAX_VALUES = 10_000
 """Topics remembered per table for ``by_column`` (one per value): the cache is emptied when full."""
 
-_TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-
-
 MAX_TOPIC_CHARS = 249
 """The longest topic name Kafka takes."""
 
@@ -58,7 +56,7 @@ def safe_topic(name: str, made_for: str = "") -> str:
     :func:`cdc.events.topic_for` does). A name Kafka would still refuse (over 249 characters,
     ``.`` or ``..``), made from a value in a row, stops the connector with an error saying
     which (``made_for``) rather than retrying a record Kafka never takes."""
-    topic = _TOPIC_UNSAFE.sub("_", name)
+    topic = TOPIC_UNSAFE.sub("_", name)
     if len(topic) > MAX_TOPIC_CHARS or topic in (".", ".."):
         shown = topic if len(topic) <= 80 else f"{topic[:60]}...{topic[-12:]}"
         raise CdcError(
