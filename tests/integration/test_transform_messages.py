@@ -27,6 +27,27 @@ topic = "{topic_prefix}.payments"
 """
 
 
+def two_tables_config(
+    tmp_path: Path, database: str, kafka: str, name: str, plugin: str, messages: str
+) -> Path:
+    """Tables ``a`` and ``b``, and a connector ``name`` on them with the transaction topic on
+    and the ``[[connectors.messages]]`` rules ``messages``: its config file."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE a (id int PRIMARY KEY, v text)")
+        conn.execute("CREATE TABLE b (id int PRIMARY KEY, v text)")
+    config = write_config(
+        tmp_path / "cdc.toml",
+        database,
+        kafka,
+        name=name,
+        kafka_client="confluent-kafka",
+        plugin=plugin,
+        transaction_topic=True,
+    )
+    config.write_text(config.read_text() + messages)
+    return config
+
+
 def run_workload(dsn: str, exact_bytes: bytes) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         with conn.transaction():  # two tables, a message between their changes
@@ -58,20 +79,8 @@ def run_workload(dsn: str, exact_bytes: bytes) -> None:
 def test_messages_and_transaction_boundaries(
     tmp_path: Path, database: str, kafka_bootstrap: str, unique: str, plugin: str
 ) -> None:
-    with psycopg.connect(database, autocommit=True) as conn:
-        conn.execute("CREATE TABLE a (id int PRIMARY KEY, v text)")
-        conn.execute("CREATE TABLE b (id int PRIMARY KEY, v text)")
     name = f"msg{unique}"
-    config = write_config(
-        tmp_path / "cdc.toml",
-        database,
-        kafka_bootstrap,
-        name=name,
-        kafka_client="confluent-kafka",
-        plugin=plugin,
-        transaction_topic=True,
-    )
-    config.write_text(config.read_text() + MESSAGES)
+    config = two_tables_config(tmp_path, database, kafka_bootstrap, name, plugin, MESSAGES)
     # pgoutput's content is exact bytes; wal2json 2.5 cuts it at a NUL (docs say so).
     exact = b'\xff\x00\x01bytes\xfe\n"' if plugin == "pgoutput" else b'\xff\x01bytes\xfe\n"\\'
     cdc = CdcProcess(config, tmp_path / "cdc.log")

@@ -21,7 +21,8 @@ import psycopg
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from tests.support.harness import CdcProcess, wait_for, write_config
+from tests.integration.test_transform_messages import two_tables_config
+from tests.support.harness import CdcProcess, wait_for
 
 MESSAGES = '[[connectors.messages]]\nprefixes = ["audit"]\n'
 
@@ -97,20 +98,8 @@ class Writer(threading.Thread):
 def test_no_end_precedes_its_events_across_a_sigkill(
     tmp_path: Path, database: str, kafka_bootstrap: str, unique: str, plugin: str
 ) -> None:
-    with psycopg.connect(database, autocommit=True) as conn:
-        conn.execute("CREATE TABLE a (id int PRIMARY KEY, v text)")
-        conn.execute("CREATE TABLE b (id int PRIMARY KEY, v text)")
     name = f"txk{unique}"
-    config = write_config(
-        tmp_path / "cdc.toml",
-        database,
-        kafka_bootstrap,
-        name=name,
-        kafka_client="confluent-kafka",
-        plugin=plugin,
-        transaction_topic=True,
-    )
-    config.write_text(config.read_text() + MESSAGES)
+    config = two_tables_config(tmp_path, database, kafka_bootstrap, name, plugin, MESSAGES)
     topics = [f"{name}.public.a", f"{name}.public.b", f"{name}.message.audit"]
     transaction_topic = f"{name}.transaction"
     cdc = CdcProcess(config, tmp_path / "cdc.log")

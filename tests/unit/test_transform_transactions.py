@@ -25,20 +25,16 @@ from connectors.postgres.stream import stream
 from tests.support.decoding import FakeCatalog
 from tests.support.harness import wait_for
 from tests.support.memory_target import MemoryTarget
+from tests.unit.test_source_stream import CONFIG as STREAM_CONFIG
 from tests.unit.test_source_stream import FakeRepl, NoSnapshots
 
-CONFIG = """
-[kafka]
-bootstrap_servers = "127.0.0.1:1"
-[[connectors]]
-name = "fake"
-dsn = "host=127.0.0.1 dbname=fake"
-plugin = "pgoutput"
-snapshot = "never"
-transaction_topic = true
+CONFIG = (
+    STREAM_CONFIG
+    + """transaction_topic = true
 [[connectors.messages]]
 prefixes = ["audit"]
 """
+)
 SOURCE = SourceInfo("fake", "fake", "fake")
 FILTERED_A = """[[connectors.filters]]
 tables = ["public.a"]
