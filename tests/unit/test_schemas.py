@@ -1,0 +1,336 @@
+"""Kafka Connect schemas (cdc/values/schemas.py) against what Debezium 3.6.1 published for a table
+of every type (tests/fixtures/debezium/debezium-defaults-schemas.jsonl, its defaults and
+JsonConverter with schemas), and the exact mode's schemas against JsonConverter's layout."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from cdc.values import schemas as s
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "debezium"
+
+
+@dataclass(frozen=True, slots=True)
+class Mode:
+    values: str = "exact"
+    decimal: str = "precise"
+    time: str = "adaptive"
+    binary: str = "bytes"
+    interval: str = "numeric"
+
+
+EXACT = Mode()
+DEBEZIUM = Mode("debezium")
+
+
+def _records(name: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (FIXTURES / name).read_text().splitlines()]
+
+
+CAPTURED = _records("debezium-defaults-schemas.jsonl")
+# cdc-types of the same table (the capture's cdc side), in the table's column order (as the
+# Debezium schema lists them: the fixture's headers are sorted by name).
+_TYPES = _records("cdc-pgoutput.jsonl")[0]["headers"]["cdc-types"]
+ORDER = [f["field"] for f in CAPTURED[0]["value"]["schema"]["fields"][0]["fields"]]
+TYPES = tuple((c, _TYPES[c]) for c in ORDER)
+PREFIX = CAPTURED[0]["topic"]
+DOMAINS = (("posint", "integer"),)
+ENUMS = (("mood", "sad,happy"),)
+
+
+def _debezium(mode: Mode = DEBEZIUM) -> s.Schemas:
+    return s.schemas(PREFIX, TYPES, ("id",), mode, None, DOMAINS, ENUMS)
+
+
+def test_debezium_defaults_equal_the_captured_schemas_field_for_field() -> None:
+    got = _debezium()
+    assert got.key is not None
+    for record in CAPTURED:
+        assert orjson.loads(got.key) == record["key"]["schema"]
+        assert orjson.loads(got.value) == record["value"]["schema"]
+
+
+def test_every_column_schema_equals_debeziums() -> None:
+    """The same comparison column by column, so a failure names the column."""
+    captured = {f["field"]: f for f in CAPTURED[0]["value"]["schema"]["fields"][0]["fields"]}
+    got = orjson.loads(_debezium().value)["fields"][0]["fields"]
+    assert [f["field"] for f in got] == ORDER
+    for field in got:
+        assert field == captured[field["field"]], field["field"]
+
+
+def test_keys_are_in_jsonconverters_order() -> None:
+    """JsonConverter writes type, fields/items, optional, name, version, doc, parameters,
+    default, field (Kafka's JsonConverter.asJsonSchema); the fixture's keys were sorted."""
+    value = orjson.loads(_debezium().value)
+    fields = {f["field"]: f for f in value["fields"][0]["fields"]}
+    assert list(value) == ["type", "fields", "optional", "name", "version"]
+    assert list(fields["n102"]) == ["type", "optional", "name", "version", "parameters", "field"]
+    assert list(fields["n102"]["parameters"]) == ["scale", "connect.decimal.precision"]
+    assert list(fields["n"]) == ["type", "fields", "optional", "name", "version", "doc", "field"]
+    assert list(fields["ai"]) == ["type", "items", "optional", "field"]
+    snapshot = value["fields"][2]["fields"][4]
+    assert list(snapshot) == [
+        *("type", "optional", "name", "version", "parameters", "default", "field"),
+    ]
+
+
+def test_wrap_is_jsonconverters_envelope_around_the_payload_bytes() -> None:
+    payload = b'{"id":1,"f":"NaN"}'
+    wrapped = s.wrap(b'{"type":"int32","optional":false}', payload)
+    assert wrapped == b'{"schema":{"type":"int32","optional":false},"payload":{"id":1,"f":"NaN"}}'
+    record = CAPTURED[0]["value"]
+    again = s.wrap(_debezium().value, orjson.dumps(record["payload"]))
+    assert orjson.loads(again) == record
+
+
+def _exact_field(type_name: str, mode: Mode = EXACT) -> dict[str, Any]:
+    return s.column_schema(type_name, mode, True, DOMAINS, ENUMS)
+
+
+@pytest.mark.parametrize(
+    ("type_name", "expected"),
+    [
+        ("integer", {"type": "int32", "optional": True}),
+        ("smallint", {"type": "int16", "optional": True}),
+        ("bigint", {"type": "int64", "optional": True}),
+        ("oid", {"type": "int64", "optional": True}),
+        ("real", {"type": "float", "optional": True}),
+        ("double precision", {"type": "double", "optional": True}),
+        ("numeric", {"type": "string", "optional": True}),
+        ("numeric(10,2)", {"type": "string", "optional": True}),
+        ("money", {"type": "string", "optional": True}),
+        ("boolean", {"type": "boolean", "optional": True}),
+        ("bytea", {"type": "bytes", "optional": True}),
+        (
+            "timestamp with time zone",
+            {
+                "type": "string",
+                "optional": True,
+                "name": "io.debezium.time.ZonedTimestamp",
+                "version": 1,
+            },
+        ),
+        (
+            "time with time zone",
+            {
+                "type": "string",
+                "optional": True,
+                "name": "io.debezium.time.ZonedTime",
+                "version": 1,
+            },
+        ),
+        (
+            "timestamp(3) without time zone",
+            {
+                "type": "string",
+                "optional": True,
+                "name": "io.debezium.time.IsoTimestamp",
+                "version": 1,
+            },
+        ),
+        (
+            "date",
+            {"type": "string", "optional": True, "name": "io.debezium.time.IsoDate", "version": 1},
+        ),
+        (
+            "time without time zone",
+            {"type": "string", "optional": True, "name": "io.debezium.time.IsoTime", "version": 1},
+        ),
+        (
+            "interval",
+            {"type": "string", "optional": True, "name": "io.debezium.time.Interval", "version": 1},
+        ),
+        (
+            "integer[]",
+            {"type": "array", "items": {"type": "int32", "optional": True}, "optional": True},
+        ),
+        (
+            "numeric(10,2)[]",
+            {"type": "array", "items": {"type": "string", "optional": True}, "optional": True},
+        ),
+        (
+            "timestamp with time zone[]",
+            {
+                "type": "array",
+                "items": {
+                    "type": "string",
+                    "optional": True,
+                    "name": "io.debezium.time.ZonedTimestamp",
+                    "version": 1,
+                },
+                "optional": True,
+            },
+        ),
+        ("point[]", {"type": "string", "optional": True}),  # kept as its literal
+        ("point", {"type": "string", "optional": True}),
+        ("posint", {"type": "string", "optional": True}),  # a domain: its text
+        ("mood", {"type": "string", "optional": True}),
+        ("some_type", {"type": "string", "optional": True}),
+        (
+            "jsonb",
+            {"type": "string", "optional": True, "name": "io.debezium.data.Json", "version": 1},
+        ),
+        (
+            "uuid",
+            {"type": "string", "optional": True, "name": "io.debezium.data.Uuid", "version": 1},
+        ),
+    ],
+)
+def test_exact_mode_schema_describes_the_exact_values(
+    type_name: str, expected: dict[str, Any]
+) -> None:
+    got = _exact_field(type_name)
+    assert got == expected
+    assert list(got) == list(expected)  # JsonConverter's key order
+
+
+def test_exact_mode_envelope_is_debeziums_but_for_the_columns() -> None:
+    exact = orjson.loads(s.schemas(PREFIX, TYPES, ("id",), EXACT).value)
+    debezium = orjson.loads(_debezium().value)
+    assert exact["fields"][2:] == debezium["fields"][2:]  # source, transaction, op, times
+    assert {k: v for k, v in exact.items() if k != "fields"} == {
+        k: v for k, v in debezium.items() if k != "fields"
+    }
+    after = {f["field"]: f for f in exact["fields"][1]["fields"]}
+    assert after["id"] == {"type": "int32", "optional": False, "field": "id"}
+    assert after["ba"] == {"type": "bytes", "optional": True, "field": "ba"}
+
+
+@pytest.mark.parametrize(
+    ("options", "column", "expected"),
+    [
+        ({"decimal": "string"}, "numeric(10,2)", {"type": "string", "optional": True}),
+        ({"decimal": "string"}, "money", {"type": "string", "optional": True}),
+        ({"decimal": "double"}, "numeric", {"type": "double", "optional": True}),
+        ({"decimal": "double"}, "money", {"type": "double", "optional": True}),
+        (
+            {},
+            "numeric(5)",
+            {
+                "type": "bytes",
+                "optional": True,
+                "name": "org.apache.kafka.connect.data.Decimal",
+                "version": 1,
+                "parameters": {"scale": "0", "connect.decimal.precision": "5"},
+            },
+        ),
+        ({"binary": "base64"}, "bytea", {"type": "string", "optional": True}),
+        ({"binary": "hex"}, "bytea", {"type": "string", "optional": True}),
+        ({"binary": "base64-url-safe"}, "bytea", {"type": "string", "optional": True}),
+        (
+            {"interval": "string"},
+            "interval",
+            {"type": "string", "optional": True, "name": "io.debezium.time.Interval", "version": 1},
+        ),
+        (
+            {"time": "isostring"},
+            "date",
+            {"type": "string", "optional": True, "name": "io.debezium.time.IsoDate", "version": 1},
+        ),
+        (
+            {"time": "isostring"},
+            "timestamp without time zone",
+            {
+                "type": "string",
+                "optional": True,
+                "name": "io.debezium.time.IsoTimestamp",
+                "version": 1,
+            },
+        ),
+        (
+            {"time": "connect"},
+            "date",
+            {
+                "type": "int32",
+                "optional": True,
+                "name": "org.apache.kafka.connect.data.Date",
+                "version": 1,
+            },
+        ),
+        (
+            {"time": "connect"},
+            "time without time zone",
+            {
+                "type": "int32",
+                "optional": True,
+                "name": "org.apache.kafka.connect.data.Time",
+                "version": 1,
+            },
+        ),
+        (
+            {"time": "connect"},
+            "timestamp without time zone",
+            {
+                "type": "int64",
+                "optional": True,
+                "name": "org.apache.kafka.connect.data.Timestamp",
+                "version": 1,
+            },
+        ),
+        (
+            {},
+            "time(3) without time zone",
+            {"type": "int32", "optional": True, "name": "io.debezium.time.Time", "version": 1},
+        ),
+        (
+            {"time": "adaptive_time_microseconds"},
+            "time(3) without time zone",
+            {"type": "int64", "optional": True, "name": "io.debezium.time.MicroTime", "version": 1},
+        ),
+        (
+            {},
+            "timestamp(3) without time zone",
+            {"type": "int64", "optional": True, "name": "io.debezium.time.Timestamp", "version": 1},
+        ),
+        ({}, "bit(1)", {"type": "boolean", "optional": True}),
+        (
+            {},
+            "bit(8)",
+            {
+                "type": "bytes",
+                "optional": True,
+                "name": "io.debezium.data.Bits",
+                "version": 1,
+                "parameters": {"length": "8"},
+            },
+        ),
+    ],
+)
+def test_debezium_options_change_the_column_schemas_as_debeziums_do(
+    options: dict[str, str], column: str, expected: dict[str, Any]
+) -> None:
+    assert _exact_field(column, Mode("debezium", **options)) == expected
+
+
+def test_nullable_decides_optional_and_no_key_gives_no_key_schema() -> None:
+    types = (("a", "integer"), ("b", "text"))
+    got = s.schemas("p.public.t", types, (), EXACT, frozenset({"b"}))
+    assert got.key is None
+    fields = orjson.loads(got.value)["fields"][1]["fields"]
+    assert [f["optional"] for f in fields] == [False, True]
+    whole_row = s.schemas("p.public.t", types, ("a", "b"), EXACT, frozenset({"b"}))
+    assert whole_row.key is not None
+    key = orjson.loads(whole_row.key)
+    assert key["name"] == "p.public.t.Key"
+    assert [(f["field"], f["optional"]) for f in key["fields"]] == [("a", False), ("b", True)]
+
+
+def test_a_second_call_with_the_same_types_tuple_is_the_cached_result() -> None:
+    types = (("id", "integer"), ("n", "numeric(10,2)"))
+    first = s.schemas("p.public.c", types, ("id",), EXACT)
+    assert s.schemas("p.public.c", types, ("id",), EXACT) is first
+    # the same tuple for another table, mode or key is another schema
+    other = s.schemas("p.public.d", types, ("id",), EXACT)
+    assert b"p.public.d.Envelope" in other.value
+    assert s.schemas("p.public.c", types, ("id",), DEBEZIUM).value != first.value
+    assert s.schemas("p.public.c", types, ("id",), EXACT) is first
+    # an equal tuple built anew gives equal bytes
+    assert s.schemas("p.public.c", tuple(list(types)), ("id",), EXACT) == first
