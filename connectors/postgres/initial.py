@@ -35,6 +35,7 @@ from connectors.postgres.owntables import record_progress
 from connectors.postgres.progress import Progress
 from connectors.postgres.replication import format_lsn
 from connectors.postgres.rows import RowReader, copy_rows, estimated_rows, table_columns
+from connectors.postgres.session import pinned
 from connectors.postgres.stats import SourceStats
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,9 @@ class InitialSnapshot:
                 publisher.send_with(record, callback)
 
         n = 0
-        with psycopg.connect(c.dsn.conninfo, application_name=f"cdc-{c.name}-snapshot") as conn:
+        with psycopg.connect(
+            pinned(c.dsn.conninfo), application_name=f"cdc-{c.name}-snapshot"
+        ) as conn:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conn.read_only = True
             if exported is not None:
@@ -109,7 +112,7 @@ class InitialSnapshot:
             shapes = PostgresCatalog(sql_conn, c.name)
             for ordinal, (schema, table) in enumerate(tables):
                 shape = self._shape(schema, table)
-                if supersede:
+                if supersede and "t" not in c.skipped:
                     marker = truncate_marker(schema, table, position, ordinal, reads.started_ms)
                     send(_records(shape, marker, source))
                 label = f"{schema}.{table}"
