@@ -11,6 +11,7 @@ import pytest
 
 from cdc.values import EXACT, ValueMode, decoder, encoder, mode_from_header
 from cdc.values import exact as x
+from cdc.values.table import rewrite
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "debezium"
 
@@ -190,3 +191,12 @@ def test_values_header_names_the_mode() -> None:
         mode_from_header(b"avro")
     with pytest.raises(ValueError, match="decimal handling mode"):
         mode_from_header(b"debezium;decimal=float")
+
+
+def test_the_docs_table_is_what_the_encoders_write(tmp_path: Path) -> None:
+    """docs/encodings.md's table: every cell made by the encoders (``python -m
+    cdc.values.table`` rewrites it)."""
+    doc = Path(__file__).parent.parent.parent / "docs" / "encodings.md"
+    copy = tmp_path / "encodings.md"
+    copy.write_text(doc.read_text())
+    assert not rewrite(copy), "docs/encodings.md is stale: run python -m cdc.values.table"
