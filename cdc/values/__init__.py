@@ -101,22 +101,24 @@ class RowCodec:
         return row if out is None else out
 
 
-_ENCODERS: dict[tuple[int, ValueMode], tuple[object, RowCodec | None]] = {}
+_ENCODERS: dict[tuple[int, int], tuple[object, ValueMode, RowCodec | None]] = {}
 """Per column set (by the identity of its ``types`` tuple: a decoder hands every change of a
-table the same one) and mode, its codec; the entry holds the tuple so its id is not reused."""
+table the same one) and mode (by identity too: a connector holds one), its codec; the entry
+holds both so their ids are not reused. Hashing the mode's fields cost as much as a
+conversion."""
 
 
 def encoder(types: tuple[tuple[str, str], ...], mode: ValueMode) -> RowCodec | None:
     """The row encoder of a column set in ``mode``; None when every value travels as it is."""
-    cached = _ENCODERS.get((id(types), mode))
-    if cached is not None and cached[0] is types:
-        return cached[1]
+    cached = _ENCODERS.get((id(types), id(mode)))
+    if cached is not None and cached[0] is types and cached[1] is mode:
+        return cached[2]
     if len(_ENCODERS) >= 4096:
         _ENCODERS.clear()
     convert = exact.encoder if mode.values == "exact" else functools.partial(debezium.encoder, mode)
     columns = tuple((c, f) for c, t in types if (f := convert(t)) is not None)
     codec = RowCodec(columns) if columns else None
-    _ENCODERS[(id(types), mode)] = (types, codec)
+    _ENCODERS[(id(types), id(mode))] = (types, mode, codec)
     return codec
 
 
