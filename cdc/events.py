@@ -244,13 +244,21 @@ _FINER_MARKERS = {
 }
 
 
-def encode(change: Change, source: SourceInfo, now_ms: int | None = None) -> Record:
+def encode(
+    change: Change,
+    source: SourceInfo,
+    now_ms: int | None = None,
+    key_field: tuple[str, str] | None = None,
+) -> Record:
     """The Kafka record for ``change``: Debezium's envelope (:func:`envelope`), schemaless JSON,
-    its values encoded in the connector's mode (:mod:`cdc.values`)."""
+    its values encoded in the connector's mode (:mod:`cdc.values`). ``key_field``: a field added
+    to the key (a routed table's name, :mod:`cdc.transforms.routes`)."""
     mode = source.values
     before, after, key = change.before, change.after, change.key
     if change.types and (codec := encoder(change.types, mode)) is not None:
         before, after, key = codec(before), codec(after), codec(key)
+    if key_field is not None and key is not None:
+        key = {**key, key_field[0]: key_field[1]}
     if mode.values == "exact":
         snapshot = change.snapshot
         value = _value_template(
