@@ -328,12 +328,11 @@ class Router:
         route: _TableRoute,
         topic: str,
     ) -> list[Record]:
-        record = encode(change, source, now_ms)
+        field = None if self._field is None else (self._field, route.default)
+        record = encode(change, source, now_ms, field)
         record.topic = topic
         headers = route.headers
-        if self._field is not None and change.key is not None:
-            record.key = orjson.dumps({**change.key, self._field: route.default})
-        else:
+        if field is None or change.key is None:
             headers = headers[:1]  # no key field: nothing for a sink to drop
         record.headers.extend(headers)
         if tombstones and change.op == "d":
