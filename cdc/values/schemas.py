@@ -27,29 +27,16 @@ __all__ = [
 ]
 
 import functools
-import re
-from collections.abc import Callable, Hashable
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import orjson
 
+from cdc.values import ValueMode as Mode
+from cdc.values.types import base_type
+
 Types = tuple[tuple[str, str], ...]
 Json = dict[str, Any]
-
-
-class Mode(Hashable, Protocol):
-    """A connector's ``values`` mode and Debezium's four options (``cdc.values.ValueMode``)."""
-
-    @property
-    def values(self) -> str: ...
-    @property
-    def decimal(self) -> str: ...
-    @property
-    def time(self) -> str: ...
-    @property
-    def binary(self) -> str: ...
-    @property
-    def interval(self) -> str: ...
 
 
 class Schemas(NamedTuple):
@@ -100,26 +87,6 @@ def _schema(
 
 def _field(name: str, schema: Json) -> Json:
     return {**schema, "field": name}
-
-
-_MODIFIERS = re.compile(r"\(([^)]*)\)")
-
-
-def _parse(type_name: str) -> tuple[str, tuple[int, ...], bool]:
-    """``(name without modifiers, modifiers, is an array)``: ``numeric(10,2)[]`` ->
-    ``("numeric", (10, 2), True)``, ``timestamp(3) with time zone`` ->
-    ``("timestamp with time zone", (3,), False)``."""
-    array = type_name.endswith("[]")
-    name = type_name[:-2] if array else type_name
-    modifiers: tuple[int, ...] = ()
-    found = _MODIFIERS.search(name)
-    if found is not None:
-        try:
-            modifiers = tuple(int(m) for m in found.group(1).split(","))
-        except ValueError:
-            modifiers = ()
-        name = " ".join((name[: found.start()] + name[found.end() :]).split())
-    return name, modifiers, array
 
 
 # Each builder: (modifiers, mode, optional) -> schema. Debezium's names for the types it maps
@@ -236,16 +203,6 @@ def _point(_m: tuple[int, ...], mode: Mode, optional: bool) -> Json:
     )
 
 
-def _bit(modifiers: tuple[int, ...], mode: Mode, optional: bool) -> Json:
-    length = modifiers[0] if modifiers else 1
-    if mode.values == "exact":
-        return _schema("string", optional)  # its text output, "0101"
-    if length == 1:
-        return _schema("boolean", optional)
-    bits = {"length": str(length)}
-    return _schema("bytes", optional, "io.debezium.data.Bits", 1, parameters=bits)
-
-
 _STRING = _plain("string")
 
 _TYPES: dict[str, Builder] = {
@@ -263,7 +220,6 @@ _TYPES: dict[str, Builder] = {
     "bytea": _bytea,
     "json": _named("string", "io.debezium.data.Json"),
     "jsonb": _named("string", "io.debezium.data.Json"),
-    "hstore": _named("string", "io.debezium.data.Json"),
     "xml": _named("string", "io.debezium.data.Xml"),
     "uuid": _named("string", "io.debezium.data.Uuid"),
     "tsvector": _named("string", "io.debezium.data.Tsvector"),
@@ -275,53 +231,32 @@ _TYPES: dict[str, Builder] = {
     "timestamp with time zone": _named("string", "io.debezium.time.ZonedTimestamp"),
     "interval": _interval,
     "point": _point,
-    "bit": _bit,
-    "bit varying": lambda m, mode, optional: _bit(m or (2,), mode, optional),
 }
-_STRING_TYPES = (
-    "text",
-    "character varying",
-    "character",
-    "bpchar",
-    '"char"',
-    "name",
-    "citext",
-    "inet",
-    "cidr",
-    "macaddr",
-    "macaddr8",
-    "int4range",
-    "int8range",
-    "numrange",
-    "tsrange",
-    "tstzrange",
-    "daterange",
-)
-
-_ARRAY_ELEMENTS = frozenset(
+_STRING_TYPES = frozenset(
     (
-        "smallint",
-        "integer",
-        "bigint",
-        "oid",
-        "real",
-        "double precision",
-        "numeric",
-        "boolean",
-        "bytea",
-        "json",
-        "jsonb",
-        "uuid",
-        "date",
-        "time without time zone",
-        "timestamp without time zone",
-        "time with time zone",
-        "timestamp with time zone",
-        "interval",
-        *_STRING_TYPES,
+        "text",
+        "character varying",
+        "character",
+        "bpchar",
+        '"char"',
+        "name",
+        "citext",
+        "inet",
+        "cidr",
+        "macaddr",
+        "macaddr8",
+        "int4range",
+        "int8range",
+        "numrange",
+        "tsrange",
+        "tstzrange",
+        "daterange",
     )
 )
-"""Element types whose one-dimensional arrays are JSON arrays (the others: their literal)."""
+_LITERAL_ARRAYS = frozenset({"box"})
+"""Element types whose arrays the encoders keep as their literal (a string): box's literal
+separates elements with ``;``. The arrays of every other type are JSON arrays of the elements
+as the element type's column would carry them."""
 
 
 def _builder(name: str) -> Builder | None:
@@ -341,20 +276,22 @@ def column_schema(
 ) -> Json:
     """The schema of one column of ``format_type`` name ``type_name`` in ``mode``.
 
-    ``domains`` maps a domain's name to its base type's ``format_type`` name, ``enums`` an
-    enum's name to its labels joined by ``,``: in ``debezium`` mode a domain is its base type
-    and an enum an ``io.debezium.data.Enum`` with its labels, as Debezium gives them (``exact``
-    writes both as their text). Types that neither this module nor these know are strings."""
-    name, modifiers, array = _parse(type_name)
+    Types this module does not know are strings (their text), as cdc's encoders write them.
+    ``domains`` (a domain's name -> its base type's ``format_type`` name) and ``enums`` (an
+    enum's name -> its labels joined by ``,``) give, in ``debezium`` mode, a domain the schema
+    of its base type and an enum ``io.debezium.data.Enum`` with its labels, as Debezium's own
+    records have them: pass them only for payloads that encode domains that way (cdc's
+    encoders write a domain's text, which JsonConverter would read as 0 under int32)."""
+    name, modifiers, array = base_type(type_name)
     if mode.values != "exact" and name in (base := dict(domains)):
         # exact writes a domain's value as its text; Debezium as its base type's
         return column_schema(base[name] + ("[]" if array else ""), mode, optional, (), enums)
     labels = dict(enums).get(name)
     if array:
-        if name in _ARRAY_ELEMENTS or labels is not None:
-            element = column_schema(name + _modifiers(modifiers), mode, True, (), enums)
-            return _schema("array", optional, items=element)
-        return _schema("string", optional)
+        if name in _LITERAL_ARRAYS:
+            return _schema("string", optional)
+        element = column_schema(name + _modifiers(modifiers), mode, True, (), enums)
+        return _schema("array", optional, items=element)
     if labels is not None:
         if mode.values == "exact":
             return _schema("string", optional)

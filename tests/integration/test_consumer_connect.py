@@ -3,16 +3,16 @@ records in cdc's ``schemas = true`` layout: the target table ends equal to the s
 
 The source is the capture's table of every type (bench/debezium_capture.py), written by the
 same statements; the records are the capture's (tests/fixtures/debezium), each wrapped with the
-schema :mod:`cdc.values.schemas` gives: cdc's records in the exact encodings, and Debezium
-3.6.1's own records (its defaults). One Connect worker (one JVM) runs one JDBC sink per topic,
-``insert.mode=upsert``, ``delete.enabled=true``, ``primary.key.mode=record_key``, into tables
-created beforehand with the source's types (``schema.evolution=none``). What the sink cannot
-apply is left out of the stream, and said why, in ``REFUSED``.
+schema :mod:`cdc.values.schemas` gives: cdc's records in the exact encodings (cdc.values'
+encoder on the capture's cdc records), and Debezium 3.6.1's own records (its defaults). One
+Connect worker (one JVM) runs one JDBC sink per topic, ``insert.mode=upsert``,
+``delete.enabled=true``, ``primary.key.mode=record_key``, into tables created beforehand with
+the source's types (``schema.evolution=none``). What the sink cannot apply is left out of the
+stream, and said why, in ``REFUSED``.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from dataclasses import dataclass
@@ -27,21 +27,13 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from psycopg import sql
 
 from bench.debezium_capture import DDL, ROWS
+from cdc.values import EXACT, ValueMode, encoder
 from cdc.values.schemas import schemas, wrap
 from tests.support.connect import ConnectStandalone, jdbc_url
 from tests.support.services import fresh_database
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "debezium"
 TABLE = "every_type"
-
-
-@dataclass(frozen=True, slots=True)
-class Mode:
-    values: str = "exact"
-    decimal: str = "precise"
-    time: str = "adaptive"
-    binary: str = "bytes"
-    interval: str = "numeric"
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,68 +130,6 @@ def _types() -> tuple[tuple[str, str], ...]:
     return tuple((f["field"], by_name[f["field"]]) for f in dbz["fields"][0]["fields"])
 
 
-# --- the exact encodings of the capture's values (cdc's internal form -> exact) -------------
-
-
-def _iso_year(year: str, bc: bool) -> str:
-    n = 1 - int(year) if bc else int(year)
-    return f"-{-n:04d}" if n < 0 else f"{n:04d}"
-
-
-def _exact_date(text: str) -> str:
-    if text in ("infinity", "-infinity"):
-        return text
-    bc = text.endswith(" BC")
-    body = text.removesuffix(" BC")
-    return _iso_year(body[:-6], bc) + body[-6:]
-
-
-def _exact_timestamp(text: str) -> str:
-    if text in ("infinity", "-infinity"):
-        return text
-    bc = text.endswith(" BC")
-    date, _, clock = text.removesuffix(" BC").partition(" ")
-    return _exact_date(date + (" BC" if bc else "")) + "T" + clock
-
-
-def _exact_timestamptz(text: str) -> str:
-    if text in ("infinity", "-infinity"):
-        return text
-    bc = text.endswith(" BC")
-    body = text.removesuffix(" BC")
-    assert body.endswith("+00"), body  # the capture ran with TimeZone=UTC
-    return _exact_timestamp(body[:-3] + (" BC" if bc else "")) + "Z"
-
-
-def _exact_timetz(text: str) -> str:
-    clock, sign, offset = text.rpartition("+") if "+" in text else text.rpartition("-")
-    hours, _, minutes = offset.partition(":")
-    if sign == "+" and hours == "00" and minutes in ("", "00"):
-        return clock + "Z"
-    return f"{clock}{sign}{hours}:{minutes or '00'}"
-
-
-EXACT: dict[str, Any] = {
-    "ba": lambda v: base64.b64encode(bytes.fromhex(v)).decode(),
-    "d": _exact_date,
-    "ts": _exact_timestamp,
-    "tsz": _exact_timestamptz,
-    "ttz": _exact_timetz,
-}
-FROM_DEBEZIUM_EXACT_OPTIONS = ("iv", "ai", "at")
-"""Columns whose exact encoding is Debezium's with the exact options (intervals, arrays)."""
-
-
-def _exact_rows(row: dict[str, Any] | None, same: dict[str, Any] | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    out = {c: (None if v is None else EXACT[c](v)) if c in EXACT else v for c, v in row.items()}
-    assert same is not None
-    for column in FROM_DEBEZIUM_EXACT_OPTIONS:
-        out[column] = same[column]
-    return out
-
-
 def _kept(record: dict[str, Any]) -> bool:
     """Not the truncate, nor the delete of row 2 (or its tombstone): as SOURCE_STATEMENTS."""
     key, value = record["key"], record["value"]
@@ -211,26 +141,21 @@ def _kept(record: dict[str, Any]) -> bool:
 
 
 def exact_records(prefix: str) -> list[tuple[bytes, bytes | None]]:
-    """cdc's records of the capture in the exact encodings, with schemas: (key, value)."""
+    """cdc's records of the capture (cdc-pgoutput.jsonl, cdc's internal form of the values) in
+    the exact encodings (cdc.values' encoder), with schemas: (key, value)."""
     types = _types()
-    cdc = [r for r in _records("cdc-pgoutput.jsonl") if _kept(r)]
-    dbz = _records("debezium-exact-options.jsonl")
-    dbz_by_event = [(r["key"]["id"], r["value"]["op"]) for r in dbz]
-    found = schemas(prefix, types, ("id",), Mode())
+    codec = encoder(types, EXACT)
+    assert codec is not None
+    found = schemas(prefix, types, ("id",), EXACT)
     assert found.key is not None
     out: list[tuple[bytes, bytes | None]] = []
-    for record in cdc:
+    for record in filter(_kept, _records("cdc-pgoutput.jsonl")):
         key = wrap(found.key, orjson.dumps(record["key"]))
         value = record["value"]
         if value is None:
             out.append((key, None))  # a tombstone
             continue
-        same = dbz[dbz_by_event.index((record["key"]["id"], value["op"]))]["value"]
-        payload = {
-            **value,
-            "before": _exact_rows(value["before"], same["before"]),
-            "after": _exact_rows(value["after"], same["after"]),
-        }
+        payload = {**value, "before": codec(value["before"]), "after": codec(value["after"])}
         out.append((key, wrap(found.value, orjson.dumps(payload))))
     return out
 
@@ -239,7 +164,7 @@ def debezium_records(prefix: str) -> list[tuple[bytes, bytes | None]]:
     """Debezium 3.6.1's records of the capture (its defaults), with the schemas of
     :func:`schemas` (equal to Debezium's: tests/unit/test_schemas.py)."""
     found = schemas(
-        prefix, _types(), ("id",), Mode("debezium"), None, (("posint", "integer"),),
+        prefix, _types(), ("id",), ValueMode("debezium"), None, (("posint", "integer"),),
         (("mood", "sad,happy"),),
     )  # fmt: skip
     assert found.key is not None
