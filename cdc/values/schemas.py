@@ -375,18 +375,19 @@ def _build(
     nullable: frozenset[str] | None,
     domains: tuple[tuple[str, str], ...],
     enums: tuple[tuple[str, str], ...],
+    whole_row_key: bool,
 ) -> Schemas:
-    keys = frozenset(key)
+    required = frozenset(() if whole_row_key else key)
 
     def column(name: str, type_name: str) -> Json:
-        optional = name not in keys if nullable is None else name in nullable
+        optional = name not in required if nullable is None else name in nullable
         return _field(name, column_schema(type_name, mode, optional, domains, enums))
 
     columns = [column(c, t) for c, t in types]
     key_schema = None
     if key:
         by_name = {f["field"]: f for f in columns}
-        key_fields = [by_name.get(k) or column(k, "text") for k in key]
+        key_fields = [by_name.get(k) or _field(k, _schema("string", False)) for k in key]
         key_schema = orjson.dumps(_schema("struct", False, prefix + ".Key", fields=key_fields))
     row = _schema("struct", True, prefix + ".Value", fields=columns)
     envelope = _schema(
@@ -422,15 +423,20 @@ def schemas(
     nullable: frozenset[str] | None = None,
     domains: tuple[tuple[str, str], ...] = (),
     enums: tuple[tuple[str, str], ...] = (),
+    whole_row_key: bool = False,
 ) -> Schemas:
     """The key's and the envelope's schema of a table's change events.
 
     ``prefix`` names them, as Debezium does: ``{topic_prefix}.{schema}.{table}``, giving
     ``.Key``, ``.Value`` and ``.Envelope``. ``types`` are the table's ``(column, format_type
-    name)`` pairs in column order, ``key`` its key columns (empty: no key schema). A column is
-    optional when it is in ``nullable``; when that is None, every column but the key's.
+    name)`` pairs in column order, ``key`` the key's fields (empty: no key schema; a field
+    that is no column, such as a route's table field, is a required string). A column is
+    optional when it is in ``nullable``; when that is None, every column but the key's (a
+    primary key's columns are NOT NULL), or every column when the key is the whole row
+    (``whole_row_key``: a table without a primary key, REPLICA IDENTITY FULL), since
+    JsonConverter refuses a null in a required field.
     A dict lookup when called again with the same ``types`` tuple (once per record)."""
-    rest = (key, mode, nullable, domains, enums)
+    rest = (key, mode, nullable, domains, enums, whole_row_key)
     cached = _BY_ID.get((id(types), prefix))
     if cached is not None and cached[0] is types and cached[1] == rest:
         return cached[2]

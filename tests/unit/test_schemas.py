@@ -433,3 +433,21 @@ def test_debeziums_own_payloads_fit_the_schemas() -> None:
         for half in ("before", "after"):
             assert _misfits(record["value"]["payload"][half], row_schema, half) == []
     assert _misfits({"id": "1"}, row_schema, "r") == ["r.id: '1' is not a int32"]
+
+
+def test_a_whole_row_key_has_optional_fields_and_a_route_field_is_a_required_string() -> None:
+    types = (("a", "integer"), ("b", "text"))
+    whole = s.schemas("p.public.w", types, ("a", "b"), EXACT, whole_row_key=True)
+    assert whole.key is not None
+    assert [f["optional"] for f in orjson.loads(whole.key)["fields"]] == [True, True]
+    assert [f["optional"] for f in orjson.loads(whole.value)["fields"][1]["fields"]] == [
+        True,
+        True,
+    ]
+    routed = s.schemas("p.public.r", types, ("a", "__table"), EXACT)
+    assert routed.key is not None
+    assert orjson.loads(routed.key)["fields"][1] == {
+        "type": "string",
+        "optional": False,
+        "field": "__table",
+    }
