@@ -409,10 +409,11 @@ def _build(
     return Schemas(key_schema, orjson.dumps(envelope))
 
 
-_BY_ID: dict[tuple[int, str], tuple[Types, tuple[Any, ...], Schemas]] = {}
-"""Per ``types`` tuple (by identity: a decoder hands every change of a table the same one) and
-prefix, the rest of the arguments and the schemas; the entry holds the tuple, so its id is not
-reused while the entry lives."""
+_BY_ID: dict[int, tuple[Any, ...]] = {}
+"""Per ``types`` tuple (by identity: a decoder hands every change of a table the same one), the
+other arguments and the schemas; the entry holds the tuple, so its id is not reused while the
+entry lives. Compared argument by argument, identity first: building and hashing a key of
+them cost more than the lookup."""
 
 
 def schemas(
@@ -436,12 +437,22 @@ def schemas(
     (``whole_row_key``: a table without a primary key, REPLICA IDENTITY FULL), since
     JsonConverter refuses a null in a required field.
     A dict lookup when called again with the same ``types`` tuple (once per record)."""
-    rest = (key, mode, nullable, domains, enums, whole_row_key)
-    cached = _BY_ID.get((id(types), prefix))
-    if cached is not None and cached[0] is types and cached[1] == rest:
-        return cached[2]
+    cached = _BY_ID.get(id(types))
+    if (
+        cached is not None
+        and cached[0] is types
+        and (cached[1] is prefix or cached[1] == prefix)
+        and (cached[2] is key or cached[2] == key)
+        and cached[3] is mode
+        and cached[4] is nullable
+        and cached[5] is domains
+        and cached[6] is enums
+        and cached[7] is whole_row_key
+    ):
+        found: Schemas = cached[8]
+        return found
     if len(_BY_ID) >= 4096:
         _BY_ID.clear()
-    found = _build(prefix, types, *rest)
-    _BY_ID[(id(types), prefix)] = (types, rest, found)
+    found = _build(prefix, types, key, mode, nullable, domains, enums, whole_row_key)
+    _BY_ID[id(types)] = (types, prefix, key, mode, nullable, domains, enums, whole_row_key, found)
     return found
