@@ -8,7 +8,8 @@ encoder on the capture's cdc records), and Debezium 3.6.1's own records (its def
 Connect worker (one JVM) runs one JDBC sink per topic, ``insert.mode=upsert``,
 ``delete.enabled=true``, ``primary.key.mode=record_key``, into tables created beforehand with
 the source's types (``schema.evolution=none``). What the sink cannot apply is left out of the
-stream, and said why, in ``REFUSED``.
+stream, and said why, in ``REFUSED``. Before that, Kafka Connect's JsonConverter reads every
+record and writes back the very schema bytes it read.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from psycopg import sql
 from bench.debezium_capture import DDL, ROWS
 from cdc.values import EXACT, ValueMode, encoder
 from cdc.values.schemas import schemas, wrap
-from tests.support.connect import ConnectStandalone, jdbc_url
+from tests.support.connect import ConnectStandalone, jdbc_url, json_converter_round_trip
 from tests.support.services import fresh_database
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "debezium"
@@ -311,6 +312,9 @@ def test_jdbc_sink_over_cdc_schemas_makes_the_target_equal_the_source(
             "exact": exact_records(f"cdct{unique}.exact.public.{TABLE}"),
             "debezium": debezium_records(f"cdct{unique}.debezium.public.{TABLE}"),
         }
+        # JsonConverter reads every record and writes the very schemas it read.
+        wrapped = [r for records in streams.values() for pair in records for r in pair if r]
+        assert set(json_converter_round_trip(wrapped, tmp_path / "round-trip")) == {"same"}
         with psycopg.connect(target, autocommit=True) as conn:
             conn.execute(DDL.replace("ALTER TABLE every_type REPLICA IDENTITY FULL;", ""))
         for mode, records in streams.items():

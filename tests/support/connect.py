@@ -35,6 +35,7 @@ from psycopg.conninfo import conninfo_to_dict
 from tests.support import ROOT
 
 POM = ROOT / "tests" / "consumers" / "connect" / "pom.xml"
+ROUND_TRIP = POM.parent / "SchemaRoundTrip.java"
 MAIN_CLASS = "org.apache.kafka.connect.cli.ConnectStandalone"
 STOP_TIMEOUT = 20.0
 
@@ -76,6 +77,25 @@ def fetch() -> Path:
             raise RuntimeError(f"fetching Kafka Connect failed (mvn exit {rc.returncode}):\n{tail}")
         (home / ".complete").write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         return libs
+
+
+def json_converter_round_trip(records: list[bytes], workdir: Path, java: str = "java") -> list[str]:
+    """Each record (``{"schema","payload"}`` JSON) read and written again by Kafka Connect's
+    JsonConverter: ``same`` when the schema it writes is byte for byte the one it read, else
+    ``diff N SCHEMA``; a payload it cannot read raises (its DataException in the message)."""
+    libs = fetch()
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "records.jsonl"
+    path.write_bytes(b"".join(r + b"\n" for r in records))
+    done = subprocess.run(
+        [java, "-cp", f"{libs}/*", str(ROUND_TRIP), str(path)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"JsonConverter refused a record:\n{done.stderr.decode()[-4000:]}")
+    return done.stdout.decode().splitlines()
 
 
 def jdbc_url(dsn: str) -> tuple[str, dict[str, str]]:
