@@ -22,7 +22,9 @@ from __future__ import annotations
 __all__ = [
     "Schemas",
     "column_schema",
+    "message_schemas",
     "schemas",
+    "transaction_schemas",
     "wrap",
 ]
 
@@ -456,3 +458,77 @@ def schemas(
     found = _build(prefix, types, key, mode, nullable, domains, enums, whole_row_key)
     _BY_ID[id(types)] = (types, prefix, key, mode, nullable, domains, enums, whole_row_key, found)
     return found
+
+
+@functools.cache
+def message_schemas(mode: Mode) -> Schemas:
+    """The key's and the value's schema of a logical decoding message's record, as Debezium's
+    (``io.debezium.connector.postgresql.MessageKey`` / ``MessageValue``): the content is bytes
+    (base64 on the wire), or a string under Debezium's other ``binary_handling_mode``."""
+    binary = mode.values == "exact" or mode.binary == "bytes"
+    content = _schema("bytes" if binary else "string", True)
+    message = _schema(
+        "struct",
+        False,
+        "io.debezium.connector.postgresql.Message",
+        1,
+        fields=[_field("prefix", _schema("string", True)), _field("content", content)],
+    )
+    key = _schema(
+        "struct",
+        False,
+        "io.debezium.connector.postgresql.MessageKey",
+        1,
+        fields=[_field("prefix", _schema("string", True))],
+    )
+    value = _schema(
+        "struct",
+        False,
+        "io.debezium.connector.postgresql.MessageValue",
+        1,
+        fields=[
+            _field("op", _schema("string", False)),
+            _field("ts_ms", _schema("int64", True)),
+            _field("source", _SOURCE),
+            _field("transaction", _TRANSACTION),
+            _field("message", message),
+        ],
+    )
+    return Schemas(orjson.dumps(key), orjson.dumps(value))
+
+
+@functools.cache
+def transaction_schemas() -> Schemas:
+    """The key's and the value's schema of a transaction topic's BEGIN and END records, as
+    Debezium's (``io.debezium.connector.common.TransactionMetadataKey`` / ``...Value``)."""
+    collection = _schema(
+        "struct",
+        True,
+        "event.collection",
+        1,
+        fields=[
+            _field("data_collection", _schema("string", False)),
+            _field("event_count", _schema("int64", False)),
+        ],
+    )
+    key = _schema(
+        "struct",
+        False,
+        "io.debezium.connector.common.TransactionMetadataKey",
+        1,
+        fields=[_field("id", _schema("string", False))],
+    )
+    value = _schema(
+        "struct",
+        False,
+        "io.debezium.connector.common.TransactionMetadataValue",
+        1,
+        fields=[
+            _field("status", _schema("string", False)),
+            _field("id", _schema("string", False)),
+            _field("event_count", _schema("int64", True)),
+            _field("data_collections", _schema("array", True, items=collection)),
+            _field("ts_ms", _schema("int64", False)),
+        ],
+    )
+    return Schemas(orjson.dumps(key), orjson.dumps(value))

@@ -451,3 +451,33 @@ def test_a_whole_row_key_has_optional_fields_and_a_route_field_is_a_required_str
         "optional": False,
         "field": "__table",
     }
+
+
+def _other_schemas() -> dict[str, bytes]:
+    """What Debezium 3.6.1's own schema factories give, as JsonConverter writes them
+    (debezium-other-schemas.jsonl, made by tests/consumers/connect/DebeziumSchemas.java)."""
+    out = {}
+    for line in (FIXTURES / "debezium-other-schemas.jsonl").read_bytes().splitlines():
+        what = json.loads(line)["what"]
+        out[what] = line[line.index(b'"schema":') + len(b'"schema":') : -1]
+    return out
+
+
+def test_transaction_topic_schemas_are_debeziums_byte_for_byte() -> None:
+    debezium = _other_schemas()
+    assert s.transaction_schemas() == (debezium["transaction.key"], debezium["transaction.value"])
+
+
+@pytest.mark.parametrize("binary", ["bytes", "base64", "base64-url-safe", "hex"])
+def test_message_schemas_are_debeziums_byte_for_byte(binary: str) -> None:
+    debezium = _other_schemas()
+    got = s.message_schemas(Mode("debezium", binary=binary))
+    assert got == (debezium["message.key"], debezium[f"message.value.{binary}"])
+    # exact writes the content in base64, which is what JsonConverter's bytes are
+    assert s.message_schemas(EXACT) == s.message_schemas(Mode("debezium"))
+
+
+def test_the_source_block_is_debeziums_byte_for_byte() -> None:
+    source = json.loads(_other_schemas()["message.value.bytes"])["fields"][2]
+    envelope = orjson.loads(_debezium().value)
+    assert orjson.dumps(envelope["fields"][2]) == orjson.dumps(source)
