@@ -292,7 +292,9 @@ def column_schema(
     if array:
         if name in _LITERAL_ARRAYS:
             return _schema("string", optional)
-        element = column_schema(name + _modifiers(modifiers), mode, True, (), enums)
+        # Debezium makes an enum array's elements required (and any other array's optional)
+        required = labels is not None and mode.values != "exact"
+        element = column_schema(name + _modifiers(modifiers), mode, not required, (), enums)
         return _schema("array", optional, items=element)
     if labels is not None:
         if mode.values == "exact":
