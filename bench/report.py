@@ -161,7 +161,11 @@ def metrics_table(found: dict[str, tuple[str, Result]]) -> list[str]:
             "peak RSS",
         ),
     ]
-    for name, key in ((n, k) for n in WORKLOADS for k in ("metrics_cost", "transforms_cost")):
+    for name, key in (
+        (n, k)
+        for n in WORKLOADS
+        for k in ("metrics_cost", "transforms_cost", "debezium_values_cost", "schemas_cost")
+    ):
         cost = found[name][1].get(key) if name in found else None
         if not cost:
             continue

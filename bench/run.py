@@ -107,14 +107,27 @@ METRICS_WORKLOAD = "oltp"
 TRANSFORMS = "pgx"
 """The short name of cdc's pgoutput runs with column transforms on (OLTP only): ``note``
 excluded and ``customer_id`` hashed with a salt, beside runs without on the same WAL."""
-VARIANTS: dict[str, tuple[str, str, tuple[bool, bool]]] = {
-    METRICS: ("metrics_cost", "with /metrics scraped every 1 s", (True, False)),
-    TRANSFORMS: ("transforms_cost", "with `note` excluded and `customer_id` hashed", (False, True)),
-}
-"""The OLTP runs with a feature on, beside the runs without it on the same WAL (in an order that
-turns each pair): short name -> (result key, label, ``cdc_run``'s metrics and transforms
-flags)."""
+DEBEZIUM_VALUES = "pgd"
+"""The short name of cdc's pgoutput runs with ``values = "debezium"`` (Debezium's defaults)."""
 TRANSFORM_RULES = [{"tables": ["public.orders"], "exclude": ["note"], "hash": ["customer_id"]}]
+VARIANTS: dict[str, tuple[str, str, bool, dict[str, Any]]] = {
+    METRICS: ("metrics_cost", "with /metrics scraped every 1 s", True, {}),
+    TRANSFORMS: (
+        "transforms_cost",
+        "with `note` excluded and `customer_id` hashed",
+        False,
+        {"columns": TRANSFORM_RULES, "mask_salt": "bench-salt"},
+    ),
+    DEBEZIUM_VALUES: (
+        "debezium_values_cost",
+        'with values = "debezium" (Debezium\'s default encodings and envelope)',
+        False,
+        {"values": "debezium"},
+    ),
+}
+"""The OLTP runs with a feature on, beside the runs without it (the default: exact values,
+no schemas) on the same WAL, in an order that turns each pair: short name -> (result key,
+label, /metrics served and scraped, connector keys)."""
 SCRAPE_EVERY_S = 1.0
 """Prometheus scrapes every 15 s or so by default: once a second is the harder case."""
 LOADS = (1000, 5000)
@@ -308,10 +321,10 @@ def run_sources(
         short: str,
         recv: float,
         metrics: bool = False,
-        transforms: bool = False,
+        keys: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         topic = f"{b.prefix(w.name, short)}.public.{w.table}"
-        config = connector_config(b, w, dsn, client, plugin, short, transforms)
+        config = connector_config(b, w, dsn, client, plugin, short, keys or {})
         port = free_port() if metrics else 0
         args = ["--metrics-listen", f"127.0.0.1:{port}"] if metrics else []
         with CdcProcess(f"{w.name}-{short}", config, b.workdir, args) as cdc, Scraper(port) as s:
@@ -322,7 +335,7 @@ def run_sources(
             if not s.scrapes:
                 raise RuntimeError(f"{w.name}: /metrics of {short} never answered")
         with_metrics = f", /metrics scraped {s.scrapes} times" if metrics else ""
-        with_metrics += ", 1 column excluded and 1 hashed" if transforms else ""
+        with_metrics += "".join(f", {k} = {v!r}" for k, v in (keys or {}).items() if k != "columns")
         say(f"{w.name}: cdc -> Kafka ({plugin}, {client}{with_metrics}) {summary(run)}")
         check_records(run, written.cdc_records)
         return {"client": client, "plugin": plugin, **run}
@@ -331,7 +344,10 @@ def run_sources(
         result[f"cdc_{short}"] = cdc_run(client, "wal2json", short, recv_s)
     pairs = []
     variants = VARIANTS if w.name == METRICS_WORKLOAD else {}
-    flags = {PGOUTPUT: (False, False), **{short: v[2] for short, v in variants.items()}}
+    flags: dict[str, tuple[bool, dict[str, Any]]] = {
+        PGOUTPUT: (False, {}),
+        **{short: (v[2], v[3]) for short, v in variants.items()},
+    }
     variant_runs: dict[str, list[dict[str, Any]]] = {short: [] for short in flags}
     options = limits["read_limit_pgoutput"]["options"]
     for i in range(PGOUTPUT_PAIRS):
@@ -349,7 +365,7 @@ def run_sources(
             )
             variant_runs[short].append(run)
         pairs.append((limit, variant_runs[PGOUTPUT][-1]))
-    for short, (key, label, _) in variants.items():
+    for short, (key, label, _, _) in variants.items():
         result[key] = variant_cost(w, label, [r for _, r in pairs], variant_runs[short])
     limit, run = median_pair(pairs)
     result["read_limit_pgoutput"] = limit
@@ -387,7 +403,7 @@ def metric_runs(w: Workload) -> list[str]:
     """The short names of the runs with metrics on, then with transforms on (OLTP only)."""
     if w.name != METRICS_WORKLOAD:
         return []
-    return [nth(short, i) for short in (METRICS, TRANSFORMS) for i in range(PGOUTPUT_PAIRS)]
+    return [nth(short, i) for short in VARIANTS for i in range(PGOUTPUT_PAIRS)]
 
 
 def variant_cost(
@@ -476,14 +492,13 @@ def connector_config(
     client: str,
     plugin: str = "wal2json",
     short: str = "",
-    transforms: bool = False,
+    keys: dict[str, Any] | None = None,
 ) -> str:
     short = short or (CLIENTS[client] if plugin == "wal2json" else PGOUTPUT)
     extra: dict[str, Any] = (
         {"plugin": plugin, "publication": b.name(w.name, PGOUTPUT)} if plugin != "wal2json" else {}
     )
-    if transforms:
-        extra.update(columns=TRANSFORM_RULES, mask_salt="bench-salt")
+    extra.update(keys or {})
     return cdc_config(
         b.stack.kafka,
         client=client,

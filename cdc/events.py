@@ -30,6 +30,7 @@ from typing import Any, Literal
 import orjson
 
 from cdc import __version__
+from cdc.values import EXACT, VALUES_HEADER, ValueMode, encoder
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,17 @@ class Change:
     """``(column, source type)`` of the columns the event carries (the ``cdc-types`` header)."""
     whole_row_key: bool = False
     """The table has no primary key and REPLICA IDENTITY FULL: ``key`` is the whole row."""
-    snapshot: Literal["true", "last", "incremental", "false"] = "false"
+    snapshot: Literal[
+        "true",
+        "first",
+        "first_in_data_collection",
+        "last_in_data_collection",
+        "last",
+        "incremental",
+        "false",
+    ] = "false"
+    """Debezium's marker: ``first``, ``first_in_data_collection`` and
+    ``last_in_data_collection`` are written as ``true`` in the exact mode (cdc's envelope)."""
     last_commit_lsn: int = 0
     """Commit LSN of the transaction before this one (Debezium's ``sequence`` first element)."""
     total_order: int = field(default=0)
@@ -127,6 +138,11 @@ class SourceInfo:
     """The connector's name."""
     db: str
     topic_prefix: str
+    values: ValueMode = EXACT
+    """How values are encoded (``values`` and Debezium's options; :mod:`cdc.values`)."""
+    transaction_blocks: bool = True
+    """Write the ``transaction`` block (the debezium mode writes it only with the transaction
+    topic, as Debezium does)."""
 
 
 @dataclass(slots=True)
@@ -197,13 +213,19 @@ def source_block(
 
 def envelope(change: Change, source: SourceInfo, now_ms: int) -> dict[str, Any]:
     """The record value of ``change``: Debezium's envelope, before it is JSON. :func:`encode`
-    writes the same JSON, key for key, without building this dict."""
+    writes the same JSON, key for key, without building this dict in the exact mode."""
     c = change
+    before, after = c.before, c.after
+    if c.types and (codec := encoder(c.types, source.values)) is not None:
+        before, after = codec(before), codec(after)
+    if source.values.values != "exact":
+        return _debezium_envelope(c, source, before, after, now_ms)
+    snapshot = _FINER_MARKERS.get(c.snapshot, c.snapshot)
     return {
-        "before": c.before,
-        "after": c.after,
+        "before": before,
+        "after": after,
         "source": source_block(
-            source, c.commit_ts_ms, c.snapshot, c.last_commit_lsn, c.lsn, c.schema, c.table, c.xid
+            source, c.commit_ts_ms, snapshot, c.last_commit_lsn, c.lsn, c.schema, c.table, c.xid
         ),
         "op": change.op,
         "ts_ms": now_ms,
@@ -215,25 +237,49 @@ def envelope(change: Change, source: SourceInfo, now_ms: int) -> dict[str, Any]:
     }
 
 
+_FINER_MARKERS = {
+    "first": "true",
+    "first_in_data_collection": "true",
+    "last_in_data_collection": "true",
+}
+
+
 def encode(change: Change, source: SourceInfo, now_ms: int | None = None) -> Record:
-    """The Kafka record for ``change``: Debezium's envelope (:func:`envelope`), schemaless JSON."""
-    value = _value_template(
-        source.name, source.db, change.schema, change.table, change.op, change.snapshot
-    ) % (
-        orjson.dumps(change.before),
-        orjson.dumps(change.after),
-        change.commit_ts_ms,
-        change.last_commit_lsn,
-        change.lsn,
-        change.xid,
-        change.lsn,
-        int(time.time() * 1000) if now_ms is None else now_ms,
-        change.xid,
-        change.commit_lsn,
-        change.total_order or change.index + 1,
-        change.data_collection_order or change.index + 1,
-    )
-    headers = [(EVENT_ID_HEADER, b"%d:%d" % (change.commit_lsn, change.index))]
+    """The Kafka record for ``change``: Debezium's envelope (:func:`envelope`), schemaless JSON,
+    its values encoded in the connector's mode (:mod:`cdc.values`)."""
+    mode = source.values
+    before, after, key = change.before, change.after, change.key
+    if change.types and (codec := encoder(change.types, mode)) is not None:
+        before, after, key = codec(before), codec(after), codec(key)
+    if mode.values == "exact":
+        snapshot = change.snapshot
+        value = _value_template(
+            source.name,
+            source.db,
+            change.schema,
+            change.table,
+            change.op,
+            _FINER_MARKERS.get(snapshot, snapshot),
+        ) % (
+            orjson.dumps(before),
+            orjson.dumps(after),
+            change.commit_ts_ms,
+            change.last_commit_lsn,
+            change.lsn,
+            change.xid,
+            change.lsn,
+            int(time.time() * 1000) if now_ms is None else now_ms,
+            change.xid,
+            change.commit_lsn,
+            change.total_order or change.index + 1,
+            change.data_collection_order or change.index + 1,
+        )
+    else:
+        value = orjson.dumps(_debezium_envelope(change, source, before, after, now_ms))
+    headers = [
+        (EVENT_ID_HEADER, b"%d:%d" % (change.commit_lsn, change.index)),
+        (VALUES_HEADER, mode.header),
+    ]
     if types := change.types:
         cached = _PAIRS_JSON.get(id(types))
         encoded = cached[1] if cached is not None and cached[0] is types else _pairs_json(types)
@@ -246,8 +292,59 @@ def encode(change: Change, source: SourceInfo, now_ms: int | None = None) -> Rec
         headers.append((IDENTITY_HEADER, b"full"))
     if change.unavailable:
         headers.append((UNAVAILABLE_HEADER, orjson.dumps(list(change.unavailable))))
-    key = None if change.key is None else orjson.dumps(change.key)
-    return Record(topic_for(source.topic_prefix, change.schema, change.table), key, value, headers)
+    encoded_key = None if key is None else orjson.dumps(key)
+    return Record(
+        topic_for(source.topic_prefix, change.schema, change.table), encoded_key, value, headers
+    )
+
+
+def _debezium_envelope(
+    c: Change,
+    source: SourceInfo,
+    before: Row | None,
+    after: Row | None,
+    now_ms: int | None,
+) -> dict[str, Any]:
+    """The envelope as Debezium's PostgreSQL connector writes it, field for field: ``source.name``
+    is the topic prefix, microsecond and nanosecond times beside the milliseconds, ``transaction``
+    only with the transaction topic (Debezium's ``provide.transaction.metadata``)."""
+    now_ns = time.time_ns() if now_ms is None else now_ms * 1_000_000
+    commit_us = c.commit_ts_ms * 1000
+    return {
+        "before": before,
+        "after": after,
+        "source": {
+            "version": VERSION,
+            "connector": "postgresql",
+            "name": source.topic_prefix,
+            "ts_ms": c.commit_ts_ms,
+            "snapshot": c.snapshot,
+            "db": source.db,
+            "sequence": f'["{c.last_commit_lsn}","{c.lsn}"]',
+            "ts_us": commit_us,
+            "ts_ns": commit_us * 1000,
+            "schema": c.schema,
+            "table": c.table,
+            "txId": c.xid,
+            "lsn": c.lsn,
+            "xmin": None,
+            "origin": None,
+            "origin_lsn": None,
+        },
+        "transaction": (
+            {
+                "id": f"{c.xid}:{c.commit_lsn}",
+                "total_order": c.total_order or c.index + 1,
+                "data_collection_order": c.data_collection_order or c.index + 1,
+            }
+            if source.transaction_blocks
+            else None
+        ),
+        "op": c.op,
+        "ts_ms": now_ns // 1_000_000,
+        "ts_us": now_ns // 1000,
+        "ts_ns": now_ns,
+    }
 
 
 @functools.lru_cache(maxsize=4096)

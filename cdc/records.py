@@ -20,6 +20,7 @@ __all__ = [
     "row_hash",
 ]
 
+import binascii
 import dataclasses
 import functools
 import hashlib
@@ -42,6 +43,7 @@ from cdc.events import (
     UNAVAILABLE,
     UNAVAILABLE_HEADER,
 )
+from cdc.values import VALUES_HEADER, RowCodec, decoder, mode_from_header
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +139,15 @@ def parse_record(  # noqa: PLR0912  (one piece: a call more would cost every rec
             # envelope names it too, and the field is no column of the table's key.
             parsed_key.pop(field.decode(errors="replace"), None)
     raw_types = found.get(TYPES_HEADER)
+    if (raw_values := found.get(VALUES_HEADER)) is not None and raw_types is not None:
+        codec = _row_decoder(raw_types, raw_values)
+        if codec is not None:
+            try:
+                before, after, parsed_key = codec(before), codec(after), codec(parsed_key)
+            except (ValueError, TypeError, binascii.Error) as e:
+                raise BadRecord(
+                    f"a value is not in its {raw_values.decode()!r} encoding: {e}"
+                ) from None
     raw_unavailable = found.get(UNAVAILABLE_HEADER)
     unavailable = (
         _unavailable(raw_unavailable)
@@ -229,6 +240,16 @@ def _placeholders(after: dict[str, Any]) -> frozenset[str]:
     if UNAVAILABLE not in after.values():
         return _NONE
     return frozenset(c for c, v in after.items() if v == UNAVAILABLE)
+
+
+@functools.lru_cache(maxsize=1024)
+def _row_decoder(raw_types: bytes, raw_values: bytes) -> RowCodec | None:
+    """What turns a record's values back into cdc's internal form (:mod:`cdc.values`)."""
+    try:
+        mode = mode_from_header(raw_values)
+        return decoder(_types(raw_types), mode)
+    except ValueError as e:
+        raise BadRecord(f"bad {VALUES_HEADER} header {raw_values[:80]!r}: {e}") from None
 
 
 @functools.lru_cache(maxsize=1024)

@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from cdc.config.dsn import Dsn
+from cdc.values import EXACT, ValueMode
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -335,6 +336,21 @@ def _default_slot(name: str) -> str:
     return "cdc_" + re.sub(r"[^a-z0-9]", "_", name.lower())
 
 
+def _operations(value: Any) -> Any:
+    """Debezium's ``skipped.operations``: ``"t"``, ``"c,u"``, ``"none"``, or a list."""
+    if isinstance(value, str):
+        value = [] if value.strip() == "none" else [v.strip() for v in value.split(",")]
+    if isinstance(value, (list, tuple)):
+        for op in value:
+            if op not in ("c", "u", "d", "t"):
+                raise ValueError(
+                    f"unknown operation {op!r}: skipped_operations takes c, u, d, t"
+                    ' (comma-separated, or a list), or "none"'
+                )
+        return tuple(value)
+    return value
+
+
 class ConnectorConfig(_Spec):
     """One ``[[connectors]]`` entry: a PostgreSQL database streamed into Kafka."""
 
@@ -376,6 +392,60 @@ class ConnectorConfig(_Spec):
     """The salt of ``hash`` masks: a secret (``${ENV}`` works), never logged."""
     transaction_topic: bool = False
     """Publish a BEGIN and an END record per transaction to ``{topic_prefix}.transaction``."""
+    values: Literal["exact", "debezium"] = "exact"
+    """How values are encoded (docs/events.md): ``exact`` (exact and a Debezium configuration),
+    or ``debezium`` (Debezium's encodings under its four options, and its envelope)."""
+    decimal_handling_mode: Literal["precise", "string", "double"] | None = None
+    time_precision_mode: (
+        Literal["adaptive", "adaptive_time_microseconds", "connect", "isostring"] | None
+    ) = None
+    binary_handling_mode: Literal["bytes", "base64", "base64-url-safe", "hex"] | None = None
+    interval_handling_mode: Literal["numeric", "string"] | None = None
+    schemas: bool = False
+    """Write key and value in Kafka Connect's JSON-with-schema layout (``JsonConverter`` with
+    ``schemas.enable=true``)."""
+    skipped_operations: Annotated[tuple[str, ...], BeforeValidator(_operations)] | None = None
+    """Operations not published (Debezium's ``skipped.operations``): ``"t"`` by default in the
+    debezium mode, none in the exact mode; ``"none"`` publishes all."""
+
+    @property
+    def value_mode(self) -> ValueMode:
+        if self.values == "exact":
+            return EXACT
+        return ValueMode(
+            "debezium",
+            self.decimal_handling_mode or "precise",
+            self.time_precision_mode or "adaptive",
+            self.binary_handling_mode or "bytes",
+            self.interval_handling_mode or "numeric",
+        )
+
+    @property
+    def skipped(self) -> frozenset[str]:
+        """The operations not published."""
+        if self.skipped_operations is None:
+            return frozenset("t") if self.values == "debezium" else frozenset()
+        return frozenset(self.skipped_operations)
+
+    @model_validator(mode="after")
+    def _debezium_options_need_debezium(self) -> ConnectorConfig:
+        given = [
+            k
+            for k in (
+                "decimal_handling_mode",
+                "time_precision_mode",
+                "binary_handling_mode",
+                "interval_handling_mode",
+            )
+            if getattr(self, k) is not None
+        ]
+        if given and self.values != "debezium":
+            raise ValueError(
+                f"{', '.join(given)}: Debezium's options, for values = 'debezium' only (the"
+                " exact mode's encodings are fixed: docs/events.md); remove them or set"
+                " values = 'debezium'"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -226,7 +226,7 @@ class Transforms:
         table (two single-table rules onto one topic, or a route onto another table's default
         topic): equal keys of different tables then collide on a compacted topic."""
         c = self.config
-        source = SourceInfo(c.name, "db", c.topic_prefix)
+        source = SourceInfo(c.name, "db", c.topic_prefix, c.value_mode)
         on: dict[str, list[tuple[str, bool]]] = {}
         for schema, table in tables:
             name = f"{schema}.{table}"

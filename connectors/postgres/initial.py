@@ -35,6 +35,7 @@ from connectors.postgres.owntables import record_progress
 from connectors.postgres.progress import Progress
 from connectors.postgres.replication import format_lsn
 from connectors.postgres.rows import RowReader, copy_rows, estimated_rows, table_columns
+from connectors.postgres.session import pinned
 from connectors.postgres.stats import SourceStats
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,9 @@ class InitialSnapshot:
                 publisher.send_with(record, callback)
 
         n = 0
-        with psycopg.connect(c.dsn.conninfo, application_name=f"cdc-{c.name}-snapshot") as conn:
+        with psycopg.connect(
+            pinned(c.dsn.conninfo), application_name=f"cdc-{c.name}-snapshot"
+        ) as conn:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conn.read_only = True
             if exported is not None:
@@ -109,7 +112,7 @@ class InitialSnapshot:
             shapes = PostgresCatalog(sql_conn, c.name)
             for ordinal, (schema, table) in enumerate(tables):
                 shape = self._shape(schema, table)
-                if supersede:
+                if supersede and "t" not in c.skipped:
                     marker = truncate_marker(schema, table, position, ordinal, reads.started_ms)
                     send(_records(shape, marker, source))
                 label = f"{schema}.{table}"
@@ -117,7 +120,8 @@ class InitialSnapshot:
                 progress = self._progress(label, total)
                 self._record(sql_conn, label, "running", 0, total)
                 last_note = time.monotonic()
-                for change in reads.table(schema, table, n):
+                first = "first" if n == 0 else "first_in_data_collection"
+                for change in _marked_first(reads.table(schema, table, n), first):
                     n += 1
                     records = _NONE if shape is None else shape.records(change, source, None, False)
                     if shape is None or records:
@@ -135,6 +139,8 @@ class InitialSnapshot:
                         if time.monotonic() - last_note > 5:
                             last_note = time.monotonic()
                             self._record(sql_conn, label, "running", progress.done, total)
+                if held is not None and held.snapshot == "true" and held.table == table:
+                    held, held_records = _marked_last(held, held_shape, source)
                 self._table_done(sql_conn, shapes, reads, progress, total, supersede, schema, table)
             conn.rollback()
         if held is not None:
@@ -314,6 +320,23 @@ def _raise_on(errors: deque[Exception]) -> None:
 
 _NONE: list[Record] = []
 """No records (never added to): a table without transforms makes its record when it is sent."""
+
+
+def _marked_first(changes: Iterator[Change], marker: str) -> Iterator[Change]:
+    """``changes`` with the first marked as Debezium marks a snapshot's first row (``first``)
+    or a table's (``first_in_data_collection``); the exact mode writes both as ``true``."""
+    for change in changes:
+        yield dataclasses.replace(change, snapshot=marker)  # type: ignore[arg-type]
+        break
+    yield from changes
+
+
+def _marked_last(
+    held: Change, shape: TableShape | None, source: SourceInfo
+) -> tuple[Change, list[Record]]:
+    """A table's last row, marked ``last_in_data_collection``, and its records."""
+    held = dataclasses.replace(held, snapshot="last_in_data_collection")
+    return held, _NONE if shape is None else shape.records(held, source, None, False)
 
 
 def _records(shape: TableShape | None, change: Change, source: SourceInfo) -> list[Record]:

@@ -35,6 +35,7 @@ from psycopg.conninfo import make_conninfo
 
 from cdc.errors import CdcError, Refused, SlotExists, SlotInUse, SlotMissing, SourceUnavailable
 from cdc.pgerrors import pg_fix, role_of
+from connectors.postgres.session import pinned
 
 # PostgreSQL counts time in microseconds since 2000-01-01 UTC.
 _PG_EPOCH_US = 946_684_800 * 1_000_000
@@ -116,7 +117,9 @@ class ReplicationConnection:
     """A walsender connection (``replication=database``) that streams one logical slot."""
 
     def __init__(self, conninfo: str, password: str | None = None, timeout_s: int = 10) -> None:
-        dsn = make_conninfo(conninfo, replication="database", connect_timeout=str(timeout_s))
+        dsn = make_conninfo(
+            pinned(conninfo), replication="database", connect_timeout=str(timeout_s)
+        )
         self._pgconn = pq.PGconn.connect(dsn.encode())
         self._password = password
         self.waited = False

@@ -58,6 +58,7 @@ from connectors.postgres.publication import Publication
 from connectors.postgres.replication import (
     ReplicationConnection,
 )
+from connectors.postgres.session import pinned
 from connectors.postgres.slot import CreatedSlot, Slot
 from connectors.postgres.stats import SourceStats
 from connectors.postgres.stream import Confirmation, StreamSettings, stream
@@ -94,6 +95,7 @@ class PostgresSource:
             self.transforms.lookup(),
             Messages(config.messages, config.topic_prefix) if config.messages else None,
             config.transaction_topic,
+            config.skipped,
         )
         self.finished = False
         """Set once an ``initial_only`` connector has delivered its snapshot."""
@@ -142,7 +144,9 @@ class PostgresSource:
         # Every driver error of the session is translated here, once (cdc.pgerrors.mapped).
         with mapped(self.subject, c.dsn, other=CdcError), contextlib.ExitStack() as opened:
             sql = opened.enter_context(
-                psycopg.connect(c.dsn.conninfo, autocommit=True, application_name=f"cdc-{c.name}")
+                psycopg.connect(
+                    pinned(c.dsn.conninfo), autocommit=True, application_name=f"cdc-{c.name}"
+                )
             )
             self._check_server(sql.info.server_version)
             own_tables = self._own_tables(sql)
@@ -168,7 +172,13 @@ class PostgresSource:
                 watch.forget()
                 watch.look()
             decoder, options = self._decoder(catalog, selector, watch)
-            source = SourceInfo(c.name, sql.info.dbname, c.topic_prefix)
+            source = SourceInfo(
+                c.name,
+                sql.info.dbname,
+                c.topic_prefix,
+                c.value_mode,
+                c.values == "exact" or c.transaction_topic,
+            )
             publisher = open_publisher(self.kafka, self.oversized)
             opened.callback(publisher.close, 1.0)
             if self._initial_snapshot_owed(sql):

@@ -172,6 +172,8 @@ class StreamSettings:
     decoded."""
     transaction_topic: bool = False
     """BEGIN and END records on ``{topic_prefix}.transaction`` (``transaction_topic``)."""
+    skipped: frozenset[str] = frozenset()
+    """Operations not published (``skipped_operations``)."""
 
 
 class Confirmation:
@@ -281,6 +283,7 @@ def stream(  # noqa: PLR0912, PLR0915  (the hot loop reads best in one piece)
     if isinstance(publisher, ConfluentPublisher):
         publisher.on_wait = waiting
     tombstones = settings.tombstones
+    skipped = settings.skipped
     max_unacked = settings.max_unacked
     message_rules = settings.messages
     # The decoder drops the plugin's messages (and gives them no index) unless they are wanted.
@@ -413,6 +416,8 @@ def stream(  # noqa: PLR0912, PLR0915  (the hot loop reads best in one piece)
                             publish(encode(read, source), txn)
                             counts.published += 1
                             by_table[read.schema, read.table, "r"] += 1
+                        continue
+                    if change.op in skipped:
                         continue
                     if shape_of is not None and (shape := shape_of(change.schema, change.table)):
                         shaped(shape, change, txn, now_ms)

@@ -494,3 +494,41 @@ def test_examples_take_every_address_from_the_environment(example: Path) -> None
     if "CDC_DEMO_" not in example.read_text():  # the demo's script sets its own
         defaults = load_config(example, environ={})
         assert defaults.kafka.bootstrap_servers in (("127.0.0.1:19092",), ("kafka:9092",))
+
+
+def test_values_modes_and_debeziums_options() -> None:
+    exact = parse_config(KAFKA + CONNECTOR).connectors[0]
+    assert (exact.values, exact.value_mode.header, exact.skipped) == (
+        "exact",
+        b"exact",
+        frozenset(),
+    )
+    dbz = parse_config(
+        KAFKA
+        + CONNECTOR
+        + 'values = "debezium"\ndecimal_handling_mode = "string"\ntime_precision_mode = "connect"\n'
+    ).connectors[0]
+    assert dbz.value_mode.header == (
+        b"debezium;decimal=string;time=connect;binary=bytes;interval=numeric"
+    )
+    assert dbz.skipped == {"t"}  # Debezium's default skipped.operations
+    publish_all = parse_config(
+        KAFKA + CONNECTOR + 'values = "debezium"\nskipped_operations = "none"\n'
+    ).connectors[0]
+    assert publish_all.skipped == set()
+    listed = parse_config(KAFKA + CONNECTOR + 'skipped_operations = ["t", "u"]\n')
+    assert listed.connectors[0].skipped == {"t", "u"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('decimal_handling_mode = "string"\n', "Debezium's options, for values = 'debezium' only"),
+        ('values = "debezium"\ntime_precision_mode = "nanos"\n', "time_precision_mode"),
+        ('skipped_operations = "c,r"\n', "unknown operation 'r'"),
+        ('values = "avro"\n', "values"),
+    ],
+)
+def test_bad_values_settings_name_the_key(extra: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(KAFKA + CONNECTOR + extra)

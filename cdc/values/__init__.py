@@ -1,0 +1,134 @@
+"""How values travel: cdc's internal form of a value (its type's text output, as the decoders
+give it) to what an event carries, in the connector's ``values`` mode, and back in the sinks.
+
+Decoders, snapshot reads and transforms work on the internal form (integers and floats as
+numbers, ``bytea`` as hex digits, everything else PostgreSQL's text). :func:`encoder` makes, once
+per column set (the ``cdc-types`` pairs of a table), the function that turns a row into its
+event form; :func:`decoder` the inverse for a sink. A column whose encoding is its text costs
+nothing per row.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EXACT",
+    "VALUES_HEADER",
+    "RowCodec",
+    "ValueMode",
+    "base_type",
+    "decoder",
+    "encoder",
+    "mode_from_header",
+]
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cdc.values import debezium, exact
+from cdc.values.types import base_type
+
+VALUES_HEADER = "cdc-values"
+"""How an event's values are encoded: ``exact``, or ``debezium;decimal=..;time=..;binary=..;
+interval=..``. Events without it (written by cdc before 0.9) carry the internal form."""
+
+UNAVAILABLE = "__debezium_unavailable_value"  # cdc.events.UNAVAILABLE (no import cycle)
+
+
+@dataclass(frozen=True, slots=True)
+class ValueMode:
+    """A connector's ``values`` and Debezium's four options (which apply to ``debezium``)."""
+
+    values: str = "exact"
+    decimal: str = "precise"
+    time: str = "adaptive"
+    binary: str = "bytes"
+    interval: str = "numeric"
+
+    @property
+    def header(self) -> bytes:
+        if self.values == "exact":
+            return b"exact"
+        return (
+            f"debezium;decimal={self.decimal};time={self.time};binary={self.binary};"
+            f"interval={self.interval}"
+        ).encode()
+
+
+EXACT = ValueMode()
+
+
+def mode_from_header(raw: bytes) -> ValueMode:
+    """The mode a ``cdc-values`` header names (ValueError when it names none)."""
+    if raw == b"exact":
+        return EXACT
+    name, *options = raw.decode(errors="replace").split(";")
+    if name != "debezium":
+        raise ValueError(f"unknown values mode {name!r}")
+    found = dict(o.partition("=")[::2] for o in options)
+    mode = ValueMode(
+        "debezium",
+        found.get("decimal", "precise"),
+        found.get("time", "adaptive"),
+        found.get("binary", "bytes"),
+        found.get("interval", "numeric"),
+    )
+    debezium.check(mode)
+    return mode
+
+
+Convert = Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RowCodec:
+    """The columns of a column set whose values change on the way, each with its function."""
+
+    columns: tuple[tuple[str, Convert], ...]
+
+    def __call__(self, row: dict[str, Any] | None) -> dict[str, Any] | None:
+        if not row:
+            return row
+        out = None
+        for column, convert in self.columns:
+            value = row.get(column)
+            if value is None or value == UNAVAILABLE:
+                continue
+            if out is None:
+                out = dict(row)
+            out[column] = convert(value)
+        return row if out is None else out
+
+
+_ENCODERS: dict[tuple[int, ValueMode], tuple[object, RowCodec | None]] = {}
+"""Per column set (by the identity of its ``types`` tuple: a decoder hands every change of a
+table the same one) and mode, its codec; the entry holds the tuple so its id is not reused."""
+
+
+def encoder(types: tuple[tuple[str, str], ...], mode: ValueMode) -> RowCodec | None:
+    """The row encoder of a column set in ``mode``; None when every value travels as it is."""
+    cached = _ENCODERS.get((id(types), mode))
+    if cached is not None and cached[0] is types:
+        return cached[1]
+    if len(_ENCODERS) >= 4096:
+        _ENCODERS.clear()
+    convert = exact.encoder if mode.values == "exact" else functools.partial(debezium.encoder, mode)
+    columns = tuple((c, f) for c, t in types if (f := convert(t)) is not None)
+    codec = RowCodec(columns) if columns else None
+    _ENCODERS[(id(types), mode)] = (types, codec)
+    return codec
+
+
+@functools.lru_cache(maxsize=1024)
+def _decoder(types: tuple[tuple[str, str], ...], mode: ValueMode) -> RowCodec | None:
+    if mode.values != "exact":
+        raise ValueError("cdc's sinks read the debezium values mode only through its schema")
+    columns = tuple((c, f) for c, t in types if (f := exact.decoder(t)) is not None)
+    return RowCodec(columns) if columns else None
+
+
+def decoder(types: Mapping[str, str], mode: ValueMode) -> RowCodec | None:
+    """The row decoder (event form -> internal form) of a column set; None when nothing
+    changes."""
+    return _decoder(tuple(types.items()), mode)
