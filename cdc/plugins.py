@@ -31,8 +31,11 @@ class Connector(Protocol):
 
     def __init__(self, config: ConnectorConfig, kafka: KafkaConfig) -> None: ...
 
-    def check(self) -> list[Finding]:
-        """Probe the source without changing it (beyond temporary objects); one finding a fact."""
+    def check(self, *, full_identity: bool = False) -> list[Finding]:
+        """Probe the source without changing it (beyond temporary objects); one finding a fact.
+
+        ``full_identity``: also say which captured tables do not log whole old rows (``cdc
+        check --full-identity``)."""
         ...
 
     def run(self, stop: threading.Event, started: threading.Event | None = None) -> None:

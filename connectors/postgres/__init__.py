@@ -29,8 +29,8 @@ class PostgresConnector:
         self.stats = SourceStats(config.name)
         """Its numbers for ``/metrics``, across supervised restarts."""
 
-    def check(self) -> list[Finding]:
-        return check_source(self.config)
+    def check(self, *, full_identity: bool = False) -> list[Finding]:
+        return check_source(self.config, full_identity=full_identity)
 
     def run(self, stop: threading.Event, started: threading.Event | None = None) -> None:
         PostgresSource(self.config, self.kafka, self.stats).run(stop, started)

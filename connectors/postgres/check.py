@@ -46,8 +46,11 @@ class _Role:
         return self.superuser or self.replication
 
 
-def check_source(config: ConnectorConfig) -> list[Finding]:
-    """Every finding about the connector's database, in the order a reader would fix them."""
+def check_source(config: ConnectorConfig, *, full_identity: bool = False) -> list[Finding]:
+    """Every finding about the connector's database, in the order a reader would fix them.
+
+    ``full_identity``: also warn about captured tables whose replica identity is not FULL.
+    """
     subject = f"connector {config.name}"
     try:
         conn = psycopg.connect(
@@ -127,6 +130,8 @@ def check_source(config: ConnectorConfig) -> list[Finding]:
         if decoder_plugin(config.plugin).publication:
             add(f"publication {config.publication}", lambda: _publication(conn, subject, config))
         add("tables", lambda: _tables(conn, subject, config))
+        if full_identity:
+            add("replica identity", lambda: _full_identity(conn, subject, config))
         if Transforms(config).active:
             add("transforms", lambda: _transforms(conn, subject, config))
         add("snapshot tables", lambda: own_tables(conn, subject, config, role.name))
@@ -400,6 +405,54 @@ def _tables(
             f" {list(config.exclude_tables)} (yet)",
         )
     return Finding.ok(subject, f"{len(chosen)} table(s) selected for capture")
+
+
+IDENTITY_NAMES = {"d": "default", "i": "index", "n": "nothing", "f": "full"}
+SHOWN_TABLES = 10
+"""Tables named in the replica identity warning; the rest are counted."""
+
+
+def _full_identity(
+    conn: psycopg.Connection[tuple[object, ...]], subject: str, config: ConnectorConfig
+) -> Finding:
+    """Whether every captured table logs whole old rows (REPLICA IDENTITY FULL).
+
+    Without it an update's ``before`` is null and a delete's holds the key only: enough for
+    cdc's sinks, not for consumers that retract the old row, such as Flink's debezium-json.
+    A partitioned table is FULL when every partition is (PostgreSQL logs theirs).
+    """
+    chosen = selected_tables(
+        conn, TableSelector(config.tables, config.exclude_tables), config.partitions
+    )
+    if not chosen:
+        return Finding.ok(subject, "replica identity: no table selected for capture (yet)")
+    rows = conn.execute(
+        "SELECT t.nspname, t.relname, c.relreplident::text, c.relkind = 'p' AND ("
+        "   SELECT count(*) > 0 AND bool_and(l.relreplident = 'f')"
+        "   FROM pg_partition_tree(c.oid) p JOIN pg_class l ON l.oid = p.relid"
+        "   WHERE p.isleaf)"
+        " FROM unnest(%s::text[], %s::text[]) AS t(nspname, relname)"
+        " JOIN pg_namespace n ON n.nspname = t.nspname"
+        " JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.relname"
+        " ORDER BY 1, 2",
+        ([s for s, _ in chosen], [t for _, t in chosen]),
+    ).fetchall()
+    lacking = [
+        f"{schema}.{table} ({IDENTITY_NAMES.get(str(ident), ident)})"
+        for schema, table, ident, leaves_full in rows
+        if ident != "f" and not leaves_full
+    ]
+    if not lacking:
+        return Finding.ok(subject, f"replica identity FULL on all {len(rows)} captured table(s)")
+    shown = ", ".join(lacking[:SHOWN_TABLES])
+    more = f" and {len(lacking) - SHOWN_TABLES} more" if len(lacking) > SHOWN_TABLES else ""
+    return Finding.warn(
+        subject,
+        f"{len(lacking)} captured table(s) without REPLICA IDENTITY FULL: {shown}{more}."
+        " Their updates carry no before image and their deletes only the key: consumers that"
+        " retract old rows, such as Flink's debezium-json, need full before images"
+        " (ALTER TABLE ... REPLICA IDENTITY FULL; docs/consumers.md)",
+    )
 
 
 def _transforms(

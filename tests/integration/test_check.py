@@ -18,7 +18,9 @@ from tests.support.harness import CdcProcess, as_url, wait_for, write_config
 from tests.support.scratch_pg import free_port, scratch_postgres
 
 
-def run_check(tmp_path: Path, dsn: str, kafka: str, plugin: str = "wal2json") -> Result:
+def run_check(
+    tmp_path: Path, dsn: str, kafka: str, plugin: str = "wal2json", *options: str
+) -> Result:
     # Slot names are global to the server: each test has its own (tmp_path is unique).
     path = tmp_path / "cdc.toml"
     path.write_text(
@@ -26,7 +28,7 @@ def run_check(tmp_path: Path, dsn: str, kafka: str, plugin: str = "wal2json") ->
         f'[[connectors]]\nname = "shop"\nplugin = "{plugin}"\ndsn = "{dsn}"\n'
         f'slot = "{slot_of(tmp_path)}"\n'
     )
-    return CliRunner().invoke(cli, ["check", "-c", str(path)])
+    return CliRunner().invoke(cli, ["check", "-c", str(path), *options])
 
 
 def slot_of(tmp_path: Path) -> str:
@@ -254,3 +256,58 @@ def test_cdc_run_names_the_schema_grant_too(
     assert cdc.proc.wait(60) == 1, cdc.output()[-3000:]
     assert f"(GRANT USAGE, CREATE ON SCHEMA cdc TO {name})" in cdc.output()
     assert "CREATE ON DATABASE" not in cdc.output()
+
+
+def test_full_identity_warns_about_captured_tables_without_whole_before_images(
+    tmp_path: Path, database: str, kafka_bootstrap: str
+) -> None:
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(
+            """
+            CREATE TABLE full_one (id int PRIMARY KEY, v text);
+            ALTER TABLE full_one REPLICA IDENTITY FULL;
+            CREATE TABLE keyed (id int PRIMARY KEY, v text);
+            CREATE TABLE "Odd name" (id int NOT NULL, v text);
+            CREATE UNIQUE INDEX odd_id ON "Odd name" (id);
+            ALTER TABLE "Odd name" REPLICA IDENTITY USING INDEX odd_id;
+            CREATE TABLE nothing_logged (v text);
+            ALTER TABLE nothing_logged REPLICA IDENTITY NOTHING;
+            CREATE TABLE parts (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+            CREATE TABLE parts_2024 PARTITION OF parts FOR VALUES
+              FROM ('2024-01-01') TO ('2025-01-01');
+            ALTER TABLE parts_2024 REPLICA IDENTITY FULL;
+            CREATE TABLE halves (id int, at date) PARTITION BY RANGE (at);
+            CREATE TABLE halves_a PARTITION OF halves FOR VALUES
+              FROM ('2024-01-01') TO ('2025-01-01');
+            CREATE TABLE halves_b PARTITION OF halves FOR VALUES
+              FROM ('2025-01-01') TO ('2026-01-01');
+            ALTER TABLE halves_a REPLICA IDENTITY FULL;
+            """
+        )
+    warning = (
+        "WARN  connector shop: 4 captured table(s) without REPLICA IDENTITY FULL:"
+        " public.Odd name (index), public.halves (default), public.keyed (default),"
+        " public.nothing_logged (nothing). Their updates carry no before image and their"
+        " deletes only the key: consumers that retract old rows, such as Flink's"
+        " debezium-json, need full before images (ALTER TABLE ... REPLICA IDENTITY FULL;"
+        " docs/consumers.md)"
+    )
+    result = run_check(tmp_path, as_url(database), kafka_bootstrap, "pgoutput", "--full-identity")
+    assert result.exit_code == 0, result.output  # a warning, not a failure
+    assert warning in result.output
+    # Partitioned tables are FULL when every partition is: parts is not named.
+    assert "parts" not in result.output.replace("partition", "")
+
+    # Not asked: not said.
+    result = run_check(tmp_path, as_url(database), kafka_bootstrap, "pgoutput")
+    assert result.exit_code == 0, result.output
+    assert "REPLICA IDENTITY" not in result.output
+
+    with psycopg.connect(database, autocommit=True) as conn:
+        for table in ("keyed", '"Odd name"', "nothing_logged", "halves_b"):
+            conn.execute(f"ALTER TABLE {table} REPLICA IDENTITY FULL")
+    result = run_check(tmp_path, as_url(database), kafka_bootstrap, "pgoutput", "--full-identity")
+    assert result.exit_code == 0, result.output
+    assert "OK    connector shop: replica identity FULL on all 6 captured table(s)" in (
+        result.output
+    )
