@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from cdc.events import Change, SourceInfo, encode
 from cdc.values import EXACT
 from cdc.values import ValueMode as Mode
 from cdc.values import schemas as s
@@ -547,3 +549,42 @@ def test_every_option_set_gives_debeziums_schemas_byte_for_byte(
         theirs = orjson.loads(value)["fields"][0]["fields"]
         assert [a for a, b in zip(ours, theirs, strict=True) if a != b] == []
     assert got.value == value
+
+
+def _changes() -> list[Change]:
+    """The capture's row changes (cdc-pgoutput.jsonl) as the decoders hand them to encode."""
+    out = []
+    for i, record in enumerate(_records("cdc-pgoutput.jsonl")):
+        value = record["value"]
+        if value is None or value["op"] == "t":
+            continue
+        out.append(
+            Change(
+                value["op"], "public", "every_type", record["key"], value["before"],
+                value["after"], 100 + i, 0, 90 + i, 7, 1_700_000_000_000, types=TYPES,
+            )
+        )  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.header.decode())
+@pytest.mark.parametrize("shape", ["key", "routed", "whole-row"])
+def test_records_that_events_encode_writes_fit_their_schemas(mode: Mode, shape: str) -> None:
+    """Whole records (cdc.events.encode: envelope, source block, key) against the schemas, as
+    JsonConverter reads them; a routed key carries its table field, a whole-row key every
+    column (nulls included)."""
+    source = SourceInfo("c", "db", "p", mode)
+    key_field = ("__dbz__physicalTableIdentifier", "p.public.every_type")
+    misfits = []
+    for decoded in _changes():
+        change = decoded
+        if shape == "whole-row":
+            row = change.after if change.after is not None else change.before
+            change = replace(change, key=row, whole_row_key=True)
+        key = (*(change.key or {}), key_field[0]) if shape == "routed" else tuple(change.key or {})
+        record = encode(change, source, 1, key_field if shape == "routed" else None)
+        found = s.schemas(PREFIX, TYPES, key, mode, whole_row_key=shape == "whole-row")
+        assert found.key is not None and record.key is not None and record.value is not None
+        misfits += _misfits(orjson.loads(record.value), orjson.loads(found.value), "value")
+        misfits += _misfits(orjson.loads(record.key), orjson.loads(found.key), "key")
+    assert misfits == []
