@@ -30,7 +30,9 @@ from typing import Any, Literal
 import orjson
 
 from cdc import __version__
+from cdc.errors import CdcError
 from cdc.values import EXACT, VALUES_HEADER, ValueMode, encoder
+from cdc.values.schemas import schemas, wrap
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +145,8 @@ class SourceInfo:
     transaction_blocks: bool = True
     """Write the ``transaction`` block (the debezium mode writes it only with the transaction
     topic, as Debezium does)."""
+    schemas: bool = False
+    """Write key and value in Kafka Connect's JSON-with-schema layout (``schemas = true``)."""
 
 
 @dataclass(slots=True)
@@ -301,9 +305,49 @@ def encode(
     if change.unavailable:
         headers.append((UNAVAILABLE_HEADER, orjson.dumps(list(change.unavailable))))
     encoded_key = None if key is None else orjson.dumps(key)
-    return Record(
-        topic_for(source.topic_prefix, change.schema, change.table), encoded_key, value, headers
+    topic = topic_for(source.topic_prefix, change.schema, change.table)
+    if source.schemas:
+        value, encoded_key = _with_schemas(
+            change, source, topic, (before, after), key, value, encoded_key
+        )
+    return Record(topic, encoded_key, value, headers)
+
+
+def _with_schemas(
+    change: Change,
+    source: SourceInfo,
+    topic: str,
+    images: tuple[Row | None, Row | None],
+    key: Row | None,
+    value: bytes,
+    encoded_key: bytes | None,
+) -> tuple[bytes, bytes | None]:
+    """Value and key in JsonConverter's ``{"schema", "payload"}`` layout, the schemas named
+    after the table's own topic as Debezium names them (:mod:`cdc.values.schemas`)."""
+    for column in _array_columns(change.types) if change.types else ():
+        for image in images:
+            held = None if image is None else image.get(column)
+            if type(held) is str and held != UNAVAILABLE:
+                raise CdcError(
+                    f"{change.schema}.{change.table}: column {column} holds an array of several"
+                    f" dimensions or other bounds ({held[:40]!r}), which Kafka Connect's array"
+                    " schema cannot carry (JsonConverter would read it as []): leave the column"
+                    " out ([[connectors.columns]]) or set schemas = false"
+                )
+    found = schemas(
+        topic,
+        change.types,
+        tuple(key) if key else (),
+        source.values,
+        whole_row_key=change.whole_row_key,
     )
+    wrapped_key = None if encoded_key is None or found.key is None else wrap(found.key, encoded_key)
+    return wrap(found.value, value), wrapped_key
+
+
+@functools.lru_cache(maxsize=1024)
+def _array_columns(types: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    return tuple(c for c, t in types if t.endswith("[]"))
 
 
 def _debezium_envelope(

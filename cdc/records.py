@@ -103,6 +103,8 @@ def parse_record(  # noqa: PLR0912  (one piece: a call more would cost every rec
     """The event in a record; None for a tombstone; :class:`BadRecord` when it is not one."""
     if value is None:
         return None
+    if value.startswith(b'{"schema":'):  # schemas = true: JsonConverter's layout
+        value, key = _payload(value), None if key is None else _payload(key)
     try:
         envelope = _decode_envelope(value)
     except msgspec.ValidationError as e:
@@ -194,6 +196,25 @@ class _Envelope(msgspec.Struct):
 
 
 _decode_envelope = msgspec.json.Decoder(_Envelope).decode
+
+
+class _Wrapped(msgspec.Struct):
+    payload: msgspec.Raw = msgspec.Raw()
+
+
+_decode_wrapped = msgspec.json.Decoder(_Wrapped).decode
+
+
+def _payload(data: bytes) -> bytes:
+    """The ``payload`` of JsonConverter's ``{"schema", "payload"}``; the data itself when it is
+    not so wrapped (a key of a table without one, say)."""
+    if not data.startswith(b'{"schema":'):
+        return data
+    try:
+        raw = _decode_wrapped(data).payload
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise BadRecord(f"not JSON with a schema: {e}") from None
+    return bytes(raw) if raw else b"null"
 
 
 def key_id(event: SinkEvent) -> bytes:

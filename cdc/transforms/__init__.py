@@ -226,7 +226,7 @@ class Transforms:
         table (two single-table rules onto one topic, or a route onto another table's default
         topic): equal keys of different tables then collide on a compacted topic."""
         c = self.config
-        source = SourceInfo(c.name, "db", c.topic_prefix, c.value_mode)
+        source = SourceInfo(c.name, "db", c.topic_prefix, c.value_mode, schemas=c.schemas)
         on: dict[str, list[tuple[str, bool]]] = {}
         for schema, table in tables:
             name = f"{schema}.{table}"

@@ -24,6 +24,7 @@ from cdc.config.models import MessagesRule
 from cdc.events import EVENT_ID_HEADER, Record, SourceInfo, source_block
 from cdc.globs import compile_globs
 from cdc.transforms.routes import safe_topic
+from cdc.values.schemas import message_schemas, wrap
 
 
 class MessageLike(Protocol):
@@ -86,12 +87,25 @@ class Messages:
         topic = self.topic(message.prefix)
         if topic is None:
             return None
+        key = orjson.dumps({"prefix": message.prefix})
+        body = orjson.dumps(value(message, source, now_ms))
+        if source.schemas:
+            found = message_schemas(source.values)
+            assert found.key is not None
+            key, body = wrap(found.key, key), wrap(found.value, body)
         return Record(
-            topic,
-            orjson.dumps({"prefix": message.prefix}),
-            orjson.dumps(value(message, source, now_ms)),
-            [(EVENT_ID_HEADER, b"%d:%d" % (message.commit_lsn, message.index))],
+            topic, key, body, [(EVENT_ID_HEADER, b"%d:%d" % (message.commit_lsn, message.index))]
         )
+
+
+def _content(content: bytes, source: SourceInfo) -> str:
+    """The content as bytes are written: base64, or under Debezium's ``binary_handling_mode``."""
+    mode = source.values
+    if mode.values == "debezium" and mode.binary == "hex":
+        return content.hex()
+    if mode.values == "debezium" and mode.binary == "base64-url-safe":
+        return base64.urlsafe_b64encode(content).decode()
+    return base64.b64encode(content).decode()
 
 
 def value(message: MessageLike, source: SourceInfo, now_ms: int) -> dict[str, object]:
@@ -114,7 +128,7 @@ def value(message: MessageLike, source: SourceInfo, now_ms: int) -> dict[str, ob
         ),
         "message": {
             "prefix": message.prefix,
-            "content": base64.b64encode(message.content).decode(),
+            "content": _content(message.content, source),
         },
         "transaction": {
             "id": f"{message.xid}:{message.commit_lsn}",

@@ -21,6 +21,7 @@ __all__ = ["TRANSACTION_TOPIC_SUFFIX", "Boundaries", "is_boundary_or_message"]
 import orjson
 
 from cdc.events import Record, SourceInfo
+from cdc.values.schemas import transaction_schemas, wrap
 
 TRANSACTION_TOPIC_SUFFIX = ".transaction"
 
@@ -28,10 +29,11 @@ TRANSACTION_TOPIC_SUFFIX = ".transaction"
 class Boundaries:
     """The transaction being read: its id, commit time and counts; makes its records."""
 
-    __slots__ = ("_counts", "_id", "_ts_ms", "begun", "topic")
+    __slots__ = ("_counts", "_id", "_schemas", "_ts_ms", "begun", "topic")
 
     def __init__(self, source: SourceInfo) -> None:
         self.topic = source.topic_prefix + TRANSACTION_TOPIC_SUFFIX
+        self._schemas = transaction_schemas() if source.schemas else None
         self._id = ""
         self._ts_ms = 0
         self._counts: dict[str, int] = {}
@@ -82,7 +84,11 @@ class Boundaries:
         )
 
     def _record(self, value: dict[str, object]) -> Record:
-        return Record(self.topic, orjson.dumps({"id": self._id}), orjson.dumps(value), [])
+        key, body = orjson.dumps({"id": self._id}), orjson.dumps(value)
+        if self._schemas is not None:  # JsonConverter's layout, as the change events
+            assert self._schemas.key is not None
+            key, body = wrap(self._schemas.key, key), wrap(self._schemas.value, body)
+        return Record(self.topic, key, body, [])
 
 
 def is_boundary_or_message(value: bytes | None) -> bool:
@@ -94,6 +100,8 @@ def is_boundary_or_message(value: bytes | None) -> bool:
         parsed = orjson.loads(value)
     except orjson.JSONDecodeError:
         return False
+    if type(parsed) is dict and "schema" in parsed and type(parsed.get("payload")) is dict:
+        parsed = parsed["payload"]  # schemas = true: JsonConverter's layout
     if type(parsed) is not dict:
         return False
     if parsed.get("status") in ("BEGIN", "END") and "id" in parsed and "op" not in parsed:

@@ -178,6 +178,7 @@ class PostgresSource:
                 c.topic_prefix,
                 c.value_mode,
                 c.values == "exact" or c.transaction_topic,
+                c.schemas,
             )
             publisher = open_publisher(self.kafka, self.oversized)
             opened.callback(publisher.close, 1.0)

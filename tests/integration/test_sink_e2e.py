@@ -72,6 +72,34 @@ def test_one_process_everything_equal(pipeline: Pipeline, unique: str) -> None:
     assert f"WARN  connector {pipeline.prefix}: slot {pipeline.slot} not streaming" in status.stdout
 
 
+@pytest.mark.parametrize("keys", ["schemas = true\n"])
+def test_every_values_mode_ends_equal(
+    tmp_path: Path, pg_dsn: str, database: str, kafka_bootstrap: str, unique: str, keys: str
+) -> None:
+    """The workload through the snapshot and the stream in a values mode other than the
+    default: both sinks read it back to the source's values."""
+    p = Pipeline(tmp_path, pg_dsn, database, kafka_bootstrap, unique, snapshot="initial",
+                 consumer="confluent-kafka", connector_keys=keys)  # fmt: skip
+    try:
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO items (id, v, by, ts, arr)"
+                " VALUES (-1, 'read', '\\xdeadbeef', '2024-01-02 03:04:05.5+02', '{1,NULL}')"
+            )
+        cdc = p.start()
+        try:
+            wait_for(lambda: slot_confirmed_lsn(p.source, p.slot), 30, "the slot")
+            p.run_workload(int(unique, 16)).join()
+            p.settle()
+        finally:
+            assert cdc.stop() == 0, cdc.output()[-3000:]
+        assert_tables_equal(p.source, p.replica, p.lite)
+        (first, *_) = read_topics(kafka_bootstrap, [f"{p.prefix}.public.items"])
+        assert first.value is not None and "schema" in first.value  # JsonConverter's layout
+    finally:
+        p.close()
+
+
 @pytest.mark.parametrize("pipeline", CLIENTS, indirect=True)
 def test_sinks_killed_every_few_seconds(pipeline: Pipeline, unique: str) -> None:
     connector = pipeline.start("--connector", pipeline.prefix)

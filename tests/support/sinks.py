@@ -276,7 +276,9 @@ class Pipeline:
         tables: int = len(TABLES),
         plugin: str = "wal2json",
         snapshot: str = "never",
+        connector_keys: str = "",
     ) -> None:
+        """``connector_keys``: more TOML lines of the connector (``values = "debezium"``)."""
         with psycopg.connect(database, autocommit=True) as conn:
             conn.execute(schema)
         self.tables = tables
@@ -293,7 +295,7 @@ class Pipeline:
             f'[kafka]\nbootstrap_servers = "{kafka}"\n[kafka.topics]\npartitions = {partitions}\n'
             f'[kafka.consumer]\nclient = "{consumer}"\n'
             f'[[connectors]]\nname = "{self.prefix}"\ndsn = "{database}"\n'
-            f'snapshot = "{snapshot}"\nplugin = "{plugin}"\n'
+            f'snapshot = "{snapshot}"\nplugin = "{plugin}"\n{connector_keys}'
             f'[[sinks]]\nname = "pg"\ntype = "postgres"\ntopics = ["{self.prefix}.public.*"]\n'
             f'dsn = "{self.replica}"\ngroup_id = "g-{self.prefix}-pg"\n'
             f'[[sinks]]\nname = "lite"\ntype = "sqlite"\ntopics = ["{self.prefix}.*"]\n'
