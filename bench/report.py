@@ -164,7 +164,13 @@ def metrics_table(found: dict[str, tuple[str, Result]]) -> list[str]:
     for name, key in (
         (n, k)
         for n in WORKLOADS
-        for k in ("metrics_cost", "transforms_cost", "debezium_values_cost", "schemas_cost")
+        for k in (
+            "metrics_cost",
+            "transforms_cost",
+            "debezium_values_cost",
+            "schemas_cost",
+            "debezium_schemas_cost",
+        )
     ):
         cost = found[name][1].get(key) if name in found else None
         if not cost:

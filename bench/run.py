@@ -109,6 +109,10 @@ TRANSFORMS = "pgx"
 excluded and ``customer_id`` hashed with a salt, beside runs without on the same WAL."""
 DEBEZIUM_VALUES = "pgd"
 """The short name of cdc's pgoutput runs with ``values = "debezium"`` (Debezium's defaults)."""
+SCHEMAS = "pgs"
+"""... with ``schemas = true`` (exact values in JsonConverter's layout)."""
+DEBEZIUM_SCHEMAS = "pgds"
+"""... with ``values = "debezium"`` and ``schemas = true``."""
 TRANSFORM_RULES = [{"tables": ["public.orders"], "exclude": ["note"], "hash": ["customer_id"]}]
 VARIANTS: dict[str, tuple[str, str, bool, dict[str, Any]]] = {
     METRICS: ("metrics_cost", "with /metrics scraped every 1 s", True, {}),
@@ -123,6 +127,13 @@ VARIANTS: dict[str, tuple[str, str, bool, dict[str, Any]]] = {
         'with values = "debezium" (Debezium\'s default encodings and envelope)',
         False,
         {"values": "debezium"},
+    ),
+    SCHEMAS: ("schemas_cost", "with schemas = true", False, {"schemas": True}),
+    DEBEZIUM_SCHEMAS: (
+        "debezium_schemas_cost",
+        'with values = "debezium" and schemas = true',
+        False,
+        {"values": "debezium", "schemas": True},
     ),
 }
 """The OLTP runs with a feature on, beside the runs without it (the default: exact values,
