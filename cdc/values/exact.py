@@ -286,9 +286,11 @@ def interval_text(months: int, days: int, micros: int) -> str:
 # Floats inside arrays: JSON numbers in events, PostgreSQL's shortest exact text in the literal.
 
 
-def pg_float(value: float) -> str:
+def pg_float(value: float, digits_before_exponent: int = 15) -> str:
     """PostgreSQL's text of a double (``float8out``, shortest exact digits): exponent notation
-    below 1e-4 or from 1e15 on, as PostgreSQL writes it (``1e+15``, ``1.5e-05``)."""
+    below 1e-4 or from 1e15 on, as PostgreSQL writes it (``1e+15``, ``1.5e-05``). A ``real``
+    (``float4out``) takes it from 1e6 on (``digits_before_exponent=6``: ``1e+06``); its shortest
+    digits are the double's of the same text (at most 9 of them)."""
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
@@ -298,7 +300,7 @@ def pg_float(value: float) -> str:
     digits, exponent = _shortest(value)
     sign = "-" if value < 0 else ""
     point = exponent + len(digits)  # the decimal point's position after the first digit
-    if -4 < point <= 15:
+    if -4 < point <= digits_before_exponent:
         if point <= 0:
             return f"{sign}0.{'0' * -point}{digits}"
         if point >= len(digits):
@@ -429,7 +431,9 @@ def _element_encoder(name: str) -> Callable[[str], Any]:
 def _element_decoder(name: str) -> Callable[[Any], str]:
     if name in _INTEGERS:
         return str
-    if name in _FLOATS:
+    if name == "real":
+        return lambda v: v if isinstance(v, str) else pg_float(float(v), 6)
+    if name == "double precision":
         return lambda v: v if isinstance(v, str) else pg_float(float(v))
     if name == "boolean":
         return lambda v: "t" if v is True else "f"

@@ -159,6 +159,14 @@ def test_exact_mode_is_debeziums_options_where_those_are_exact() -> None:
         ("integer[]", ["{1,NULL,3}", "{}", "{{1,2},{3,4}}", "[0:1]={1,2}"]),
         ("text[]", ['{"a b","c,d",NULL}', '{"\\\\","\\"",NULL,"NULL",x,"","a\tb"}']),
         ("double precision[]", ["{1.5,NaN,-Infinity,1e+15,1e-05,0.0001,123456789012345,-0}"]),
+        # float4out writes exponents from 1e6 on, float8out from 1e15 on
+        (
+            "real[]",
+            [
+                "{100000,999999,1e+06,-1e+06,1.234567e+06,1.6777216e+07,3.4028235e+38}",
+                "{1.1,0.0001,1e-05,1.1754944e-38,-0,NaN,Infinity,-Infinity,NULL}",
+            ],
+        ),
         ("bytea[]", ['{"\\\\xdeadbeef",NULL}']),
         ("timestamp with time zone[]", ['{"2024-01-02 01:04:05.123456+00",infinity}']),
         ("boolean[]", ["{t,f,NULL}"]),
