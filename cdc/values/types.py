@@ -13,7 +13,8 @@ _MODIFIERS = re.compile(r"\(([^)]*)\)")
 @functools.lru_cache(maxsize=4096)
 def base_type(type_name: str) -> tuple[str, tuple[int, ...], bool]:
     """``(name without modifiers, modifiers, is an array)`` of a ``format_type`` name:
-    ``numeric(10,2)[]`` -> ``("numeric", (10, 2), True)``."""
+    ``numeric(10,2)[]`` -> ``("numeric", (10, 2), True)``. An interval's fields are part of its
+    modifier: ``interval year to month`` and ``interval second(3)`` are ``interval``."""
     array = type_name.endswith("[]")
     name = type_name[:-2] if array else type_name
     modifiers: tuple[int, ...] = ()
@@ -24,4 +25,6 @@ def base_type(type_name: str) -> tuple[str, tuple[int, ...], bool]:
         except ValueError:
             modifiers = ()
         name = (name[: found.start()] + name[found.end() :]).strip()
+    if name.startswith("interval "):
+        name = "interval"
     return name, modifiers, array

@@ -208,3 +208,24 @@ def test_the_docs_table_is_what_the_encoders_write(tmp_path: Path) -> None:
     copy = tmp_path / "encodings.md"
     copy.write_text(doc.read_text())
     assert not rewrite(copy), "docs/encodings.md is stale: run python -m cdc.values.table"
+
+
+@pytest.mark.parametrize(
+    "type_name",
+    ["interval year to month", "interval second(3)", "interval day to second", "interval(2)"],
+)
+def test_an_interval_with_fields_or_precision_is_an_interval(type_name: str) -> None:
+    """``interval year to month`` and the like (format_type's names of an interval with a
+    typmod) travel as intervals in every mode, as their schema says (Debezium's too)."""
+    text = "1 year 2 mons" if "month" in type_name else "3 days 04:05:06.5"
+    exact_enc, exact_dec = x.encoder(type_name), x.decoder(type_name)
+    assert exact_enc is not None and exact_dec is not None
+    iso = exact_enc(text)
+    assert iso == ("P1Y2M0DT0H0M0S" if "month" in type_name else "P0Y0M3DT4H5M6.5S")
+    assert exact_dec(iso) == text
+    codec = encoder(((("iv", type_name),)), ValueMode("debezium"))
+    assert codec is not None
+    row = codec({"iv": text})
+    assert row is not None and isinstance(row["iv"], int)
+    array = x.encoder(type_name + "[]")
+    assert array is not None and array("{" + f'"{text}"' + "}") == [iso]
