@@ -229,3 +229,27 @@ def test_an_interval_with_fields_or_precision_is_an_interval(type_name: str) -> 
     assert row is not None and isinstance(row["iv"], int)
     array = x.encoder(type_name + "[]")
     assert array is not None and array("{" + f'"{text}"' + "}") == [iso]
+
+
+@pytest.mark.parametrize(
+    ("type_name", "mode"),
+    [
+        ("timestamp(3) without time zone", ValueMode("debezium")),
+        (
+            "timestamp(0) without time zone",
+            ValueMode("debezium", time="adaptive_time_microseconds"),
+        ),
+        ("timestamp without time zone", ValueMode("debezium", time="connect")),
+    ],
+)
+def test_debezium_millisecond_timestamps_write_infinity_in_milliseconds(
+    type_name: str, mode: ValueMode
+) -> None:
+    """Debezium turns PostgreSQL's infinite timestamps into pgjdbc's far-off instants, then
+    into the field's unit: io.debezium.time.Timestamp.toEpochMillis of them (checked against
+    Debezium 3.6.1's classes) in the millisecond modes, not the microsecond sentinels."""
+    codec = encoder((("ts", type_name),), mode)
+    assert codec is not None
+    assert codec({"ts": "infinity"}) == {"ts": 9223372036825200}
+    assert codec({"ts": "-infinity"}) == {"ts": -9223372036832400}
+    assert codec({"ts": "1969-12-31 23:59:59.999"}) == {"ts": -1}
