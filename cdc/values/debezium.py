@@ -205,9 +205,12 @@ def _scale(text: str) -> int:
     return len(frac.rstrip("0"))
 
 
+_SPECIAL_NAMES = {"NaN": "NAN", "Infinity": "POSITIVE_INFINITY", "-Infinity": "NEGATIVE_INFINITY"}
+
+
 def _numeric(decimal: str, scale: int | None) -> Callable[[str], Any]:
-    if decimal == "string":
-        return lambda text: "NAN" if text == "NaN" else text
+    if decimal == "string":  # SpecialValueDecimal's names for the special values
+        return lambda text: _SPECIAL_NAMES.get(text, text)
     if decimal == "double":
         return lambda text: text if text in ("NaN", "Infinity", "-Infinity") else float(text)
     if scale is not None:

@@ -253,3 +253,19 @@ def test_debezium_millisecond_timestamps_write_infinity_in_milliseconds(
     assert codec({"ts": "infinity"}) == {"ts": 9223372036825200}
     assert codec({"ts": "-infinity"}) == {"ts": -9223372036832400}
     assert codec({"ts": "1969-12-31 23:59:59.999"}) == {"ts": -1}
+
+
+def test_debezium_string_decimals_name_the_special_values_as_debezium() -> None:
+    """decimal.handling.mode=string writes SpecialValueDecimal's names for NaN and the
+    infinities of numeric (PostgreSQL 14+), as Debezium 3.6.1's classes do; double writes the
+    double's JSON (JsonConverter: a string); precise has no value for them (null)."""
+    types = (("n", "numeric"), ("n2", "numeric(10,2)"))
+    for mode, want in (
+        ("string", ("NAN", "POSITIVE_INFINITY", "NEGATIVE_INFINITY")),
+        ("double", ("NaN", "Infinity", "-Infinity")),
+        ("precise", (None, None, None)),
+    ):
+        codec = encoder(types, ValueMode("debezium", decimal=mode))
+        assert codec is not None
+        for text, value in zip(("NaN", "Infinity", "-Infinity"), want, strict=True):
+            assert codec({"n": text, "n2": text}) == {"n": value, "n2": value}, (mode, text)
