@@ -176,14 +176,21 @@ def _timetz(text: str) -> str:
     return _iso_clock(utc) + "Z"
 
 
-_MONTH_MICROS = 2_629_800_000_000  # 365.25 / 12 days, as io.debezium.time.MicroDuration
+_DAYS_PER_MONTH = 30.4375  # 365.25 / 12, io.debezium.time.MicroDuration.DAYS_PER_MONTH_AVG
 _LONG = (-(2**63), 2**63 - 1)
 
 
 def _interval_micros(text: str) -> int:
+    """``io.debezium.time.MicroDuration``: Debezium's ``durationMicros`` of pgjdbc's
+    ``PGInterval`` fields, in doubles as it computes them (``00:00:00.000249`` is 248), the
+    Java cast to long saturating."""
     months, days, micros = exact.interval_parts(text)
-    total = months * _MONTH_MICROS + days * 86_400_000_000 + micros
-    return max(_LONG[0], min(_LONG[1], total))
+    hours, rest = exact.trunc_div(micros, 3_600_000_000)
+    minutes, rest = exact.trunc_div(rest, 60_000_000)
+    whole, fraction = exact.trunc_div(rest, 1_000_000)
+    seconds = whole + fraction / 1_000_000
+    total = (((months * _DAYS_PER_MONTH + days) * 24 + hours) * 60 + minutes) * 60 + seconds
+    return max(_LONG[0], min(_LONG[1], int(total * 1e6)))
 
 
 def _unscaled(text: str, scale: int) -> str:

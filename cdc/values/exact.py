@@ -30,6 +30,7 @@ __all__ = [
     "pg_timestamp",
     "pg_timestamptz",
     "pg_timetz",
+    "trunc_div",
 ]
 
 import binascii
@@ -224,7 +225,7 @@ def interval_parts(text: str) -> tuple[int, int, int]:
     return months, days, micros
 
 
-def _trunc_div(a: int, b: int) -> tuple[int, int]:
+def trunc_div(a: int, b: int) -> tuple[int, int]:
     """C's division: the quotient rounded toward zero, the remainder with ``a``'s sign."""
     q = abs(a) // b
     q = -q if a < 0 else q
@@ -232,7 +233,7 @@ def _trunc_div(a: int, b: int) -> tuple[int, int]:
 
 
 def _seconds(micros: int) -> str:
-    whole, frac = _trunc_div(micros, _USEC_SECOND)
+    whole, frac = trunc_div(micros, _USEC_SECOND)
     if not frac:
         return str(whole)
     digits = f"{abs(whole)}.{abs(frac):06d}".rstrip("0")
@@ -242,9 +243,9 @@ def _seconds(micros: int) -> str:
 def interval_to_iso(text: str) -> str:
     """Debezium's ``interval.handling.mode=string``: ``P{y}Y{m}M{d}DT{h}H{m}M{s}S``, every field."""
     months, days, micros = interval_parts(text)
-    years, months = _trunc_div(months, 12)
-    hours, rest = _trunc_div(micros, _USEC_HOUR)
-    minutes, rest = _trunc_div(rest, _USEC_MINUTE)
+    years, months = trunc_div(months, 12)
+    hours, rest = trunc_div(micros, _USEC_HOUR)
+    minutes, rest = trunc_div(rest, _USEC_MINUTE)
     return f"P{years}Y{months}M{days}DT{hours}H{minutes}M{_seconds(rest)}S"
 
 
@@ -262,7 +263,7 @@ def interval_from_iso(text: str) -> str:
 
 def interval_text(months: int, days: int, micros: int) -> str:
     """PostgreSQL's output of an interval (``EncodeInterval``, IntervalStyle postgres)."""
-    year, mon = _trunc_div(months, 12)
+    year, mon = trunc_div(months, 12)
     parts: list[str] = []
     before = False
     for value, unit in ((year, "year"), (mon, "mon"), (days, "day")):
@@ -272,9 +273,9 @@ def interval_text(months: int, days: int, micros: int) -> str:
         parts.append(f"{plus}{value} {unit}{'' if value == 1 else 's'}")
         before = value < 0
     if not parts or micros:
-        hour, rest = _trunc_div(micros, _USEC_HOUR)
-        minute, rest = _trunc_div(rest, _USEC_MINUTE)
-        sec, frac = _trunc_div(rest, _USEC_SECOND)
+        hour, rest = trunc_div(micros, _USEC_HOUR)
+        minute, rest = trunc_div(rest, _USEC_MINUTE)
+        sec, frac = trunc_div(rest, _USEC_SECOND)
         sign = "-" if micros < 0 else ("+" if before else "")
         clock = f"{sign}{abs(hour):02d}:{abs(minute):02d}:{abs(sec):02d}"
         if frac:
