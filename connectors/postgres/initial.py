@@ -120,7 +120,8 @@ class InitialSnapshot:
                 progress = self._progress(label, total)
                 self._record(sql_conn, label, "running", 0, total)
                 last_note = time.monotonic()
-                first = "first" if n == 0 else "first_in_data_collection"
+                # Debezium's "first" is the first table's first row: none when it is empty
+                first = "first" if ordinal == 0 else "first_in_data_collection"
                 for change in _marked_first(reads.table(schema, table, n), first):
                     n += 1
                     records = _NONE if shape is None else shape.records(change, source, None, False)
@@ -139,7 +140,12 @@ class InitialSnapshot:
                         if time.monotonic() - last_note > 5:
                             last_note = time.monotonic()
                             self._record(sql_conn, label, "running", progress.done, total)
-                if held is not None and held.snapshot == "true" and held.table == table:
+                if (
+                    held is not None
+                    and held.snapshot in _LAST_OVERRIDES
+                    and held.table == table
+                    and held.schema == schema
+                ):
                     held, held_records = _marked_last(held, held_shape, source)
                 self._table_done(sql_conn, shapes, reads, progress, total, supersede, schema, table)
             conn.rollback()
@@ -320,6 +326,11 @@ def _raise_on(errors: deque[Exception]) -> None:
 
 _NONE: list[Record] = []
 """No records (never added to): a table without transforms makes its record when it is sent."""
+
+
+_LAST_OVERRIDES = frozenset({"true", "first_in_data_collection"})
+"""The markers a table's last row trades for ``last_in_data_collection`` (Debezium's order:
+``last``, ``first``, ``last_in_data_collection``, ``first_in_data_collection``, ``true``)."""
 
 
 def _marked_first(changes: Iterator[Change], marker: str) -> Iterator[Change]:
