@@ -141,21 +141,23 @@ def parse_record(  # noqa: PLR0912  (one piece: a call more would cost every rec
             # envelope names it too, and the field is no column of the table's key.
             parsed_key.pop(field.decode(errors="replace"), None)
     raw_types = found.get(TYPES_HEADER)
-    if (raw_values := found.get(VALUES_HEADER)) is not None and raw_types is not None:
-        codec = _row_decoder(raw_types, raw_values)
-        if codec is not None:
-            try:
-                before, after, parsed_key = codec(before), codec(after), codec(parsed_key)
-            except (ValueError, TypeError, binascii.Error) as e:
-                raise BadRecord(
-                    f"a value is not in its {raw_values.decode()!r} encoding: {e}"
-                ) from None
     raw_unavailable = found.get(UNAVAILABLE_HEADER)
     unavailable = (
         _unavailable(raw_unavailable)
         if raw_unavailable is not None or raw_types is not None or not after
         else _placeholders(after)
     )
+    if (raw_values := found.get(VALUES_HEADER)) is not None and raw_types is not None:
+        codec = _row_decoder(raw_types, raw_values)
+        if codec is not None:
+            try:
+                # after's placeholders take its column's type's form (cdc.values.placeholder)
+                before, after = codec(before), codec(after, unavailable)
+                parsed_key = codec(parsed_key)
+            except (ValueError, TypeError, binascii.Error) as e:
+                raise BadRecord(
+                    f"a value is not in its {raw_values.decode()!r} encoding: {e}"
+                ) from None
     # Positional: faster than a dozen keyword arguments, for every record.
     return SinkEvent(
         topic,

@@ -19,10 +19,13 @@ __all__ = [
     "decoder",
     "encoder",
     "mode_from_header",
+    "placeholder",
 ]
 
 import functools
-from collections.abc import Callable, Mapping
+import hashlib
+import uuid
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,22 +86,63 @@ Convert = Callable[[Any], Any]
 
 @dataclass(frozen=True, slots=True)
 class RowCodec:
-    """The columns of a column set whose values change on the way, each with its function."""
+    """The columns of a column set whose values change on the way, each with its function and
+    the form an unchanged TOASTed value's placeholder takes there (None: the text itself)."""
 
-    columns: tuple[tuple[str, Convert], ...]
+    columns: tuple[tuple[str, Convert, Any], ...]
 
-    def __call__(self, row: dict[str, Any] | None) -> dict[str, Any] | None:
+    def __call__(
+        self, row: dict[str, Any] | None, unavailable: Collection[str] = ()
+    ) -> dict[str, Any] | None:
+        """``row`` converted; ``unavailable``: columns whose value is a placeholder (a sink's
+        ``cdc-unavailable`` header), taken back to :data:`UNAVAILABLE` whatever its form."""
         if not row:
             return row
         out = None
-        for column, convert in self.columns:
+        for column, convert, placeholder in self.columns:
             value = row.get(column)
-            if value is None or value == UNAVAILABLE:
+            if value is None:
                 continue
+            if value == UNAVAILABLE:
+                if placeholder is None:
+                    continue
+                value = placeholder
+            elif column in unavailable:
+                value = UNAVAILABLE
+            else:
+                value = convert(value)
             if out is None:
                 out = dict(row)
-            out[column] = convert(value)
+            out[column] = value
         return row if out is None else out
+
+
+_PLACEHOLDER = UNAVAILABLE.encode()
+_TEXT_ARRAYS = frozenset(("text", "character varying", "character", "bpchar", "json", "jsonb"))
+
+
+def placeholder(type_name: str, mode: ValueMode) -> Any:
+    """An unchanged TOASTed value's placeholder in a column of ``type_name``, as Debezium 3.6.1
+    writes it (``UnchangedToastedPlaceholder``): the placeholder's bytes in a bytes field (the
+    exact mode's bytea, the debezium mode's under ``binary=bytes``), a list of its bytes in an
+    integer or date array, the text in a one-element list in a text-like array, a name-based
+    UUID in a uuid array. None: the text itself (JsonConverter refuses it in a bytes field and
+    reads [] in an array field, so those get a value of their type)."""
+    name, _, array = base_type(type_name)
+    if not array:
+        if name == "bytea" and (mode.values == "exact" or mode.binary == "bytes"):
+            return exact.hex_to_b64(_PLACEHOLDER.hex())
+        return None
+    if name in ("integer", "date", "bigint"):
+        return list(_PLACEHOLDER)
+    if name in _TEXT_ARRAYS:
+        return [UNAVAILABLE]
+    if name == "bytea":
+        return [exact.hex_to_b64(_PLACEHOLDER.hex())]
+    if name == "uuid":
+        digest = hashlib.md5(_PLACEHOLDER, usedforsecurity=False).digest()
+        return [str(uuid.UUID(bytes=digest, version=3))]  # Java's UUID.nameUUIDFromBytes
+    return None
 
 
 _ENCODERS: dict[tuple[int, int], tuple[object, ValueMode, RowCodec | None]] = {}
@@ -116,7 +160,7 @@ def encoder(types: tuple[tuple[str, str], ...], mode: ValueMode) -> RowCodec | N
     if len(_ENCODERS) >= 4096:
         _ENCODERS.clear()
     convert = exact.encoder if mode.values == "exact" else functools.partial(debezium.encoder, mode)
-    columns = tuple((c, f) for c, t in types if (f := convert(t)) is not None)
+    columns = tuple((c, f, placeholder(t, mode)) for c, t in types if (f := convert(t)) is not None)
     codec = RowCodec(columns) if columns else None
     _ENCODERS[(id(types), id(mode))] = (types, mode, codec)
     return codec
@@ -126,7 +170,7 @@ def encoder(types: tuple[tuple[str, str], ...], mode: ValueMode) -> RowCodec | N
 def _decoder(types: tuple[tuple[str, str], ...], mode: ValueMode) -> RowCodec | None:
     if mode.values != "exact":
         raise ValueError("cdc's sinks read the debezium values mode only through its schema")
-    columns = tuple((c, f) for c, t in types if (f := exact.decoder(t)) is not None)
+    columns = tuple((c, f, None) for c, t in types if (f := exact.decoder(t)) is not None)
     return RowCodec(columns) if columns else None
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from cdc.events import UNAVAILABLE, Change, SourceInfo, encode
 from cdc.records import BadRecord, collapse, key_id, parse_record
 
 TYPES = b'{"id":"bigint","v":"text"}'
@@ -128,3 +129,22 @@ def test_a_new_row_without_its_toasted_value_is_null_never_the_placeholder() -> 
     assert [(e.after, e.unavailable) for e in upserts] == [({"id": 1, "v": None}, frozenset())]
     upserts, _ = collapse([event("u", 1, placeholder)])
     assert [(e.after, e.unavailable) for e in upserts] == [(placeholder, frozenset({"v"}))]
+
+
+def test_a_cdc_placeholder_in_an_encoded_column_reads_back_as_unavailable() -> None:
+    """The exact mode writes an unchanged bytea or integer array as Debezium's placeholder of
+    that type (valid base64, a list of ints); the sink takes the header's columns back to the
+    placeholder, never decodes them as values."""
+    types = (("id", "integer"), ("ba", "bytea"), ("ai", "integer[]"), ("ad", "date[]"))
+    change = Change(
+        "u", "public", "t", {"id": 1}, None,
+        {"id": 1, "ba": UNAVAILABLE, "ai": UNAVAILABLE, "ad": UNAVAILABLE},
+        100, 0, 90, 7, 0, ("ba", "ai", "ad"), types,
+    )  # fmt: skip
+    record = encode(change, SourceInfo("c", "db", "c"), 0)
+    assert record.value is not None
+    assert orjson.loads(record.value)["after"]["ba"] == "X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ=="
+    event = parse_record(record.topic, 0, 0, record.key, record.value, record.headers)
+    assert event is not None
+    assert event.after == {"id": 1, "ba": UNAVAILABLE, "ai": UNAVAILABLE, "ad": UNAVAILABLE}
+    assert event.unavailable == {"ba", "ai", "ad"}

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from cdc.events import UNAVAILABLE
 from cdc.values import EXACT, ValueMode, decoder, encoder, mode_from_header
 from cdc.values import exact as x
 from cdc.values.table import rewrite
@@ -292,3 +293,62 @@ def test_debezium_numeric_intervals_are_debeziums_doubles(text: str, micros: int
     codec = encoder((("iv", "interval"),), ValueMode("debezium"))
     assert codec is not None
     assert codec({"iv": text}) == {"iv": micros}
+
+
+PLACEHOLDER_TYPES = (
+    ("id", "integer"),
+    ("ba", "bytea"),
+    ("ai", "integer[]"),
+    ("ab", "bigint[]"),
+    ("ad", "date[]"),
+    ("at", "character varying(20)[]"),
+    ("aj", "jsonb[]"),
+    ("aba", "bytea[]"),
+    ("au", "uuid[]"),
+    ("atz", "timestamp with time zone[]"),
+    ("tx", "text"),
+)
+PLACEHOLDER_BYTES = list(b"__debezium_unavailable_value")
+B64_PLACEHOLDER = "X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ=="
+
+
+@pytest.mark.parametrize(
+    ("mode", "bytea"),
+    [
+        (EXACT, B64_PLACEHOLDER),
+        (ValueMode("debezium"), B64_PLACEHOLDER),
+        (ValueMode("debezium", binary="hex"), "__debezium_unavailable_value"),
+        (ValueMode("debezium", binary="base64"), "__debezium_unavailable_value"),
+    ],
+)
+def test_unchanged_toast_placeholders_are_debeziums_for_the_column_type(
+    mode: ValueMode, bytea: str
+) -> None:
+    """An unchanged TOASTed value's placeholder takes the shape Debezium 3.6.1 gives it
+    (UnchangedToastedPlaceholder): the placeholder's bytes in a bytes field (JsonConverter
+    refuses the text there), a list of the bytes in an integer or date array, the text in a
+    one-element list in a text-like array, a name-based UUID in a uuid array, the text
+    elsewhere (an array field holding it would read as [] through JsonConverter). The exact
+    mode writes bytea as bytes (its schema says so). Decoded with the record's
+    ``cdc-unavailable`` columns, each is the internal placeholder again."""
+    row = {c: UNAVAILABLE for c, _ in PLACEHOLDER_TYPES} | {"id": 1}
+    codec = encoder(PLACEHOLDER_TYPES, mode)
+    assert codec is not None
+    wire = json.loads(json.dumps(codec(row)))
+    assert wire == {
+        "id": 1,
+        "ba": bytea,
+        "ai": PLACEHOLDER_BYTES,
+        "ab": PLACEHOLDER_BYTES,
+        "ad": PLACEHOLDER_BYTES,
+        "at": ["__debezium_unavailable_value"],
+        "aj": ["__debezium_unavailable_value"],
+        "aba": [B64_PLACEHOLDER],
+        "au": ["b68a35a7-17ad-35b3-af2a-ae46edb4545a"],  # Java's UUID.nameUUIDFromBytes
+        "atz": UNAVAILABLE,
+        "tx": UNAVAILABLE,
+    }
+    if mode is EXACT:
+        back = decoder(dict(PLACEHOLDER_TYPES), EXACT)
+        assert back is not None
+        assert back(wire, frozenset(row) - {"id"}) == row
