@@ -149,16 +149,22 @@ def _timestamp(time: str, precision: int | None) -> Callable[[str], Any]:
     return _ts_micros
 
 
-def _timestamptz(text: str) -> str:
-    """``io.debezium.time.ZonedTimestamp``: ISO in UTC; BC instants with six fraction digits, as
-    Debezium writes them."""
-    if text in exact.INFINITIES:
-        return text
-    if text.endswith(" BC"):
-        iso = exact.iso_timestamptz(text)[:-1]
-        whole, _, frac = iso.partition(".")
-        return f"{whole}.{frac.ljust(6, '0')}Z"
-    return exact.iso_timestamptz(text)
+def _timestamptz(precision: int | None) -> Callable[[str], str]:
+    """``io.debezium.time.ZonedTimestamp``: ISO in UTC with exactly the column's scale of
+    fraction digits (pgjdbc's scale of a timestamptz without one is 6; 0 means as many as the
+    value needs), as Debezium formats it (``-4712-01-01T00:00:00.000000Z``)."""
+    width = 6 if precision is None else precision
+    if not 0 < width <= 9:
+        return exact.iso_timestamptz
+
+    def encode(text: str) -> str:
+        if text in exact.INFINITIES:
+            return text
+        iso = exact.iso_timestamptz(text)
+        whole, _, fraction = iso[:-1].partition(".")
+        return f"{whole}.{fraction.ljust(width, '0')[:width]}Z"
+
+    return encode
 
 
 _TZ = re.compile(r"([+-])(\d\d)(?::(\d\d))?(?::(\d\d))?$")
@@ -283,7 +289,7 @@ def _scalar(name: str, modifiers: tuple[int, ...], mode: ValueMode) -> Callable[
     if name == "timestamp without time zone":
         return _timestamp(mode.time, precision)
     if name == "timestamp with time zone":
-        return _timestamptz
+        return _timestamptz(precision)
     if name == "time with time zone":
         return _timetz
     if name == "interval":

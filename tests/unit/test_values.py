@@ -352,3 +352,31 @@ def test_unchanged_toast_placeholders_are_debeziums_for_the_column_type(
         back = decoder(dict(PLACEHOLDER_TYPES), EXACT)
         assert back is not None
         assert back(wire, frozenset(row) - {"id"}) == row
+
+
+@pytest.mark.parametrize(
+    ("type_name", "text", "iso"),
+    [
+        ("timestamp with time zone", "2024-01-02 01:04:05.5+00", "2024-01-02T01:04:05.500000Z"),
+        ("timestamp with time zone", "2024-01-02 00:00:00+00", "2024-01-02T00:00:00.000000Z"),
+        ("timestamp with time zone", "10000-01-01 00:00:00+00", "+10000-01-01T00:00:00.000000Z"),
+        ("timestamp with time zone", "0001-01-01 00:00:00+00 BC", "0000-01-01T00:00:00.000000Z"),
+        ("timestamp with time zone", "infinity", "infinity"),
+        ("timestamp(3) with time zone", "2024-01-02 01:04:05.12+00", "2024-01-02T01:04:05.120Z"),
+        ("timestamp(0) with time zone", "2024-01-02 01:04:05+00", "2024-01-02T01:04:05Z"),
+        (
+            "timestamp(3) with time zone[]",
+            '{"2024-01-02 01:04:05+00"}',
+            ["2024-01-02T01:04:05.000Z"],
+        ),
+    ],
+)
+def test_debezium_zoned_timestamps_have_the_columns_fraction_digits(
+    type_name: str, text: str, iso: Any
+) -> None:
+    """io.debezium.time.ZonedTimestamp is formatted with exactly the column's scale of fraction
+    digits (pgjdbc gives 6 for a timestamptz without one; 0 means as many as needed): the
+    capture's BC value shows it, -4712-01-01T00:00:00.000000Z."""
+    codec = encoder((("tsz", type_name),), ValueMode("debezium"))
+    assert codec is not None
+    assert codec({"tsz": text}) == {"tsz": iso}
