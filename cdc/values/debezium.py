@@ -14,7 +14,7 @@ import base64
 import re
 import struct
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import TYPE_CHECKING, Any
 
 from cdc.values import exact
@@ -199,6 +199,26 @@ def _interval_micros(text: str) -> int:
     return max(_LONG[0], min(_LONG[1], int(total * 1e6)))
 
 
+def _interval_iso(text: str) -> str:
+    """``interval.handling.mode=string``: Debezium's ``Interval.toIsoString`` of pgjdbc's
+    ``PGInterval`` fields, the seconds as ``BigDecimal.valueOf`` their double (cut to 9
+    decimals), so ``-00:00:01.003691`` is ``-1.003690999S`` as in Debezium."""
+    months, days, micros = exact.interval_parts(text)
+    years, months = exact.trunc_div(months, 12)
+    hours, rest = exact.trunc_div(micros, 3_600_000_000)
+    minutes, rest = exact.trunc_div(rest, 60_000_000)
+    whole, fraction = exact.trunc_div(rest, 1_000_000)
+    seconds = Decimal(repr(whole + fraction / 1_000_000))  # Double.toString's digits
+    exponent = seconds.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -9:
+        seconds = seconds.quantize(_NANO, rounding=ROUND_DOWN)
+    plain = format(seconds.normalize(), "f")
+    return f"P{years}Y{months}M{days}DT{hours}H{minutes}M{plain}S"
+
+
+_NANO = Decimal("1e-9")
+
+
 def _unscaled(text: str, scale: int) -> str:
     """``org.apache.kafka.connect.data.Decimal``'s bytes of a decimal text at ``scale`` (two's
     complement, big-endian, fewest bytes), base64 as the JSON converter writes them. Made from the
@@ -293,7 +313,7 @@ def _scalar(name: str, modifiers: tuple[int, ...], mode: ValueMode) -> Callable[
     if name == "time with time zone":
         return _timetz
     if name == "interval":
-        return exact.interval_to_iso if mode.interval == "string" else _interval_micros
+        return _interval_iso if mode.interval == "string" else _interval_micros
     if name == "point":
         return _point
     return None

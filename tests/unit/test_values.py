@@ -380,3 +380,24 @@ def test_debezium_zoned_timestamps_have_the_columns_fraction_digits(
     codec = encoder((("tsz", type_name),), ValueMode("debezium"))
     assert codec is not None
     assert codec({"tsz": text}) == {"tsz": iso}
+
+
+@pytest.mark.parametrize(
+    ("text", "iso"),
+    [
+        # What Debezium 3.6.1 wrote (Interval.toIsoString of pgjdbc 42.7.11's PGInterval, the
+        # seconds as BigDecimal.valueOf their double, cut to 9 decimals; the bench's jars)
+        ("163961225 years 11 mons -00:01:05.816182", "P163961225Y11M0DT0H-1M-5.816181999S"),
+        ("-74 years -8 mons +618:21:17.440982", "P-74Y-8M0DT618H21M17.440981999S"),
+        ("1 day -00:00:01.003691", "P0Y0M1DT0H0M-1.003690999S"),
+        ("00:00:59.999999", "P0Y0M0DT0H0M59.999999S"),
+        ("1 year 2 mons 3 days 04:05:06.789", "P1Y2M3DT4H5M6.789S"),
+        ("-1 days -00:00:00.000001", "P0Y0M-1DT0H0M-0.000001S"),
+        ("-178000000 years", "P-178000000Y0M0DT0H0M0S"),
+    ],
+)
+def test_debezium_string_intervals_are_debeziums_doubles(text: str, iso: str) -> None:
+    codec = encoder((("iv", "interval"),), ValueMode("debezium", interval="string"))
+    assert codec is not None
+    assert codec({"iv": text}) == {"iv": iso}
+    assert x.interval_from_iso(x.interval_to_iso(text)) == text  # the exact mode stays exact
