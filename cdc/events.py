@@ -15,6 +15,7 @@ __all__ = [
     "Change",
     "Record",
     "SourceInfo",
+    "debezium_source_block",
     "encode",
     "envelope",
     "topic_for",
@@ -215,6 +216,39 @@ def source_block(
     }
 
 
+def debezium_source_block(
+    source: SourceInfo,
+    ts_ms: int,
+    snapshot: str,
+    last_commit_lsn: int,
+    lsn: int,
+    schema: str,
+    table: str,
+    xid: int | None,
+) -> dict[str, Any]:
+    """An event's ``source`` in the debezium mode, as Debezium 3.6 writes it: ``name`` is the
+    topic prefix, microseconds and nanoseconds beside the milliseconds, the origin fields."""
+    commit_us = ts_ms * 1000
+    return {
+        "version": VERSION,
+        "connector": "postgresql",
+        "name": source.topic_prefix,
+        "ts_ms": ts_ms,
+        "snapshot": snapshot,
+        "db": source.db,
+        "sequence": f'["{last_commit_lsn}","{lsn}"]',
+        "ts_us": commit_us,
+        "ts_ns": commit_us * 1000,
+        "schema": schema,
+        "table": table,
+        "txId": xid,
+        "lsn": lsn,
+        "xmin": None,
+        "origin": None,
+        "origin_lsn": None,
+    }
+
+
 def envelope(change: Change, source: SourceInfo, now_ms: int) -> dict[str, Any]:
     """The record value of ``change``: Debezium's envelope, before it is JSON. :func:`encode`
     writes the same JSON, key for key, without building this dict in the exact mode."""
@@ -361,28 +395,12 @@ def _debezium_envelope(
     is the topic prefix, microsecond and nanosecond times beside the milliseconds, ``transaction``
     only with the transaction topic (Debezium's ``provide.transaction.metadata``)."""
     now_ns = time.time_ns() if now_ms is None else now_ms * 1_000_000
-    commit_us = c.commit_ts_ms * 1000
     return {
         "before": before,
         "after": after,
-        "source": {
-            "version": VERSION,
-            "connector": "postgresql",
-            "name": source.topic_prefix,
-            "ts_ms": c.commit_ts_ms,
-            "snapshot": c.snapshot,
-            "db": source.db,
-            "sequence": f'["{c.last_commit_lsn}","{c.lsn}"]',
-            "ts_us": commit_us,
-            "ts_ns": commit_us * 1000,
-            "schema": c.schema,
-            "table": c.table,
-            "txId": c.xid,
-            "lsn": c.lsn,
-            "xmin": None,
-            "origin": None,
-            "origin_lsn": None,
-        },
+        "source": debezium_source_block(
+            source, c.commit_ts_ms, c.snapshot, c.last_commit_lsn, c.lsn, c.schema, c.table, c.xid
+        ),
         "transaction": (
             {
                 "id": f"{c.xid}:{c.commit_lsn}",

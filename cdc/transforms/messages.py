@@ -21,7 +21,7 @@ from typing import Protocol
 import orjson
 
 from cdc.config.models import MessagesRule
-from cdc.events import EVENT_ID_HEADER, Record, SourceInfo, source_block
+from cdc.events import EVENT_ID_HEADER, Record, SourceInfo, debezium_source_block, source_block
 from cdc.globs import compile_globs
 from cdc.transforms.routes import safe_topic
 from cdc.values.schemas import message_schemas, wrap
@@ -112,11 +112,13 @@ def value(message: MessageLike, source: SourceInfo, now_ms: int) -> dict[str, ob
     """Debezium's message event, with the change envelope's ``transaction`` block (None for a
     non-transactional message, which belongs to no transaction)."""
     transactional = message.transactional
+    # The debezium mode's source, as its change events' (name = topic prefix, ts_us, ...).
+    block = source_block if source.values.values == "exact" else debezium_source_block
     return {
         "op": "m",
         "ts_ms": now_ms,
         # A non-transactional message has no commit: its ts_ms is when the connector read it.
-        "source": source_block(
+        "source": block(
             source,
             message.commit_ts_ms if transactional else now_ms,
             "false",
@@ -135,6 +137,6 @@ def value(message: MessageLike, source: SourceInfo, now_ms: int) -> dict[str, ob
             "total_order": message.total_order,
             "data_collection_order": message.data_collection_order,
         }
-        if transactional
+        if transactional and source.transaction_blocks
         else None,
     }

@@ -14,6 +14,7 @@ from cdc.errors import CdcError, ConfigError
 from cdc.events import Change, SourceInfo
 from cdc.transforms.messages import Messages
 from cdc.transforms.transactions import is_boundary_or_message
+from cdc.values import ValueMode
 from connectors.postgres.decoding import Message
 from connectors.postgres.pgoutput import PGOUTPUT, PgOutputDecoder
 from connectors.postgres.wal2json import Wal2JsonDecoder
@@ -229,3 +230,27 @@ def test_message_record_is_debeziums_layout_with_the_event_id() -> None:
 def test_a_prefix_that_makes_a_topic_kafka_refuses_stops_naming_it() -> None:
     with pytest.raises(CdcError, match=r"message prefix 'ppp.*263 char"):
         rules((["*"], None)).topic("p" * 250)
+
+
+def test_a_message_record_in_the_debezium_mode_has_debeziums_source_and_transaction() -> None:
+    """values = "debezium": source.name is the topic prefix and source has Debezium's
+    microsecond and nanosecond times and origin fields, as the change events'; the transaction
+    block is null unless the transaction topic is on (Debezium's provide.transaction.metadata)."""
+    decoder = pgoutput(messages=True)
+    message = decoder.decode(PG_MESSAGE, COMMIT_LSN)
+    assert isinstance(message, Message)
+    mode = ValueMode("debezium")
+    for blocks in (False, True):
+        source = SourceInfo("connector-name", "db", "shop", mode, transaction_blocks=blocks)
+        record = rules((["tx*"], None)).record(message, source, 1234)
+        assert record is not None
+        value = orjson.loads(record.value or b"")
+        block = value["source"]
+        assert block["name"] == "shop"
+        assert block["ts_us"] == message.commit_ts_ms * 1000
+        assert block["ts_ns"] == message.commit_ts_ms * 1_000_000
+        assert (block["origin"], block["origin_lsn"]) == (None, None)
+        assert (value["transaction"] is not None) == blocks
+    exact = rules((["tx*"], None)).record(message, SourceInfo("connector-name", "db", "shop"), 1)
+    assert exact is not None
+    assert orjson.loads(exact.value or b"")["source"]["name"] == "connector-name"
