@@ -236,7 +236,8 @@ def debezium_source_block(
         "ts_ms": ts_ms,
         "snapshot": snapshot,
         "db": source.db,
-        "sequence": f'["{last_commit_lsn}","{lsn}"]',
+        # null while no commit is known (the first transaction streamed, snapshot reads)
+        "sequence": f'["{last_commit_lsn}","{lsn}"]' if last_commit_lsn else f'[null,"{lsn}"]',
         "ts_us": commit_us,
         "ts_ns": commit_us * 1000,
         "schema": schema,

@@ -68,6 +68,10 @@ def test_the_debezium_mode_writes_what_debezium_wrote(
     # Truncates are skipped as Debezium skips them; tombstones follow deletes in both.
     assert [e.op for e in ours] == [r["value"]["op"] for r in theirs]
     assert len(events) - len(ours) == 2
+    # the first transaction streamed: no commit before it, as Debezium's [null,"..."]
+    assert theirs[0]["value"]["source"]["sequence"].startswith("[null,")
+    assert ours[0].value is not None
+    assert ours[0].value["source"]["sequence"].startswith("[null,")
     compared = 0
     for event, record in zip(ours, theirs, strict=True):
         assert event.value is not None

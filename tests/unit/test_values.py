@@ -3,13 +3,15 @@ wrote for the same rows (tests/fixtures/debezium, captured by bench/debezium_cap
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
-from cdc.events import UNAVAILABLE
+from cdc.events import UNAVAILABLE, Change, SourceInfo, encode
 from cdc.values import EXACT, ValueMode, decoder, encoder, mode_from_header
 from cdc.values import exact as x
 from cdc.values.table import rewrite
@@ -401,3 +403,16 @@ def test_debezium_string_intervals_are_debeziums_doubles(text: str, iso: str) ->
     assert codec is not None
     assert codec({"iv": text}) == {"iv": iso}
     assert x.interval_from_iso(x.interval_to_iso(text)) == text  # the exact mode stays exact
+
+
+def test_debezium_sequence_has_null_before_the_first_commit() -> None:
+    """Debezium writes source.sequence as a JSON list of its last commit LSN and the event's,
+    the former null while it knows none (the first transaction it streams, snapshot reads:
+    tests/fixtures/debezium/debezium-defaults.jsonl's first record)."""
+    change = Change("c", "public", "t", {"id": 1}, None, {"id": 1}, 100, 0, 90, 7, 0)
+    debezium = SourceInfo("c", "db", "c", ValueMode("debezium"))
+    value = orjson.loads(encode(change, debezium, 0).value or b"")
+    assert value["source"]["sequence"] == '[null,"90"]'
+    later = dataclasses.replace(change, last_commit_lsn=80)
+    value = orjson.loads(encode(later, debezium, 0).value or b"")
+    assert value["source"]["sequence"] == '["80","90"]'
