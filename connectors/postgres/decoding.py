@@ -219,7 +219,9 @@ class RowDecoder:
         return Begin(xid, commit_lsn, end_lsn, commit_ts_ms)
 
     def _commit(self, end_lsn: int) -> Commit:
-        self._last_commit_lsn = self._commit_lsn
+        # source.sequence's first LSN, as Debezium's: where the commit record ends (the
+        # position it reads the COMMIT at), not where it starts
+        self._last_commit_lsn = end_lsn
         return Commit(self._xid, self._commit_lsn, end_lsn)
 
     def _message(self, transactional: bool, prefix: str, content: bytes, lsn: int) -> Message:

@@ -82,6 +82,11 @@ def test_the_debezium_mode_writes_what_debezium_wrote(
         assert set(event.value) == set(record["value"])
         assert set(event.value["source"]) == set(record["value"]["source"])
         source = event.value["source"]
+        # Debezium's last commit LSN is where the last commit ended, where the capture's next
+        # statement's change begins: so is cdc's
+        their_source = record["value"]["source"]
+        if json.loads(their_source["sequence"])[0] == str(their_source["lsn"]):
+            assert json.loads(source["sequence"])[0] == str(source["lsn"])
         assert source["name"] == f"dm{unique}"  # the topic prefix, as Debezium's
         assert source["ts_us"] == source["ts_ms"] * 1000
         assert event.value["transaction"] is None

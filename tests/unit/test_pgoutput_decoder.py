@@ -575,3 +575,19 @@ def test_generated_columns_a_publication_sends_are_left_out() -> None:
     assert change.after == {"id": 1, "a": 5, "t": UNAVAILABLE}
     assert change.unavailable == ("t",)
     assert [n for n, _ in change.types] == ["id", "a", "t"]
+
+
+@pytest.mark.parametrize("items", [pgoutput_items, wal2json_items])
+def test_the_last_commit_lsn_is_where_the_last_commit_ended(items: Any) -> None:
+    """source.sequence's first LSN is the last commit's end (pgoutput's end_lsn, wal2json's
+    nextlsn: the position Debezium reads the COMMIT at, and writes there), not the commit
+    record's start."""
+    last_end = 0
+    seen = 0
+    for item in items():
+        if isinstance(item, Commit):
+            last_end = item.end_lsn
+        elif isinstance(item, Change):
+            assert item.last_commit_lsn == last_end
+            seen += last_end != 0
+    assert seen
