@@ -22,12 +22,13 @@ from __future__ import annotations
 __all__ = ["OVERSIZED_HEADER", "Oversized", "OversizedRecord", "record_size"]
 
 import logging
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 
 from cdc.errors import OversizedRecord
-from cdc.events import UNAVAILABLE, UNAVAILABLE_HEADER, Record
+from cdc.events import TYPES_HEADER, UNAVAILABLE, UNAVAILABLE_HEADER, Record
+from cdc.values import VALUES_HEADER, mode_from_header, placeholder
 
 log = logging.getLogger(__name__)
 
@@ -113,17 +114,13 @@ def _describe(record: Record) -> str:
 def _truncated(record: Record, limit: int) -> tuple[Record, dict[str, int]] | None:
     """``record`` with its largest row values replaced by the placeholder until it fits in
     ``limit`` bytes, and the size of each value left out; None if nothing makes it fit."""
-    if record.value is None:
+    found = _event(record.value)
+    if found is None:
         return None
-    try:
-        envelope = orjson.loads(record.value)
-    except orjson.JSONDecodeError:
-        return None
-    if type(envelope) is not dict or "op" not in envelope or "source" not in envelope:
-        # Not a row event (an outbox event's payload, bytes or JSON): never rewrite it.
-        return None
+    schema, envelope = found
     after = envelope.get("after") or {}
     before = envelope.get("before") or {}
+    placeholders = _placeholders(record.headers)
     sizes = sorted(
         ((len(orjson.dumps(v)), c) for c, v in after.items() if v != UNAVAILABLE),
         reverse=True,
@@ -134,16 +131,18 @@ def _truncated(record: Record, limit: int) -> tuple[Record, dict[str, int]] | No
         if excess <= 0:
             break
         cut[column] = size
-        excess -= size - len(UNAVAILABLE) - 2
+        placeholder = len(orjson.dumps(placeholders.get(column, UNAVAILABLE)))
+        excess -= size - placeholder
         before_value = before.get(column)
         if before_value is not None and before_value != UNAVAILABLE:
-            excess -= len(orjson.dumps(before_value)) - len(UNAVAILABLE) - 2
+            excess -= len(orjson.dumps(before_value)) - placeholder
     if excess > 0 or not cut:
         return None
     for column in cut:
-        after[column] = UNAVAILABLE
+        # As an unchanged TOASTed value: the placeholder in its column type's shape
+        after[column] = placeholders.get(column, UNAVAILABLE)
         if column in before:
-            before[column] = UNAVAILABLE
+            before[column] = after[column]
     headers = [(n, v) for n, v in record.headers if n != UNAVAILABLE_HEADER]
     unavailable = set(cut)
     for name, value in record.headers:
@@ -151,8 +150,44 @@ def _truncated(record: Record, limit: int) -> tuple[Record, dict[str, int]] | No
             unavailable.update(orjson.loads(value))
     headers.append((UNAVAILABLE_HEADER, orjson.dumps(sorted(unavailable))))
     headers.append((OVERSIZED_HEADER, orjson.dumps(cut)))
-    value = orjson.dumps(envelope)
+    value = orjson.dumps(envelope if schema is None else {"schema": schema, "payload": envelope})
     smaller = Record(record.topic, record.key, value, headers)
     if record_size(smaller) > limit:
         return None
     return smaller, cut
+
+
+def _event(value: bytes | None) -> tuple[Any, dict[str, Any]] | None:
+    """The row event of a record's value, and its schema (None unless schemas = true, whose
+    JsonConverter layout keeps the event in ``payload``); None when it is no row event (an
+    outbox event's payload, bytes or JSON), which is never rewritten."""
+    if value is None:
+        return None
+    try:
+        envelope = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    schema = None
+    if type(envelope) is dict and "schema" in envelope and "payload" in envelope:
+        schema, envelope = envelope["schema"], envelope["payload"]
+    if type(envelope) is not dict or "op" not in envelope or "source" not in envelope:
+        return None
+    return schema, envelope
+
+
+def _placeholders(headers: list[tuple[str, bytes]]) -> dict[str, Any]:
+    """Per column of the record (``cdc-types``), the placeholder's shape in the record's values
+    mode (``cdc-values``) where it is not the text (:func:`cdc.values.placeholder`)."""
+    found = dict(headers)
+    raw_types, raw_mode = found.get(TYPES_HEADER), found.get(VALUES_HEADER)
+    if raw_types is None or raw_mode is None:
+        return {}
+    try:
+        mode = mode_from_header(raw_mode)
+        types = orjson.loads(raw_types)
+    except (ValueError, orjson.JSONDecodeError):
+        return {}
+    if type(types) is not dict:
+        return {}
+    shaped = {c: placeholder(str(t), mode) for c, t in types.items()}
+    return {c: p for c, p in shaped.items() if p is not None}

@@ -151,8 +151,9 @@ def parse_record(  # noqa: PLR0912  (one piece: a call more would cost every rec
         codec = _row_decoder(raw_types, raw_values)
         if codec is not None:
             try:
-                # after's placeholders take its column's type's form (cdc.values.placeholder)
-                before, after = codec(before), codec(after, unavailable)
+                # placeholders take their column type's shape (cdc.values.placeholder); an
+                # oversized record's old row holds them too, in the same columns
+                before, after = codec(before, unavailable), codec(after, unavailable)
                 parsed_key = codec(parsed_key)
             except (ValueError, TypeError, binascii.Error) as e:
                 raise BadRecord(

@@ -7,8 +7,11 @@ import logging
 import orjson
 import pytest
 
-from cdc.events import UNAVAILABLE, UNAVAILABLE_HEADER, Record
+from cdc.events import UNAVAILABLE, UNAVAILABLE_HEADER, Change, Record, SourceInfo, encode
 from cdc.oversized import OVERHEAD, OVERSIZED_HEADER, Oversized, OversizedRecord, record_size
+from cdc.records import parse_record
+
+B64_PLACEHOLDER = "X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ=="
 
 LIMIT = 10_000 + OVERHEAD
 
@@ -85,3 +88,33 @@ def test_truncate_never_rewrites_an_outbox_event() -> None:
         event = Record("outbox.event.Order", b"42", value, [("cdc-event-id", b"1:0")])
         assert policy.check(event, LIMIT) is None
     assert policy.skipped == 2 and policy.truncated == 0
+
+
+@pytest.mark.parametrize("schemas", [False, True])
+def test_truncate_writes_the_typed_placeholder_and_keeps_the_schema_layout(schemas: bool) -> None:
+    """A record in JsonConverter's layout (schemas = true) is truncated too, its schema kept;
+    a bytea value cut is the placeholder's bytes (a bytes field refuses the text), as for an
+    unchanged TOASTed value, and cdc's sinks read the column as unavailable."""
+    types = (("id", "integer"), ("doc", "bytea"), ("note", "text"))
+    before = {"id": 7, "doc": "ab" * 10_000, "note": "old"}
+    change = Change(
+        "u", "public", "docs", {"id": 7}, before, {**before, "note": "new"}, 100, 0, 90, 7, 0,
+        (), types,
+    )  # fmt: skip
+    big = encode(change, SourceInfo("c", "db", "p", schemas=schemas), 0)
+    policy = Oversized("truncate", "connector c")
+    cut = policy.check(big, LIMIT)
+    assert cut is not None and record_size(cut) + OVERHEAD <= LIMIT
+    assert policy.truncated == 1 and policy.skipped == 0
+    assert cut.value is not None
+    assert cut.value.startswith(b'{"schema":') == schemas
+    value = orjson.loads(cut.value)
+    payload = value["payload"] if schemas else value
+    if schemas:
+        assert value["schema"] == orjson.loads(big.value or b"")["schema"]
+    assert payload["after"]["doc"] == payload["before"]["doc"] == B64_PLACEHOLDER
+    event = parse_record(cut.topic, 0, 0, cut.key, cut.value, cut.headers)
+    assert event is not None
+    assert event.after == {"id": 7, "doc": UNAVAILABLE, "note": "new"}
+    assert event.before == {"id": 7, "doc": UNAVAILABLE, "note": "old"}
+    assert event.unavailable == {"doc"}
