@@ -283,12 +283,14 @@ def _float_text(value: float | int) -> str:
 
 # -- bytea ------------------------------------------------------------------------------------
 
+# An unchanged TOASTed bytea: Debezium writes its placeholder's bytes in the binary mode.
 _UNAVAILABLE_B64 = base64.b64encode(UNAVAILABLE.encode()).decode()
+_UNAVAILABLE_HEX = UNAVAILABLE.encode().hex()
 
 
 def _base64_hex(value: Any) -> Any:
     if value == _UNAVAILABLE_B64:
-        return UNAVAILABLE  # an unchanged TOASTed bytea (its placeholder's bytes)
+        return UNAVAILABLE
     try:
         return base64.b64decode(value, validate=True).hex()
     except (binascii.Error, TypeError, ValueError):
@@ -296,8 +298,8 @@ def _base64_hex(value: Any) -> Any:
 
 
 def _base64_url_hex(value: Any) -> Any:
-    if value == UNAVAILABLE:
-        return value
+    if value in (UNAVAILABLE, _UNAVAILABLE_B64):  # no "+" or "/" in it: the same text
+        return UNAVAILABLE
     try:
         return base64.urlsafe_b64decode(value).hex()
     except (binascii.Error, TypeError, ValueError):
@@ -305,7 +307,8 @@ def _base64_url_hex(value: Any) -> Any:
 
 
 def _hex(value: Any) -> Any:
-    return value if value == UNAVAILABLE else str(value).lower()
+    text = str(value).lower()
+    return UNAVAILABLE if text in (_UNAVAILABLE_HEX, UNAVAILABLE) else text
 
 
 _BINARY: dict[str, Decoder] = {

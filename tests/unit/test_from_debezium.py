@@ -176,9 +176,16 @@ def test_types_debezium_writes_as_cdc_need_no_decoder(pg_type: str) -> None:
 
 
 def test_unchanged_toast_placeholders_stay_placeholders() -> None:
-    decode = type_decoder("bytea", Options())
-    assert decode is not None
-    assert decode("X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ==") == "__debezium_unavailable_value"
+    placeholder = "__debezium_unavailable_value"
+    for mode, written in (
+        ("bytes", "X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ=="),
+        ("base64", "X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ=="),
+        ("base64-url-safe", "X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ=="),
+        ("hex", placeholder.encode().hex().upper()),
+    ):
+        decode = type_decoder("bytea", Options(binary=mode))
+        assert decode is not None
+        assert decode(written) == placeholder, mode
     array = type_decoder("integer[]", Options())
     assert array is not None
     assert array("__debezium_unavailable_value") == "__debezium_unavailable_value"
