@@ -98,7 +98,7 @@ class Foreign:
                     f"table {label}: a record without schema and without cdc-event-id (read as"
                     f" Debezium's) and {self.what}: enable schemas in Debezium's converters"
                     " (key.converter.schemas.enable and value.converter.schemas.enable = true)"
-                    " or create the target table"
+                    + ("" if self.column_types is None else " or create the target table")
                 )
             return dataclasses.replace(event, undecoded=frozenset())  # plain strings: text
         if schemaless and not columns <= types.keys():
