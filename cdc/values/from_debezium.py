@@ -32,6 +32,7 @@ __all__ = [
     "Decoder",
     "Options",
     "decode_into",
+    "decoders_for",
     "schema_decoder",
     "type_decoder",
 ]
@@ -94,6 +95,16 @@ class Options:
 
 
 DEFAULT_OPTIONS = Options()
+
+
+def decoders_for(
+    types: Mapping[str, str], options: Options = DEFAULT_OPTIONS
+) -> tuple[tuple[str, Decoder], ...]:
+    """The decoders of the columns of ``types`` (column -> PostgreSQL type, as a ``cdc-types``
+    header gives them) that need one, for :func:`decode_into`. Make them once per distinct
+    header: a table has few."""
+    pairs = ((c, type_decoder(t, options)) for c, t in types.items())
+    return tuple((c, d) for c, d in pairs if d is not None)
 
 
 def decode_into(row: dict[str, Any], decoders: Iterable[tuple[str, Decoder]]) -> None:

@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from cdc.values.from_debezium import Options, decode_into, schema_decoder, type_decoder
+from cdc.values.from_debezium import (
+    Decoder,
+    Options,
+    decode_into,
+    decoders_for,
+    schema_decoder,
+    type_decoder,
+)
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "debezium"
 
@@ -68,10 +75,10 @@ CDC = _changes("cdc-pgoutput.jsonl")
 TYPES = next(r["headers"]["cdc-types"] for r in _records("cdc-pgoutput.jsonl") if r["value"])
 
 
-def _schema_decoders(schema: dict[str, Any]) -> list[tuple[str, Any]]:
+def _schema_decoders(schema: dict[str, Any]) -> tuple[tuple[str, Decoder], ...]:
     after = next(f for f in schema["fields"] if f["field"] == "after")
     pairs = [(f["field"], schema_decoder(f)[0]) for f in after["fields"]]
-    return [(c, d) for c, d in pairs if d is not None]
+    return tuple((c, d) for c, d in pairs if d is not None)
 
 
 @pytest.mark.parametrize(
@@ -88,8 +95,7 @@ def test_every_row_decodes_to_what_cdc_wrote(name: str, options: Options | None)
         (c["op"], c["source"]["lsn"]) for c in CDC
     ]
     if options is not None:
-        pairs = [(c, type_decoder(t, options)) for c, t in TYPES.items()]
-        decoders = [(c, d) for c, d in pairs if d is not None]
+        decoders = decoders_for(TYPES, options)
     lost = LOST[name]
     seen_lost = set()
     for theirs, ours in zip(changes, CDC, strict=True):
