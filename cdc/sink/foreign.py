@@ -110,14 +110,16 @@ class Foreign:
             )
         pairs = [(c, self._decoder(types[c])) for c in columns if c in types]
         decoders = [(c, d) for c, d in pairs if d is not None]
-        key, before, after = _copy(event.key), _copy(event.before), _copy(event.after)
-        for image in (key, before, after):
-            if image:
-                decode_into(image, decoders)
         if schemaless:
             kept = types
         else:
             kept = {**{c: types[c] for c in columns if c in types}, **event.types}
+        if not decoders:  # text, inet, ranges...: Debezium writes them as cdc does
+            return dataclasses.replace(event, types=kept, undecoded=frozenset())
+        key, before, after = _copy(event.key), _copy(event.before), _copy(event.after)
+        for image in (key, before, after):
+            if image:
+                decode_into(image, decoders)
         decoded = dataclasses.replace(
             event,
             key=key,

@@ -70,3 +70,36 @@ def test_a_placeholder_in_bytes_is_unavailable() -> None:
     after = {"id": 1, "ba": "X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ=="}
     (decoded,), _ = foreign.decode([_event(after)])
     assert decoded.unavailable == frozenset({"ba"})
+
+
+def test_plain_strings_of_a_schema_take_the_targets_type_or_stay_as_they_are() -> None:
+    schema = {
+        "type": "struct",
+        "fields": [
+            {"field": "after", "type": "struct", "fields": [
+                {"field": "id", "type": "int32"},
+                {"field": "note", "type": "string"},
+            ]},
+        ],
+    }  # fmt: skip
+    value = {
+        "schema": schema,
+        "payload": {
+            "before": None,
+            "after": {"id": 1, "note": "3q2+7w=="},
+            "source": {"schema": "app", "table": "items", "lsn": 500},
+            "op": "c",
+        },
+    }
+    event = parse_record("t", 0, 3, b'{"id":1}', orjson.dumps(value), [])
+    assert event is not None and event.undecoded == frozenset({"id", "note"})  # key: no schema
+    text = Foreign(Options(binary="base64"), lambda s, t: {"id": "integer", "note": "text"}, "")
+    (same,), _ = text.decode([event])
+    assert same.after is event.after and not same.undecoded  # nothing to decode: no copy
+    assert dict(same.types) == {"id": "integer", "note": "text"}
+    binary = Foreign(Options(binary="base64"), lambda s, t: {"id": "integer", "note": "bytea"}, "")
+    (decoded,), _ = binary.decode([event])
+    assert decoded.after == {"id": 1, "note": "deadbeef"}
+    none = Foreign(Options(), lambda s, t: None, "no target table")
+    (kept,), refused = none.decode([event])
+    assert not refused and kept.after == {"id": 1, "note": "3q2+7w=="}  # a new table: text
