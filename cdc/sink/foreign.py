@@ -53,6 +53,8 @@ class Foreign:
         self.column_types = column_types
         self.what = what
         self._tables: dict[tuple[str, str], Mapping[str, str] | None] = {}
+        self._looked: set[tuple[str, str]] = set()
+        """Tables looked up during the batch being decoded."""
         self._decoders: dict[str, Decoder | None] = {}
         """PostgreSQL type -> its decoder under :attr:`options`."""
 
@@ -66,6 +68,7 @@ class Foreign:
         """``events`` with their undecoded columns decoded, and those refused with why."""
         out: list[SinkEvent] = []
         refused: list[tuple[SinkEvent, str]] = []
+        self._looked = set()
         for event in events:
             if not event.undecoded:
                 out.append(event)
@@ -82,9 +85,11 @@ class Foreign:
             return None
         if source in self._tables:
             types = self._tables[source]
-            if types is not None and columns <= types.keys():
+            if source in self._looked or (types is not None and columns <= types.keys()):
                 return types
-        types = self._tables[source] = self.column_types(*source)  # new table or columns
+        # A table not seen yet, or columns it lacked: looked up again, once a batch.
+        types = self._tables[source] = self.column_types(*source)
+        self._looked.add(source)
         return types
 
     def _event(self, event: SinkEvent) -> SinkEvent | str:

@@ -46,6 +46,21 @@ def test_schemaless_columns_take_the_target_tables_types() -> None:
     assert asked == [("app", "items")]  # looked up once
 
 
+def test_a_missing_table_is_looked_up_once_a_batch() -> None:
+    asked: list[str] = []
+
+    def types(schema: str, table: str) -> Mapping[str, str] | None:
+        asked.append(table)
+        return None
+
+    foreign = Foreign(Options(), types, "no target table")
+    events = [_event({"id": i, "d": 19724}, key=b'{"id":%d}' % i) for i in range(5)]
+    _, refused = foreign.decode(events)
+    assert len(refused) == 5 and asked == ["items"]
+    foreign.decode(events)
+    assert asked == ["items", "items"]  # made since, perhaps
+
+
 def test_a_key_column_is_decoded_too() -> None:
     foreign = Foreign(Options(), lambda s, t: {"d": "date", "note": "text"}, "no target table")
     (decoded,), _ = foreign.decode([_event({"d": 19724, "note": "x"}, key=b'{"d":19724}')])
