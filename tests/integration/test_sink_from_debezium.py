@@ -27,10 +27,13 @@ from tests.support.harness import CdcProcess, wait_for
 from tests.support.services import fresh_database
 from tests.support.sinks import dlq_count
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("java") is None or shutil.which("mvn") is None,
-    reason="Debezium's engine needs java and mvn",
-)
+pytestmark = [
+    pytest.mark.consumers,
+    pytest.mark.skipif(
+        shutil.which("java") is None or shutil.which("mvn") is None,
+        reason="Debezium's engine needs java and mvn",
+    ),
+]
 
 EDGE = (
     "INSERT INTO every_type (id, d, ts, tsz, t)"
