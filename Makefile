@@ -15,11 +15,19 @@ BENCH_SCALE ?= 1.0
 PG_VERSIONS ?= 13 14 15 18
 PG_VERSIONS_ALL := 13 14 15 16 17 18
 
-.PHONY: test test-full test-pg-matrix unit lint install stack-up stack-down demo compose-test bench clean
+.PHONY: test test-consumers test-full test-pg-matrix unit lint install stack-up stack-down demo compose-test bench clean
 
-# Create .venv when missing, install the project, bring up the local stack, run every test.
+# Create .venv when missing, install the project, bring up the local stack, run every test
+# but the real consumers' (test-consumers: CI runs both).
 test: lint stack-up
-	eval "$$(scripts/devstack env)" && CDC_TEST_PG_VERSIONS="$(PG_VERSIONS)" $(PY) -m pytest $(PYTEST_ARGS)
+	eval "$$(scripts/devstack env)" && CDC_TEST_PG_VERSIONS="$(PG_VERSIONS)" $(PY) -m pytest \
+		-m "not consumers" $(PYTEST_ARGS)
+
+# Real consumers over cdc's topics, each in its own JVM built by Maven into the devstack cache:
+# Flink SQL, Kafka Connect with Debezium's JDBC sink, cdc's sinks over Debezium's own topics
+# (issue 22). About 2 minutes, the first time 3 more to fetch the jars.
+test-consumers: install stack-up
+	eval "$$(scripts/devstack env)" && $(PY) -m pytest -m consumers $(PYTEST_ARGS)
 
 # The proofs at full size (12 SIGKILLs around a 100k-row COPY, a 2M-row transaction, 100 MB of
 # foreign WAL, 1M-row tables snapshotted, 8 SIGKILLs inside an initial snapshot). `make test`
@@ -36,7 +44,7 @@ test-full: export CDC_TEST_KAFKA_OUTAGES = all
 test-full: export CDC_TEST_PG_MATRIX_ROWS = 5000
 test-full: export CDC_TEST_PG_MATRIX_KILLS = 6
 test-full: PG_VERSIONS = $(PG_VERSIONS_ALL)
-test-full: test
+test-full: test test-consumers
 
 # The version matrix whole: every PostgreSQL major from 13 (refused) to 18, at full size (5 000
 # rows written, 6 SIGKILLs per major); then, on each other major than the default server's,

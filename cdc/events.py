@@ -34,6 +34,7 @@ from cdc import __version__
 from cdc.errors import CdcError
 from cdc.values import EXACT, VALUES_HEADER, ValueMode, encoder
 from cdc.values.schemas import schemas, wrap
+from cdc.values.types import UNAVAILABLE as _UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ IDENTITY_HEADER = "cdc-identity"
 row its key: sinks keep such a table as a multiset of rows."""
 """Header holding ``{"column": "source type"}`` for the columns of the event, so that sinks can
 create target tables with the right types from a schemaless JSON event."""
-UNAVAILABLE = "__debezium_unavailable_value"
+UNAVAILABLE = _UNAVAILABLE
 """Stands in ``after`` for an unchanged TOASTed value the source did not send (as Debezium does);
 the ``cdc-unavailable`` header lists those columns, so no real value can be mistaken for it."""
 

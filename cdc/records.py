@@ -44,6 +44,7 @@ from cdc.events import (
     UNAVAILABLE_HEADER,
 )
 from cdc.values import VALUES_HEADER, RowCodec, decoder, mode_from_header
+from cdc.values.from_debezium import Decoder, decode_into, schema_decoder
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,10 @@ class SinkEvent:
     commit_ts_ms: int = 0
     """``source.ts_ms``: the source's commit time (0 when the record has none), for the sink's
     lag in seconds."""
+    undecoded: frozenset[str] = frozenset()
+    """Columns (of the key and images) still in Debezium's encoding: those of a record written
+    by Debezium without schema, or whose schema left their type open (a plain ``string``). The
+    target decodes them by its table's column types (:mod:`cdc.sink.foreign`)."""
 
 
 def parse_record(  # noqa: PLR0912  (one piece: a call more would cost every record)
@@ -100,9 +105,13 @@ def parse_record(  # noqa: PLR0912  (one piece: a call more would cost every rec
     value: bytes | None,
     headers: Sequence[tuple[str, bytes | None]],
 ) -> SinkEvent | None:
-    """The event in a record; None for a tombstone; :class:`BadRecord` when it is not one."""
+    """The event in a record; None for a tombstone; :class:`BadRecord` when it is not one.
+    A record without ``cdc-event-id`` is read as Debezium's (:func:`_debezium_record`)."""
     if value is None:
         return None
+    found = dict(headers)
+    if EVENT_ID_HEADER not in found:
+        return _debezium_record(topic, partition, offset, key, value)
     if value.startswith(b'{"schema":'):  # schemas = true: JsonConverter's layout
         value, key = _payload(value), None if key is None else _payload(key)
     try:
@@ -127,7 +136,6 @@ def parse_record(  # noqa: PLR0912  (one piece: a call more would cost every rec
     if not after and op in ("c", "u", "r"):
         raise BadRecord(f"op {op!r} without an after image")
     schema = source.schema or "public"
-    found = dict(headers)
     parsed_key = None
     if key is not None:
         try:
@@ -218,6 +226,195 @@ def _payload(data: bytes) -> bytes:
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise BadRecord(f"not JSON with a schema: {e}") from None
     return bytes(raw) if raw else b"null"
+
+
+# Records of Debezium's PostgreSQL connector (no cdc-event-id header).
+
+
+class _Transaction(msgspec.Struct):
+    total_order: Any = None
+
+
+class _DebeziumSource(msgspec.Struct):
+    table: Any = None
+    schema: Any = None
+    ts_ms: Any = None
+    lsn: Any = None
+
+
+_NO_RAW = msgspec.Raw()
+_NULL = b"null"
+
+
+class _DebeziumEnvelope(msgspec.Struct):
+    """Debezium's envelope, or JsonConverter's ``{"schema", "payload"}`` around it."""
+
+    op: Any = None
+    source: _DebeziumSource | None = None
+    before: Any = None
+    after: Any = None
+    transaction: _Transaction | None = None
+    schema: msgspec.Raw = _NO_RAW
+    payload: msgspec.Raw = _NO_RAW
+
+
+_decode_debezium = msgspec.json.Decoder(_DebeziumEnvelope).decode
+
+
+@dataclass(frozen=True, slots=True)
+class _Columns:
+    """What a JsonConverter schema says of a struct's columns (:func:`_schema_columns`)."""
+
+    decoders: tuple[tuple[str, Decoder], ...]
+    types: Mapping[str, str]
+    undecoded: frozenset[str]
+    """Columns whose schema leaves their PostgreSQL type open (a plain ``string``)."""
+
+
+def _debezium_record(  # noqa: PLR0912  (one piece, as parse_record)
+    topic: str, partition: int, offset: int, key: bytes | None, value: bytes
+) -> SinkEvent | None:
+    """A record without ``cdc-event-id``: Debezium's envelope, with or without JsonConverter's
+    schema, its values decoded to cdc's form where the schema says how (else by the target's
+    column types: :attr:`SinkEvent.undecoded`).
+
+    Its version is ``(source.lsn, transaction.total_order)``: the LSN of the change itself
+    (Debezium does not say its transaction's commit LSN). That orders each key's changes as
+    committed: a transaction changing a row holds the row's lock until it commits, so a later
+    transaction's change to it is written to the WAL after that commit, at a higher LSN.
+    Without transaction metadata (Debezium's default) the index is the record's Kafka position,
+    which tells apart the records that share an LSN (a snapshot's reads, the delete and create
+    of a key change: never two changes of one key). What it cannot order: a snapshot's reads
+    all carry the snapshot's LSN, so a change made before that LSN by a transaction that
+    commits after the snapshot began ranks below the read of its row, and is not applied."""
+    envelope, columns = _debezium_envelope(value)
+    op = envelope.op
+    if op not in _OPS:
+        raise BadRecord(f"not a change event: op is {op!r}, expected one of c, u, d, r, t")
+    source = envelope.source
+    if source is None or type(source.table) is not str:
+        raise BadRecord("not a change event: source.table is missing")
+    lsn = source.lsn
+    if type(lsn) is not int:
+        raise BadRecord(
+            f"no {EVENT_ID_HEADER} header, and no source.lsn: neither cdc's event nor one of"
+            " Debezium's PostgreSQL connector"
+        )
+    before, after = envelope.before, envelope.after
+    if before is not None and type(before) is not dict:
+        raise BadRecord("before is not a JSON object")
+    if after is not None and type(after) is not dict:
+        raise BadRecord("after is not a JSON object")
+    if not after and op in ("c", "u", "r"):
+        raise BadRecord(f"op {op!r} without an after image")
+    parsed_key, key_columns = _debezium_key(key)
+    if columns is not None:
+        if after:
+            decode_into(after, columns.decoders)
+        if before:
+            decode_into(before, columns.decoders)
+        types, undecoded = columns.types, columns.undecoded
+    else:
+        types = _NO_TYPES
+        undecoded = frozenset(after or before or ())
+    if parsed_key:
+        if key_columns is not None:
+            decode_into(parsed_key, key_columns.decoders)
+            undecoded |= key_columns.undecoded
+        else:
+            undecoded |= parsed_key.keys()
+    order = None if envelope.transaction is None else envelope.transaction.total_order
+    # The Kafka position, folded into the target's int column: distinct for the records that
+    # share an LSN, which are consecutive in their partitions.
+    index = order if type(order) is int else (offset + partition * 0x9E3779B1) & 0x7FFFFFFF
+    schema = source.schema or "public"
+    return SinkEvent(
+        topic,
+        partition,
+        offset,
+        schema if type(schema) is str else str(schema),
+        source.table,
+        op,
+        parsed_key,
+        before,
+        after,
+        (lsn, index),
+        _placeholders(after) if after else _NONE,
+        types,
+        False,
+        None if parsed_key is None else orjson.dumps(parsed_key, option=orjson.OPT_SORT_KEYS),
+        _NO_MISSING,
+        ts if type(ts := source.ts_ms) is int else 0,
+        undecoded,
+    )
+
+
+def _debezium_envelope(value: bytes) -> tuple[_DebeziumEnvelope, _Columns | None]:
+    """The envelope, out of JsonConverter's wrapper, and its schema's columns."""
+    try:
+        envelope = _decode_debezium(value)
+        if not envelope.payload:
+            return envelope, None
+        raw_schema = bytes(envelope.schema)
+        envelope = _decode_debezium(envelope.payload)
+    except msgspec.ValidationError as e:
+        if str(e).startswith("Expected `object`, got"):
+            raise BadRecord("value is not a JSON object") from None
+        raise BadRecord(f"not a change event: {e}") from None
+    except msgspec.DecodeError as e:
+        raise BadRecord(f"value is not JSON: {e}") from None
+    return envelope, None if raw_schema in (b"", _NULL) else _schema_columns(raw_schema)
+
+
+def _debezium_key(key: bytes | None) -> tuple[dict[str, Any] | None, _Columns | None]:
+    """A Debezium record's key, out of JsonConverter's wrapper, and its schema's columns."""
+    if key is None:
+        return None, None
+    try:
+        parsed = orjson.loads(key)
+    except orjson.JSONDecodeError as e:
+        raise BadRecord(f"key is not JSON: {e}") from None
+    columns = None
+    if type(parsed) is dict and parsed.keys() == {"schema", "payload"}:
+        schema = parsed["schema"]
+        parsed = parsed["payload"]
+        if type(schema) is dict:
+            columns = _struct_columns(schema)
+    if parsed is not None and type(parsed) is not dict:
+        raise BadRecord("key is not a JSON object")
+    return parsed, columns
+
+
+@functools.lru_cache(maxsize=256)
+def _schema_columns(raw: bytes) -> _Columns | None:
+    """The columns of an envelope's schema (its ``after`` struct's, which ``before`` shares)."""
+    try:
+        schema = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRecord("the value's schema is not JSON") from None
+    if type(schema) is not dict:
+        return None
+    for field in schema.get("fields") or ():
+        if type(field) is dict and field.get("field") in ("after", "before"):
+            return _struct_columns(field)
+    return None
+
+
+def _struct_columns(schema: dict[str, Any]) -> _Columns:
+    decoders: list[tuple[str, Decoder]] = []
+    types: dict[str, str] = {}
+    undecoded: set[str] = set()
+    for field in schema.get("fields") or ():
+        if type(field) is not dict or type(name := field.get("field")) is not str:
+            raise BadRecord("bad schema: a field without a name")
+        decoder, pg_type = schema_decoder(field)
+        if decoder is not None:
+            decoders.append((name, decoder))
+        if pg_type:
+            types[name] = pg_type
+        else:
+            undecoded.add(name)
+    return _Columns(tuple(decoders), MappingProxyType(types), frozenset(undecoded))
 
 
 def key_id(event: SinkEvent) -> bytes:

@@ -25,6 +25,7 @@ from cdc.pgerrors import mapped, refused, unreachable
 from cdc.records import SinkEvent, Version
 from cdc.sink import Partition, TargetUnavailable
 from cdc.sink.base import TargetSink
+from cdc.sink.foreign import Foreign, options_of, pending
 from cdc.sink.plan import (
     BatchPlan,
     TablePlan,
@@ -38,6 +39,18 @@ from sinks import postgres_dml as dml
 from sinks.postgres_ddl import BOOKKEEPING, Schema
 
 log = logging.getLogger(__name__)
+
+
+_UNPLANNED = BatchPlan(())
+"""A plan of no event: :meth:`PostgresTarget.apply` plans the batch itself."""
+
+
+def _with_refused(
+    before_commit: Callable[[list[tuple[SinkEvent, str]]], None],
+    refused: list[tuple[SinkEvent, str]],
+) -> Callable[[list[tuple[SinkEvent, str]]], None]:
+    """``before_commit`` told of ``refused`` too (events refused before the batch's plan)."""
+    return lambda rejected: before_commit(refused + rejected)
 
 
 class PostgresSink(TargetSink[PostgresSinkConfig]):
@@ -92,6 +105,8 @@ class PostgresTarget:
         self.ledgers: dict[str, Ledger] = {}
         """Each target table's :class:`~cdc.columns.Ledger` (``cdc.columns``) as last read or
         written."""
+        self.foreign = Foreign(options_of(config), self._column_types, "no target table")
+        """Decodes the columns Debezium's records left untyped, by the target tables' types."""
 
     def close(self) -> None:
         self.conn.close()
@@ -111,7 +126,11 @@ class PostgresTarget:
 
     def plan(self, events: Sequence[SinkEvent]) -> BatchPlan:
         """The batch's plan, its upserts' rows already JSON (:data:`~sinks.postgres_dml.ROWS`):
-        on the consuming thread, the applying thread is left with the SQL."""
+        on the consuming thread, the applying thread is left with the SQL. A batch with columns
+        to decode by the target's types (:mod:`cdc.sink.foreign`) is planned by :meth:`apply`,
+        once they are."""
+        if pending(events):
+            return _UNPLANNED
         return plan_batch(events, self.floors, json=True)
 
     def apply(
@@ -123,6 +142,11 @@ class PostgresTarget:
         plan: BatchPlan | None = None,
     ) -> None:
         if plan is None or not plan.covers(events) or not plan.json:
+            if pending(events):
+                with self._translated(), self.conn.transaction():
+                    events, refused = self.foreign.decode(events)
+                if refused:
+                    before_commit = _with_refused(before_commit, refused)
             plan = self.plan(events)
         rejected: list[tuple[SinkEvent, str]] = []
         with self._translated():
@@ -136,6 +160,7 @@ class PostgresTarget:
                 # A value the target refuses: find which, one event at a time, and let the rest in.
                 self.schema.tables.clear()
                 self.ledgers.clear()
+                self.foreign.forget()
                 self._apply_one_by_one(group, events, offsets, before_commit)
 
     def _apply_one_by_one(
@@ -258,6 +283,11 @@ class PostgresTarget:
                 ),
             )
         return changes.plan
+
+    def _column_types(self, schema: str, table: str) -> dict[str, str] | None:
+        """The column types of the target table of source table ``schema.table``."""
+        found = self.schema.describe(*self._target_names(schema, table))
+        return None if found is None else found.columns
 
     def _target_names(self, schema: str, table: str) -> tuple[str, str]:
         """The target table's schema and name. The template's dot parts them, not one in the

@@ -100,6 +100,8 @@ class Schema:
         found = self.describe(target_schema, target_name)
         if found is None:
             found = self._create(target_schema, target_name, wanted, key, defaults)
+        elif found.key and "_cdc_lsn" not in found.columns:
+            self._add_versions(found)
         for column, source_type in wanted.items():
             pg_type = self._type_for(source_type)
             current = found.columns.get(column)
@@ -132,6 +134,20 @@ class Schema:
             found.checked.add((column, source_type))
         self.tables[name] = found
         return found
+
+    def _add_versions(self, table: Table) -> None:
+        """Give a table made by someone else (with a primary key: the target of a topic whose
+        records carry no types, such as Debezium's without schema) the sink's row versions. Its
+        rows take version 0, older than any event."""
+        self.conn.execute(
+            sql.SQL(
+                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS _cdc_lsn bigint NOT NULL DEFAULT 0,"
+                " ADD COLUMN IF NOT EXISTS _cdc_index int NOT NULL DEFAULT 0"
+            ).format(table.ident)
+        )
+        table.columns.update({"_cdc_lsn": "bigint", "_cdc_index": "integer"})
+        table.statements.clear()
+        log.info("added the sink's version columns _cdc_lsn, _cdc_index to %s", table.label)
 
     def describe(self, schema: str, name: str) -> Table | None:
         rows = self.conn.execute(

@@ -30,6 +30,7 @@ from cdc.findings import Finding
 from cdc.records import SinkEvent, Version
 from cdc.sink import Partition, TargetUnavailable
 from cdc.sink.base import TargetSink
+from cdc.sink.foreign import Foreign, options_of, pending
 from cdc.sink.plan import (
     BatchPlan,
     TablePlan,
@@ -52,6 +53,10 @@ from sinks.sqlite_ddl import (
 )
 
 log = logging.getLogger(__name__)
+
+
+_UNPLANNED = BatchPlan(())
+"""A plan of no event: :meth:`SqliteTarget.apply` plans the batch itself."""
 
 
 class SqliteSink(TargetSink[SqliteSinkConfig]):
@@ -95,6 +100,10 @@ class SqliteTarget:
         self.keys: dict[str, tuple[str, ...]] = {}
         self.ledgers: dict[str, Ledger] = {}
         """Each target table's :class:`~cdc.columns.Ledger` (``_cdc_columns``)."""
+        self.foreign = Foreign(
+            options_of(config), None, "a SQLite target keeps no PostgreSQL column types"
+        )
+        """Debezium's records: only those whose schema types every column can be stored."""
         self.names: dict[str, str] = {}
         """The table template's name -> the target table's (:meth:`_target_name`)."""
         self.floors: dict[tuple[str, str], Version] = {}
@@ -115,6 +124,8 @@ class SqliteTarget:
         return {(t, p): o for t, p, o in rows if (t, p) in wanted}
 
     def plan(self, events: Sequence[SinkEvent]) -> BatchPlan:
+        if pending(events):
+            return _UNPLANNED  # decoded first, by apply
         return plan_batch(events, self.floors)
 
     def apply(
@@ -126,6 +137,11 @@ class SqliteTarget:
         plan: BatchPlan | None = None,
     ) -> None:
         if plan is None or not plan.covers(events):
+            if pending(events):
+                events, refused = self.foreign.decode(events)
+                if refused:
+                    told = before_commit
+                    before_commit = lambda rejected: told(refused + rejected)  # noqa: E731
             plan = self.plan(events)
         try:
             self._transaction(group, events, offsets, before_commit, plan)

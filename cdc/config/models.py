@@ -506,6 +506,14 @@ class _SinkBase(_Spec):
     dropped_columns: Literal["keep", "drop"] = "keep"
     """What a target does with a column the source dropped: keep it (new rows hold NULL), or
     drop it at the table's next change that shows it gone (:mod:`cdc.columns`)."""
+    # How Debezium's connector wrote the topics' records that carry no schema (its options, by
+    # its names and defaults): records without cdc-event-id are read as Debezium's.
+    decimal_handling_mode: Literal["precise", "string", "double"] = "precise"
+    time_precision_mode: Literal[
+        "adaptive", "adaptive_time_microseconds", "connect", "isostring"
+    ] = "adaptive"
+    binary_handling_mode: Literal["bytes", "base64", "base64-url-safe", "hex"] = "bytes"
+    interval_handling_mode: Literal["numeric", "string"] = "numeric"
 
     @model_validator(mode="before")
     @classmethod

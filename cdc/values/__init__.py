@@ -30,13 +30,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from cdc.values import debezium, exact
-from cdc.values.types import base_type
+from cdc.values.from_debezium import Options, decoders_for
+from cdc.values.types import UNAVAILABLE, base_type
 
 VALUES_HEADER = "cdc-values"
 """How an event's values are encoded: ``exact``, or ``debezium;decimal=..;time=..;binary=..;
 interval=..``. Events without it (written by cdc before 0.9) carry the internal form."""
-
-UNAVAILABLE = "__debezium_unavailable_value"  # cdc.events.UNAVAILABLE (no import cycle)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,13 +167,16 @@ def encoder(types: tuple[tuple[str, str], ...], mode: ValueMode) -> RowCodec | N
 
 @functools.lru_cache(maxsize=1024)
 def _decoder(types: tuple[tuple[str, str], ...], mode: ValueMode) -> RowCodec | None:
-    if mode.values != "exact":
-        raise ValueError("cdc's sinks read the debezium values mode only through its schema")
-    columns = tuple((c, f, None) for c, t in types if (f := exact.decoder(t)) is not None)
+    if mode.values == "exact":
+        columns = tuple((c, f, None) for c, t in types if (f := exact.decoder(t)) is not None)
+    else:
+        options = Options(mode.decimal, mode.time, mode.binary, mode.interval)
+        columns = tuple((c, f, None) for c, f in decoders_for(dict(types), options))
     return RowCodec(columns) if columns else None
 
 
 def decoder(types: Mapping[str, str], mode: ValueMode) -> RowCodec | None:
     """The row decoder (event form -> internal form) of a column set; None when nothing
-    changes."""
+    changes. The debezium mode's values come back as Debezium's do (its own losses stay lost:
+    docs/encodings.md)."""
     return _decoder(tuple(types.items()), mode)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["base_type"]
+__all__ = ["UNAVAILABLE", "base_type"]
 
 import functools
 import re
+
+UNAVAILABLE = "__debezium_unavailable_value"
+"""Stands in for an unchanged TOASTed value the source did not send (Debezium's placeholder);
+:data:`cdc.events.UNAVAILABLE` is this one."""
 
 _MODIFIERS = re.compile(r"\(([^)]*)\)")
 

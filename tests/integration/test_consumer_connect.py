@@ -36,6 +36,8 @@ from tests.support.services import fresh_database
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "debezium"
 TABLE = "every_type"
 
+pytestmark = pytest.mark.consumers
+
 
 @dataclass(frozen=True, slots=True)
 class Cell:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import pq, sql
 
 from tests.support import flink
@@ -74,6 +75,8 @@ SNAPSHOT_ROWS = [
     " '12:34:56.789', '23:59:59.999999+14:59', '-1 days -00:00:00.000001', 'null', 'null',"
     " '{NULL}', '{\"\"}', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
 ]
+
+pytestmark = pytest.mark.consumers
 
 
 def changes(conn: psycopg.Connection[Any]) -> None:

@@ -43,7 +43,8 @@ def test_garbage_goes_to_the_dlq_and_the_rest_is_applied(
         ),
         (
             b'{"id":4}',
-            envelope("c", {"id": 4, "n": "4", "note": "no id header"}),
+            # without source.lsn: not Debezium's either (whose records have no event id)
+            envelope("c", {"id": 4, "n": "4", "note": "no id header"}).replace(b'"lsn":1,', b""),
             ok,
             "no cdc-event-id header",
         ),

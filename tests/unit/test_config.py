@@ -290,7 +290,8 @@ BAD_CONFIGS = [
         "postgres-sink-with-path",
         KAFKA + SINK.replace('"sqlite"', '"postgres"') + 'dsn = "host=h"\n',
         "cfg.toml: sinks[0].path: unknown key 'path'; allowed keys here: name, topics, group_id,"
-        " dropped_columns, type, dsn, table",
+        " dropped_columns, decimal_handling_mode, time_precision_mode, binary_handling_mode,"
+        " interval_handling_mode, type, dsn, table",
     ),
     (
         "sink-empty-topics",

@@ -80,7 +80,12 @@ def test_defaults_and_a_tombstone() -> None:
         (None, value(before=[1]), GOOD_HEADERS, "before is not a JSON object"),
         (None, value(after="row"), GOOD_HEADERS, "after is not a JSON object"),
         (None, value(op="u", after=None), GOOD_HEADERS, "op 'u' without an after image"),
-        (None, value(), [], "no cdc-event-id header"),
+        (
+            None,
+            value(source={"schema": "app", "table": "items"}),
+            [],
+            "no cdc-event-id header, and no source.lsn",
+        ),
         (None, value(), [("cdc-event-id", b"12:x")], "bad cdc-event-id header"),
         (None, value(), [("cdc-event-id", b"12")], "bad cdc-event-id header"),
         (b"{nope", value(), GOOD_HEADERS, "key is not JSON"),
