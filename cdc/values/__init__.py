@@ -171,8 +171,16 @@ def _decoder(types: tuple[tuple[str, str], ...], mode: ValueMode) -> RowCodec | 
         columns = tuple((c, f, None) for c, t in types if (f := exact.decoder(t)) is not None)
     else:
         options = Options(mode.decimal, mode.time, mode.binary, mode.interval)
-        columns = tuple((c, f, None) for c, f in decoders_for(dict(types), options))
+        named = {c: _interval_plain(t) for c, t in types}
+        columns = tuple((c, f, None) for c, f in decoders_for(named, options))
     return RowCodec(columns) if columns else None
+
+
+def _interval_plain(type_name: str) -> str:
+    """``interval year to month`` (``second(3)``, ...) as ``interval``, the name Debezium's
+    decoders know it by (its fields are a typmod: :func:`base_type`)."""
+    name, _, array = base_type(type_name)
+    return type_name if name != "interval" else "interval[]" if array else "interval"
 
 
 def decoder(types: Mapping[str, str], mode: ValueMode) -> RowCodec | None:

@@ -416,3 +416,16 @@ def test_debezium_sequence_has_null_before_the_first_commit() -> None:
     later = dataclasses.replace(change, last_commit_lsn=80)
     value = orjson.loads(encode(later, debezium, 0).value or b"")
     assert value["source"]["sequence"] == '["80","90"]'
+
+
+def test_a_sink_reads_an_interval_with_fields_back_in_the_debezium_mode() -> None:
+    """``interval year to month`` travels as an interval in the debezium mode (Debezium's
+    encodings), and cdc's sinks read it back as one."""
+    types = (("iv", "interval year to month"), ("s", "interval second(3)[]"))
+    mode = ValueMode("debezium", interval="string")
+    codec, back = encoder(types, mode), decoder(dict(types), mode)
+    assert codec is not None and back is not None
+    row = {"iv": "1 year 2 mons", "s": "{00:00:01.5}"}
+    wire = codec(row)
+    assert wire == {"iv": "P1Y2M0DT0H0M0S", "s": ["P0Y0M0DT0H0M1.5S"]}
+    assert back(wire) == row
