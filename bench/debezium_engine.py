@@ -89,26 +89,42 @@ def build(*, force: bool = False) -> list[Path]:
     with (cache / "debezium-bench.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if force or _stale():
-            _mvn_package(cache)
+            mvn_package(PROJECT, JAR, CLASSPATH, cache, "mvn-debezium-bench.log")
         return _classpath()
 
 
-def _mvn_package(cache: Path) -> None:
+def mvn_package(project: Path, jar: Path, classpath: Path, cache: Path, log_name: str) -> None:
+    """``mvn package`` of ``project`` with the devstack cache's ``m2`` as local repository;
+    BuildError naming the project, with the log's tail, unless it made ``jar`` and
+    ``classpath`` (shared by the bench's engine and tests/support's JVM consumers)."""
+    name = project.relative_to(ROOT) if project.is_relative_to(ROOT) else project
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise BuildError("mvn (Maven) is needed to build bench/debezium (apt-get install maven)")
-    log = cache / "mvn-debezium-bench.log"
+        raise BuildError(f"mvn (Maven) is needed to build {name} (apt-get install maven)")
+    log = cache / log_name
     cmd = [
-        mvn, "-q", "-B", "-f", str(PROJECT / "pom.xml"),
+        mvn, "-q", "-B", "-f", str(project / "pom.xml"),
         f"-Dmaven.repo.local={cache / 'm2'}", "package",
     ]  # fmt: skip
     with log.open("wb") as out:
         rc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, check=False)
-    if rc.returncode != 0 or not JAR.is_file() or not CLASSPATH.is_file():
+    if rc.returncode != 0 or not jar.is_file() or not classpath.is_file():
         raise BuildError(
-            f"building bench/debezium failed (mvn exit {rc.returncode}, log {log}):\n{_tail(log)}"
+            f"building {name} failed (mvn exit {rc.returncode}, log {log}):\n{_tail(log)}"
         )
-    os.utime(JAR)  # the jar plugin leaves an up-to-date jar as it was: mark this build
+    os.utime(jar)  # the jar plugin leaves an up-to-date jar as it was: mark this build
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """SIGTERM (a JVM runs its shutdown hooks), SIGKILL after ``timeout``; the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def _escape(value: str) -> str:
@@ -309,16 +325,7 @@ class DebeziumEngine:
         The exit code: 143 is the JVM's after a SIGTERM handled by its shutdown hooks.
         """
         proc = self._proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
+        return None if proc is None else terminate(proc, timeout)
 
     def __enter__(self) -> DebeziumEngine:
         self.start()

@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -32,6 +31,7 @@ from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict
 
+from bench.debezium_engine import terminate
 from tests.support import ROOT
 
 POM = ROOT / "tests" / "consumers" / "connect" / "pom.xml"
@@ -241,16 +241,7 @@ class ConnectStandalone:
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
         proc, self._proc = self._proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
+        return None if proc is None else terminate(proc, timeout)
 
     def __enter__(self) -> ConnectStandalone:
         self.start()

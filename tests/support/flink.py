@@ -23,7 +23,6 @@ import base64
 import fcntl
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from bench.debezium_engine import BuildError, mvn_package
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = ROOT / "tests" / "consumers" / "flink"
@@ -96,24 +97,10 @@ def build(*, force: bool = False) -> list[Path]:
 
 
 def _mvn_package(cache: Path) -> None:
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise FlinkError(
-            "mvn (Maven) is needed to build tests/consumers/flink (apt-get install maven)"
-        )
-    log = cache / "mvn-flink-consumer.log"
-    cmd = [
-        mvn, "-q", "-B", "-f", str(PROJECT / "pom.xml"),
-        f"-Dmaven.repo.local={cache / 'm2'}", "package",
-    ]  # fmt: skip
-    with log.open("wb") as out:
-        rc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, check=False)
-    if rc.returncode != 0 or not JAR.is_file() or not CLASSPATH.is_file():
-        raise FlinkError(
-            f"building tests/consumers/flink failed (mvn exit {rc.returncode}, log {log}):\n"
-            + _tail(log.read_text(errors="replace"))
-        )
-    os.utime(JAR)  # the jar plugin leaves an up-to-date jar as it was: mark this build
+    try:
+        mvn_package(PROJECT, JAR, CLASSPATH, cache, "mvn-flink-consumer.log")
+    except BuildError as e:
+        raise FlinkError(str(e)) from None
 
 
 @dataclass(frozen=True)
